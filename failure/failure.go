@@ -1,0 +1,90 @@
+// Package failure classifies why a build failed. Every error that ends a
+// build carries a Kind (the SPEC's error_type) and a message that is safe to
+// show a client: it never contains a server path or a secret.
+package failure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Kind is a build's error_type.
+type Kind string
+
+// The error types of SPEC §3.
+const (
+	InvalidSource         Kind = "InvalidSource"
+	UnsupportedToolchain  Kind = "UnsupportedToolchain"
+	DependencyFetchFailed Kind = "DependencyFetchFailed"
+	BuildFailed           Kind = "BuildFailed"
+	NoArtifacts           Kind = "NoArtifacts"
+	AttestationFailed     Kind = "AttestationFailed"
+	Timeout               Kind = "Timeout"
+	Canceled              Kind = "Canceled"
+	Interrupted           Kind = "Interrupted"
+	InternalError         Kind = "InternalError"
+)
+
+// Error is a classified build failure. Msg is shown to clients; Err (which may
+// name server paths) is only logged.
+type Error struct {
+	Kind Kind
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil && e.Msg == "" {
+		return e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// New returns a classified error with a client-safe message.
+func New(kind Kind, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Wrap classifies err; msg is the client-safe summary.
+func Wrap(kind Kind, err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	return &Error{Kind: kind, Msg: msg, Err: err}
+}
+
+// KindOf returns the kind of the outermost classified error in err's chain;
+// context expiry maps to Timeout/Canceled and anything else to InternalError.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return Timeout
+	case errors.Is(err, context.Canceled):
+		return Canceled
+	}
+	return InternalError
+}
+
+// Message returns the client-safe message of err: the Msg of the outermost
+// classified error, or a generic text for unclassified ones (whose text may
+// leak server details).
+func Message(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Error()
+	}
+	switch KindOf(err) {
+	case Timeout:
+		return "build timed out"
+	case Canceled:
+		return "build canceled"
+	}
+	return "internal error"
+}

@@ -1,0 +1,59 @@
+// Package pipeline turns a project directory into a result directory:
+// detect → inputs → fetch → build (sandboxed) → artifacts → provenance →
+// manifest → (attest). `kettle build`, `kettle attest` and the service's
+// workers all run this one function.
+package pipeline
+
+import (
+	"context"
+	"errors"
+
+	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/toolchain"
+)
+
+// Options configure one build.
+type Options struct {
+	Dir    string // project directory
+	OutDir string // default Dir/kettle-build; recreated
+	// CacheDir holds fetched dependencies; default a fresh directory that
+	// is removed afterwards.
+	CacheDir string
+	Runner   sandbox.Runner
+	Limits   sandbox.Limits
+	Events   events.Sink // may be nil
+	// Attester, when set, writes evidence.json binding the provenance and
+	// Nonce; nil means build only (`kettle build`).
+	Attester attest.Attester
+	Nonce    []byte
+	// BuilderID and BuildTypeBase are this deployment's URIs; the buildType
+	// is BuildTypeBase + "<toolchain>@v1".
+	BuilderID     string
+	BuildTypeBase string
+	// SourceURI overrides `git remote get-url origin` (e.g. the repo_url
+	// the service cloned from).
+	SourceURI string
+	// ArchiveSHA256 names the uploaded archive of a non-git source.
+	ArchiveSHA256 string
+	// Env is the base environment of toolchain commands (PATH, HOME, …).
+	Env []string
+}
+
+// Result describes a finished build.
+type Result struct {
+	OutDir     string
+	Toolchain  string // driver name
+	Lockfile   string
+	Statement  *provenance.Statement
+	Provenance []byte // exact provenance.json bytes
+	Artifacts  []toolchain.Artifact
+	Evidence   []byte // evidence.json, nil without an attester
+}
+
+// Run builds opts.Dir.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	return nil, errors.New("pipeline: not wired yet")
+}

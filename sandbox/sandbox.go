@@ -1,0 +1,49 @@
+// Package sandbox runs toolchain commands. The build phase runs under
+// bubblewrap with no network and limits (Bwrap); the fetch phase runs with
+// network but still confined. None runs commands directly and exists only for
+// machines where bubblewrap cannot run.
+package sandbox
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Limits bound one command. Zero means "no limit" for that resource.
+type Limits struct {
+	Memory   int64         // bytes of address space / cgroup memory
+	Procs    int           // processes of the sandbox user
+	CPUTime  time.Duration // CPU seconds
+	FileSize int64         // largest file the command may write
+	Disk     int64         // total bytes written under the project directory
+	Wall     time.Duration // wall-clock time
+}
+
+// Cmd is one command to run.
+type Cmd struct {
+	Args []string // argv; Args[0] is looked up in PATH of Env
+	Dir  string   // working directory: the project directory, writable
+	Env  []string // the whole environment; nothing is inherited from the server
+	// Output receives stdout and stderr through one pipe, so lines keep
+	// their order as the command wrote them.
+	Output io.Writer
+	// Network is true only in the fetch phase.
+	Network bool
+	// Writable lists further directories the command may write (e.g. the
+	// job's dependency cache during fetch). Dir is always writable.
+	Writable []string
+	// ReadOnly lists further directories the command may read that a
+	// sandbox would otherwise hide (e.g. the job's dependency cache during
+	// the build phase).
+	ReadOnly []string
+	Limits   Limits
+}
+
+// Runner runs commands. Run returns an error wrapping *exec.ExitError (or a
+// limit error from this package) when the command fails.
+type Runner interface {
+	Run(ctx context.Context, c *Cmd) error
+	// Name is recorded in provenance: "bwrap" or "none".
+	Name() string
+}

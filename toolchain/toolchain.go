@@ -1,0 +1,59 @@
+// Package toolchain detects a project's build system and drives it: one
+// Driver per toolchain (cargo, nix, pnpm, gomod). A build is always two
+// phases: Fetch (network, only what the lockfile pins, digests checked) and
+// Build (in the sandbox, offline).
+package toolchain
+
+import (
+	"context"
+
+	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
+)
+
+// Workspace is what a driver works on.
+type Workspace struct {
+	Dir      string         // project directory (absolute); writable during Build
+	CacheDir string         // per-build dependency cache: written by Fetch, read-only in Build
+	Runner   sandbox.Runner // runs every toolchain command
+	Limits   sandbox.Limits // limits for the build phase
+	// Log receives each output line of the toolchain, in order.
+	Log func(line string)
+	// Env is the base environment (PATH, HOME, LANG…) for commands; drivers
+	// add their own variables (CARGO_HOME, GOFLAGS…).
+	Env []string
+}
+
+// Inputs is everything a driver knows about what goes into the build.
+type Inputs struct {
+	LockfileSHA256 string
+	Toolchain      provenance.Toolchain // without kettle's own entry
+	Dependencies   []provenance.Dependency
+	Evaluation     *provenance.Evaluation  // nix only
+	FlakeInputs    []provenance.FlakeInput // nix only
+	// MerkleLeaves are the leaf strings of the input Merkle root in the
+	// peer's order for this toolchain, given the source commit and tree.
+	MerkleLeaves func(gitCommit, gitTree string) []string
+}
+
+// Artifact is one built file copied into the output directory.
+type Artifact struct {
+	Name   string // file name under artifacts/
+	SHA256 string
+}
+
+// Driver is one toolchain.
+type Driver interface {
+	Name() string         // "cargo", "nix", "pnpm", "go": buildType and metrics
+	Title() string        // "Cargo", "Nix", "Pnpm", "Go": the detect event
+	Lockfile() string     // lockfile name in the project root
+	BuildCommand() string // recorded as externalParameters.buildCommand
+	// Inputs reads the lockfile and the toolchain binaries.
+	Inputs(ctx context.Context, w *Workspace) (*Inputs, error)
+	// Fetch downloads what the lockfile pins into w.CacheDir, with network.
+	Fetch(ctx context.Context, w *Workspace) error
+	// Build runs the build phase offline in the sandbox.
+	Build(ctx context.Context, w *Workspace) error
+	// Artifacts copies the outputs into dst and hashes them.
+	Artifacts(ctx context.Context, w *Workspace, dst string) ([]Artifact, error)
+}
