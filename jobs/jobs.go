@@ -1,0 +1,96 @@
+// Package jobs is the job model and its store: the state machine, the work
+// queue, each job's event log, sources and results, all in NATS JetStream
+// (embedded in `kettle serve` or an external cluster). The api package talks
+// to it only through Service; workers take jobs through Queue.
+package jobs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/kettle-build/kettle/events"
+)
+
+// Status of a job.
+type Status string
+
+// Job states. queued → running → succeeded | failed.
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+)
+
+// Sentinel errors of the store; the api maps them to status codes.
+var (
+	ErrNotFound        = errors.New("job not found")
+	ErrQueueFull       = errors.New("queue full")
+	ErrSingleBuildUsed = errors.New("this CVM has already accepted a build")
+	ErrNoResult        = errors.New("no result")
+	ErrNotReady        = errors.New("store not ready")
+)
+
+// Source says where a job's code comes from.
+type Source struct {
+	URL           string `json:"url,omitempty"`
+	Ref           string `json:"ref,omitempty"`
+	ArchiveName   string `json:"archive_name,omitempty"`
+	ArchiveSHA256 string `json:"archive_sha256,omitempty"`
+	ArchiveSize   int64  `json:"archive_size,omitempty"`
+}
+
+// Job is the public state of one build (GET /build/{id}).
+type Job struct {
+	ID           string     `json:"job_id"`
+	Status       Status     `json:"status"`
+	Position     int        `json:"position"`
+	CreatedAt    time.Time  `json:"created_at"`
+	StartedAt    *time.Time `json:"started_at"`
+	FinishedAt   *time.Time `json:"finished_at"`
+	Toolchain    string     `json:"toolchain"`
+	Source       Source     `json:"source"`
+	Error        string     `json:"error"`
+	ErrorType    string     `json:"error_type"`
+	ResultSHA256 string     `json:"result_sha256"`
+	// Fields below are internal bookkeeping, not part of the API reply.
+	Nonce      string `json:"nonce,omitempty"` // hex
+	ResultName string `json:"result_name,omitempty"`
+	ResultSize int64  `json:"result_size,omitempty"`
+	Worker     string `json:"worker,omitempty"`
+	Attempts   int    `json:"attempts,omitempty"`
+	// Building is set once the build phase started; a job interrupted
+	// before that is retried, after it ends Interrupted.
+	Building bool `json:"building,omitempty"`
+}
+
+// Request is a validated submission.
+type Request struct {
+	Nonce      []byte
+	RepoURL    string
+	RepoRef    string
+	SourceName string
+	// Archive is an open uploaded archive spooled to disk (nil for git);
+	// the store copies it into its object store during Submit.
+	Archive       io.Reader
+	ArchiveSHA256 string
+	ArchiveSize   int64
+}
+
+// Service is what the HTTP layer needs from the store.
+type Service interface {
+	// Submit enqueues a job and emits its first `queued` event.
+	Submit(ctx context.Context, req Request) (*Job, error)
+	Get(ctx context.Context, id string) (*Job, error)
+	// Watch calls fn for every event of the job from index `from` on, in
+	// order, replaying the stored log and then following live events; it
+	// returns nil right after the `complete` event, ctx.Err() when ctx ends,
+	// or fn's error. No event is dropped or repeated.
+	Watch(ctx context.Context, id string, from int, fn func(index int, ev events.Event) error) error
+	// Result opens a succeeded job's result tarball.
+	Result(ctx context.Context, id string) (io.ReadCloser, *Job, error)
+	// Ready reports whether the store and at least one worker are up.
+	Ready(ctx context.Context) error
+}
