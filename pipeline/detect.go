@@ -1,0 +1,53 @@
+package pipeline
+
+import (
+	"strings"
+
+	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/toolchain"
+)
+
+// Detector maps a marker file in the project root to the toolchain driver
+// that builds such a project.
+type Detector struct {
+	Marker string // file whose presence selects the driver
+	New    func() toolchain.Driver
+}
+
+// Detectors is the detection table, in SPEC §5 order: the first marker
+// present wins. To add a toolchain, add one line per marker in its place:
+//
+//	{"flake.nix", nix.New}, {"Cargo.lock", cargo.New},
+//	{"pnpm-lock.yaml", pnpm.New}, {"go.sum", gomod.New}, {"go.mod", gomod.New}
+var Detectors = []Detector{}
+
+// Detect picks the driver of the project in dir: the first Detectors entry
+// whose marker is a regular file inside dir. The chosen driver's lockfile
+// must exist too. Errors are failure.UnsupportedToolchain with a message
+// naming the files looked for (no server paths).
+func Detect(dir string) (toolchain.Driver, error) {
+	for _, d := range Detectors {
+		if !toolchain.ProjectFileExists(dir, d.Marker) {
+			continue
+		}
+		drv := d.New()
+		if lf := drv.Lockfile(); lf != d.Marker && !toolchain.ProjectFileExists(dir, lf) {
+			return nil, failure.New(failure.UnsupportedToolchain,
+				"%s project has %s but no %s: commit the lockfile", drv.Title(), d.Marker, lf)
+		}
+		return drv, nil
+	}
+	return nil, failure.New(failure.UnsupportedToolchain,
+		"could not determine toolchain: none of %s found in the project root", markers())
+}
+
+func markers() string {
+	var m []string
+	for _, d := range Detectors {
+		m = append(m, d.Marker)
+	}
+	if len(m) == 0 {
+		return "(no toolchains registered)"
+	}
+	return strings.Join(m, ", ")
+}

@@ -1,0 +1,319 @@
+package toolchain
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
+)
+
+// ErrToolNotFound reports a toolchain binary that is not installed.
+var ErrToolNotFound = errors.New("tool not found")
+
+// Getenv returns the value of key in env (last one wins, as exec does).
+func Getenv(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+// SetEnv returns a copy of env with each "KEY=value" of kv replacing any
+// earlier value of KEY.
+func SetEnv(env []string, kv ...string) []string {
+	drop := map[string]bool{}
+	for _, e := range kv {
+		k, _, _ := strings.Cut(e, "=")
+		drop[k] = true
+	}
+	out := make([]string, 0, len(env)+len(kv))
+	for _, e := range env {
+		k, _, _ := strings.Cut(e, "=")
+		if !drop[k] {
+			out = append(out, e)
+		}
+	}
+	return append(out, kv...)
+}
+
+// LookPath finds an executable named name in the PATH of env (not of this
+// process: the builds' environment is explicit).
+func LookPath(env []string, name string) (string, error) {
+	if strings.Contains(name, "/") {
+		if isExec(name) {
+			return name, nil
+		}
+		return "", fmt.Errorf("%s: %w", name, ErrToolNotFound)
+	}
+	for _, dir := range filepath.SplitList(Getenv(env, "PATH")) {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if isExec(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("could not find command named `%s`: %w", name, ErrToolNotFound)
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// FindTool resolves the real binary of a tool. For rustup-managed tools
+// (cargo, rustc) the PATH entry is a rustup shim, so `rustup which <name>`
+// gives the toolchain's binary, which is what gets hashed and run; other
+// tools (and cargo without rustup) come from PATH. Symlinks are resolved so
+// the digest names the file that actually runs.
+func FindTool(ctx context.Context, env []string, name string) (string, error) {
+	if name == "cargo" || name == "rustc" {
+		if rustup, err := LookPath(env, "rustup"); err == nil {
+			cmd := exec.CommandContext(ctx, rustup, "which", name)
+			cmd.Env = env
+			if out, err := cmd.Output(); err == nil {
+				if p := strings.TrimSpace(string(out)); p != "" && isExec(p) {
+					return filepath.EvalSymlinks(p)
+				}
+			}
+		}
+	}
+	p, err := LookPath(env, name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(p)
+}
+
+// HashTool describes the tool binary at path: version is the trimmed output
+// of `<path> --version`, the digest is the sha256 of the file. The version
+// command runs in this (trusted) process, before any build step.
+func HashTool(ctx context.Context, w *Workspace, name, path string) (provenance.Tool, error) {
+	sum, err := SHA256File(path)
+	if err != nil {
+		return provenance.Tool{}, fmt.Errorf("hash %s: %w", name, err)
+	}
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.Env = w.Env
+	cmd.Dir = w.Dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return provenance.Tool{}, fmt.Errorf("%s --version: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	return provenance.Tool{Name: name, Version: strings.TrimSpace(string(out)), SHA256: sum}, nil
+}
+
+// ResolveTool is FindTool then HashTool; it returns the binary's path too,
+// so drivers run exactly the file they recorded.
+func ResolveTool(ctx context.Context, w *Workspace, name string) (provenance.Tool, string, error) {
+	path, err := FindTool(ctx, w.Env, name)
+	if err != nil {
+		return provenance.Tool{}, "", err
+	}
+	t, err := HashTool(ctx, w, name, path)
+	return t, path, err
+}
+
+// SHA256File returns the lowercase hex sha256 of a file's contents.
+func SHA256File(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// ReadProjectFile reads a file of the project by its relative name, refusing
+// any path (or symlink) that leaves the project: a hostile checkout must not
+// make kettle read and publish a server file as its lockfile.
+func ReadProjectFile(dir, name string) ([]byte, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", name)
+	}
+	return io.ReadAll(f)
+}
+
+// ProjectFileExists reports whether name is a regular file inside dir
+// (following symlinks that stay inside dir).
+func ProjectFileExists(dir, name string) bool {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return false
+	}
+	defer root.Close()
+	fi, err := root.Stat(name)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// LockfileSHA256 hashes the project's lockfile (hex sha256 of its bytes).
+func LockfileSHA256(dir, name string) (string, error) {
+	b, err := ReadProjectFile(dir, name)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// CopyArtifact copies the regular file src into dstDir under its base name
+// (replacing a previous, possibly read-only copy), keeps its exec bits, and
+// returns its name and the sha256 of the copy.
+func CopyArtifact(src, dstDir string) (Artifact, error) {
+	name := filepath.Base(src)
+	in, err := os.Open(src)
+	if err != nil {
+		return Artifact{}, err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return Artifact{}, err
+	}
+	if !fi.Mode().IsRegular() {
+		return Artifact{}, fmt.Errorf("artifact %s: not a regular file", name)
+	}
+	dst := filepath.Join(dstDir, name)
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Artifact{}, err
+	}
+	mode := os.FileMode(0o644)
+	if fi.Mode()&0o111 != 0 {
+		mode = 0o755
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return Artifact{}, err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
+		out.Close()
+		return Artifact{}, fmt.Errorf("copy artifact %s: %w", name, err)
+	}
+	if err := out.Close(); err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// MaxLineBytes bounds one logged line; longer output is split into pieces
+// of this size so a build printing megabytes without a newline cannot make
+// kettle buffer it all.
+const MaxLineBytes = 16 << 10
+
+// LineWriter splits what is written to it into lines and passes each (without
+// its line terminator) to a log function. "\n", "\r\n" and a lone "\r"
+// (progress bars) all end a line. Safe for concurrent writers; call Flush at
+// the end for a last line without a terminator.
+type LineWriter struct {
+	mu     sync.Mutex
+	log    func(string)
+	buf    []byte
+	sawCR  bool
+	closed bool
+}
+
+// NewLineWriter returns a LineWriter calling log per line; log may be nil.
+func NewLineWriter(log func(string)) *LineWriter {
+	if log == nil {
+		log = func(string) {}
+	}
+	return &LineWriter{log: log}
+}
+
+// Write implements io.Writer; it never fails.
+func (l *LineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		if l.sawCR {
+			l.sawCR = false
+			if p[0] == '\n' { // the \n of a \r\n: the line was already emitted
+				p = p[1:]
+				continue
+			}
+		}
+		i := bytes.IndexAny(p, "\r\n")
+		if i < 0 {
+			l.buf = append(l.buf, p...)
+			for len(l.buf) >= MaxLineBytes {
+				l.emit(l.buf[:MaxLineBytes])
+				l.buf = append(l.buf[:0], l.buf[MaxLineBytes:]...)
+			}
+			break
+		}
+		l.buf = append(l.buf, p[:i]...)
+		for len(l.buf) > MaxLineBytes {
+			l.emit(l.buf[:MaxLineBytes])
+			l.buf = append(l.buf[:0], l.buf[MaxLineBytes:]...)
+		}
+		l.emit(l.buf)
+		l.buf = l.buf[:0]
+		l.sawCR = p[i] == '\r'
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (l *LineWriter) emit(b []byte) {
+	l.log(strings.ToValidUTF8(string(b), "\uFFFD"))
+}
+
+// Flush emits a pending partial line.
+func (l *LineWriter) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		l.emit(l.buf)
+		l.buf = l.buf[:0]
+	}
+}
+
+// Run runs c through w.Runner with its output logged line by line to w.Log
+// (c.Output is replaced), and its Dir defaulting to w.Dir.
+func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
+	lw := NewLineWriter(w.Log)
+	c.Output = lw
+	if c.Dir == "" {
+		c.Dir = w.Dir
+	}
+	err := w.Runner.Run(ctx, c)
+	lw.Flush()
+	return err
+}
