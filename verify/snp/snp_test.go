@@ -1,0 +1,59 @@
+package snp
+
+import (
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var fixtures = filepath.Join("..", "..", "..", "shared", "fixtures", "attestation", "snp")
+
+func load(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fixtures, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestFixtures(t *testing.T) {
+	pinned := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	today := time.Now()
+	tests := []struct {
+		report, key string
+		now         time.Time
+		wantErr     error
+		gen         Generation
+	}{
+		{"live-report-v5-genoa.bin", "live-vcek-genoa.der", today, nil, Genoa},
+		{"test-report.bin", "test-vcek.der", today, nil, Milan},
+		{"test-report.bin", "test-vcek-invalid-legacy.der", today, ErrChain, ""},
+		{"test-report.bin", "test-vcek-invalid-new.der", today, ErrChain, ""},
+		{"test-vlek-report.bin", "test-vlek.der", pinned, nil, ""},
+		{"test-vlek-report.bin", "test-vlek.der", today, ErrChain, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.report+"+"+tc.key+"@"+tc.now.Format("2006-01-02"), func(t *testing.T) {
+			r, err := Parse(load(t, tc.report))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := x509.ParseCertificate(load(t, tc.key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Verify(r, key, DefaultRoots(), tc.now)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("Verify = %v, want %v", err, tc.wantErr)
+			}
+			if err == nil && tc.gen != "" && res.Generation != tc.gen {
+				t.Errorf("generation %s, want %s", res.Generation, tc.gen)
+			}
+			t.Logf("v%d vmpl=%d debug=%v fam=%x model=%x err=%v", r.Version, r.VMPL, r.Debug(), r.Family, r.Model, err)
+		})
+	}
+}
