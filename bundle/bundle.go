@@ -1,0 +1,279 @@
+// Package bundle writes and safely reads the result tarball of a build
+// (SPEC §4): a gzipped tar with one top directory holding artifacts/,
+// build-config/, provenance.json, manifest.json and evidence.json.
+//
+// Write is deterministic: the same directory contents give the same bytes,
+// whoever owns the files and whenever they were written. Extract is meant for
+// clients reading a tarball from the network: it refuses anything that could
+// write outside the destination or exhaust the disk.
+package bundle
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Epoch is the modification time of every entry Write produces.
+var Epoch = time.Unix(0, 0).UTC()
+
+// Sentinel errors of Extract, checked with errors.Is.
+var (
+	ErrUnsafePath  = errors.New("unsafe path in tarball")
+	ErrEntryType   = errors.New("unsupported entry type in tarball")
+	ErrTooLarge    = errors.New("tarball exceeds size limit")
+	ErrTooMany     = errors.New("tarball exceeds entry limit")
+	ErrNoTop       = errors.New("tarball must have exactly one top-level directory")
+	ErrDuplicate   = errors.New("duplicate path in tarball")
+	ErrNotRegular  = errors.New("result directory holds a file that is not regular")
+	ErrInvalidName = errors.New("invalid top-level name")
+)
+
+// Write packs dir as top/… into w as a deterministic gzip tar: entries in
+// lexical walk order, uid/gid 0 without user names, Epoch timestamps, mode
+// 0755 for directories and executables and 0644 for other files. Only
+// directories and regular files are allowed.
+func Write(w io.Writer, top string, dir string) error {
+	if !validTop(top) {
+		return fmt.Errorf("bundle: %w: %q", ErrInvalidName, top)
+	}
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		name := top
+		if rel != "." {
+			name = path.Join(top, filepath.ToSlash(rel))
+		}
+		switch {
+		case d.IsDir():
+			return writeHeader(tw, &tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: 0o755})
+		case d.Type().IsRegular():
+			return writeFile(tw, p, name)
+		default:
+			return fmt.Errorf("bundle: %w: %s", ErrNotRegular, filepath.ToSlash(rel))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+func writeFile(tw *tar.Writer, p, name string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("bundle: %w: %s", ErrNotRegular, name)
+	}
+	mode := int64(0o644)
+	if fi.Mode().Perm()&0o111 != 0 {
+		mode = 0o755
+	}
+	if err := writeHeader(tw, &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: fi.Size()}); err != nil {
+		return err
+	}
+	// CopyN: a file that grows while we pack it must not corrupt the archive.
+	if _, err := io.CopyN(tw, f, fi.Size()); err != nil {
+		return fmt.Errorf("bundle: pack %s: %w", name, err)
+	}
+	return nil
+}
+
+// writeHeader fixes every field that would make the bytes depend on the
+// machine. USTAR is used when the name fits, GNU long names otherwise; never
+// PAX records (they would carry times or user names).
+func writeHeader(tw *tar.Writer, h *tar.Header) error {
+	h.ModTime = Epoch
+	h.Uid, h.Gid = 0, 0
+	h.Uname, h.Gname = "", ""
+	h.Format = tar.FormatUSTAR
+	if err := tw.WriteHeader(h); err != nil {
+		h.Format = tar.FormatGNU
+		if err2 := tw.WriteHeader(h); err2 != nil {
+			return fmt.Errorf("bundle: header %s: %w", h.Name, err2)
+		}
+	}
+	return nil
+}
+
+func validTop(top string) bool {
+	return top != "" && top != "." && top != ".." && !strings.ContainsAny(top, "/\\\x00")
+}
+
+// Limits bound what Extract accepts. Zero fields take the defaults.
+type Limits struct {
+	MaxBytes   int64 // total bytes of regular files; default 8 GiB
+	MaxEntries int   // number of entries; default 100,000
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = 8 << 30
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = 100_000
+	}
+	return l
+}
+
+// Extract unpacks a result tarball read from r under dest (an existing
+// directory) and returns the path of its top directory. Only directories and
+// regular files are accepted; absolute paths, "..", links, devices, FIFOs,
+// duplicate paths, entries outside a single top directory and anything over
+// lim are refused. All writes go through an os.Root at dest, so nothing can
+// land outside it even if dest already contains symbolic links. On error,
+// what was written so far is left in place for the caller to remove.
+func Extract(r io.Reader, dest string, lim Limits) (string, error) {
+	lim = lim.withDefaults()
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return "", fmt.Errorf("bundle: not a gzip stream: %w", err)
+	}
+	zr.Multistream(false)
+	root, err := os.OpenRoot(dest)
+	if err != nil {
+		return "", fmt.Errorf("bundle: %w", err)
+	}
+	defer root.Close()
+
+	tr := tar.NewReader(zr)
+	var (
+		top     string
+		entries int
+		total   int64
+		seen    = map[string]bool{}
+	)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("bundle: read tarball: %w", err)
+		}
+		entries++
+		if entries > lim.MaxEntries {
+			return "", fmt.Errorf("bundle: %w (%d entries)", ErrTooMany, lim.MaxEntries)
+		}
+		name, err := cleanName(h.Name)
+		if err != nil {
+			return "", err
+		}
+		first, _, _ := strings.Cut(name, "/")
+		if top == "" {
+			top = first
+		} else if first != top {
+			return "", fmt.Errorf("bundle: %w", ErrNoTop)
+		}
+		if seen[name] {
+			return "", fmt.Errorf("bundle: %w: %q", ErrDuplicate, name)
+		}
+		seen[name] = true
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := mkdirAll(root, name); err != nil {
+				return "", err
+			}
+		case tar.TypeReg:
+			if name == top {
+				return "", fmt.Errorf("bundle: %w", ErrNoTop)
+			}
+			if h.Size < 0 || h.Size > lim.MaxBytes-total {
+				return "", fmt.Errorf("bundle: %w (%d bytes)", ErrTooLarge, lim.MaxBytes)
+			}
+			total += h.Size
+			if err := writeEntry(root, name, h, tr); err != nil {
+				return "", err
+			}
+		default:
+			return "", fmt.Errorf("bundle: %w: %q (type %q)", ErrEntryType, name, h.Typeflag)
+		}
+	}
+	if top == "" {
+		return "", fmt.Errorf("bundle: %w: empty tarball", ErrNoTop)
+	}
+	if !seen[top] {
+		// A top directory without its own entry is fine, but it must exist.
+		if fi, err := root.Stat(top); err != nil || !fi.IsDir() {
+			return "", fmt.Errorf("bundle: %w", ErrNoTop)
+		}
+	}
+	return filepath.Join(dest, filepath.FromSlash(top)), nil
+}
+
+// cleanName returns the slash-separated relative form of a tar entry name, or
+// ErrUnsafePath.
+func cleanName(n string) (string, error) {
+	if n == "" || strings.ContainsAny(n, "\\\x00") || strings.HasPrefix(n, "/") {
+		return "", fmt.Errorf("bundle: %w: %q", ErrUnsafePath, n)
+	}
+	trimmed := strings.TrimSuffix(n, "/")
+	for _, part := range strings.Split(trimmed, "/") {
+		if part == "" || part == "." || part == ".." {
+			return "", fmt.Errorf("bundle: %w: %q", ErrUnsafePath, n)
+		}
+	}
+	return trimmed, nil
+}
+
+func mkdirAll(root *os.Root, name string) error {
+	if err := root.MkdirAll(filepath.FromSlash(name), 0o755); err != nil {
+		return fmt.Errorf("bundle: create %s: %w", name, err)
+	}
+	return nil
+}
+
+func writeEntry(root *os.Root, name string, h *tar.Header, r io.Reader) error {
+	if dir := path.Dir(name); dir != "." {
+		if err := mkdirAll(root, dir); err != nil {
+			return err
+		}
+	}
+	mode := os.FileMode(0o644)
+	if h.Mode&0o111 != 0 {
+		mode = 0o755
+	}
+	f, err := root.OpenFile(filepath.FromSlash(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("bundle: create %s: %w", name, err)
+	}
+	n, err := io.Copy(f, io.LimitReader(r, h.Size))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n != h.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return fmt.Errorf("bundle: write %s: %w", name, err)
+	}
+	return nil
+}
