@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
+	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 )
@@ -193,10 +195,18 @@ func LockfileSHA256(dir, name string) (string, error) {
 
 // CopyArtifact copies the regular file src into dstDir under its base name
 // (replacing a previous, possibly read-only copy), keeps its exec bits, and
-// returns its name and the sha256 of the copy.
+// returns its name and the sha256 of the copy. src must not be a symlink:
+// build outputs are untrusted and must not make kettle publish other files.
 func CopyArtifact(src, dstDir string) (Artifact, error) {
-	name := filepath.Base(src)
-	in, err := os.Open(src)
+	return CopyArtifactAs(src, dstDir, filepath.Base(src))
+}
+
+// CopyArtifactAs is CopyArtifact with an explicit artifact name.
+func CopyArtifactAs(src, dstDir, name string) (Artifact, error) {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return Artifact{}, fmt.Errorf("artifact name %q: not a plain file name", name)
+	}
+	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return Artifact{}, err
 	}
@@ -316,4 +326,25 @@ func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
 	err := w.Runner.Run(ctx, c)
 	lw.Flush()
 	return err
+}
+
+// CommandFailed classifies the failure of a toolchain command: context
+// expiry becomes Timeout or Canceled, anything else kind, with a message
+// naming the command and how it ended (exit status or signal) but no path.
+func CommandFailed(ctx context.Context, kind failure.Kind, what string, err error) error {
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return failure.Wrap(failure.Timeout, err, what+": build timed out")
+	case errors.Is(ctx.Err(), context.Canceled):
+		return failure.Wrap(failure.Canceled, err, what+": build canceled")
+	}
+	var fe *failure.Error
+	if errors.As(err, &fe) {
+		return err
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return failure.Wrap(kind, err, fmt.Sprintf("%s failed (%s)", what, ee.ProcessState.String()))
+	}
+	return failure.Wrap(kind, err, what+" failed")
 }
