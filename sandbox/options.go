@@ -1,0 +1,127 @@
+package sandbox
+
+import (
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"time"
+)
+
+// Option configures a Runner made by New, NewNone or NewBwrap.
+type Option func(*config)
+
+type config struct {
+	logger      *slog.Logger
+	hidden      []string // never visible in the sandbox
+	system      []string // extra read-only binds (toolchain install dirs)
+	bwrapPath   string
+	noCgroups   bool
+	cgroupName  string
+	poll        time.Duration
+	nixDaemon   bool
+	tmpfsSize   int64
+	minimalEtc  bool
+	extraRWNix  []string
+	probeBwrap  bool
+	probeResult error
+}
+
+func newConfig(opts []Option) *config {
+	c := &config{
+		logger:     slog.Default(),
+		bwrapPath:  "/usr/bin/bwrap",
+		poll:       200 * time.Millisecond,
+		minimalEtc: true,
+		cgroupName: "kettle-sandbox",
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// WithLogger sets the logger for warnings (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) {
+		if l != nil {
+			c.logger = l
+		}
+	}
+}
+
+// WithHiddenPaths adds paths that a sandboxed command must never see, on top
+// of the TEE devices and /sys/kernel/config (which Bwrap never mounts
+// anyway). The server passes its data directory here. A hidden path that lies
+// inside a directory the command may see is masked (an empty tmpfs over a
+// directory, /dev/null over a file); asking to bind a hidden path itself is an
+// error. None cannot hide anything.
+func WithHiddenPaths(paths ...string) Option {
+	return func(c *config) { c.hidden = append(c.hidden, paths...) }
+}
+
+// WithSystemPaths adds read-only directories to every sandbox, e.g. a
+// toolchain installed outside /usr. Existing PATH entries of Cmd.Env are
+// bound read-only without this option.
+func WithSystemPaths(paths ...string) Option {
+	return func(c *config) { c.system = append(c.system, paths...) }
+}
+
+// WithBwrapPath sets the bubblewrap binary (default /usr/bin/bwrap).
+func WithBwrapPath(path string) Option {
+	return func(c *config) { c.bwrapPath = path }
+}
+
+// WithoutCgroups makes the runner enforce Limits with rlimits only, even
+// where cgroups could be used. Memory then bounds address space (RLIMIT_AS)
+// and the process limit (RLIMIT_NPROC) does not bind a command that runs as
+// root outside its user namespace, as Bwrap's commands do.
+func WithoutCgroups() Option {
+	return func(c *config) { c.noCgroups = true }
+}
+
+// WithPollInterval sets how often disk and CPU usage are checked (default
+// 200ms).
+func WithPollInterval(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.poll = d
+		}
+	}
+}
+
+// WithTmpSize bounds the sandbox's private /tmp (bubblewrap ≥ 0.10); without
+// it /tmp is bounded only by the memory limit, which its pages count toward.
+func WithTmpSize(n int64) Option {
+	return func(c *config) { c.tmpfsSize = n }
+}
+
+// New returns the runner for mode: "bwrap", "none" or "auto" (bwrap when it
+// works on this machine, else none with a loud warning).
+func New(mode string, opts ...Option) (Runner, error) {
+	cfg := newConfig(opts)
+	switch mode {
+	case "bwrap":
+		b := newBwrap(cfg)
+		if err := b.Probe(); err != nil {
+			return nil, err
+		}
+		return b, nil
+	case "none":
+		cfg.logger.Warn("SANDBOX DISABLED: build commands run directly on this machine, with network, " +
+			"the server's files and the TEE devices in reach; use --sandbox=none only where bubblewrap cannot run")
+		return newNone(cfg), nil
+	case "auto", "":
+		b := newBwrap(cfg)
+		err := b.Probe()
+		if err == nil {
+			return b, nil
+		}
+		cfg.logger.Warn("SANDBOX DISABLED: bubblewrap does not work here, falling back to --sandbox=none; "+
+			"build commands run directly on this machine, with network, the server's files and the TEE devices in reach",
+			"err", err)
+		return newNone(cfg), nil
+	}
+	return nil, fmt.Errorf("sandbox: unknown mode %q (want bwrap, none or auto)", mode)
+}
+
+var _ = exec.ErrNotFound
