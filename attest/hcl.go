@@ -11,7 +11,7 @@ import (
 // HCL report layout (Azure paravisor "HCLA" blob in vTPM NV 0x01400001).
 const (
 	hclHeaderSize     = 0x20
-	hclTEEReportSize  = 1184 // SNP ATTESTATION_REPORT, or a TDREPORT padded
+	hclTEEReportSize  = 1184                             // SNP ATTESTATION_REPORT, or a TDREPORT padded
 	hclReqDataOffset  = hclHeaderSize + hclTEEReportSize // 0x4C0
 	hclReqDataSize    = 20                               // 5 × u32 LE
 	hclRuntimeOffset  = hclReqDataOffset + hclReqDataSize
