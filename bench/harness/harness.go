@@ -253,7 +253,9 @@ type HTTPError struct {
 	Header http.Header
 }
 
-func (e *HTTPError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, strings.TrimSpace(e.Body)) }
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("HTTP %d: %s", e.Status, strings.TrimSpace(e.Body))
+}
 
 // Do sends a request and returns the response, or *HTTPError for non-2xx.
 func (c *Client) Do(ctx context.Context, method, path, ct string, body io.Reader, hdr ...string) (*http.Response, error) {
