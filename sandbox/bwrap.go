@@ -1,17 +1,386 @@
 package sandbox
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
 
-// Bwrap is being written; New("bwrap") reports it unavailable until then.
-type Bwrap struct{ cfg *config }
+// Bwrap runs each command under bubblewrap:
+//
+//   - all namespaces new (user, pid, ipc, uts, cgroup, network): without
+//     Cmd.Network the command sees only a loopback interface of its own;
+//   - inside, uid/gid 65534 (nobody) with no capabilities, and no further
+//     user namespaces. The user namespace maps 65534 to the server's uid, so
+//     files the command writes in Cmd.Dir belong to the server and can be
+//     collected without chown; isolation comes from what is mounted: a
+//     read-only system (/usr, the /bin and /lib links, a minimal /etc with a
+//     synthetic passwd/group/hosts, the PATH directories of Cmd.Env and
+//     WithSystemPaths), a fresh /proc, a minimal /dev (null, zero, full,
+//     random, urandom, tty, pts, shm: no TEE device), no /sys, a private
+//     /tmp (tmpfs), Cmd.Dir and Cmd.Writable read-write, Cmd.ReadOnly
+//     read-only, and nothing else — not the server's data directory, other
+//     jobs, /root or the server's environment (Env is exactly Cmd.Env);
+//   - paths given to WithHiddenPaths (and the TEE devices) are masked where
+//     a mounted directory would show them;
+//   - limits as for every runner (see run): the cgroups and rlimits are put
+//     on bubblewrap before it starts, so the whole sandbox inherits them.
+type Bwrap struct {
+	cfg      *config
+	cgs      *cgroups
+	probeErr error
+	once     sync.Once
+}
 
-func newBwrap(cfg *config) *Bwrap { return &Bwrap{cfg: cfg} }
+// Default hidden paths: the TEE guest devices and configfs-tsm. Bwrap never
+// mounts /dev or /sys from the host, so these matter only when a caller
+// binds a directory that contains them.
+var defaultHidden = []string{
+	"/dev/sev-guest", "/dev/sev", "/dev/tdx_guest", "/dev/tdx-guest",
+	"/dev/tpm*", "/dev/tpmrm*", "/sys/kernel/config",
+}
 
-// Probe reports whether bubblewrap works here.
-func (b *Bwrap) Probe() error { return ErrUnavailable }
+// sandboxUID is the uid and gid of commands inside the sandbox.
+const sandboxUID = 65534
+
+// NewBwrap returns a Bwrap runner after checking that bubblewrap works here;
+// the error wraps ErrUnavailable when it does not.
+func NewBwrap(opts ...Option) (*Bwrap, error) {
+	b := newBwrap(newConfig(opts))
+	if err := b.Probe(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBwrap(cfg *config) *Bwrap {
+	b := &Bwrap{cfg: cfg}
+	if !cfg.noCgroups {
+		cgs, err := detectCgroups(cfg.cgroupName)
+		if err != nil {
+			cfg.logger.Warn("sandbox: cgroups unavailable: memory is bounded as address space and the process limit cannot be enforced", "err", err)
+		}
+		b.cgs = cgs
+	}
+	return b
+}
 
 // Name implements Runner.
 func (b *Bwrap) Name() string { return "bwrap" }
 
+// Probe runs a trivial command in the sandbox, once, and reports whether
+// that worked.
+func (b *Bwrap) Probe() error {
+	b.once.Do(func() {
+		if _, err := os.Stat(b.cfg.bwrapPath); err != nil {
+			b.probeErr = fmt.Errorf("%w: bubblewrap not found: %v", ErrUnavailable, err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "kettle-sandbox-probe-")
+		if err != nil {
+			b.probeErr = fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return
+		}
+		defer os.RemoveAll(dir)
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err = b.run(ctx, &Cmd{
+			Args:   []string{"true"},
+			Dir:    dir,
+			Env:    []string{"PATH=/usr/bin:/bin"},
+			Output: &out,
+		})
+		if err != nil {
+			b.probeErr = fmt.Errorf("%w: bubblewrap fails here: %v: %s", ErrUnavailable, err, strings.TrimSpace(out.String()))
+		}
+	})
+	return b.probeErr
+}
+
 // Run implements Runner.
-func (b *Bwrap) Run(ctx context.Context, c *Cmd) error { return ErrUnavailable }
+func (b *Bwrap) Run(ctx context.Context, c *Cmd) error {
+	if err := b.Probe(); err != nil {
+		return err
+	}
+	return b.run(ctx, c)
+}
+
+func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
+	if err := checkCmd(c); err != nil {
+		return err
+	}
+	path, err := lookPath(c.Args[0], c.Env, c.Dir)
+	if err != nil {
+		return err
+	}
+	args, err := b.args(c, path)
+	if err != nil {
+		return err
+	}
+	watch := append([]string{c.Dir}, c.Writable...)
+	return b.cfg.run(ctx, b.cgs, &proc{
+		path:   b.cfg.bwrapPath,
+		args:   args,
+		env:    c.Env, // bubblewrap passes its environment on unchanged
+		dir:    "/",
+		out:    c.Output,
+		limits: c.Limits,
+		watch:  watch,
+		bwrap:  true,
+		files:  etcData,
+		name:   filepath.Base(c.Args[0]),
+	})
+}
+
+// Synthetic identity files: the sandbox user exists by name, nobody else does.
+const (
+	etcPasswd = "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+	etcGroup  = "root:x:0:\nnogroup:x:65534:\n"
+	etcHosts  = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+)
+
+// etcFiles are bound read-only from the host when they exist: what the
+// toolchains need to run (loader, alternatives, CA certificates for the fetch
+// phase, time zone). Notably absent: shadow, ssl/private, ssh, credentials.
+var etcFiles = []string{
+	"/etc/alternatives", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+	"/etc/localtime", "/etc/timezone", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf",
+	"/etc/protocols", "/etc/services", "/etc/os-release", "/etc/debian_version", "/etc/mime.types",
+	"/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/ca-certificates.conf",
+}
+
+// topLinks are the top-level directories that merged-/usr systems make
+// symlinks into /usr.
+var topLinks = []string{"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"}
+
+type mount struct {
+	src string
+	rw  bool
+}
+
+// args builds bubblewrap's command line for c.
+func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
+	hidden, err := b.hiddenPaths()
+	if err != nil {
+		return nil, err
+	}
+	a := []string{b.cfg.bwrapPath,
+		"--unshare-all", "--unshare-user", "--disable-userns",
+		"--uid", fmt.Sprint(sandboxUID), "--gid", fmt.Sprint(sandboxUID),
+		"--hostname", "kettle",
+		"--die-with-parent", "--new-session",
+	}
+	if c.Network {
+		a = append(a, "--share-net")
+	}
+
+	// Read-only system.
+	a = append(a, "--ro-bind", "/usr", "/usr")
+	for _, d := range topLinks {
+		fi, err := os.Lstat(d)
+		switch {
+		case err != nil:
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(d)
+			if err == nil {
+				a = append(a, "--symlink", target, d)
+			}
+		case fi.IsDir():
+			a = append(a, "--ro-bind", d, d)
+		}
+	}
+	for _, f := range etcFiles {
+		a = append(a, "--ro-bind-try", f, f)
+	}
+	if c.Network {
+		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
+	}
+	if c.Nix {
+		a = append(a, "--ro-bind-try", "/etc/nix", "/etc/nix")
+	}
+	a = append(a, "--proc", "/proc", "--dev", "/dev")
+	tmpSize := b.cfg.tmpfsSize
+	if tmpSize == 0 {
+		tmpSize = c.Limits.Disk
+	}
+	if tmpSize > 0 {
+		a = append(a, "--size", fmt.Sprint(tmpSize))
+	}
+	a = append(a, "--tmpfs", "/tmp")
+
+	// Directories: system extras and PATH read-only, then the command's own.
+	// A directory inside one already bound is not bound again, unless its
+	// mode differs.
+	var order []string
+	mounts := map[string]mount{}
+	add := func(p string, rw bool) error {
+		p = filepath.Clean(p)
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("sandbox: %q is not an absolute path", p)
+		}
+		if p == "/" {
+			return errors.New("sandbox: refusing to expose /")
+		}
+		for _, h := range hidden {
+			if p == h || isUnder(h, p) {
+				return fmt.Errorf("sandbox: refusing to expose a hidden path")
+			}
+		}
+		if m, ok := mounts[p]; ok {
+			if rw && !m.rw {
+				mounts[p] = mount{src: p, rw: true}
+			}
+			return nil
+		}
+		mounts[p] = mount{src: p, rw: rw}
+		order = append(order, p)
+		return nil
+	}
+	var sys []string
+	sys = append(sys, b.cfg.system...)
+	sys = append(sys, toolchainDirs(c.Env)...)
+	for _, p := range sys {
+		if p == "/" || !filepath.IsAbs(p) || under(p, "/usr") || isHiddenOrUnder(p, hidden) {
+			continue // never the root, never relative entries, never hidden places
+		}
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			if err := add(p, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.Nix {
+		if err := add("/nix", true); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range c.ReadOnly {
+		if err := add(p, false); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range c.Writable {
+		if err := add(p, true); err != nil {
+			return nil, err
+		}
+	}
+	if err := add(c.Dir, true); err != nil {
+		return nil, err
+	}
+	// Parents first, so a child bind is not hidden under its parent's.
+	sort.SliceStable(order, func(i, j int) bool {
+		return strings.Count(order[i], "/") < strings.Count(order[j], "/")
+	})
+	for _, p := range order {
+		m := mounts[p]
+		if m.rw {
+			a = append(a, "--bind", m.src, p)
+		} else {
+			a = append(a, "--ro-bind", m.src, p)
+		}
+	}
+	// Mask hidden paths that a bound directory would show.
+	for _, h := range hidden {
+		for _, p := range order {
+			if !isUnder(h, p) {
+				continue
+			}
+			fi, err := os.Lstat(h)
+			if err != nil {
+				break
+			}
+			if fi.IsDir() {
+				a = append(a, "--tmpfs", h, "--remount-ro", h)
+			} else {
+				a = append(a, "--ro-bind", "/dev/null", h)
+			}
+			break
+		}
+	}
+	// Synthetic identity files come through pipes (descriptors 3, 4, 5 of
+	// bubblewrap; see proc.files).
+	for i, f := range []string{"passwd", "group", "hosts"} {
+		a = append(a, "--ro-bind-data", fmt.Sprint(3+i), "/etc/"+f)
+	}
+	a = append(a, "--remount-ro", "/", "--chdir", c.Dir, "--", path)
+	a = append(a, c.Args[1:]...)
+	return a, nil
+}
+
+// etcData is what bubblewrap reads from descriptors 3, 4, 5.
+var etcData = []string{etcPasswd, etcGroup, etcHosts}
+
+// hiddenPaths expands the default and configured hidden paths.
+func (b *Bwrap) hiddenPaths() ([]string, error) {
+	var out []string
+	for _, h := range append(append([]string{}, defaultHidden...), b.cfg.hidden...) {
+		if !filepath.IsAbs(h) {
+			return nil, fmt.Errorf("sandbox: hidden path %q is not absolute", h)
+		}
+		h = filepath.Clean(h)
+		if strings.ContainsAny(h, "*?[") {
+			matches, err := filepath.Glob(h)
+			if err != nil {
+				return nil, fmt.Errorf("sandbox: hidden path %q: %w", h, err)
+			}
+			out = append(out, matches...)
+			continue
+		}
+		// Resolve symlinks too: a bind of the link's target must not show it.
+		out = append(out, h)
+		if r, err := filepath.EvalSymlinks(h); err == nil && r != h {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// toolchainDirs are the directories a command needs to find its toolchain:
+// every absolute PATH entry of env and, for rustup's proxies, RUSTUP_HOME
+// (or the .rustup beside a .cargo/bin on PATH). Only the bin directory of
+// ~/.cargo is exposed, never ~/.cargo itself (it may hold credentials).
+func toolchainDirs(env []string) []string {
+	var out []string
+	for _, d := range filepath.SplitList(envValue(env, "PATH")) {
+		if !filepath.IsAbs(d) {
+			continue
+		}
+		d = filepath.Clean(d)
+		out = append(out, d)
+		if envValue(env, "RUSTUP_HOME") == "" && filepath.Base(d) == "bin" && filepath.Base(filepath.Dir(d)) == ".cargo" {
+			out = append(out, filepath.Join(filepath.Dir(filepath.Dir(d)), ".rustup"))
+		}
+	}
+	if r := envValue(env, "RUSTUP_HOME"); filepath.IsAbs(r) {
+		out = append(out, filepath.Clean(r))
+	}
+	return out
+}
+
+// isUnder reports whether p is strictly inside dir.
+func isUnder(p, dir string) bool {
+	if dir == "/" {
+		return p != "/"
+	}
+	return strings.HasPrefix(p, dir+"/")
+}
+
+// under reports whether p is dir or inside it.
+func under(p, dir string) bool { return p == dir || isUnder(p, dir) }
+
+func isHiddenOrUnder(p string, hidden []string) bool {
+	for _, h := range hidden {
+		if under(p, h) || isUnder(h, p) {
+			return true
+		}
+	}
+	return false
+}

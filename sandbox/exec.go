@@ -30,6 +30,9 @@ type proc struct {
 	// bwrap: an exit code 128+n means the sandboxed command died of signal n.
 	bwrap bool
 	name  string // command name for error messages
+	// files are given to the process as descriptors 3, 4, … (pipes it
+	// reads to the end).
+	files []string
 }
 
 // run starts p and waits for it, enforcing p.limits. How the limits apply:
@@ -82,6 +85,21 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 			Pdeathsig: syscall.SIGKILL, // the server dies, so does the build
 			Ptrace:    true,            // stop at execve until limits are in place
 		},
+	}
+	for _, data := range p.files {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		// Small enough for the pipe buffer: the write cannot block.
+		_, err = w.WriteString(data)
+		w.Close()
+		if err != nil {
+			r.Close()
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		defer r.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, r)
 	}
 	startc := make(chan error, 1)
 	waitc := make(chan error, 1)

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"fmt"
 	"log/slog"
-	"os/exec"
 	"time"
 )
 
@@ -11,19 +10,14 @@ import (
 type Option func(*config)
 
 type config struct {
-	logger      *slog.Logger
-	hidden      []string // never visible in the sandbox
-	system      []string // extra read-only binds (toolchain install dirs)
-	bwrapPath   string
-	noCgroups   bool
-	cgroupName  string
-	poll        time.Duration
-	nixDaemon   bool
-	tmpfsSize   int64
-	minimalEtc  bool
-	extraRWNix  []string
-	probeBwrap  bool
-	probeResult error
+	logger     *slog.Logger
+	hidden     []string // never visible in the sandbox
+	system     []string // extra read-only binds (toolchain install dirs)
+	bwrapPath  string
+	noCgroups  bool
+	cgroupName string // directory under each cgroup parent
+	poll       time.Duration
+	tmpfsSize  int64
 }
 
 func newConfig(opts []Option) *config {
@@ -31,7 +25,6 @@ func newConfig(opts []Option) *config {
 		logger:     slog.Default(),
 		bwrapPath:  "/usr/bin/bwrap",
 		poll:       200 * time.Millisecond,
-		minimalEtc: true,
 		cgroupName: "kettle-sandbox",
 	}
 	for _, o := range opts {
@@ -89,8 +82,9 @@ func WithPollInterval(d time.Duration) Option {
 	}
 }
 
-// WithTmpSize bounds the sandbox's private /tmp (bubblewrap ≥ 0.10); without
-// it /tmp is bounded only by the memory limit, which its pages count toward.
+// WithTmpSize bounds the size of the sandbox's private /tmp. Without it /tmp
+// is bounded by Limits.Disk when set; its pages also count toward the memory
+// limit.
 func WithTmpSize(n int64) Option {
 	return func(c *config) { c.tmpfsSize = n }
 }
@@ -123,5 +117,3 @@ func New(mode string, opts ...Option) (Runner, error) {
 	}
 	return nil, fmt.Errorf("sandbox: unknown mode %q (want bwrap, none or auto)", mode)
 }
-
-var _ = exec.ErrNotFound

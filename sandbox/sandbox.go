@@ -38,6 +38,12 @@ type Cmd struct {
 	// the build phase).
 	ReadOnly []string
 	Limits   Limits
+	// Nix gives the command the machine's Nix store: /nix read-write (the
+	// store, its database and the daemon socket) and /etc/nix read-only, so
+	// that `nix build` can realise derivations. Derivation builders then run
+	// inside the same sandbox, as the sandbox user, and can write to the
+	// store; set it only for Nix commands.
+	Nix bool
 }
 
 // Runner runs commands. Run returns an error wrapping *exec.ExitError (or a
