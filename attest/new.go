@@ -212,8 +212,10 @@ func shortErr(err error) string {
 
 // attestFailed classifies an Attest error for the build's client.
 func attestFailed(platform string, err error) error {
+	// The detail names devices and metadata URLs, never job or data paths,
+	// so it is safe (and useful) to show the client.
 	return failure.Wrap(failure.AttestationFailed, fmt.Errorf("attest: %s: %w", platform, err),
-		"attestation failed ("+platform+")")
+		"attestation failed ("+platform+"): "+err.Error())
 }
 
 func mustGUID(s string) uuid.UUID { return uuid.MustParse(s) }
