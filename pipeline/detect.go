@@ -5,6 +5,7 @@ import (
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/toolchain"
+	"github.com/kettle-build/kettle/toolchain/cargo"
 )
 
 // Detector maps a marker file in the project root to the toolchain driver
@@ -19,7 +20,9 @@ type Detector struct {
 //
 //	{"flake.nix", nix.New}, {"Cargo.lock", cargo.New},
 //	{"pnpm-lock.yaml", pnpm.New}, {"go.sum", gomod.New}, {"go.mod", gomod.New}
-var Detectors = []Detector{}
+var Detectors = []Detector{
+	{"Cargo.lock", cargo.New},
+}
 
 // Detect picks the driver of the project in dir: the first Detectors entry
 // whose marker is a regular file inside dir. The chosen driver's lockfile

@@ -6,7 +6,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
@@ -38,8 +37,13 @@ type Options struct {
 	SourceURI string
 	// ArchiveSHA256 names the uploaded archive of a non-git source.
 	ArchiveSHA256 string
-	// Env is the base environment of toolchain commands (PATH, HOME, …).
+	// Env is the base environment of toolchain commands (PATH, HOME, …);
+	// default DefaultEnv().
 	Env []string
+	// MaxLogLines caps the toolchain output lines emitted as events
+	// (default DefaultMaxLogLines; negative: no cap). Lines beyond it are
+	// counted and summarised in one event when the command ends.
+	MaxLogLines int
 }
 
 // Result describes a finished build.
@@ -53,7 +57,20 @@ type Result struct {
 	Evidence   []byte // evidence.json, nil without an attester
 }
 
-// Run builds opts.Dir.
+// Run builds opts.Dir: detect the toolchain, read its inputs, fetch, build
+// in the sandbox, collect artifacts, write provenance.json, build-config/
+// and manifest.json, then (with an Attester) evidence.json. Events go to
+// opts.Events in SPEC §3 order; Run does not emit `complete` (its caller
+// does, from the returned error). Every error is a *failure.Error whose
+// message names no server path.
 func Run(ctx context.Context, opts Options) (*Result, error) {
-	return nil, errors.New("pipeline: not wired yet")
+	r, err := newRun(opts)
+	if err != nil {
+		return nil, err
+	}
+	res, err := r.run(ctx)
+	if err != nil {
+		return nil, classify(ctx, err)
+	}
+	return res, nil
 }

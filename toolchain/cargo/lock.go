@@ -77,7 +77,8 @@ type LocalPackage struct {
 // when dir is not a clean git work tree. Replaced in tests.
 var GitHead = func(dir string) (string, error) {
 	git := func(args ...string) (string, error) {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		// The checkout is not kettle's: no config of it may run programs.
+		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false"}, args...)...)
 		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_OPTIONAL_LOCKS=0")
 		out, err := cmd.Output()
 		return strings.TrimSpace(string(out)), err

@@ -1,0 +1,508 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/toolchain"
+)
+
+// Defaults of this project's own URIs (SPEC §5: not the peer's).
+const (
+	DefaultBuilderID     = "https://kettle.build/builder/v1"
+	DefaultBuildTypeBase = "https://kettle.build/buildtypes/"
+	DefaultMaxLogLines   = 100_000
+	// OutDirName is the result directory inside the project by default.
+	OutDirName = "kettle-build"
+)
+
+// KettleVersion is recorded as the kettle tool's version in provenance;
+// cmd/kettle sets it to the binary's version.
+var KettleVersion = "0.0.0-dev"
+
+// InsecureWarning is logged (attest event) when the evidence comes from the
+// insecure attester.
+const InsecureWarning = "WARNING: no TEE on this machine: evidence.json carries no hardware evidence " +
+	"(platform insecure); verifiers reject it unless --allow-insecure is given"
+
+// DefaultEnv is the base environment of toolchain commands when
+// Options.Env is empty: this process's PATH, HOME and rustup variables, a
+// UTF-8 C locale and UTC. Nothing else leaks from the server's environment.
+func DefaultEnv() []string {
+	env := []string{"LANG=C.UTF-8", "LC_ALL=C.UTF-8", "TZ=UTC", "TERM=dumb"}
+	for _, k := range []string{"PATH", "HOME", "USER", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "NIX_PATH", "NIX_REMOTE", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	if toolchain.Getenv(env, "PATH") == "" {
+		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	return env
+}
+
+type run struct {
+	opts Options
+	emit func(events.Event)
+}
+
+func newRun(opts Options) (*run, error) {
+	if opts.Dir == "" {
+		return nil, failure.New(failure.InternalError, "no project directory")
+	}
+	if opts.Runner == nil {
+		return nil, failure.New(failure.InternalError, "no sandbox runner configured")
+	}
+	if len(opts.Nonce) > 16 {
+		return nil, failure.New(failure.InvalidSource, "nonce must be 1-16 bytes")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return nil, failure.Wrap(failure.InvalidSource, err, "project directory not found")
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, failure.New(failure.InvalidSource, "project directory not found")
+	}
+	opts.Dir = dir
+	if opts.OutDir == "" {
+		opts.OutDir = filepath.Join(dir, OutDirName)
+	} else if opts.OutDir, err = filepath.Abs(opts.OutDir); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "bad output directory")
+	}
+	if opts.BuilderID == "" {
+		opts.BuilderID = DefaultBuilderID
+	}
+	if opts.BuildTypeBase == "" {
+		opts.BuildTypeBase = DefaultBuildTypeBase
+	}
+	if len(opts.Env) == 0 {
+		opts.Env = DefaultEnv()
+	}
+	if opts.MaxLogLines == 0 {
+		opts.MaxLogLines = DefaultMaxLogLines
+	}
+	sink := opts.Events
+	if sink == nil {
+		sink = events.Discard
+	}
+	var mu sync.Mutex // toolchain output may arrive from another goroutine
+	return &run{opts: opts, emit: func(e events.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		sink.Emit(e)
+	}}, nil
+}
+
+func (r *run) msg(t events.Type, format string, args ...any) {
+	r.emit(events.Msgf(t, format, args...))
+}
+
+func (r *run) run(ctx context.Context) (*Result, error) {
+	o := r.opts
+	drv, err := Detect(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	r.msg(events.Detect, "Detected %s project", drv.Title())
+
+	if err := recreate(o.OutDir); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
+	}
+	src, err := sourceContext(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if src.dirty {
+		r.msg(events.Init, "Warning: the working tree has uncommitted changes; the provenance names commit %s, not exactly what was built", src.commit)
+	}
+	lockBytes, err := toolchain.ReadProjectFile(o.Dir, drv.Lockfile())
+	if err != nil {
+		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
+	}
+
+	cacheDir := o.CacheDir
+	if cacheDir == "" {
+		if cacheDir, err = os.MkdirTemp("", "kettle-cache-"); err != nil {
+			return nil, failure.Wrap(failure.InternalError, err, "cannot create the dependency cache")
+		}
+		defer removeAll(cacheDir)
+	} else if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create the dependency cache")
+	}
+	// Toolchains print absolute paths; the log shows them relative to the
+	// project (and the cache) so no server path reaches a client.
+	hide := strings.NewReplacer(o.Dir+"/", "./", o.Dir, ".", cacheDir, "$KETTLE_CACHE")
+	lines := &lineCap{max: o.MaxLogLines, emit: func(l string) { r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l)}) }}
+	w := &toolchain.Workspace{
+		Dir:      o.Dir,
+		CacheDir: cacheDir,
+		Runner:   o.Runner,
+		Limits:   o.Limits,
+		Log:      lines.log,
+		Env:      o.Env,
+	}
+	in, err := drv.Inputs(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	if in.LockfileSHA256 != sha256hex(lockBytes) {
+		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
+	}
+	self, err := kettleTool()
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot hash the kettle binary")
+	}
+
+	start := time.Now()
+	meta := provenance.Metadata{InvocationID: invocationID(start), StartedOn: timestamp(start)}
+
+	r.msg(events.Build, "Fetching dependencies pinned by %s", drv.Lockfile())
+	if err := drv.Fetch(ctx, w); err != nil {
+		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)
+	}
+	lines.summary()
+	r.msg(events.Build, "Running `%s`", drv.BuildCommand())
+	err = drv.Build(ctx, w)
+	lines.summary()
+	if err != nil {
+		return nil, classifyAs(ctx, failure.BuildFailed, "build failed", err)
+	}
+	r.msg(events.Build, "Build command finished")
+
+	artDir := filepath.Join(o.OutDir, "artifacts")
+	if err := os.MkdirAll(artDir, 0o755); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create the artifacts directory")
+	}
+	arts, err := drv.Artifacts(ctx, w, artDir)
+	if err != nil {
+		return nil, classifyAs(ctx, failure.BuildFailed, "cannot collect the artifacts", err)
+	}
+	if len(arts) == 0 {
+		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", artifactRule(drv.Name()))
+	}
+	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
+	finished := timestamp(time.Now())
+	meta.FinishedOn = &finished
+
+	root, err := provenance.MerkleRoot(in.MerkleLeaves(src.commit, src.tree))
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot compute the input Merkle root")
+	}
+	st := r.statement(drv, in, src, self, arts, root, meta)
+	provBytes, err := provenance.Marshal(st)
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot write provenance.json")
+	}
+	if err := writeFile(filepath.Join(o.OutDir, "provenance.json"), provBytes); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
+		return nil, err
+	}
+	manifest, err := provenance.MarshalManifest(provenance.NewManifest(st))
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot write manifest.json")
+	}
+	if err := writeFile(filepath.Join(o.OutDir, "manifest.json"), manifest); err != nil {
+		return nil, err
+	}
+	r.msg(events.Provenance, "Wrote provenance.json (input Merkle root %s)", root)
+
+	res := &Result{
+		OutDir:     o.OutDir,
+		Toolchain:  drv.Name(),
+		Lockfile:   drv.Lockfile(),
+		Statement:  st,
+		Provenance: provBytes,
+		Artifacts:  arts,
+	}
+	if o.Attester != nil {
+		ev, err := r.attest(ctx, provBytes)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFile(filepath.Join(o.OutDir, "evidence.json"), ev); err != nil {
+			return nil, err
+		}
+		r.msg(events.Attest, "Attestation complete! evidence.json written")
+		res.Evidence = ev
+	}
+	return res, nil
+}
+
+// attest runs only after the build phase ended, in this process: nothing
+// the build ran can reach the attester.
+func (r *run) attest(ctx context.Context, prov []byte) ([]byte, error) {
+	a := r.opts.Attester
+	platform := a.Platform()
+	r.msg(events.Attest, "Running on platform: %s", platform)
+	if platform == "insecure" {
+		r.msg(events.Attest, "%s", InsecureWarning)
+	}
+	rd := attest.ReportData(prov, r.opts.Nonce)
+	r.msg(events.Attest, "Attesting provenance.json (checksum %s)", hex.EncodeToString(rd[:32]))
+	ev, err := a.Attest(ctx, rd)
+	if err != nil {
+		return nil, classifyAs(ctx, failure.AttestationFailed, "attestation failed", err)
+	}
+	return ev, nil
+}
+
+func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *source, self provenance.Tool,
+	arts []toolchain.Artifact, root string, meta provenance.Metadata) *provenance.Statement {
+	o := r.opts
+	digest := provenance.Digest{"gitCommit": src.commit, "gitTree": src.tree}
+	if o.ArchiveSHA256 != "" {
+		digest["sha256"] = o.ArchiveSHA256
+	}
+	tools := append(append(provenance.Toolchain{}, in.Toolchain...), self)
+	deps := in.Dependencies
+	if deps == nil {
+		deps = []provenance.Dependency{}
+	}
+	subjects := make([]provenance.Subject, 0, len(arts))
+	for _, a := range arts {
+		subjects = append(subjects, provenance.Subject{Digest: provenance.Digest{"sha256": a.SHA256}, Name: a.Name})
+	}
+	ip := provenance.InternalParameters{
+		Evaluation:   in.Evaluation,
+		FlakeInputs:  in.FlakeInputs,
+		LockfileHash: provenance.Digest{"sha256": in.LockfileSHA256},
+		Toolchain:    tools,
+	}
+	if o.Runner.Name() == "none" {
+		ip.Sandbox = "none"
+	}
+	return &provenance.Statement{
+		Type: provenance.StatementType,
+		Predicate: provenance.Predicate{
+			BuildDefinition: provenance.BuildDefinition{
+				BuildType: o.BuildTypeBase + drv.Name() + "@v1",
+				ExternalParameters: provenance.ExternalParameters{
+					BuildCommand: drv.BuildCommand(),
+					Source:       provenance.Source{Digest: digest, URI: src.uri},
+				},
+				InternalParameters:   ip,
+				ResolvedDependencies: deps,
+			},
+			RunDetails: provenance.RunDetails{
+				Builder:    provenance.Builder{ID: o.BuilderID},
+				Byproducts: []provenance.Byproduct{{Digest: provenance.Digest{"sha256": root}, Name: provenance.MerkleRootName}},
+				Metadata:   meta,
+			},
+		},
+		PredicateType: provenance.PredicateType,
+		Subject:       subjects,
+	}
+}
+
+func artifactRule(name string) string {
+	switch name {
+	case "cargo":
+		return "no binary in target/release"
+	case "nix":
+		return "no executable in bin/ of the outputs"
+	}
+	return "nothing to collect"
+}
+
+// source is the git context of the project.
+type source struct {
+	uri, commit, tree string
+	dirty             bool
+}
+
+// sourceContext reads origin, HEAD and HEAD^{tree} of a git checkout, or
+// for a plain directory the git tree id of its content and no commit.
+func sourceContext(ctx context.Context, o Options) (*source, error) {
+	s := &source{uri: o.SourceURI}
+	if _, err := os.Lstat(filepath.Join(o.Dir, ".git")); err != nil {
+		tree, err := TreeHash(ctx, o.Dir)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, failure.Wrap(failure.InvalidSource, err, "cannot hash the source tree: "+safeTreeErr(err, o.Dir))
+		}
+		s.tree = tree
+		return s, nil
+	}
+	if s.uri == "" {
+		s.uri, _ = git(ctx, o.Dir, "remote", "get-url", "origin")
+	}
+	var err error
+	if s.commit, err = git(ctx, o.Dir, "rev-parse", "--verify", "HEAD^{commit}"); err != nil {
+		return nil, failure.Wrap(failure.InvalidSource, err, "the source is a git checkout without a HEAD commit")
+	}
+	if s.tree, err = git(ctx, o.Dir, "rev-parse", "--verify", "HEAD^{tree}"); err != nil {
+		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read the HEAD tree of the git checkout")
+	}
+	rel, _ := filepath.Rel(o.Dir, o.OutDir)
+	args := []string{"status", "--porcelain", "--untracked-files=normal", "--", "."}
+	if rel != "" && !strings.HasPrefix(rel, "..") {
+		args = append(args, ":(exclude)"+filepath.ToSlash(rel))
+	}
+	if st, err := git(ctx, o.Dir, args...); err == nil && st != "" {
+		s.dirty = true
+	}
+	return s, nil
+}
+
+// safeTreeErr makes a tree-hashing error project-relative.
+func safeTreeErr(err error, dir string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(err.Error(), dir+"/", ""), dir, ".")
+}
+
+// git runs git on a checkout kettle did not write: no system or global
+// config, and no setting of the checkout may run a program.
+func git(ctx context.Context, dir string, args ...string) (string, error) {
+	full := append([]string{"-C", dir, "-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false",
+		"-c", "safe.directory=*", "-c", "core.hooksPath=/dev/null"}, args...)
+	cmd := exec.CommandContext(ctx, "git", full...)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_OPTIONAL_LOCKS=0", "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w", args[0], err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return provenance.Tool{}, err
+	}
+	sum, err := toolchain.SHA256File(exe)
+	if err != nil {
+		return provenance.Tool{}, err
+	}
+	return provenance.Tool{Name: "kettle", SHA256: sum}, nil
+})
+
+func kettleTool() (provenance.Tool, error) {
+	t, err := kettleSelf()
+	t.Version = KettleVersion
+	return t, err
+}
+
+// invocationID is the peer's build-YYYYMMDD-HHMMSS-<8 hex>.
+func invocationID(t time.Time) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return "build-" + t.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// timestamp is RFC 3339 UTC with microseconds and "+00:00", as the peer.
+func timestamp(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000") + "+00:00"
+}
+
+// lineCap forwards at most max toolchain output lines and counts the rest.
+type lineCap struct {
+	mu      sync.Mutex
+	max     int
+	n       int
+	dropped int
+	emit    func(string)
+}
+
+func (c *lineCap) log(line string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.max >= 0 && c.n >= c.max {
+		c.dropped++
+		return
+	}
+	c.n++
+	c.emit(line)
+}
+
+// summary emits one event for the lines dropped so far.
+func (c *lineCap) summary() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dropped > 0 {
+		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max))
+		c.dropped = 0
+	}
+}
+
+func recreate(dir string) error {
+	if err := removeAll(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o755)
+}
+
+// removeAll also removes read-only trees (Nix store copies, Go module cache).
+func removeAll(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	return os.RemoveAll(dir)
+}
+
+func writeFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return failure.Wrap(failure.InternalError, err, "cannot write "+filepath.Base(path))
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return failure.Wrap(failure.InternalError, err, "cannot write "+filepath.Base(path))
+	}
+	return nil
+}
+
+// classifyAs keeps an error's classification, maps context expiry to
+// Timeout/Canceled, and otherwise classifies it as kind with msg.
+func classifyAs(ctx context.Context, kind failure.Kind, msg string, err error) error {
+	var fe *failure.Error
+	if errors.As(err, &fe) {
+		return err
+	}
+	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return classify(ctx, err)
+	}
+	return failure.Wrap(kind, err, msg)
+}
+
+// classify makes sure every error leaving Run is a *failure.Error.
+func classify(ctx context.Context, err error) error {
+	var fe *failure.Error
+	switch {
+	case errors.As(err, &fe):
+		// A deadline that cut a step short is a timeout, whatever the
+		// step made of it.
+		if fe.Kind != failure.Timeout && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return failure.Wrap(failure.Timeout, err, "build timed out")
+		}
+		return err
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return failure.Wrap(failure.Timeout, err, "build timed out")
+	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, context.Canceled):
+		return failure.Wrap(failure.Canceled, err, "build canceled")
+	}
+	return failure.Wrap(failure.InternalError, err, "internal error")
+}
