@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kettle-build/kettle/verify"
+)
+
+func init() {
+	register("verify", "verify a result directory: evidence, provenance, artifacts, policy", func(ctx context.Context, args []string) int {
+		return runVerify(ctx, args, os.Stdout, os.Stderr)
+	})
+}
+
+// listFlag collects a repeatable, comma-separable flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// pcrFlag collects N=HEX.
+type pcrFlag map[int]string
+
+func (p pcrFlag) String() string {
+	var s []string
+	for k, v := range p {
+		s = append(s, fmt.Sprintf("%d=%s", k, v))
+	}
+	return strings.Join(s, ",")
+}
+
+func (p pcrFlag) Set(v string) error {
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		n, err := strconv.Atoi(k)
+		if !ok || err != nil {
+			return fmt.Errorf("want N=HEX, got %q", kv)
+		}
+		p[n] = strings.ToLower(val)
+	}
+	return nil
+}
+
+func parseAt(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--at %q: want RFC 3339 (2026-04-01T00:00:00Z) or a date (2026-04-01)", s)
+}
+
+func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: kettle verify [flags] DIR\n\nVerifies a result directory (provenance.json, evidence.json, artifacts/).\nExit status: 0 passed, 1 a check failed, 2 the inputs could not be read.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	var (
+		nonceHex      = fs.String("nonce", "", "the nonce (hex, at most 16 bytes) the evidence must bind")
+		asJSON        = fs.Bool("json", false, "print the report as JSON")
+		builderID     = fs.String("builder-id", "", "require this runDetails.builder.id")
+		sourceURI     = fs.String("source-uri", "", "require this source URI")
+		gitCommit     = fs.String("git-commit", "", "require this git commit (full hash)")
+		minTCB        = fs.String("min-tcb", "", "minimum TCB: SNP bl=N,tee=N,snp=N,ucode=N[,fmc=N] or 16 hex digits; TDX 32-hex TEE_TCB_SVN")
+		allowDebug    = fs.Bool("allow-debug", false, "UNSAFE: accept evidence from a debuggable TEE")
+		allowInsecure = fs.Bool("allow-insecure", false, "UNSAFE: accept \"insecure\" evidence from a build without a TEE")
+		rootsFile     = fs.String("trust-roots", "", "PEM file of vendor roots replacing the embedded AMD/Intel roots")
+		at            = fs.String("at", "", "verify as of this time (RFC 3339 or YYYY-MM-DD) instead of now")
+		policyFile    = fs.String("policy", "", "JSON policy file (keys as these flags)")
+		online        = fs.Bool("online", false, "allow the network: fetch a missing VCEK (AMD KDS) and current Intel collateral (PCS)")
+		collDir       = fs.String("tdx-collateral", "", "directory of offline Intel collateral for TDX TCB evaluation")
+		measurements  listFlag
+		pcrs          = pcrFlag{}
+	)
+	fs.Var(&measurements, "measurement", "allowed launch measurement (hex; repeatable or comma-separated)")
+	fs.Var(pcrs, "pcr", "required PCR value N=HEX (repeatable; Azure)")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitBadArgs
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return exitBadArgs
+	}
+	dir := fs.Arg(0)
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "kettle verify: "+format+"\n", a...)
+		return exitBadArgs
+	}
+
+	pol := verify.Policy{
+		BuilderID: *builderID, SourceURI: *sourceURI, GitCommit: strings.ToLower(*gitCommit),
+		Measurements: measurements, MinTCB: *minTCB,
+		AllowDebug: *allowDebug, AllowInsecure: *allowInsecure,
+	}
+	if len(pcrs) > 0 {
+		pol.PCRs = pcrs
+	}
+	var opts []verify.Option
+	if *policyFile != "" {
+		p, err := verify.LoadPolicy(*policyFile)
+		if err != nil {
+			return bad("%v", err)
+		}
+		opts = append(opts, verify.WithPolicy(p))
+	}
+	if err := pol.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	opts = append(opts, verify.WithPolicy(pol))
+	if *nonceHex != "" {
+		n, err := hex.DecodeString(strings.TrimPrefix(*nonceHex, "0x"))
+		if err != nil {
+			return bad("--nonce: invalid hex: %v", err)
+		}
+		if len(n) == 0 || len(n) > 16 {
+			return bad("--nonce must be 1-16 bytes, got %d", len(n))
+		}
+		opts = append(opts, verify.WithNonce(n))
+	}
+	if *rootsFile != "" {
+		b, err := os.ReadFile(*rootsFile)
+		if err != nil {
+			return bad("--trust-roots: %v", err)
+		}
+		r, err := verify.ParseTrustRoots(b)
+		if err != nil {
+			return bad("--trust-roots: %v", err)
+		}
+		opts = append(opts, verify.WithTrustRoots(r))
+	}
+	if *at != "" {
+		t, err := parseAt(*at)
+		if err != nil {
+			return bad("%v", err)
+		}
+		opts = append(opts, verify.WithNow(t))
+	}
+	if *collDir != "" {
+		c, err := verify.LoadCollateralDir(*collDir)
+		if err != nil {
+			return bad("--tdx-collateral: %v", err)
+		}
+		opts = append(opts, verify.WithCollateral(c))
+	}
+	if *online {
+		opts = append(opts, verify.WithGetter(verify.NewHTTPGetter()))
+	}
+
+	rep, err := verify.Bundle(ctx, dir, opts...)
+	if err != nil {
+		if errors.Is(err, verify.ErrUnreadable) {
+			return bad("%v", err)
+		}
+		fmt.Fprintf(stderr, "kettle verify: %v\n", err)
+		return exitFailed
+	}
+	if *asJSON {
+		b, err := rep.JSON()
+		if err != nil {
+			return bad("%v", err)
+		}
+		stdout.Write(b)
+	} else if err := verify.WriteTable(stdout, rep); err != nil {
+		return exitFailed
+	}
+	if !rep.Passed() {
+		return exitFailed
+	}
+	return exitOK
+}
