@@ -128,10 +128,28 @@ type run struct {
 func (r *run) ok(step string) { r.c.Steps = append(r.c.Steps, step) }
 
 func (r *run) fail(step string, sentinel, err error) error {
-	if err == nil {
-		return fmt.Errorf("%s: %w", step, sentinel)
+	return &stepError{step: step, sentinel: sentinel, err: err}
+}
+
+// stepError names the failed step; it matches its sentinel and the cause
+// with errors.Is, and reads "step: cause".
+type stepError struct {
+	step          string
+	sentinel, err error
+}
+
+func (e *stepError) Error() string {
+	if e.err == nil {
+		return e.step + ": " + e.sentinel.Error()
 	}
-	return fmt.Errorf("%s: %w: %w", step, sentinel, err)
+	return e.step + ": " + e.err.Error()
+}
+
+func (e *stepError) Unwrap() []error {
+	if e.err == nil {
+		return []error{e.sentinel}
+	}
+	return []error{e.sentinel, e.err}
 }
 
 func genuine(ctx context.Context, b []byte, o *options) (*Claims, error) {
@@ -300,12 +318,26 @@ func (r *run) azure(ctx context.Context, env *Envelope) error {
 		if err != nil {
 			return r.fail("runtime user-data", ErrMalformed, err)
 		}
-		if !zeroPadEqual(ud, att.ExtraData, 64) {
+		switch {
+		case allZero(ud):
+			// Older attesters did not write NV 0x01400002: nothing to compare.
+			r.c.Warnings = append(r.c.Warnings, "az-tdx runtime user-data is empty: the report data is bound by the TPM quote only")
+		case !zeroPadEqual(ud, att.ExtraData, 64):
 			return r.fail("runtime user-data == TPM nonce (zero-padded to 64)", ErrBinding, nil)
+		default:
+			r.ok("runtime user-data == TPM nonce (zero-padded to 64)")
 		}
-		r.ok("runtime user-data == TPM nonce (zero-padded to 64)")
 	}
 	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // zeroPadEqual reports whether bound == want zero-padded to len(bound), with

@@ -57,3 +57,29 @@ func TestFixtures(t *testing.T) {
 		})
 	}
 }
+
+// TestWrongVCEK: a VCEK for another chip fails the chain, the signature and
+// the HW_ID check, each on its own.
+func TestWrongVCEK(t *testing.T) {
+	r, err := Parse(load(t, "test-report.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"test-vcek-invalid-legacy.der", "test-vcek-invalid-new.der"} {
+		t.Run(name, func(t *testing.T) {
+			key, err := x509.ParseCertificate(load(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := VerifyChain(key, DefaultRoots(), time.Now()); !errors.Is(err, ErrChain) {
+				t.Errorf("chain: %v", err)
+			}
+			if err := VerifySignature(r, key); !errors.Is(err, ErrSignature) {
+				t.Errorf("signature: %v", err)
+			}
+			if err := CheckEndorsement(r, &Chain{Key: key}, Milan); !errors.Is(err, ErrTCB) {
+				t.Errorf("HW_ID/TCB: %v", err)
+			}
+		})
+	}
+}
