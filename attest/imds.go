@@ -84,6 +84,12 @@ func fetchTDQuote(ctx context.Context, o *options, tdReport []byte) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("fetch the TD quote from Azure IMDS: %w", err)
 	}
+	return ParseTDQuoteResponse(body)
+}
+
+// ParseTDQuoteResponse decodes the /acc/tdquote answer {"quote": base64url}
+// and checks that the quote is a TDX quote.
+func ParseTDQuoteResponse(body []byte) ([]byte, error) {
 	var resp struct {
 		Quote string `json:"quote"`
 	}
@@ -94,8 +100,8 @@ func fetchTDQuote(ctx context.Context, o *options, tdReport []byte) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("TD quote answer: %w", err)
 	}
-	if len(quote) < 48 {
-		return nil, fmt.Errorf("TD quote answer: %d-byte quote", len(quote))
+	if _, err := TDXQuoteReportData(quote); err != nil {
+		return nil, fmt.Errorf("TD quote answer: %w", err)
 	}
 	return quote, nil
 }
