@@ -287,8 +287,9 @@ func fillHeader(r *Report, s *provenance.Statement) {
 
 // checksumBinding compares the full 32-byte checksum the evidence binds with
 // sha256(provenance.json). The peer's older 32-byte bindings hashed the
-// compact JSON instead; those are accepted too, only when the binding is
-// exactly 32 bytes. (The peer strips trailing zero bytes before comparing and
+// compact JSON instead; those are accepted too when no nonce is bound (the
+// compact form differs from the file only in whitespace, so both hashes
+// commit to the same document). (The peer strips trailing zero bytes before comparing and
 // so rejects 1 in 256 honest bundles; this compares all 32 bytes.)
 func checksumBinding(bound, provRaw, sum []byte) (bool, string) {
 	if len(bound) < 32 {
@@ -308,7 +309,7 @@ func checksumBinding(bound, provRaw, sum []byte) (bool, string) {
 	if subtle.ConstantTimeCompare(got, sum) == 1 {
 		return true, "sha256 " + hex.EncodeToString(sum)
 	}
-	if len(bound) == 32 {
+	if allZero(bound[32:]) {
 		var compact bytes.Buffer
 		if json.Compact(&compact, provRaw) == nil {
 			c := sha256.Sum256(compact.Bytes())
