@@ -6,6 +6,7 @@ import (
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/toolchain"
 	"github.com/kettle-build/kettle/toolchain/cargo"
+	"github.com/kettle-build/kettle/toolchain/nix"
 )
 
 // Detector maps a marker file in the project root to the toolchain driver
@@ -21,6 +22,7 @@ type Detector struct {
 //	{"flake.nix", nix.New}, {"Cargo.lock", cargo.New},
 //	{"pnpm-lock.yaml", pnpm.New}, {"go.sum", gomod.New}, {"go.mod", gomod.New}
 var Detectors = []Detector{
+	{"flake.nix", nix.New},
 	{"Cargo.lock", cargo.New},
 }
 

@@ -152,7 +152,9 @@ func TestCargoWorkspace(t *testing.T) {
 	// Evidence binds sha256(provenance.json) ‖ nonce.
 	var ev struct {
 		Platform string
-		Evidence struct{ ReportData []byte `json:"report_data"` }
+		Evidence struct {
+			ReportData []byte `json:"report_data"`
+		}
 	}
 	if err := json.Unmarshal(res.Evidence, &ev); err != nil {
 		t.Fatal(err)
@@ -286,7 +288,7 @@ func TestUnsupported(t *testing.T) {
 		t.Fatalf("err %v, kind %s", err, failure.KindOf(err))
 	}
 	msg := failure.Message(err)
-	for _, m := range []string{"Cargo.lock"} {
+	for _, m := range []string{"Cargo.lock", "flake.nix"} {
 		if !strings.Contains(msg, m) {
 			t.Errorf("message %q does not name %s", msg, m)
 		}

@@ -1,0 +1,4 @@
+{
+  description = "kettle test input: a greeting";
+  outputs = { self }: { text = "Hello from a path input"; };
+}
