@@ -46,8 +46,8 @@ type drvJSON struct {
 
 // Graph is the parsed output of `nix derivation show [--recursive]`.
 type Graph struct {
-	Derivations []Derivation // in drv-path order
-	TopLevelKeys int         // number of top-level keys of the JSON
+	Derivations  []Derivation // in drv-path order
+	TopLevelKeys int          // number of top-level keys of the JSON
 }
 
 // ParseGraph reads both formats: the old one (an object keyed by drv path)
