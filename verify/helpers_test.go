@@ -10,7 +10,7 @@ import (
 )
 
 var (
-	fixtures    = filepath.Join("..", "..", "shared", "fixtures")
+	fixtures    = "testdata"
 	attestation = filepath.Join(fixtures, "attestation")
 	kexDir      = filepath.Join(fixtures, "kettle-v1", "kex")
 	pinned      = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-var fixtures = filepath.Join("..", "..", "..", "shared", "fixtures", "attestation", "snp")
+var fixtures = filepath.Join("..", "testdata", "attestation", "snp")
 
 func load(t testing.TB, name string) []byte {
 	t.Helper()

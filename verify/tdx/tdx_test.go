@@ -1,13 +1,16 @@
 package tdx
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 )
 
-var fixtures = filepath.Join("..", "..", "..", "shared", "fixtures", "attestation")
+var fixtures = filepath.Join("..", "testdata", "attestation")
+
+var pinned = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 
 func load(t testing.TB, name string) []byte {
 	t.Helper()
@@ -18,38 +21,88 @@ func load(t testing.TB, name string) []byte {
 	return b
 }
 
-func TestQuotesGenuine(t *testing.T) {
-	for _, name := range []string{"tdx_quote_4.dat", "tdx_quote_5.dat", "tdx_quote_live.dat", "az_tdx/td-quote.bin"} {
-		t.Run(name, func(t *testing.T) {
-			q, err := ParseQuote(load(t, name))
+func TestQuotes(t *testing.T) {
+	coll, err := LoadCollateralDir(filepath.Join(fixtures, "collateral"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		version     uint16
+		debug       bool
+		fmspc       string
+		atPinned    error  // Evaluate at 2026-04-01
+		status      string // TDX TCB status at 2026-04-01
+		todayResult error  // Evaluate today
+	}{
+		{"tdx_quote_4.dat", 4, true, "50806f000000", nil, "OutOfDate", ErrCollateral},
+		{"tdx_quote_5.dat", 5, false, "90c06f000000", ErrCollateral, "", ErrCollateral},
+		{"tdx_quote_live.dat", 4, false, "b0c06f000000", ErrNoCollateral, "", ErrNoCollateral},
+		{"az_tdx/td-quote.bin", 4, false, "00806f050000", ErrNoCollateral, "", ErrNoCollateral},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := ParseQuote(load(t, tc.name))
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, now := range []time.Time{time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC), time.Now()} {
+			if q.Version != tc.version || q.Body.Debug() != tc.debug {
+				t.Errorf("version %d debug %v", q.Version, q.Body.Debug())
+			}
+			for _, now := range []time.Time{pinned, time.Now()} {
 				res, err := Verify(q, nil, now)
-				t.Logf("v%d body=%d debug=%v now=%s err=%v", q.Version, q.BodyType, q.Body.Debug(), now.Format("2006-01-02"), err)
-				if err == nil {
-					t.Logf("fmspc=%s pck %s..%s", res.PCKExt.FMSPC, res.PCK.NotBefore, res.PCK.NotAfter)
+				if err != nil {
+					t.Fatalf("Verify at %s: %v", now, err)
 				}
+				if res.PCKExt.FMSPC != tc.fmspc {
+					t.Errorf("FMSPC %s", res.PCKExt.FMSPC)
+				}
+			}
+			res, _ := Verify(q, nil, pinned)
+			st, err := Evaluate(res, coll, pinned)
+			if !errors.Is(err, tc.atPinned) || (tc.atPinned == nil) != (err == nil) {
+				t.Errorf("Evaluate at 2026-04-01 = %v, want %v", err, tc.atPinned)
+			}
+			if err == nil && string(st.TDXStatus) != tc.status {
+				t.Errorf("status %s, want %s", st.TDXStatus, tc.status)
+			}
+			if _, err := Evaluate(res, coll, time.Now()); !errors.Is(err, tc.todayResult) {
+				t.Errorf("Evaluate today = %v, want %v", err, tc.todayResult)
 			}
 		})
 	}
 }
 
-func TestCollateralProbe(t *testing.T) {
-	c, err := LoadCollateralDir(filepath.Join(fixtures, "collateral"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"tdx_quote_4.dat", "tdx_quote_5.dat", "tdx_quote_live.dat", "az_tdx/td-quote.bin"} {
-		q, _ := ParseQuote(load(t, name))
-		for _, now := range []time.Time{time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC), time.Now()} {
-			res, err := Verify(q, nil, now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			st, err := Evaluate(res, c, now)
-			t.Logf("%s %s: %+v %v", name, now.Format("2006-01-02"), st, err)
+func TestTamperedQuote(t *testing.T) {
+	raw := load(t, "tdx_quote_live.dat")
+	for _, off := range []int{
+		48 + 136,                         // MRTD
+		48 + 520,                         // REPORT_DATA
+		48 + 584 + 4,                     // quote signature
+		48 + 584 + 4 + 64 + 64 + 6 + 320, // QE report data
+	} {
+		b := append([]byte(nil), raw...)
+		b[off] ^= 1
+		q, err := ParseQuote(b)
+		if err != nil {
+			continue
 		}
+		if _, err := Verify(q, nil, pinned); err == nil {
+			t.Errorf("byte %d changed: quote still verifies", off)
+		}
+	}
+}
+
+func TestUntrustedRoot(t *testing.T) {
+	q, _ := ParseQuote(load(t, "tdx_quote_live.dat"))
+	other, _ := ParseRoots([]byte{})
+	if _, err := Verify(q, other, pinned); err != nil {
+		t.Fatalf("nil roots default to Intel: %v", err)
+	}
+	// A root with another key is refused even if the quote carries it.
+	fake := *DefaultRoot()
+	fake.RawSubjectPublicKeyInfo = []byte("other")
+	if _, err := Verify(q, append(other, &fake), pinned); !errors.Is(err, ErrChain) {
+		t.Errorf("untrusted root: %v", err)
 	}
 }
