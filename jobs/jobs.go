@@ -64,6 +64,9 @@ type Job struct {
 	// Building is set once the build phase started; a job interrupted
 	// before that is retried, after it ends Interrupted.
 	Building bool `json:"building,omitempty"`
+	// WorkerID names the worker instance (Worker plus a per-process
+	// suffix) whose heartbeat proves the job is still being built.
+	WorkerID string `json:"worker_id,omitempty"`
 }
 
 // Request is a validated submission.

@@ -1,0 +1,42 @@
+package jobs
+
+import (
+	"context"
+
+	"github.com/kettle-build/kettle/events"
+)
+
+// SourceSpec is where a worker finds a job's source.
+type SourceSpec struct {
+	RepoURL string // git URL ("" for an archive)
+	RepoRef string // branch, tag or commit; "" = remote HEAD
+	// ArchivePath is a local file holding the uploaded archive ("" for
+	// git). The store removes it after Build returns.
+	ArchivePath   string
+	ArchiveSHA256 string
+	// SourceName is the client's original archive name, for naming the
+	// result's top directory.
+	SourceName string
+}
+
+// Outcome is a finished build's result.
+type Outcome struct {
+	// ResultPath is the result tarball (bundle.Write output). The store
+	// copies it into its object store and then removes it.
+	ResultPath string
+	// ResultName is the tarball's top directory: clients save the result
+	// as ResultName + ".tar.gz".
+	ResultName string
+	// Toolchain is the driver name ("cargo", "nix", …); it may be set on
+	// an Outcome returned together with an error.
+	Toolchain string
+}
+
+// Builder builds one job. The store calls Build from RunWorker; sink
+// receives the build's events in order and the store appends them to the
+// job's log (the store itself writes `queued`, `vm` and the final
+// `complete`; a `complete` emitted by Build is ignored). An error should be
+// a *failure.Error whose message is safe to show the client.
+type Builder interface {
+	Build(ctx context.Context, job *Job, src *SourceSpec, sink events.Sink) (*Outcome, error)
+}

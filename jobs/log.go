@@ -1,0 +1,298 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kettle-build/kettle/events"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// logCursor remembers the tail of one job's log so a single writer need not
+// read it back before every append.
+type logCursor struct {
+	subj  string
+	known bool
+	seq   uint64 // stream sequence of the last event (0: empty log)
+	next  int    // index of the next event
+	last  *events.Event
+}
+
+func newCursor(id string) *logCursor { return &logCursor{subj: eventsSubject + id} }
+
+// load reads the log's last event.
+func (s *Store) load(ctx context.Context, c *logCursor) error {
+	m, err := s.evs.GetLastMsgForSubject(ctx, c.subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		c.known, c.seq, c.next, c.last = true, 0, 0, nil
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read log tail: %w", err)
+	}
+	idx, err := strconv.Atoi(m.Header.Get(headerIndex))
+	if err != nil {
+		return fmt.Errorf("log message %d without index", m.Sequence)
+	}
+	var ev events.Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		return fmt.Errorf("log message %d: %w", m.Sequence, err)
+	}
+	c.known, c.seq, c.next, c.last = true, m.Sequence, idx+1, &ev
+	return nil
+}
+
+// appendEvent appends ev at the log's next index. Every writer publishes
+// with the expected last sequence of the job's subject, so concurrent
+// writers (a worker, another process updating queue positions, a janitor)
+// never interleave out of order or reuse an index. cond, when set, sees the
+// current last event (nil for an empty log) and may veto the append; it is
+// re-evaluated after every conflict. It reports whether ev was appended.
+func (s *Store) appendEvent(ctx context.Context, c *logCursor, ev events.Event, cond func(last *events.Event) bool) (bool, error) {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return false, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 50; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+			}
+		}
+		if !c.known {
+			if err := s.load(ctx, c); err != nil {
+				lastErr = err
+				continue
+			}
+		}
+		if cond != nil && !cond(c.last) {
+			return false, nil
+		}
+		msg := nats.NewMsg(c.subj)
+		msg.Data = data
+		msg.Header.Set(headerIndex, strconv.Itoa(c.next))
+		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(c.seq))
+		if err == nil {
+			e := ev
+			c.seq, c.next, c.last = ack.Sequence, c.next+1, &e
+			return true, nil
+		}
+		lastErr = err
+		want := c.next
+		c.known = false
+		if isWrongLastSeq(err) {
+			continue
+		}
+		// The ack may have been lost after the server stored the event:
+		// if the tail is exactly ours, it was appended.
+		if s.load(ctx, c) == nil && c.next == want+1 && c.last != nil {
+			if b, _ := json.Marshal(c.last); bytes.Equal(b, data) {
+				return true, nil
+			}
+		}
+		c.known = false
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+	}
+	return false, fmt.Errorf("append event: %w", lastErr)
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// hub follows one job's log with a single ordered consumer and serves any
+// number of watchers from memory: each watcher has its own cursor into the
+// shared slice, so a slow watcher only slows itself and every watcher sees
+// every event exactly once, in order.
+type hub struct {
+	id     string
+	mu     sync.Mutex
+	evs    []indexed
+	done   bool // the `complete` event arrived: the log is final
+	err    error
+	notify chan struct{} // closed and replaced on every change
+	refs   int
+	stopFn func()
+}
+
+type indexed struct {
+	idx int
+	ev  events.Event
+}
+
+func (h *hub) stop() {
+	if h.stopFn != nil {
+		h.stopFn()
+	}
+}
+
+func (h *hub) publish(fn func()) {
+	h.mu.Lock()
+	fn()
+	close(h.notify)
+	h.notify = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// acquire returns the hub of job id, starting it if needed.
+func (s *Store) acquire(ctx context.Context, id string) (*hub, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h, ok := s.hubs[id]; ok {
+		h.refs++
+		return h, nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, eventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{eventsSubject + id},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("follow log: %w", err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("follow log: %w", err)
+	}
+	h := &hub{id: id, notify: make(chan struct{}), refs: 1}
+	var once sync.Once
+	h.stopFn = func() { once.Do(it.Stop) }
+	s.hubs[id] = h
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.follow(h, it)
+	}()
+	return h, nil
+}
+
+func (s *Store) release(h *hub) {
+	s.mu.Lock()
+	h.refs--
+	last := h.refs == 0
+	if last && s.hubs[h.id] == h {
+		delete(s.hubs, h.id)
+	}
+	s.mu.Unlock()
+	if last {
+		h.stop()
+	}
+}
+
+func (s *Store) follow(h *hub, it jetstream.MessagesContext) {
+	next := -1
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				s.log.Warn("following job log failed", "job", h.id, "err", err)
+			}
+			s.mu.Lock()
+			if s.hubs[h.id] == h {
+				delete(s.hubs, h.id) // the next watcher starts afresh
+			}
+			s.mu.Unlock()
+			h.publish(func() {
+				if !h.done {
+					h.err = fmt.Errorf("job log: %w", err)
+				}
+			})
+			return
+		}
+		idx, err := strconv.Atoi(msg.Headers().Get(headerIndex))
+		var ev events.Event
+		if err == nil {
+			err = json.Unmarshal(msg.Data(), &ev)
+		}
+		if err != nil {
+			s.log.Error("corrupt log event skipped", "job", h.id, "err", err)
+			continue
+		}
+		if idx < next {
+			continue // cannot happen with an ordered consumer; be safe
+		}
+		next = idx + 1
+		h.publish(func() {
+			h.evs = append(h.evs, indexed{idx, ev})
+			if ev.Terminal() {
+				h.done = true
+			}
+		})
+		if ev.Terminal() {
+			// Nothing follows `complete`; keep the events, drop the consumer.
+			h.stop()
+			return
+		}
+	}
+}
+
+// Watch implements Service.
+func (s *Store) Watch(ctx context.Context, id string, from int, fn func(index int, ev events.Event) error) error {
+	if _, _, err := s.getJob(ctx, id); err != nil {
+		return err
+	}
+	if from < 0 {
+		from = 0
+	}
+	h, err := s.acquire(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer s.release(h)
+	pos := -1 // position in h.evs of the next event to deliver
+	for {
+		h.mu.Lock()
+		if pos < 0 {
+			pos = sort.Search(len(h.evs), func(i int) bool { return h.evs[i].idx >= from })
+			if pos == len(h.evs) && !h.done {
+				pos = -1 // wait until events at or after `from` arrive
+			}
+		}
+		var batch []indexed
+		if pos >= 0 {
+			batch = h.evs[pos:]
+		}
+		done, herr, ch := h.done, h.err, h.notify
+		h.mu.Unlock()
+		for _, e := range batch {
+			if err := fn(e.idx, e.ev); err != nil {
+				return err
+			}
+			pos++
+			if e.ev.Terminal() {
+				return nil
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		if done {
+			return nil // `from` is past the end of a finished log
+		}
+		if herr != nil {
+			return herr
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

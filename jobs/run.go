@@ -1,0 +1,503 @@
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/failure"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// RunWorker takes jobs from the work queue one at a time and builds them
+// with b until ctx ends or Shutdown starts; call it N times for N parallel
+// workers. The end of ctx stops taking jobs, but a build in progress runs on
+// until it finishes or Shutdown's deadline (or Close) interrupts it. It
+// returns nil after such a stop, or the error that made it give up.
+func (s *Store) RunWorker(ctx context.Context, name string, b Builder) error {
+	return s.runWorker(ctx, name, b, false)
+}
+
+// RunOnce is RunWorker for `kettle worker --once`: it returns after the
+// first job it built (a fresh confidential VM per build).
+func (s *Store) RunOnce(ctx context.Context, name string, b Builder) error {
+	return s.runWorker(ctx, name, b, true)
+}
+
+var keyUnsafe = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+
+func (s *Store) runWorker(ctx context.Context, name string, b Builder, once bool) error {
+	if name == "" {
+		name = "worker"
+	}
+	wid := keyUnsafe.ReplaceAllString(name, "_") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	log := s.log.With("worker", name, "worker_id", wid)
+	beat := func(ctx context.Context) error {
+		_, err := s.workers.Put(ctx, wid, []byte(name))
+		return err
+	}
+	if err := beat(ctx); err != nil {
+		return fmt.Errorf("jobs: register worker: %w", err)
+	}
+	take, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() { // Shutdown also ends taking
+		select {
+		case <-s.takeCtx.Done():
+			stop()
+		case <-take.Done():
+		}
+	}()
+	hbDone, hbQuit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		t := time.NewTicker(s.cfg.workerTTL / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+				// The heartbeat lasts while a build runs, even after
+				// taking stopped: the job is still ours.
+				if err := beat(s.ctx); err != nil && s.ctx.Err() == nil {
+					log.Warn("worker heartbeat failed", "err", err)
+				}
+			case <-hbQuit:
+				return
+			}
+		}
+	}()
+	defer func() {
+		stop()
+		close(hbQuit)
+		<-hbDone
+		if s.ctx.Err() == nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = s.workers.Purge(dctx, wid)
+			cancel()
+		}
+	}()
+	log.Info("worker started")
+	for {
+		if take.Err() != nil {
+			log.Info("worker stopped")
+			return nil
+		}
+		fctx, cancel := context.WithTimeout(take, 5*time.Second)
+		batch, err := s.cons.Fetch(1, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if take.Err() != nil || s.ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("taking a job failed", "err", err)
+			select {
+			case <-take.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		built := false
+		for msg := range batch.Messages() {
+			if take.Err() != nil {
+				_ = msg.Nak() // give it straight back
+				continue
+			}
+			if s.handle(name, wid, b, msg) {
+				built = true
+			}
+		}
+		cancel()
+		if once && built {
+			return nil
+		}
+	}
+}
+
+// handle processes one work message; it reports whether it ran a build.
+func (s *Store) handle(name, wid string, b Builder, msg jetstream.Msg) bool {
+	id := strings.TrimPrefix(msg.Subject(), workSubject)
+	log := s.log.With("job", id, "worker", name)
+	ctx := s.ctx
+	j, _, err := s.getJob(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		log.Warn("work message for an unknown or expired job dropped")
+		_ = msg.Ack()
+		return false
+	}
+	if err != nil {
+		log.Warn("reading job failed; retrying later", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return false
+	}
+	switch j.Status {
+	case StatusSucceeded, StatusFailed:
+		if err := s.ensureComplete(ctx, j); err != nil {
+			_ = msg.NakWithDelay(time.Second)
+			return false
+		}
+		_ = msg.Ack()
+		return false
+	case StatusRunning:
+		alive, err := s.liveWorkers(ctx)
+		if err != nil {
+			_ = msg.NakWithDelay(time.Second)
+			return false
+		}
+		if alive[j.WorkerID] {
+			_ = msg.Ack() // a live worker owns it: this is a stale message
+			return false
+		}
+		if j.Building {
+			if err := s.recover(ctx, j); err != nil {
+				log.Warn("recovering job failed", "err", err)
+				_ = msg.NakWithDelay(time.Second)
+				return false
+			}
+			_ = msg.Ack()
+			return false
+		}
+	}
+	prev := j.WorkerID
+	if j.Attempts >= maxAttempts {
+		err := failure.New(failure.Interrupted, "build interrupted: its worker stopped %d times before building", j.Attempts)
+		if j, ok, _ := s.update(ctx, id, func(j *Job) bool {
+			if j.Status == StatusQueued || (j.Status == StatusRunning && j.WorkerID == prev && !j.Building) {
+				s.fail(j, err)
+				return true
+			}
+			return false
+		}); ok {
+			_ = s.ensureComplete(ctx, j)
+			_ = s.objs.Delete(ctx, sourceObject(id))
+		}
+		_ = msg.Ack()
+		return false
+	}
+	j, ok, err := s.update(ctx, id, func(j *Job) bool {
+		if !(j.Status == StatusQueued || (j.Status == StatusRunning && j.WorkerID == prev && !j.Building)) {
+			return false
+		}
+		now := s.cfg.clock().UTC()
+		j.Status, j.StartedAt, j.Worker, j.WorkerID = StatusRunning, &now, name, wid
+		j.Attempts++
+		j.Building = false
+		return true
+	})
+	if err != nil {
+		log.Warn("taking job failed", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return false
+	}
+	if !ok {
+		_ = msg.Ack()
+		return false
+	}
+	s.run(log, wid, b, j, msg)
+	return true
+}
+
+// run builds a taken job and records the outcome.
+func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstream.Msg) {
+	bctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	s.buildsMu.Lock()
+	s.builds[j.ID] = cancel
+	s.buildWG.Add(1)
+	s.buildsMu.Unlock()
+	defer func() {
+		s.buildsMu.Lock()
+		delete(s.builds, j.ID)
+		s.buildsMu.Unlock()
+		s.buildWG.Done()
+	}()
+	if s.closing.Load() {
+		cancel(errClosed)
+	}
+
+	// Keep the work message ours while the build runs.
+	hb := make(chan struct{})
+	go func() {
+		t := time.NewTicker(s.cfg.ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-hb:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	defer close(hb)
+
+	started := time.Now()
+	sink := s.newSink(j.ID, wid)
+	attempt := ""
+	if j.Attempts > 1 {
+		attempt = fmt.Sprintf(" (attempt %d)", j.Attempts)
+	}
+	sink.Emit(events.Msgf(events.VM, "worker %s took the job%s", j.Worker, attempt))
+	log.Info("build started", "attempt", j.Attempts)
+
+	var out *Outcome
+	src, cleanup, err := s.materialize(bctx, j)
+	if err == nil {
+		out, err = s.build(bctx, b, j, src, sink)
+		cleanup()
+	}
+	sink.close()
+	if cause := context.Cause(bctx); errors.Is(cause, errClosed) {
+		// Close without Shutdown: behave like a crash. The job stays
+		// running; whoever opens the store next recovers it.
+		log.Warn("store closed during the build; job left for recovery")
+		return
+	} else if errors.Is(cause, errInterrupted) && err != nil {
+		err = failure.Wrap(failure.Interrupted, err, "build interrupted: the service shut down before the build finished")
+	}
+	fctx, fcancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	defer fcancel()
+	if err := s.finish(fctx, log, wid, j, out, err, time.Since(started)); err != nil {
+		log.Error("recording the build outcome failed; the work message will be redelivered", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// build calls the builder, turning a panic into an InternalError.
+func (s *Store) build(ctx context.Context, b Builder, j *Job, src *SourceSpec, sink events.Sink) (out *Outcome, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = failure.Wrap(failure.InternalError, fmt.Errorf("builder panic: %v", r), "internal error")
+		}
+	}()
+	jc := *j
+	return b.Build(ctx, &jc, src, sink)
+}
+
+// materialize fetches an uploaded archive into a temporary file.
+func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), error) {
+	src := &SourceSpec{RepoURL: j.Source.URL, RepoRef: j.Source.Ref, ArchiveSHA256: j.Source.ArchiveSHA256, SourceName: j.Source.ArchiveName}
+	if j.Source.URL != "" {
+		return src, func() {}, nil
+	}
+	r, err := s.objs.Get(ctx, sourceObject(j.ID))
+	if err != nil {
+		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
+	}
+	defer r.Close()
+	f, err := os.CreateTemp(s.cfg.tempDir, "kettle-source-*")
+	if err != nil {
+		return nil, nil, failure.Wrap(failure.InternalError, err, "internal error")
+	}
+	cleanup := func() { os.Remove(f.Name()) }
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(f, h), r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && hex.EncodeToString(h.Sum(nil)) != j.Source.ArchiveSHA256 {
+		err = errors.New("source object digest mismatch")
+	}
+	if err != nil {
+		cleanup()
+		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("read source object: %w", err), "internal error")
+	}
+	src.ArchivePath = f.Name()
+	return src, cleanup, nil
+}
+
+// finish stores the result, the final state and the `complete` event, in
+// that order: a client that sees `complete` can download at once.
+func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, took time.Duration) error {
+	var sum string
+	var size int64
+	if berr == nil && (out == nil || out.ResultPath == "") {
+		berr = failure.Wrap(failure.InternalError, errors.New("builder returned no result"), "internal error")
+	}
+	if berr == nil {
+		f, err := os.Open(out.ResultPath)
+		if err == nil {
+			hw := &hashingWriter{h: sha256.New()}
+			_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(j.ID)}, io.TeeReader(f, hw))
+			f.Close()
+			sum, size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
+		}
+		if err != nil {
+			berr = failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
+		}
+	}
+	if out != nil && out.ResultPath != "" {
+		os.Remove(out.ResultPath)
+	}
+	fj, ok, err := s.update(ctx, j.ID, func(cur *Job) bool {
+		if cur.Status != StatusRunning || cur.WorkerID != wid {
+			return false // recovered by someone else meanwhile
+		}
+		if out != nil && out.Toolchain != "" {
+			cur.Toolchain = out.Toolchain
+		}
+		if berr != nil {
+			s.fail(cur, berr)
+			return true
+		}
+		now := s.cfg.clock().UTC()
+		cur.Status, cur.FinishedAt = StatusSucceeded, &now
+		cur.ResultSHA256, cur.ResultSize, cur.ResultName = sum, size, out.ResultName
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		log.Warn("job was taken over while building; outcome dropped", "status", fj.Status)
+		return nil
+	}
+	_ = s.objs.Delete(ctx, sourceObject(j.ID))
+	if berr != nil {
+		log.Warn("build failed", "error_type", fj.ErrorType, "error", fj.Error, "cause", berr, "duration", took)
+	} else {
+		log.Info("build succeeded", "toolchain", fj.Toolchain, "result_sha256", sum, "result_size", size, "duration", took)
+	}
+	return s.ensureComplete(ctx, fj)
+}
+
+// sink appends a build's events to its job's log from one goroutine, in
+// order, without blocking the build; it caps `build` output lines.
+type sink struct {
+	s     *Store
+	id    string
+	wid   string
+	log   *slog.Logger
+	cur   *logCursor
+	max   int
+	mu    sync.Mutex
+	queue []events.Event
+	wake  chan struct{}
+	done  chan struct{}
+	// state of the line cap
+	lines, dropped int
+	closed         bool
+	building       bool
+}
+
+func (s *Store) newSink(id, wid string) *sink {
+	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: newCursor(id), max: s.cfg.maxEvents,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go k.publish()
+	return k
+}
+
+// Emit implements events.Sink.
+func (k *sink) Emit(ev events.Event) {
+	if ev.Type == events.Complete || ev.Type == events.Queued {
+		return // the store owns these
+	}
+	if ev.Type == events.Detect {
+		k.markBuilding()
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return
+	}
+	if ev.Type == events.Build {
+		if k.lines >= k.max {
+			k.dropped++
+			return
+		}
+		k.lines++
+	} else {
+		k.summaryLocked()
+	}
+	k.queue = append(k.queue, ev)
+	k.signal()
+}
+
+func (k *sink) summaryLocked() {
+	if k.dropped > 0 {
+		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (log limit %d lines)", k.dropped, k.max))
+		k.dropped = 0
+	}
+}
+
+func (k *sink) signal() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// markBuilding records that the build phase started: from now on a lost
+// worker means Interrupted, not a retry.
+func (k *sink) markBuilding() {
+	k.mu.Lock()
+	if k.building {
+		k.mu.Unlock()
+		return
+	}
+	k.building = true
+	k.mu.Unlock()
+	_, _, err := k.s.update(k.s.ctx, k.id, func(j *Job) bool {
+		if j.Status != StatusRunning || j.WorkerID != k.wid || j.Building {
+			return false
+		}
+		j.Building = true
+		return true
+	})
+	if err != nil {
+		k.log.Warn("recording build start failed", "err", err)
+	}
+}
+
+func (k *sink) close() {
+	k.mu.Lock()
+	k.summaryLocked()
+	k.closed = true
+	k.signal()
+	k.mu.Unlock()
+	<-k.done
+}
+
+func (k *sink) publish() {
+	defer close(k.done)
+	for {
+		k.mu.Lock()
+		batch := k.queue
+		k.queue = nil
+		closed := k.closed
+		k.mu.Unlock()
+		for _, ev := range batch {
+			for {
+				_, err := k.s.appendEvent(k.s.ctx, k.cur, ev, nil)
+				if err == nil {
+					break
+				}
+				if k.s.ctx.Err() != nil {
+					return // the store is closing: nothing can be written
+				}
+				k.log.Warn("appending event failed; retrying", "err", err)
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		if closed && len(batch) == 0 {
+			return
+		}
+		if len(batch) == 0 {
+			<-k.wake
+		}
+	}
+}

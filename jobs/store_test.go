@@ -1,0 +1,566 @@
+package jobs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/failure"
+)
+
+// fakeBuilder is a test double of the worker: it emits a few events and
+// writes a result derived from the job, optionally waiting on a gate.
+type fakeBuilder struct {
+	lines int
+	// gate, when set, is called after `detect` (or before it when
+	// beforeDetect) and may block until the test releases the build.
+	gate         func(ctx context.Context, j *Job) error
+	beforeDetect bool
+	fail         error
+	dir          string
+	mu           sync.Mutex
+	built        []string
+}
+
+func (f *fakeBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
+	f.mu.Lock()
+	f.built = append(f.built, j.ID)
+	f.mu.Unlock()
+	if src.ArchivePath != "" {
+		if _, err := os.Stat(src.ArchivePath); err != nil {
+			return nil, fmt.Errorf("archive not materialised: %w", err)
+		}
+	}
+	if f.gate != nil && f.beforeDetect {
+		if err := f.gate(ctx, j); err != nil {
+			return nil, err
+		}
+	}
+	sink.Emit(events.Msgf(events.Init, "Extracted 3 files"))
+	sink.Emit(events.Msgf(events.Detect, "Detected Cargo project"))
+	if f.gate != nil && !f.beforeDetect {
+		if err := f.gate(ctx, j); err != nil {
+			return nil, err
+		}
+	}
+	sink.Emit(events.Msgf(events.Build, "Running `cargo build --locked --release`"))
+	for i := 0; i < f.lines; i++ {
+		sink.Emit(events.Msgf(events.Build, "line %d", i))
+	}
+	sink.Emit(events.Msgf(events.Provenance, "Wrote provenance.json"))
+	sink.Emit(events.Event{Type: events.Complete, Result: &events.Result{Status: "ok"}}) // ignored by the store
+	if f.fail != nil {
+		return &Outcome{Toolchain: "cargo"}, f.fail
+	}
+	p := filepath.Join(f.dir, j.ID+".tar.gz")
+	if err := os.WriteFile(p, []byte("result of "+j.ID+" nonce "+j.Nonce), 0o644); err != nil {
+		return nil, err
+	}
+	return &Outcome{ResultPath: p, ResultName: "demo", Toolchain: "cargo"}, nil
+}
+
+func openTest(t *testing.T, dir string, opts ...Option) *Store {
+	t.Helper()
+	opts = append([]Option{WithWorkerTTL(time.Second), WithAckWait(3 * time.Second)}, opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := OpenEmbedded(ctx, dir, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func startWorker(t *testing.T, s *Store, name string, b Builder) context.CancelFunc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.RunWorker(ctx, name, b); err != nil {
+			t.Errorf("RunWorker: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); s.cancelBuilds(errClosed); <-done })
+	return cancel
+}
+
+func submitArchive(t *testing.T, s Service, body string) *Job {
+	t.Helper()
+	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1, 2, 3}, Archive: strings.NewReader(body), SourceName: "demo.zip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+type logged struct {
+	idx int
+	ev  events.Event
+}
+
+func collect(t *testing.T, s Service, id string, from int) []logged {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out []logged
+	err := s.Watch(ctx, id, from, func(i int, ev events.Event) error {
+		out = append(out, logged{i, ev})
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Watch %s: %v (got %d events)", id, err, len(out))
+	}
+	return out
+}
+
+func types(evs []logged) string {
+	var b []string
+	for _, e := range evs {
+		b = append(b, string(e.ev.Type))
+	}
+	return strings.Join(b, ",")
+}
+
+func checkIndexes(t *testing.T, evs []logged, from int) {
+	t.Helper()
+	for i, e := range evs {
+		if e.idx != from+i {
+			t.Fatalf("event %d has index %d, want %d", i, e.idx, from+i)
+		}
+	}
+}
+
+func readResult(t *testing.T, s Service, id string) []byte {
+	t.Helper()
+	r, j, err := s.Result(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Result: %v", err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(b)) != j.ResultSize {
+		t.Fatalf("result size %d, job says %d", len(b), j.ResultSize)
+	}
+	return b
+}
+
+func TestSubmitBuildResult(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	if err := s.Ready(context.Background()); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Ready without workers = %v", err)
+	}
+	fb := &fakeBuilder{lines: 5, dir: t.TempDir()}
+	startWorker(t, s, "w1", fb)
+	j := submitArchive(t, s, "PK\x03\x04 archive")
+	if j.Status != StatusQueued || j.Position != 0 || !validID(j.ID) {
+		t.Fatalf("submitted job %+v", j)
+	}
+	evs := collect(t, s, j.ID, 0)
+	checkIndexes(t, evs, 0)
+	want := "queued,vm,init,detect,build,build,build,build,build,build,provenance,complete"
+	if types(evs) != want {
+		t.Fatalf("events %s\nwant   %s", types(evs), want)
+	}
+	if evs[1].ev.Msg != "worker w1 took the job" {
+		t.Errorf("vm event %q", evs[1].ev.Msg)
+	}
+	if r := evs[len(evs)-1].ev.Result; r == nil || r.Status != "ok" {
+		t.Fatalf("complete %+v", r)
+	}
+	got := readResult(t, s, j.ID)
+	if string(got) != "result of "+j.ID+" nonce 010203" {
+		t.Fatalf("result %q", got)
+	}
+	g, err := s.Get(context.Background(), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Status != StatusSucceeded || g.ResultName != "demo" || g.Toolchain != "cargo" || g.StartedAt == nil || g.FinishedAt == nil || len(g.ResultSHA256) != 64 {
+		t.Fatalf("job %+v", g)
+	}
+	if g.Source.ArchiveName != "demo.zip" || len(g.Source.ArchiveSHA256) != 64 || g.Source.ArchiveSize != int64(len("PK\x03\x04 archive")) {
+		t.Fatalf("source %+v", g.Source)
+	}
+	if err := s.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready with a worker = %v", err)
+	}
+	// Unknown and malformed ids.
+	for _, id := range []string{"00000000-0000-4000-8000-000000000000", "../x", "kettle.>"} {
+		if _, err := s.Get(context.Background(), id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%q) = %v", id, err)
+		}
+		if err := s.Watch(context.Background(), id, 0, nil); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Watch(%q) = %v", id, err)
+		}
+	}
+}
+
+func TestBuildFailure(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), fail: failure.Wrap(failure.BuildFailed, errors.New("exit 101 in /srv/secret/dir"), "cargo build failed (exit status 101)")})
+	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://example.com/r.git", RepoRef: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := collect(t, s, j.ID, 0)
+	r := evs[len(evs)-1].ev.Result
+	if r.Status != "failed" || r.ErrorType != "BuildFailed" || r.Error != "cargo build failed (exit status 101)" {
+		t.Fatalf("complete %+v", r)
+	}
+	g, _ := s.Get(context.Background(), j.ID)
+	if g.Status != StatusFailed || g.ErrorType != "BuildFailed" || g.Toolchain != "cargo" || g.Source.URL == "" {
+		t.Fatalf("job %+v", g)
+	}
+	if _, _, err := s.Result(context.Background(), j.ID); !errors.Is(err, ErrNoResult) {
+		t.Fatalf("Result of failed job: %v", err)
+	}
+}
+
+func TestManyWatchersExactlyOnce(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	release := make(chan struct{})
+	fb := &fakeBuilder{lines: 3000, dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	startWorker(t, s, "w1", fb)
+	j := submitArchive(t, s, "src")
+	const watchers = 200
+	var wg sync.WaitGroup
+	results := make([][]logged, watchers+1)
+	errs := make([]error, watchers+1)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for w := 0; w <= watchers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			errs[w] = s.Watch(ctx, j.ID, 0, func(i int, ev events.Event) error {
+				results[w] = append(results[w], logged{i, ev})
+				if w == watchers && i%100 == 0 {
+					time.Sleep(20 * time.Millisecond) // the slow one
+				}
+				return nil
+			})
+		}(w)
+	}
+	time.Sleep(100 * time.Millisecond) // some watchers join before the build runs, some during
+	close(release)
+	wg.Wait()
+	want := 4 + 1 + 3000 + 1 + 1 // queued vm init detect, Running, lines, provenance, complete
+	for w := range results {
+		if errs[w] != nil {
+			t.Fatalf("watcher %d: %v", w, errs[w])
+		}
+		if len(results[w]) != want {
+			t.Fatalf("watcher %d got %d events, want %d", w, len(results[w]), want)
+		}
+		checkIndexes(t, results[w], 0)
+		for i := 0; i < 3000; i++ {
+			if m := results[w][5+i].ev.Msg; m != fmt.Sprintf("line %d", i) {
+				t.Fatalf("watcher %d event %d = %q", w, 5+i, m)
+			}
+		}
+	}
+}
+
+func TestWatchFrom(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	startWorker(t, s, "w1", &fakeBuilder{lines: 3, dir: t.TempDir()})
+	j := submitArchive(t, s, "src")
+	all := collect(t, s, j.ID, 0)
+	for _, from := range []int{1, 4, len(all) - 1} {
+		got := collect(t, s, j.ID, from)
+		if len(got) != len(all)-from {
+			t.Fatalf("from %d: %d events, want %d", from, len(got), len(all)-from)
+		}
+		checkIndexes(t, got, from)
+	}
+	if got := collect(t, s, j.ID, len(all)+5); len(got) != 0 {
+		t.Fatalf("from past the end: %d events", len(got))
+	}
+}
+
+func TestQueuePositionsAndLimit(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithQueueLimit(3))
+	var ids []string
+	for i := 0; i < 3; i++ {
+		j := submitArchive(t, s, fmt.Sprint("src", i))
+		if j.Position != i {
+			t.Fatalf("job %d position %d", i, j.Position)
+		}
+		ids = append(ids, j.ID)
+	}
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("4th submit: %v", err)
+	}
+	if g, _ := s.Get(context.Background(), ids[2]); g.Position != 2 {
+		t.Fatalf("Get position %d", g.Position)
+	}
+	release := make(chan struct{})
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}})
+	// The first job is taken: the others move up, each logging it once.
+	waitFor(t, func() bool { g, _ := s.Get(context.Background(), ids[0]); return g.Status == StatusRunning })
+	waitFor(t, func() bool { g, _ := s.Get(context.Background(), ids[2]); return g.Position == 1 })
+	close(release)
+	for i, id := range ids {
+		evs := collect(t, s, id, 0)
+		var pos []int
+		for _, e := range evs {
+			if e.ev.Type == events.Queued {
+				pos = append(pos, e.ev.Position)
+			}
+		}
+		want := map[int]string{0: "[0]", 1: "[1 0]", 2: "[2 1 0]"}[i]
+		if fmt.Sprint(pos) != want {
+			t.Errorf("job %d queued positions %v, want %s", i, pos, want)
+		}
+		if evs[len(evs)-1].ev.Result.Status != "ok" {
+			t.Errorf("job %d failed", i)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSingleBuildAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, WithSingleBuild())
+	submitArchive(t, s, "one")
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrSingleBuildUsed) {
+		t.Fatalf("second submit: %v", err)
+	}
+	s.Close()
+	s = openTest(t, dir, WithSingleBuild())
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrSingleBuildUsed) {
+		t.Fatalf("submit after reopen: %v", err)
+	}
+}
+
+func TestDataDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	openTest(t, dir)
+	if _, err := OpenEmbedded(context.Background(), dir); err == nil {
+		t.Fatal("second OpenEmbedded on the same data dir succeeded")
+	}
+}
+
+func TestMaxEvents(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithMaxEvents(10))
+	startWorker(t, s, "w1", &fakeBuilder{lines: 25, dir: t.TempDir()})
+	j := submitArchive(t, s, "src")
+	evs := collect(t, s, j.ID, 0)
+	// queued vm init detect + 10 build lines (Running + 9) + summary + provenance + complete
+	if len(evs) != 4+10+1+2 {
+		t.Fatalf("%d events: %s", len(evs), types(evs))
+	}
+	if m := evs[14].ev.Msg; !strings.Contains(m, "16 more output lines omitted") {
+		t.Fatalf("summary %q", m)
+	}
+	if evs[15].ev.Type != events.Provenance {
+		t.Fatalf("after the summary: %s", evs[15].ev.Type)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithRetention(2*time.Second))
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir()})
+	j := submitArchive(t, s, "src")
+	collect(t, s, j.ID, 0)
+	readResult(t, s, j.ID)
+	waitFor(t, func() bool {
+		_, err := s.Get(context.Background(), j.ID)
+		return errors.Is(err, ErrNotFound)
+	})
+	if _, _, err := s.Result(context.Background(), j.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Result after retention: %v", err)
+	}
+	waitFor(t, func() bool {
+		_, err := s.objs.GetInfo(context.Background(), resultObject(j.ID))
+		_, lerr := s.evs.GetLastMsgForSubject(context.Background(), eventsSubject+j.ID)
+		return err != nil && lerr != nil
+	})
+}
+
+func TestShutdownInterruptsAfterDeadline(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	started := make(chan string, 1)
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+		started <- j.ID
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	j := submitArchive(t, s, "src")
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := s.Get(context.Background(), j.ID)
+	if g.Status != StatusFailed || g.ErrorType != "Interrupted" {
+		t.Fatalf("job after shutdown: %+v", g)
+	}
+	evs := collect(t, s, j.ID, 0)
+	if r := evs[len(evs)-1].ev.Result; r.ErrorType != "Interrupted" {
+		t.Fatalf("complete %+v", r)
+	}
+}
+
+func TestShutdownLetsBuildsFinish(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	started := make(chan string, 1)
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+		started <- j.ID
+		time.Sleep(300 * time.Millisecond)
+		return nil
+	}})
+	j := submitArchive(t, s, "src")
+	<-started
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.Get(context.Background(), j.ID); g.Status != StatusSucceeded {
+		t.Fatalf("job after graceful shutdown: %+v", g)
+	}
+}
+
+// TestCrashRecovery closes the store mid-build without Shutdown (as a
+// crash would leave it) and reopens the same data dir.
+func TestCrashRecovery(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	done := &fakeBuilder{lines: 3, dir: t.TempDir()}
+	stop := startWorker(t, s, "w0", done)
+	finished := submitArchive(t, s, "finished")
+	before := collect(t, s, finished.ID, 0)
+	resultBefore := readResult(t, s, finished.ID)
+	stop()
+
+	building := make(chan string, 1)
+	fetching := make(chan string, 1)
+	block := func(ch chan string) func(ctx context.Context, j *Job) error {
+		return func(ctx context.Context, j *Job) error {
+			ch <- j.ID
+			<-ctx.Done()
+			return ctx.Err()
+		}
+	}
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), gate: block(building)})
+	a := submitArchive(t, s, "A")
+	<-building
+	startWorker(t, s, "w2", &fakeBuilder{dir: t.TempDir(), gate: block(fetching), beforeDetect: true})
+	b := submitArchive(t, s, "B")
+	<-fetching
+	c := submitArchive(t, s, "C") // waits in the queue
+	waitFor(t, func() bool { g, _ := s.Get(context.Background(), a.ID); return g.Building })
+	s.Close()
+
+	s = openTest(t, dir)
+	fb := &fakeBuilder{lines: 2, dir: t.TempDir()}
+	startWorker(t, s, "w3", fb)
+	evA := collect(t, s, a.ID, 0)
+	checkIndexes(t, evA, 0)
+	if r := evA[len(evA)-1].ev.Result; r.Status != "failed" || r.ErrorType != "Interrupted" {
+		t.Fatalf("A: complete %+v (%s)", r, types(evA))
+	}
+	if g, _ := s.Get(context.Background(), a.ID); g.Status != StatusFailed || g.ErrorType != "Interrupted" {
+		t.Fatalf("A: %+v", g)
+	}
+	evB := collect(t, s, b.ID, 0)
+	checkIndexes(t, evB, 0)
+	if r := evB[len(evB)-1].ev.Result; r.Status != "ok" {
+		t.Fatalf("B: complete %+v (%s)", r, types(evB))
+	}
+	if g, _ := s.Get(context.Background(), b.ID); g.Attempts != 2 {
+		t.Fatalf("B attempts %d", g.Attempts)
+	}
+	evC := collect(t, s, c.ID, 0)
+	if r := evC[len(evC)-1].ev.Result; r.Status != "ok" {
+		t.Fatalf("C: complete %+v", r)
+	}
+	after := collect(t, s, finished.ID, 0)
+	if logJSON(after) != logJSON(before) {
+		t.Fatalf("finished log changed:\n%v\n%v", before, after)
+	}
+	if !bytes.Equal(readResult(t, s, finished.ID), resultBefore) {
+		t.Fatal("finished result changed across restart")
+	}
+	if string(readResult(t, s, b.ID)) != "result of "+b.ID+" nonce 010203" {
+		t.Fatal("B result wrong")
+	}
+}
+
+// TestTwoProcesses: a front end with the embedded server and no worker,
+// and a worker that joins over the network with Connect.
+func TestTwoProcesses(t *testing.T) {
+	front := openTest(t, t.TempDir(), WithListen("127.0.0.1:0"))
+	if front.URL() == "" {
+		t.Fatal("no URL with WithListen")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	back, err := Connect(ctx, front.URL(), WithWorkerTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if err := front.Ready(ctx); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("front Ready before a worker: %v", err)
+	}
+	startWorker(t, back, "remote", &fakeBuilder{lines: 2, dir: t.TempDir()})
+	waitFor(t, func() bool { return front.Ready(ctx) == nil })
+	j := submitArchive(t, front, "src")
+	evs := collect(t, front, j.ID, 0)
+	if r := evs[len(evs)-1].ev.Result; r.Status != "ok" {
+		t.Fatalf("complete %+v", r)
+	}
+	if evs[1].ev.Msg != "worker remote took the job" {
+		t.Fatalf("vm %q", evs[1].ev.Msg)
+	}
+	if string(readResult(t, front, j.ID)) != "result of "+j.ID+" nonce 010203" {
+		t.Fatal("result wrong")
+	}
+}
+
+func logJSON(evs []logged) string {
+	var b strings.Builder
+	for _, e := range evs {
+		j, _ := e.ev.MarshalJSON()
+		fmt.Fprintf(&b, "%d %s\n", e.idx, j)
+	}
+	return b.String()
+}
