@@ -16,16 +16,7 @@ import (
 	"github.com/kettle-build/kettle/sandbox"
 )
 
-// execRunner is a test double of sandbox.None: it runs commands directly.
-type execRunner struct{}
-
-func (execRunner) Name() string { return "none" }
-
-func (execRunner) Run(ctx context.Context, c *sandbox.Cmd) error {
-	cmd := exec.CommandContext(ctx, c.Args[0], c.Args[1:]...)
-	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = c.Dir, c.Env, c.Output, c.Output
-	return cmd.Run()
-}
+func noSandbox() sandbox.Runner { return sandbox.NewNone() }
 
 // fakeAttester returns a recognisable envelope around the report data.
 type fakeAttester struct{ platform string }

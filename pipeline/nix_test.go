@@ -28,7 +28,7 @@ func TestNixFlake(t *testing.T) {
 	var rec *recorder
 	for _, dir := range []string{dirA, dirB} {
 		rec = &recorder{}
-		res, err := Run(t.Context(), Options{Dir: dir, Runner: execRunner{}, Env: env, Events: rec})
+		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, Events: rec})
 		if err != nil {
 			t.Fatalf("Run: %v (%s)\nevents: %v", err, failure.KindOf(err), rec.ev)
 		}
@@ -94,7 +94,7 @@ func TestNixWithoutLock(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("{ outputs = { self }: { }; }"), 0o644)
 	os.WriteFile(filepath.Join(dir, "Cargo.lock"), []byte("version = 4\n"), 0o644)
-	_, err := Run(t.Context(), Options{Dir: dir, Runner: execRunner{}})
+	_, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox()})
 	if failure.KindOf(err) != failure.UnsupportedToolchain || !strings.Contains(failure.Message(err), "flake.lock") {
 		t.Fatalf("err %v", err)
 	}

@@ -342,6 +342,13 @@ func CommandFailed(ctx context.Context, kind failure.Kind, what string, err erro
 	if errors.As(err, &fe) {
 		return err
 	}
+	var le *sandbox.LimitError
+	if errors.As(err, &le) { // its message names the limit, never a path
+		if errors.Is(err, sandbox.ErrTimeLimit) {
+			kind = failure.Timeout
+		}
+		return failure.Wrap(kind, err, fmt.Sprintf("%s stopped: %s", what, le.Error()))
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return failure.Wrap(kind, err, fmt.Sprintf("%s failed (%s)", what, ee.ProcessState.String()))

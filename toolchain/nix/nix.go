@@ -46,9 +46,6 @@ var commonFlags = []string{
 	"--option", "substituters", "",
 }
 
-// StateDir is Nix's database and locks, written with the store.
-const StateDir = "/nix/var/nix"
-
 // Driver builds Nix flakes. Use New; a Driver is for one build.
 type Driver struct {
 	nix      string   // resolved nix binary
@@ -154,7 +151,7 @@ func (d *Driver) show(ctx context.Context, w *toolchain.Workspace, recursive boo
 	}
 	args = append(append(args, commonFlags...), ".")
 	cmd := exec.CommandContext(ctx, d.nix, args...)
-	cmd.Dir, cmd.Env = w.Dir, w.Env
+	cmd.Dir, cmd.Env = w.Dir, d.env(w)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -171,6 +168,18 @@ func (d *Driver) show(ctx context.Context, w *toolchain.Workspace, recursive boo
 		return nil, failure.Wrap(failure.InternalError, err, "cannot read nix's derivation output")
 	}
 	return g, nil
+}
+
+// home is the per-job directory for Nix's caches and state (~/.cache/nix
+// and friends): the real home is not writable in the sandbox, and jobs must
+// not share caches.
+func (d *Driver) home(w *toolchain.Workspace) string { return filepath.Join(w.CacheDir, "nix-home") }
+
+func (d *Driver) env(w *toolchain.Workspace) []string {
+	h := d.home(w)
+	os.MkdirAll(h, 0o755)
+	return toolchain.SetEnv(w.Env, "XDG_CACHE_HOME="+h+"/cache", "XDG_STATE_HOME="+h+"/state",
+		"XDG_DATA_HOME="+h+"/data", "XDG_CONFIG_HOME="+h+"/config")
 }
 
 func (d *Driver) ready() error {
@@ -196,9 +205,10 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
 		Args:     args,
-		Env:      w.Env,
+		Env:      d.env(w),
+		Writable: []string{d.home(w)},
 		Network:  true,
-		Writable: []string{StoreDir, StateDir},
+		Nix:      true,
 		Limits:   w.Limits,
 	})
 	if err != nil {
@@ -216,8 +226,8 @@ func (d *Driver) installable(drvPath string) string {
 }
 
 // Build runs `nix build` offline. Nix writes the outputs to /nix/store
-// (through the daemon or directly as root), so the sandbox must give the
-// command the store writable.
+// (directly as root, or through the daemon), so the command asks the
+// sandbox for the machine's Nix store (sandbox.Cmd.Nix).
 func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(); err != nil {
 		return err
@@ -226,8 +236,9 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	args = append(append(args, commonFlags...), ".")
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
 		Args:     args,
-		Env:      w.Env,
-		Writable: []string{StoreDir, StateDir},
+		Env:      d.env(w),
+		Writable: []string{d.home(w)},
+		Nix:      true,
 		Limits:   w.Limits,
 	})
 	if err != nil {

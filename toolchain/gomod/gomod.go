@@ -1,0 +1,646 @@
+// Package gomod is the Go modules toolchain driver. go.sum is the lockfile:
+// `go mod download` fetches the modules with network (go checks each against
+// go.sum, and kettle checks the cache again, hashing every module itself),
+// then `go build -trimpath ./...` runs offline in the sandbox with
+// GOPROXY=off and -mod=readonly, and every main package is an artifact named
+// after its directory. docs/toolchains.md has the provenance details.
+package gomod
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/toolchain"
+)
+
+// File names and the recorded build command.
+const (
+	SumFile = "go.sum"
+	ModFile = "go.mod"
+	// ScratchDir holds the build's GOCACHE, temporary files and binaries
+	// inside the project (so the disk limit covers them); go's ./...
+	// pattern skips directories starting with a dot.
+	ScratchDir = ".kettle-go"
+	// BuildCommand is recorded as externalParameters.buildCommand: the
+	// environment kettle sets that changes the output, and the command.
+	BuildCommand = "CGO_ENABLED=0 GOFLAGS=-mod=readonly GOPROXY=off go build -trimpath -buildvcs=false -o " + ScratchDir + "/bin/ ./..."
+	// DefaultProxy is used for the fetch unless the server's environment
+	// sets GOPROXY.
+	DefaultProxy = "https://proxy.golang.org,direct"
+)
+
+// Driver builds Go module projects. A Driver is for one build.
+type Driver struct {
+	modOnly bool   // no go.sum: go.mod is the lockfile and nothing is required
+	goBin   string // the hashed go binary (set by Inputs)
+	goRoot  string
+	module  string            // module path of the project
+	sum     *Sum              // parsed go.sum (nil when modOnly)
+	names   map[string]string // artifact name → import path of its main package
+}
+
+// New returns the driver for a module with a go.sum (the lockfile).
+func New() toolchain.Driver { return &Driver{} }
+
+// NewModOnly returns the driver for a module without go.sum: go.mod stands
+// in as the lockfile, and the module must require no other module (with
+// requirements but no go.sum nothing would pin what gets downloaded).
+func NewModOnly() toolchain.Driver { return &Driver{modOnly: true} }
+
+func (d *Driver) Name() string         { return "go" }
+func (d *Driver) Title() string        { return "Go" }
+func (d *Driver) BuildCommand() string { return BuildCommand }
+
+// Lockfile is go.sum, or go.mod for NewModOnly.
+func (d *Driver) Lockfile() string {
+	if d.modOnly {
+		return ModFile
+	}
+	return SumFile
+}
+
+// modInfo is the part of `go mod edit -json` kettle reads.
+type modInfo struct {
+	Module  struct{ Path string }
+	Go      string
+	Require []struct{ Path, Version string }
+}
+
+// Inputs parses go.mod and go.sum and hashes the go binary.
+func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
+	tool, err := d.resolve(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	modData, err := toolchain.ReadProjectFile(w.Dir, ModFile)
+	if err != nil {
+		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.mod (it must be a regular file in the project root)")
+	}
+	mi, err := d.parseMod(ctx, w, modData)
+	if err != nil {
+		return nil, err
+	}
+	if have := goVersion(tool.Version); mi.Go != "" && have != "" && compareGo(mi.Go, have) > 0 {
+		return nil, failure.New(failure.UnsupportedToolchain,
+			"go.mod requires go >= %s; this builder has go %s", mi.Go, have)
+	}
+	d.module = mi.Module.Path
+
+	var lockData []byte
+	var deps []provenance.Dependency
+	if d.modOnly {
+		if n := len(mi.Require); n > 0 {
+			return nil, failure.New(failure.UnsupportedToolchain,
+				"go.mod requires %d module(s) but the project has no go.sum: run `go mod tidy` and commit go.sum", n)
+		}
+		lockData = modData
+		deps = []provenance.Dependency{}
+	} else {
+		lockData, err = toolchain.ReadProjectFile(w.Dir, SumFile)
+		if err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.sum (it must be a regular file in the project root)")
+		}
+		d.sum, err = ParseSum(lockData)
+		if err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		}
+		deps = d.sum.Dependencies()
+	}
+	sum := sha256.Sum256(lockData)
+	lockHash := hex.EncodeToString(sum[:])
+	return &toolchain.Inputs{
+		LockfileSHA256: lockHash,
+		Toolchain:      provenance.Toolchain{tool},
+		Dependencies:   deps,
+		MerkleLeaves: func(gitCommit, gitTree string) []string {
+			return MerkleLeaves(gitCommit, gitTree, tool, lockHash, deps)
+		},
+	}, nil
+}
+
+// MerkleLeaves are the input Merkle root's leaves of a Go build, in the
+// order of the peer's Cargo and pnpm leaves: gitCommit, gitTree, go's
+// sha256 and version, the lockfile's sha256, then every dependency uri in
+// order.
+func MerkleLeaves(gitCommit, gitTree string, goTool provenance.Tool, lockfileSHA256 string, deps []provenance.Dependency) []string {
+	l := []string{gitCommit, gitTree, goTool.SHA256, goTool.Version, lockfileSHA256}
+	for _, d := range deps {
+		l = append(l, d.URI)
+	}
+	return l
+}
+
+// resolve finds and hashes the go binary. Its version comes from
+// `go version` (go has no --version), run with GOTOOLCHAIN=local outside
+// the project so no go.mod can make it switch toolchains.
+func (d *Driver) resolve(ctx context.Context, w *toolchain.Workspace) (provenance.Tool, error) {
+	p, err := toolchain.FindTool(ctx, w.Env, "go")
+	if err != nil {
+		return provenance.Tool{}, failure.Wrap(failure.UnsupportedToolchain, err, "go is not installed on this builder")
+	}
+	digest, err := toolchain.SHA256File(p)
+	if err != nil {
+		return provenance.Tool{}, failure.Wrap(failure.InternalError, err, "cannot hash the go binary")
+	}
+	cmd := exec.CommandContext(ctx, p, "version")
+	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), "GOTOOLCHAIN=local", "GOENV=off")
+	cmd.Dir = os.TempDir()
+	out, err := cmd.Output()
+	if err != nil {
+		return provenance.Tool{}, failure.Wrap(failure.InternalError, fmt.Errorf("go version: %w", err), "go is not usable on this builder")
+	}
+	d.goBin = p
+	d.goRoot = filepath.Dir(filepath.Dir(p)) // <GOROOT>/bin/go
+	return provenance.Tool{Name: "go", Version: strings.TrimSpace(string(out)), SHA256: digest}, nil
+}
+
+// parseMod runs `go mod edit -json` on a private copy of go.mod (read
+// through the project root, so a symlinked go.mod cannot name a server
+// file); go only parses the file.
+func (d *Driver) parseMod(ctx context.Context, w *toolchain.Workspace, data []byte) (*modInfo, error) {
+	tmp, err := os.MkdirTemp("", "kettle-gomod-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	f := filepath.Join(tmp, ModFile)
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, d.goBin, "mod", "edit", "-json", f)
+	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), "GOTOOLCHAIN=local", "GOENV=off", "GOFLAGS=")
+	cmd.Dir = tmp
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		msg := strings.ReplaceAll(strings.TrimSpace(stderr.String()), f, ModFile)
+		msg = strings.ReplaceAll(msg, "\n", " ")
+		return nil, failure.Wrap(failure.InvalidSource, err, "invalid go.mod: "+clip(scrubPaths(msg, w)))
+	}
+	var mi modInfo
+	if err := json.Unmarshal(out, &mi); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot read go.mod")
+	}
+	if mi.Module.Path == "" {
+		return nil, failure.New(failure.InvalidSource, "invalid go.mod: no module directive")
+	}
+	return &mi, nil
+}
+
+func (d *Driver) modCache(w *toolchain.Workspace) string { return filepath.Join(w.CacheDir, "gomod") }
+func (d *Driver) goPath(w *toolchain.Workspace) string   { return filepath.Join(w.CacheDir, "gopath") }
+
+// env is the environment of every go command. The server's own GO*
+// settings are dropped (GOFLAGS, GOINSECURE, GONOSUMDB, GOEXPERIMENT… would
+// change what is fetched or built); then:
+//   - GOTOOLCHAIN=local: a go.mod `toolchain` line must not download and run
+//     another Go;
+//   - GOWORK=off, GOENV=off: only go.mod/go.sum decide;
+//   - GOFLAGS=-mod=readonly: go.sum and go.mod are never rewritten (a
+//     vendor/ directory is ignored: modules come from the verified cache);
+//   - GOSUMDB=off: go.sum is the trust anchor. The checksum database is
+//     only consulted for modules go.sum does not pin, and kettle refuses
+//     those anyway (it is also unreachable from many build machines);
+//   - CGO_ENABLED=0: builds do not depend on the machine's C toolchain and
+//     are reproducible; cgo projects fail.
+func (d *Driver) env(w *toolchain.Workspace, proxy string, extra ...string) []string {
+	return toolchain.SetEnv(stripGoEnv(w.Env), append([]string{
+		"GOMODCACHE=" + d.modCache(w),
+		"GOPATH=" + d.goPath(w),
+		"GOPROXY=" + proxy,
+		"GOFLAGS=-mod=readonly -modcacherw",
+		"GOTOOLCHAIN=local",
+		"GOWORK=off",
+		"GOENV=off",
+		"GOSUMDB=off",
+		"GOTELEMETRY=off",
+		"CGO_ENABLED=0",
+	}, extra...)...)
+}
+
+// stripGoEnv drops the go command's configuration variables from env.
+func stripGoEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "GO") || strings.HasPrefix(k, "CGO_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func (d *Driver) ready(ctx context.Context, w *toolchain.Workspace) error {
+	if d.goBin != "" && d.module != "" {
+		return nil
+	}
+	_, err := d.Inputs(ctx, w)
+	return err
+}
+
+// Fetch runs `go mod download -x` with network into the job's module cache.
+// go verifies each download against go.sum; afterwards kettle requires
+// go.sum to be unchanged (go adds lines for modules it had to download
+// without a pin, and -mod=readonly does not stop `go mod download` from
+// doing so) and hashes every downloaded module against it once more.
+func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
+	if err := d.ready(ctx, w); err != nil {
+		return err
+	}
+	for _, dir := range []string{d.modCache(w), d.goPath(w)} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	if d.modOnly {
+		return nil // nothing is required: nothing to download
+	}
+	before, err := toolchain.ReadProjectFile(w.Dir, SumFile)
+	if err != nil {
+		return failure.Wrap(failure.InvalidSource, err, "cannot read go.sum")
+	}
+	proxy := toolchain.Getenv(w.Env, "GOPROXY")
+	if proxy == "" || proxy == "off" {
+		proxy = DefaultProxy
+	}
+	det := &detail{}
+	err = toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
+		Args:     []string{d.goBin, "mod", "download", "-x"},
+		Env:      d.env(w, proxy, "GOCACHE=off"),
+		Network:  true,
+		Writable: []string{w.CacheDir},
+		ReadOnly: []string{d.goRoot},
+		Limits:   w.Limits,
+	})
+	after, rerr := toolchain.ReadProjectFile(w.Dir, SumFile)
+	if rerr != nil || !bytes.Equal(before, after) {
+		restore(w.Dir, SumFile, before)
+		if err == nil {
+			return failure.New(failure.DependencyFetchFailed,
+				"go.sum does not pin every module the build needs: run `go mod tidy` and commit go.sum")
+		}
+	}
+	if err != nil {
+		return withDetail(toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "go mod download", err), scrubPaths(det.text(), w))
+	}
+	n, err := VerifyCache(d.modCache(w), d.sum)
+	if err != nil {
+		msg := "module cache does not match go.sum"
+		if errors.Is(err, ErrMismatch) || errors.Is(err, ErrUnpinned) {
+			msg = clip(scrubPaths(err.Error(), w))
+		}
+		return failure.Wrap(failure.DependencyFetchFailed, err, msg)
+	}
+	w.Log(fmt.Sprintf("kettle: %d module(s) verified against go.sum", n))
+	return nil
+}
+
+// restore puts back a project file the fetch changed, through the project
+// root so a swapped-in symlink cannot redirect the write.
+func restore(dir, name string, data []byte) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return
+	}
+	defer root.Close()
+	_ = root.Remove(name)
+	_ = root.WriteFile(name, data, 0o644)
+}
+
+// Build runs, offline in the sandbox, `go list` to find the main packages
+// and `go build -trimpath -buildvcs=false -o .kettle-go/bin/ ./...`. When two
+// main packages would get the same binary name (say the module root and
+// cmd/<name>), each of them except the module root is rebuilt under its
+// directory path with "/" replaced by "-" (cmd-<name>).
+func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
+	if err := d.ready(ctx, w); err != nil {
+		return err
+	}
+	scratch := filepath.Join(w.Dir, ScratchDir)
+	// RemoveAll removes a symlink planted by the source, not its target.
+	if err := os.RemoveAll(scratch); err != nil {
+		return err
+	}
+	if err := os.Mkdir(scratch, 0o755); err != nil {
+		return err
+	}
+	for _, sub := range []string{"cache", "tmp", "home", "bin"} {
+		if err := os.Mkdir(filepath.Join(scratch, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		for _, sub := range []string{"cache", "tmp", "home"} {
+			os.RemoveAll(filepath.Join(scratch, sub))
+		}
+	}()
+	env := d.env(w, "off",
+		"GOCACHE="+filepath.Join(scratch, "cache"),
+		"GOTMPDIR="+filepath.Join(scratch, "tmp"),
+		"TMPDIR="+filepath.Join(scratch, "tmp"),
+		"HOME="+filepath.Join(scratch, "home"),
+	)
+	ro := []string{d.goRoot, d.modCache(w)}
+
+	mains, err := d.listMains(ctx, w, env, ro)
+	if err != nil {
+		return err
+	}
+	run := func(what string, args ...string) error {
+		err := toolchain.Run(ctx, w, &sandbox.Cmd{
+			Args:     append([]string{d.goBin}, args...),
+			Env:      env,
+			ReadOnly: ro,
+			Limits:   w.Limits,
+		})
+		if err != nil {
+			return toolchain.CommandFailed(ctx, failure.BuildFailed, what, err)
+		}
+		return nil
+	}
+	flags := []string{"build", "-trimpath", "-buildvcs=false", "-o"}
+	if err := run("go build", append(flags, ScratchDir+"/bin/", "./...")...); err != nil {
+		return err
+	}
+	names, err := ArtifactNames(d.module, mains)
+	if err != nil {
+		return failure.Wrap(failure.BuildFailed, err, err.Error())
+	}
+	d.names = names
+	// Packages sharing a name were written over each other by ./...:
+	// build each of them again under its own name.
+	shared := map[string]bool{}
+	for name, pkg := range names {
+		if name != DefaultExecName(pkg) {
+			shared[DefaultExecName(pkg)] = true
+		}
+	}
+	var rebuild []string
+	for name, pkg := range names {
+		if shared[DefaultExecName(pkg)] {
+			rebuild = append(rebuild, name)
+		}
+	}
+	sort.Strings(rebuild)
+	for n := range shared {
+		os.Remove(filepath.Join(scratch, "bin", n))
+	}
+	for _, name := range rebuild {
+		pkg := names[name]
+		w.Log(fmt.Sprintf("kettle: several main packages are named %s; building %s as %s", DefaultExecName(pkg), pkg, name))
+		if err := run("go build "+pkg, append(flags, ScratchDir+"/bin/"+name, pkg)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listMains returns the import paths of the main packages of ./...
+func (d *Driver) listMains(ctx context.Context, w *toolchain.Workspace, env, ro []string) ([]string, error) {
+	var out bytes.Buffer
+	err := w.Runner.Run(ctx, &sandbox.Cmd{
+		Args:     []string{d.goBin, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./..."},
+		Dir:      w.Dir,
+		Env:      env,
+		Output:   &limitedBuffer{b: &out, max: 4 << 20},
+		ReadOnly: ro,
+		Limits:   w.Limits,
+	})
+	if err != nil {
+		lw := toolchain.NewLineWriter(w.Log)
+		lw.Write(out.Bytes())
+		lw.Flush()
+		return nil, toolchain.CommandFailed(ctx, failure.BuildFailed, "go list ./...", err)
+	}
+	var mains []string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.ContainsAny(l, " \t") {
+			mains = append(mains, l)
+		}
+	}
+	sort.Strings(mains)
+	return mains, nil
+}
+
+// DefaultExecName is the file name go build gives the binary of the main
+// package with this import path: its last element, or the one before it
+// when that is a major version suffix (example.com/tool/v2 → tool).
+func DefaultExecName(importPath string) string {
+	dir, elem := path.Split(importPath)
+	if dir != "" && isVersionElement(elem) {
+		_, elem = path.Split(path.Dir(importPath))
+	}
+	return elem
+}
+
+func isVersionElement(s string) bool {
+	if len(s) < 2 || s[0] != 'v' || s[1] == '0' || s[1] == '1' && len(s) == 2 {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// ArtifactNames names the binary of each main package: go's default name,
+// unless several packages share it; then the module root keeps it and the
+// others are named after their directory in the module ("cmd/tool" →
+// "cmd-tool"). Names that still clash are an error.
+func ArtifactNames(module string, mains []string) (map[string]string, error) {
+	byName := map[string][]string{}
+	for _, pkg := range mains {
+		n := DefaultExecName(pkg)
+		byName[n] = append(byName[n], pkg)
+	}
+	out := map[string]string{}
+	for n, pkgs := range byName {
+		for _, pkg := range pkgs {
+			name := n
+			if len(pkgs) > 1 && pkg != module {
+				rel, ok := strings.CutPrefix(pkg, module+"/")
+				if !ok {
+					rel = pkg
+				}
+				name = strings.ReplaceAll(rel, "/", "-")
+			}
+			if other, dup := out[name]; dup {
+				return nil, fmt.Errorf("main packages %s and %s would both be named %s", other, pkg, name)
+			}
+			out[name] = pkg
+		}
+	}
+	return out, nil
+}
+
+// Artifacts copies the binaries of the main packages into dst.
+func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst string) ([]toolchain.Artifact, error) {
+	scratch := filepath.Join(w.Dir, ScratchDir)
+	defer os.RemoveAll(scratch)
+	bin := filepath.Join(scratch, "bin")
+	// The build wrote here: refuse a directory swapped for a symlink, so
+	// only files inside the project can become artifacts.
+	for _, p := range []string{scratch, bin} {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.IsDir() {
+			return nil, failure.New(failure.NoArtifacts, "go build left no binaries")
+		}
+	}
+	names := make([]string, 0, len(d.names))
+	for n := range d.names {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []toolchain.Artifact
+	for _, n := range names {
+		a, err := toolchain.CopyArtifactAs(filepath.Join(bin, n), dst, n)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // a main package that is excluded by build constraints
+		}
+		if err != nil {
+			return nil, failure.Wrap(failure.NoArtifacts, err, "cannot copy the binary "+n)
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 {
+		return nil, failure.New(failure.NoArtifacts, "no main package: go build produced no binaries")
+	}
+	return out, nil
+}
+
+// detail keeps the lines of a go command's output that explain a failure.
+type detail struct{ lines []string }
+
+func (det *detail) wrap(w *toolchain.Workspace) *toolchain.Workspace {
+	c := *w
+	log := w.Log
+	c.Log = func(line string) {
+		if log != nil {
+			log(line)
+		}
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "verifying ") || strings.HasPrefix(t, "go: ") {
+			if len(det.lines) < 3 {
+				det.lines = append(det.lines, t)
+			}
+		}
+	}
+	return &c
+}
+
+func (det *detail) text() string { return strings.Join(det.lines, "; ") }
+
+// withDetail appends detail to the client message of a classified error.
+func withDetail(err error, detail string) error {
+	var fe *failure.Error
+	if detail == "" || !errors.As(err, &fe) || fe.Kind != failure.DependencyFetchFailed {
+		return err
+	}
+	return &failure.Error{Kind: fe.Kind, Msg: fe.Msg + ": " + clip(detail), Err: fe.Err}
+}
+
+// scrubPaths hides server paths in a message meant for a client: the job's
+// directories become "." and "$CACHE", any other absolute path "<path>".
+func scrubPaths(s string, w *toolchain.Workspace) string {
+	if w.CacheDir != "" {
+		s = strings.ReplaceAll(s, w.CacheDir, "$CACHE")
+	}
+	if w.Dir != "" {
+		s = strings.ReplaceAll(s, w.Dir, ".")
+	}
+	f := strings.Fields(s)
+	for i, tok := range f {
+		t := strings.TrimLeft(tok, `"'([`)
+		if strings.HasPrefix(t, "/") && !strings.Contains(tok, "://") {
+			f[i] = tok[:len(tok)-len(t)] + "<path>"
+		}
+	}
+	return strings.Join(f, " ")
+}
+
+// goVersion extracts "1.26.8" from "go version go1.26.8 linux/amd64".
+func goVersion(s string) string {
+	for _, f := range strings.Fields(s) {
+		if v, ok := strings.CutPrefix(f, "go1"); ok {
+			return "1" + v
+		}
+	}
+	return ""
+}
+
+// compareGo compares Go versions ("1.22", "1.21.3", "1.21rc1") as go does,
+// close enough to tell whether go.mod asks for a newer Go: numbers compare
+// numerically, and a pre-release sorts before its release.
+func compareGo(a, b string) int {
+	pa, ra := splitGo(a)
+	pb, rb := splitGo(b)
+	for i := 0; i < 3; i++ {
+		if pa[i] != pb[i] {
+			if pa[i] < pb[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	switch {
+	case ra == rb:
+		return 0
+	case ra == "":
+		return 1
+	case rb == "":
+		return -1
+	case ra < rb:
+		return -1
+	}
+	return 1
+}
+
+func splitGo(v string) (nums [3]int, pre string) {
+	if i := strings.IndexAny(v, "abcdefghijklmnopqrstuvwxyz"); i >= 0 {
+		v, pre = v[:i], v[i:]
+	}
+	for i, p := range strings.SplitN(v, ".", 3) {
+		nums[i], _ = strconv.Atoi(p)
+	}
+	return nums, pre
+}
+
+// limitedBuffer keeps at most max bytes of a command's output.
+type limitedBuffer struct {
+	b   *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.b.Len(); room > 0 {
+		if len(p) > room {
+			l.b.Write(p[:room])
+		} else {
+			l.b.Write(p)
+		}
+	}
+	return len(p), nil
+}
