@@ -37,8 +37,11 @@ const (
 type azAttester struct {
 	platform string // PlatformAzSNP or PlatformAzTDX
 	o        *options
-	mu       sync.Mutex // the vTPM and the HCL report are machine-wide
 }
+
+// azMu serializes vTPM use across attesters: the NV write → HCL report read
+// sequence of az-tdx is machine-wide state.
+var azMu sync.Mutex
 
 func (a *azAttester) Platform() string { return a.platform }
 
@@ -67,8 +70,8 @@ func openTPM(o *options) (t transport.TPM, closeFn func(), err error) {
 // probe checks at start-up that the vTPM and the HCL report are reachable
 // and of the right kind.
 func (a *azAttester) probe() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	azMu.Lock()
+	defer azMu.Unlock()
 	t, closeFn, err := openTPM(a.o)
 	if err != nil {
 		return err
@@ -126,8 +129,8 @@ func (a *azAttester) attest(ctx context.Context, rd [ReportDataSize]byte) ([]byt
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	azMu.Lock()
+	defer azMu.Unlock()
 	t, closeFn, err := openTPM(a.o)
 	if err != nil {
 		return nil, err
@@ -285,13 +288,11 @@ func nvWriteUserData(t transport.TPM, data []byte) error {
 			PublicInfo: tpm2.New2B(tpm2.TPMSNVPublic{
 				NVIndex: idx,
 				NameAlg: tpm2.TPMAlgSHA256,
+				// As Azure's own tooling (az-cvm-vtpm) defines it.
 				Attributes: tpm2.TPMANV{
 					OwnerWrite: true,
 					OwnerRead:  true,
-					AuthRead:   true,
-					AuthWrite:  true,
 					NT:         tpm2.TPMNTOrdinary,
-					NoDA:       true,
 				},
 				DataSize: uint16(len(data)),
 			}),
