@@ -83,3 +83,28 @@ func TestWrongVCEK(t *testing.T) {
 		})
 	}
 }
+
+func FuzzSNPReport(f *testing.F) {
+	for _, name := range []string{"live-report-v5-genoa.bin", "test-report.bin", "test-vlek-report.bin"} {
+		f.Add(load(f, name))
+	}
+	key, err := x509.ParseCertificate(load(f, "live-vcek-genoa.der"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ch := &Chain{Key: key}
+	genoa := load(f, "live-report-v5-genoa.bin")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := Parse(b)
+		if err != nil {
+			return
+		}
+		g := r.Generation()
+		_ = DecodeTCB(g, r.ReportedTCB).String()
+		CheckEndorsement(r, ch, g)
+		// Bytes after the signature (0x330..) are neither signed nor used.
+		if VerifySignature(r, key) == nil && string(b[:0x330]) != string(genoa[:0x330]) {
+			t.Fatal("a changed report verifies")
+		}
+	})
+}

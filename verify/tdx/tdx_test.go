@@ -106,3 +106,19 @@ func TestUntrustedRoot(t *testing.T) {
 		t.Errorf("untrusted root: %v", err)
 	}
 }
+
+func FuzzTDXQuote(f *testing.F) {
+	for _, name := range []string{"tdx_quote_4.dat", "tdx_quote_5.dat", "tdx_quote_live.dat", "az_tdx/td-quote.bin"} {
+		f.Add(load(f, name))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		q, err := ParseQuote(b)
+		if err != nil {
+			return
+		}
+		if q.SignedLen > len(b) {
+			t.Fatalf("signed length %d > %d", q.SignedLen, len(b))
+		}
+		Verify(q, nil, pinned)
+	})
+}
