@@ -1,0 +1,188 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/toolchain"
+)
+
+// shDriver is a test double toolchain whose phases are shell scripts, to
+// exercise the pipeline's error paths without a real toolchain.
+type shDriver struct {
+	fetch, build string // scripts; build writes out/<name> files
+}
+
+func (d *shDriver) Name() string         { return "sh" }
+func (d *shDriver) Title() string        { return "Sh" }
+func (d *shDriver) Lockfile() string     { return "sh.lock" }
+func (d *shDriver) BuildCommand() string { return "sh build.sh" }
+
+func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
+	h, err := toolchain.LockfileSHA256(w.Dir, "sh.lock")
+	if err != nil {
+		return nil, err
+	}
+	return &toolchain.Inputs{
+		LockfileSHA256: h,
+		Toolchain:      provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
+		MerkleLeaves:   func(c, t string) []string { return []string{c, t, h} },
+	}, nil
+}
+
+func (d *shDriver) run(ctx context.Context, w *toolchain.Workspace, script string, network bool) error {
+	return toolchain.Run(ctx, w, &sandbox.Cmd{Args: []string{"/bin/sh", "-c", script}, Env: w.Env, Network: network})
+}
+
+func (d *shDriver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
+	if err := d.run(ctx, w, d.fetch, true); err != nil {
+		return toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "fetch", err)
+	}
+	return nil
+}
+
+func (d *shDriver) Build(ctx context.Context, w *toolchain.Workspace) error {
+	if err := d.run(ctx, w, d.build, false); err != nil {
+		return toolchain.CommandFailed(ctx, failure.BuildFailed, "sh build", err)
+	}
+	return nil
+}
+
+func (d *shDriver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst string) ([]toolchain.Artifact, error) {
+	ents, _ := os.ReadDir(filepath.Join(w.Dir, "out"))
+	var out []toolchain.Artifact
+	for _, e := range ents {
+		a, err := toolchain.CopyArtifact(filepath.Join(w.Dir, "out", e.Name()), dst)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func withShDriver(t *testing.T, d *shDriver) string {
+	old := Detectors
+	Detectors = []Detector{{"sh.lock", func() toolchain.Driver { return d }}}
+	t.Cleanup(func() { Detectors = old })
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "sh.lock"), []byte("lock"), 0o644)
+	return dir
+}
+
+type failingAttester struct{}
+
+func (failingAttester) Platform() string { return "snp" }
+func (failingAttester) Attest(context.Context, [attest.ReportDataSize]byte) ([]byte, error) {
+	return nil, errors.New("/dev/sev-guest: ioctl failed")
+}
+
+func TestPipelineFailures(t *testing.T) {
+	const ok = "mkdir -p out && echo bin > out/b && echo ok"
+	tests := []struct {
+		name     string
+		d        shDriver
+		timeout  time.Duration
+		attester attest.Attester
+		kind     failure.Kind
+		msg      string
+	}{
+		{name: "fetch fails", d: shDriver{fetch: "echo no network >&2; exit 3", build: ok}, kind: failure.DependencyFetchFailed, msg: "fetch failed (exit status 3)"},
+		{name: "build fails", d: shDriver{fetch: "true", build: "exit 101"}, kind: failure.BuildFailed, msg: "sh build failed (exit status 101)"},
+		{name: "no artifacts", d: shDriver{fetch: "true", build: "true"}, kind: failure.NoArtifacts, msg: "the build produced no artifacts"},
+		{name: "timeout", d: shDriver{fetch: "true", build: "sleep 5"}, timeout: 300 * time.Millisecond, kind: failure.Timeout, msg: "timed out"},
+		{name: "attestation fails", d: shDriver{fetch: "true", build: ok}, attester: failingAttester{}, kind: failure.AttestationFailed, msg: "attestation failed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := withShDriver(t, &tc.d)
+			ctx := t.Context()
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			start := time.Now()
+			_, err := Run(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
+			if failure.KindOf(err) != tc.kind || !strings.Contains(failure.Message(err), tc.msg) {
+				t.Fatalf("err %v (kind %s), want %s %q", err, failure.KindOf(err), tc.kind, tc.msg)
+			}
+			if strings.Contains(failure.Message(err), dir) || strings.Contains(failure.Message(err), "/dev/") {
+				t.Errorf("message leaks a path: %q", failure.Message(err))
+			}
+			if time.Since(start) > 4*time.Second {
+				t.Errorf("took %v", time.Since(start))
+			}
+		})
+	}
+}
+
+func TestCanceled(t *testing.T) {
+	dir := withShDriver(t, &shDriver{fetch: "true", build: "sleep 5"})
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(200*time.Millisecond, cancel)
+	_, err := Run(ctx, Options{Dir: dir, Runner: noSandbox()})
+	if failure.KindOf(err) != failure.Canceled {
+		t.Fatalf("err %v kind %s", err, failure.KindOf(err))
+	}
+}
+
+func TestLogCap(t *testing.T) {
+	dir := withShDriver(t, &shDriver{
+		fetch: "echo fetched",
+		build: "i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; printf 'no newline'; mkdir -p out; echo x > out/a",
+	})
+	rec := &recorder{}
+	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, MaxLogLines: 10}); err != nil {
+		t.Fatal(err)
+	}
+	b := rec.msgs(events.Build)
+	want := []string{"Fetching dependencies pinned by sh.lock", "fetched", "Running `sh build.sh`"}
+	for i := 0; i < 9; i++ {
+		want = append(want, fmt.Sprintf("line %d", i))
+	}
+	want = append(want, "(12 more output lines not shown: log limit of 10 lines reached)", "Build command finished")
+	if strings.Join(b, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("build events:\n%s\nwant\n%s", strings.Join(b, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestOutDirRecreatedAndOptions(t *testing.T) {
+	dir := withShDriver(t, &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/z && echo 2 > out/a"})
+	out := filepath.Join(t.TempDir(), "result")
+	os.MkdirAll(filepath.Join(out, "artifacts"), 0o755)
+	os.WriteFile(filepath.Join(out, "artifacts", "stale"), []byte("old"), 0o444)
+	res, err := Run(t.Context(), Options{Dir: dir, OutDir: out, Runner: noSandbox(), BuilderID: "https://b.example/id",
+		BuildTypeBase: "https://b.example/types/", SourceURI: "https://git.example/r.git", Nonce: make([]byte, 16)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "artifacts", "stale")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("stale artifact survived")
+	}
+	st := res.Statement
+	if st.Predicate.BuildDefinition.BuildType != "https://b.example/types/sh@v1" || st.Predicate.RunDetails.Builder.ID != "https://b.example/id" ||
+		st.Predicate.BuildDefinition.ExternalParameters.Source.URI != "https://git.example/r.git" {
+		t.Errorf("options not applied: %+v", st.Predicate)
+	}
+	if st.Subject[0].Name != "a" || st.Subject[1].Name != "z" {
+		t.Errorf("subjects not sorted: %+v", st.Subject)
+	}
+	if _, err := os.Stat(filepath.Join(out, "build-config", "sh.lock")); err != nil {
+		t.Error(err)
+	}
+	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Nonce: make([]byte, 17)}); failure.KindOf(err) != failure.InvalidSource {
+		t.Errorf("17-byte nonce: %v", err)
+	}
+}
