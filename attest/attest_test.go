@@ -15,6 +15,8 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/configfs/faketsm"
 	"github.com/google/go-sev-guest/abi"
+	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	sevtesting "github.com/google/go-sev-guest/testing"
 	sevverify "github.com/google/go-sev-guest/verify"
 	tdxtesting "github.com/google/go-tdx-guest/testing"
@@ -579,5 +582,101 @@ func TestRoundTrip(t *testing.T) {
 		if !bytes.Equal(again, ev) {
 			t.Fatalf("%s: round trip changed the bytes", a.Platform())
 		}
+	}
+}
+
+func TestIMDSRetries(t *testing.T) {
+	defer func(d time.Duration) { httpBackoff = d }(httpBackoff)
+	httpBackoff = time.Millisecond
+	s := attesttest.Signer(t)
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		if calls == 1 {
+			http.Error(w, "throttled", http.StatusTooManyRequests)
+			return
+		}
+		if r.Header.Get("Metadata") != "true" {
+			http.Error(w, "no Metadata header", http.StatusBadRequest)
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"vcekCert": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Vcek.Raw}))})
+	}))
+	defer srv.Close()
+	o := newOptions([]Option{WithIMDS(srv.URL, srv.Client())})
+	der, err := fetchAzureVCEK(context.Background(), o)
+	if err != nil || !bytes.Equal(der, s.Vcek.Raw) || calls != 2 {
+		t.Fatalf("calls %d, err %v", calls, err)
+	}
+	// A 404 is final.
+	calls = 0
+	srv404 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls++; http.NotFound(w, r) }))
+	defer srv404.Close()
+	if _, err := fetchAzureVCEK(context.Background(), newOptions([]Option{WithIMDS(srv404.URL, nil)})); err == nil || calls != 1 {
+		t.Fatalf("404: calls %d, err %v", calls, err)
+	}
+}
+
+func TestKDSURL(t *testing.T) {
+	r := make([]byte, abi.ReportSize)
+	binary.LittleEndian.PutUint32(r, 3)
+	r[0x188], r[0x189] = 0x19, 0xA0 // Genoa-family Zen 4c (go-sev-guest calls it Unknown)
+	copy(r[0x180:], []byte{3, 0, 0, 0, 0, 0, 20, 209})
+	r[0x1A0] = 0xAB
+	u, err := kdsVCEKURL("https://kdsintf.amd.com", r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "https://kdsintf.amd.com/vcek/v1/Genoa/ab" + strings.Repeat("00", 63) + "?blSPL=3&teeSPL=0&snpSPL=20&ucodeSPL=209"
+	if u != want {
+		t.Fatalf("got  %s\nwant %s", u, want)
+	}
+	r[0x188], r[0x189] = 0x1A, 0x02 // Turin: FMC, BL, TEE, SNP … ucode; 8-byte chip id
+	copy(r[0x180:], []byte{1, 2, 3, 4, 0, 0, 0, 5})
+	if u, _ = kdsVCEKURL("https://kdsintf.amd.com", r); u != "https://kdsintf.amd.com/vcek/v1/Turin/ab00000000000000?fmcSPL=1&blSPL=2&teeSPL=3&snpSPL=4&ucodeSPL=5" {
+		t.Fatalf("Turin: %s", u)
+	}
+	for i := range 64 {
+		r[0x1A0+i] = 0
+	}
+	if _, err := kdsVCEKURL("https://kdsintf.amd.com", r); err == nil {
+		t.Fatal("masked CHIP_ID must not be looked up")
+	}
+}
+
+// rawQP is a sevclient.QuoteProvider serving one raw report, no certificates.
+type rawQP struct{ report []byte }
+
+func (rawQP) IsSupported() bool                      { return true }
+func (q rawQP) GetRawQuote([64]byte) ([]byte, error) { return q.report, nil }
+func (rawQP) Product() *spb.SevProduct               { return abi.DefaultSevProduct() }
+
+func TestSNPVCEKFromKDS(t *testing.T) {
+	rd := testRD("kds")
+	report := attesttest.UnsignedSNPReport(pad64(rd), attesttest.ReportOptions{})
+	report[0x1A0] = 0x42 // an unmasked CHIP_ID
+	var paths []string
+	kds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.RequestURI())
+		w.Write([]byte("vcek-der"))
+	}))
+	defer kds.Close()
+	a, err := New(context.Background(), "snp", WithSNPQuoteProvider(rawQP{report}), WithKDS(kds.URL, kds.Client()), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := a.Attest(context.Background(), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"cert_chain":{"vcek":"` + b64std.EncodeToString([]byte("vcek-der")) + `","ask":null,"ark":null}}}`
+	if !strings.HasSuffix(string(ev), want) || len(paths) != 1 || !strings.HasPrefix(paths[0], "/vcek/v1/Milan/42") {
+		t.Fatalf("evidence %s…, KDS paths %v", ev[len(ev)-80:], paths)
+	}
+	// Without KDS the evidence is still written, with a null cert_chain.
+	a, _ = New(context.Background(), "snp", WithSNPQuoteProvider(rawQP{report}), WithKDS("", nil), quiet)
+	ev, err = a.Attest(context.Background(), rd)
+	if err != nil || !strings.HasSuffix(string(ev), `"cert_chain":null}}`) {
+		t.Fatalf("%s, %v", ev[len(ev)-40:], err)
 	}
 }

@@ -244,10 +244,10 @@ func nvReadAll(t transport.TPM, idx tpm2.TPMHandle) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("NV public area: %w", err)
 	}
-	size := int(pub.DataSize)
+	size, chunk := int(pub.DataSize), nvBufferMax(t)
 	out := make([]byte, 0, size)
 	for len(out) < size {
-		n := min(nvChunk, size-len(out))
+		n := min(chunk, size-len(out))
 		rsp, err := tpm2.NVRead{
 			AuthHandle: ownerAuth,
 			NVIndex:    tpm2.NamedHandle{Handle: idx, Name: pubRsp.NVName},
@@ -263,6 +263,26 @@ func nvReadAll(t transport.TPM, idx tpm2.TPMHandle) ([]byte, error) {
 		out = append(out, rsp.Data.Buffer...)
 	}
 	return out[:size], nil
+}
+
+// nvBufferMax is the TPM's TPM_PT_NV_BUFFER_MAX, capped at nvChunk.
+func nvBufferMax(t transport.TPM) int {
+	rsp, err := tpm2.GetCapability{
+		Capability:    tpm2.TPMCapTPMProperties,
+		Property:      uint32(tpm2.TPMPTNVBufferMax),
+		PropertyCount: 1,
+	}.Execute(t)
+	if err != nil {
+		return nvChunk
+	}
+	props, err := rsp.CapabilityData.Data.TPMProperties()
+	if err != nil || len(props.TPMProperty) == 0 || props.TPMProperty[0].Property != tpm2.TPMPTNVBufferMax {
+		return nvChunk
+	}
+	if v := int(props.TPMProperty[0].Value); v > 0 && v < nvChunk {
+		return v
+	}
+	return nvChunk
 }
 
 // nvWriteUserData writes data to NV 0x01400002, defining the index (owner

@@ -5,34 +5,72 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 const maxIMDSBody = 1 << 20
 
-// imdsDo performs one metadata-service request and returns the body of a
-// 200 answer.
+// httpAttempts and httpBackoff: the metadata service and AMD KDS throttle
+// (429) and have transient 5xx; one failed fetch would waste a whole build.
+var (
+	httpAttempts = 3
+	httpBackoff  = 300 * time.Millisecond
+)
+
+// imdsDo performs a metadata-service (or KDS) request, retrying transport
+// errors, 429 and 5xx, and returns the body of a 200 answer.
 func imdsDo(ctx context.Context, c *http.Client, req *http.Request) ([]byte, error) {
-	req = req.WithContext(ctx)
-	resp, err := c.Do(req)
+	var last error
+	for attempt := range httpAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, errors.Join(last, ctx.Err())
+			case <-time.After(httpBackoff * time.Duration(attempt)):
+			}
+			if req.GetBody != nil {
+				b, err := req.GetBody()
+				if err != nil {
+					return nil, err
+				}
+				req.Body = b
+			}
+		}
+		body, retry, err := httpOnce(ctx, c, req)
+		if err == nil {
+			return body, nil
+		}
+		last = err
+		if !retry || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+func httpOnce(ctx context.Context, c *http.Client, req *http.Request) (body []byte, retry bool, err error) {
+	resp, err := c.Do(req.WithContext(ctx))
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxIMDSBody+1))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, maxIMDSBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: read: %w", req.Method, req.URL, err)
+		return nil, true, fmt.Errorf("%s %s: read: %w", req.Method, req.URL, err)
 	}
 	if len(body) > maxIMDSBody {
-		return nil, fmt.Errorf("%s %s: answer over %d bytes", req.Method, req.URL, maxIMDSBody)
+		return nil, false, fmt.Errorf("%s %s: answer over %d bytes", req.Method, req.URL, maxIMDSBody)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %s: %s: %.200s", req.Method, req.URL, resp.Status, strings.TrimSpace(string(body)))
+		retry = resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500
+		return nil, retry, fmt.Errorf("%s %s: %s: %.200s", req.Method, req.URL, resp.Status, strings.TrimSpace(string(body)))
 	}
-	return body, nil
+	return body, false, nil
 }
 
 // fetchAzureVCEK gets this host's VCEK (DER) from the Azure THIM endpoint of
