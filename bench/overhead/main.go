@@ -34,9 +34,21 @@ func main() {
 	bin := flag.String("bin", "", "kettle binary (default: go build ./cmd/kettle)")
 	sandbox := flag.String("sandbox", "auto", "--sandbox of the server")
 	attester := flag.String("attester", "insecure", "--attester of the server")
-	modules := flag.Int("modules", 60, "modules of the generated medium project (compile time scales with it)")
+	modules := flag.Int("modules", 15, "modules of the generated medium project (compile time scales with it)")
 	project := flag.String("project", "", "a Cargo project dir to use as the medium project instead of the generated one")
+	generate := flag.String("generate", "", "only write the tiny and medium projects into this dir and exit")
 	flag.Parse()
+	if *generate != "" {
+		err := tiny(filepath.Join(*generate, "tiny"))
+		if err == nil {
+			err = medium(filepath.Join(*generate, "medium"), *modules)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*runs, *bin, *sandbox, *attester, *modules, *project); err != nil {
 		fmt.Fprintln(os.Stderr, "overhead bench:", err)
 		os.Exit(1)
