@@ -248,3 +248,10 @@ func (w *hashingWriter) Write(p []byte) (int, error) {
 	w.n += int64(len(p))
 	return len(p), nil
 }
+
+// QueueDepth is the number of waiting jobs (the api's queue-depth gauge).
+func (s *Store) QueueDepth(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queuedLocked()), nil
+}
