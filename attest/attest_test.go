@@ -680,3 +680,29 @@ func TestSNPVCEKFromKDS(t *testing.T) {
 		t.Fatalf("%s, %v", ev[len(ev)-40:], err)
 	}
 }
+
+func TestAzSNPTamperedHCL(t *testing.T) {
+	v := attesttest.NewAzureVTPM(t, false)
+	imds := attesttest.NewIMDS(t, v.Signer, nil)
+	a, err := New(context.Background(), "az-snp", WithTPM(v), WithIMDS(imds.URL, imds.Client()), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := bytes.Clone(v.HCL)
+	for name, mutate := range map[string]func([]byte){
+		"runtime data": func(b []byte) { b[0x4D4+10] ^= 1 },                            // breaks the HCL binding
+		"magic":        func(b []byte) { b[0] = 'X' },                                  // not an HCL report
+		"report type":  func(b []byte) { binary.LittleEndian.PutUint32(b[0x4C8:], 4) }, // says TDX
+	} {
+		bad := bytes.Clone(good)
+		mutate(bad)
+		v.SetHCL(bad)
+		if _, err := a.Attest(context.Background(), testRD(name)); err == nil {
+			t.Errorf("%s: tampered HCL report accepted", name)
+		}
+	}
+	v.SetHCL(good)
+	if _, err := a.Attest(context.Background(), testRD("ok")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -171,6 +171,14 @@ func (a *azAttester) attest(ctx context.Context, rd [ReportDataSize]byte) ([]byt
 	if err != nil {
 		return nil, err
 	}
+	if a.platform == PlatformAzSNP {
+		// The SNP report binds the runtime data (and so the AK); without
+		// this binding the evidence would not verify anywhere.
+		sum := sha256.Sum256(hcl.RuntimeData)
+		if !bytes.Equal(hcl.TEEReport[0x50:0x70], sum[:]) {
+			return nil, errors.New("the HCL's SNP report does not bind its runtime data (REPORT_DATA[0:32] != sha256(runtime data))")
+		}
+	}
 	q, err := tpmQuote(t, rd[:], akN)
 	if err != nil {
 		return nil, err

@@ -277,6 +277,17 @@ func (v *VTPM) writeHCL(userData []byte) {
 	v.mu.Unlock()
 }
 
+// SetHCL overwrites NV 0x01400001 (for tamper tests); blob is padded to the
+// index size.
+func (v *VTPM) SetHCL(blob []byte) {
+	padded := make([]byte, hclNVSize)
+	copy(padded, blob)
+	v.writeNV(HCLReportIndex, padded)
+	v.mu.Lock()
+	v.HCL = padded
+	v.mu.Unlock()
+}
+
 var owner = tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}
 
 func (v *VTPM) defineNV(idx tpm2.TPMHandle, size int) {
