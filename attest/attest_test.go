@@ -706,3 +706,14 @@ func TestAzSNPTamperedHCL(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestAttestCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, name := range []string{"insecure", "sim-snp"} {
+		a, _ := New(context.Background(), name, quiet)
+		if _, err := a.Attest(ctx, testRD("c")); failure.KindOf(err) != failure.Canceled {
+			t.Errorf("%s: kind %v (%v), want Canceled", name, failure.KindOf(err), err)
+		}
+	}
+}

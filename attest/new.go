@@ -212,6 +212,9 @@ func shortErr(err error) string {
 
 // attestFailed classifies an Attest error for the build's client.
 func attestFailed(platform string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("attest: %s: %w", platform, err) // Canceled / Timeout, not a TEE failure
+	}
 	// The detail names devices and metadata URLs, never job or data paths,
 	// so it is safe (and useful) to show the client.
 	return failure.Wrap(failure.AttestationFailed, fmt.Errorf("attest: %s: %w", platform, err),
