@@ -479,10 +479,10 @@ func readPCRs(t transport.TPM) ([][]byte, error) {
 func deviceError(path string, err error, what string) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("attest: %s not found at %s: this machine is not that kind of confidential VM, or the driver is not loaded; choose another --attester (see `kettle attest --attester auto`): %w",
+		return fmt.Errorf("attest: no %s at %s: this machine is not that kind of confidential VM, or its driver is not loaded; choose another --attester (auto detects what is present): %w",
 			what, path, ErrNoDevice)
 	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("attest: %s at %s: permission denied: run kettle as root or give its user access to the device: %w",
+		return fmt.Errorf("attest: %s at %s: permission denied: run kettle as root or give its user read-write access to the device: %w",
 			what, path, ErrPermission)
 	}
 	return fmt.Errorf("attest: %s at %s: %w", what, path, err)
