@@ -47,12 +47,13 @@ const (
 
 // Driver builds Go module projects. A Driver is for one build.
 type Driver struct {
-	modOnly bool   // no go.sum: go.mod is the lockfile and nothing is required
-	goBin   string // the hashed go binary (set by Inputs)
-	goRoot  string
-	module  string            // module path of the project
-	sum     *Sum              // parsed go.sum (nil when modOnly)
-	names   map[string]string // artifact name → import path of its main package
+	modOnly  bool   // no go.sum: go.mod is the lockfile and nothing is required
+	goBin    string // the hashed go binary (set by Inputs)
+	goDigest string
+	goRoot   string
+	module   string            // module path of the project
+	sum      *Sum              // parsed go.sum (nil when modOnly)
+	names    map[string]string // artifact name → import path of its main package
 }
 
 // New returns the driver for a module with a go.sum (the lockfile).
@@ -158,14 +159,19 @@ func (d *Driver) resolve(ctx context.Context, w *toolchain.Workspace) (provenanc
 	if err != nil {
 		return provenance.Tool{}, failure.Wrap(failure.InternalError, err, "cannot hash the go binary")
 	}
+	home, err := os.MkdirTemp("", "kettle-go-")
+	if err != nil {
+		return provenance.Tool{}, err
+	}
+	defer os.RemoveAll(home)
 	cmd := exec.CommandContext(ctx, p, "version")
-	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), "GOTOOLCHAIN=local", "GOENV=off")
-	cmd.Dir = os.TempDir()
+	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), append(privateHome(home), "GOTOOLCHAIN=local", "GOENV=off")...)
+	cmd.Dir = home
 	out, err := cmd.Output()
 	if err != nil {
 		return provenance.Tool{}, failure.Wrap(failure.InternalError, fmt.Errorf("go version: %w", err), "go is not usable on this builder")
 	}
-	d.goBin = p
+	d.goBin, d.goDigest = p, digest
 	d.goRoot = filepath.Dir(filepath.Dir(p)) // <GOROOT>/bin/go
 	return provenance.Tool{Name: "go", Version: strings.TrimSpace(string(out)), SHA256: digest}, nil
 }
@@ -184,7 +190,7 @@ func (d *Driver) parseMod(ctx context.Context, w *toolchain.Workspace, data []by
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, d.goBin, "mod", "edit", "-json", f)
-	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), "GOTOOLCHAIN=local", "GOENV=off", "GOFLAGS=")
+	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), append(privateHome(tmp), "GOTOOLCHAIN=local", "GOENV=off", "GOFLAGS=")...)
 	cmd.Dir = tmp
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -207,8 +213,21 @@ func (d *Driver) parseMod(ctx context.Context, w *toolchain.Workspace, data []by
 	return &mi, nil
 }
 
-func (d *Driver) modCache(w *toolchain.Workspace) string { return filepath.Join(w.CacheDir, "gomod") }
-func (d *Driver) goPath(w *toolchain.Workspace) string   { return filepath.Join(w.CacheDir, "gopath") }
+func (d *Driver) modCache(w *toolchain.Workspace) string  { return filepath.Join(w.CacheDir, "gomod") }
+func (d *Driver) goPath(w *toolchain.Workspace) string    { return filepath.Join(w.CacheDir, "gopath") }
+func (d *Driver) fetchHome(w *toolchain.Workspace) string { return filepath.Join(w.CacheDir, "gohome") }
+
+// privateHome makes dir the home and config directory of a go command and
+// turns go's telemetry off there: otherwise go writes counters into the
+// server's home (GOTELEMETRY cannot be set from the environment), sometimes
+// from a child process that outlives the command.
+func privateHome(dir string) []string {
+	t := filepath.Join(dir, "go", "telemetry")
+	if os.MkdirAll(t, 0o755) == nil {
+		_ = os.WriteFile(filepath.Join(t, "mode"), []byte("off"), 0o644)
+	}
+	return []string{"HOME=" + dir, "XDG_CONFIG_HOME=" + dir}
+}
 
 // env is the environment of every go command. The server's own GO*
 // settings are dropped (GOFLAGS, GOINSECURE, GONOSUMDB, GOEXPERIMENT… would
@@ -233,7 +252,6 @@ func (d *Driver) env(w *toolchain.Workspace, proxy string, extra ...string) []st
 		"GOWORK=off",
 		"GOENV=off",
 		"GOSUMDB=off",
-		"GOTELEMETRY=off",
 		"CGO_ENABLED=0",
 	}, extra...)...)
 }
@@ -268,7 +286,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(ctx, w); err != nil {
 		return err
 	}
-	for _, dir := range []string{d.modCache(w), d.goPath(w)} {
+	for _, dir := range []string{d.modCache(w), d.goPath(w), d.fetchHome(w)} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -287,7 +305,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	det := &detail{}
 	err = toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
 		Args:     []string{d.goBin, "mod", "download", "-x"},
-		Env:      d.env(w, proxy, "GOCACHE=off"),
+		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off")...),
 		Network:  true,
 		Writable: []string{w.CacheDir},
 		ReadOnly: []string{d.goRoot},
@@ -350,6 +368,15 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 			return err
 		}
 	}
+	if seed, err := prepareStdCache(ctx, w.Env, d.goBin, d.goDigest); err == nil {
+		if err := seedCache(seed, filepath.Join(scratch, "cache")); err != nil {
+			return fmt.Errorf("seed GOCACHE: %w", err)
+		}
+	} else if ctx.Err() != nil {
+		return toolchain.CommandFailed(ctx, failure.BuildFailed, "go build std", ctx.Err())
+	} else {
+		w.Log("kettle: no prebuilt standard library (" + clip(scrubPaths(err.Error(), w)) + "); go compiles it in this build")
+	}
 	defer func() {
 		for _, sub := range []string{"cache", "tmp", "home"} {
 			os.RemoveAll(filepath.Join(scratch, sub))
@@ -359,8 +386,8 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 		"GOCACHE="+filepath.Join(scratch, "cache"),
 		"GOTMPDIR="+filepath.Join(scratch, "tmp"),
 		"TMPDIR="+filepath.Join(scratch, "tmp"),
-		"HOME="+filepath.Join(scratch, "home"),
 	)
+	env = toolchain.SetEnv(env, privateHome(filepath.Join(scratch, "home"))...)
 	ro := []string{d.goRoot, d.modCache(w)}
 
 	mains, err := d.listMains(ctx, w, env, ro)
