@@ -52,6 +52,22 @@ func SetEnv(env []string, kv ...string) []string {
 	return append(out, kv...)
 }
 
+// UnsetEnv returns a copy of env without the given keys. (An empty value is
+// not the same: cargo, for one, treats RUSTFLAGS="" as set.)
+func UnsetEnv(env []string, keys ...string) []string {
+	drop := map[string]bool{}
+	for _, k := range keys {
+		drop[k] = true
+	}
+	out := make([]string, 0, len(env))
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); !drop[k] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // LookPath finds an executable named name in the PATH of env (not of this
 // process: the builds' environment is explicit).
 func LookPath(env []string, name string) (string, error) {

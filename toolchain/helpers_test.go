@@ -125,3 +125,10 @@ func TestEnv(t *testing.T) {
 		t.Fatalf("ResolveTool = %+v %q %v", tool, path, err)
 	}
 }
+
+func TestUnsetEnv(t *testing.T) {
+	got := UnsetEnv([]string{"A=1", "RUSTFLAGS=", "B=2", "RUSTFLAGS=x"}, "RUSTFLAGS")
+	if !reflect.DeepEqual(got, []string{"A=1", "B=2"}) {
+		t.Fatalf("%q", got)
+	}
+}

@@ -108,14 +108,17 @@ func (d *Driver) cargoHome(w *toolchain.Workspace) string {
 // env is the environment of both phases: cargo's home in the job's cache,
 // the exact rustc that was hashed, no colour codes in the log.
 func (d *Driver) env(w *toolchain.Workspace) []string {
-	return toolchain.SetEnv(w.Env,
+	// Flags from the server's environment would replace the project's
+	// build.rustflags and kettle's path remapping: cargo reads them first.
+	env := toolchain.UnsetEnv(w.Env, "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
+		"CARGO_BUILD_RUSTFLAGS", "RUSTDOCFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET")
+	return toolchain.SetEnv(env,
 		"CARGO_HOME="+d.cargoHome(w),
 		"RUSTC="+d.rustc,
 		"CARGO_TARGET_DIR="+filepath.Join(w.Dir, "target"),
 		"CARGO_TERM_COLOR=never",
 		"CARGO_TERM_PROGRESS_WHEN=never",
 		"CARGO_INCREMENTAL=0",
-		"RUSTFLAGS=", "CARGO_ENCODED_RUSTFLAGS=", "RUSTC_WRAPPER=", "RUSTC_WORKSPACE_WRAPPER=",
 	)
 }
 
