@@ -1,0 +1,385 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kettle-build/kettle/failure"
+)
+
+// Clone fetches url at ref into a new directory under workDir: depth 1, the
+// remote HEAD when ref is "", a branch or tag by name, or a 40/64-hex commit
+// exactly (`git fetch --depth 1 origin <sha>`). It runs git with no system
+// or global config, no hooks, no submodules, no credential helpers or
+// prompts, only the transports p allows (GIT_ALLOW_PROTOCOL), "--" before
+// every URL, inside p's time and size limits; http(s) goes through a proxy
+// that checks each connection's resolved address (no DNS rebinding,
+// redirects included). A checkout whose symlinks leave the tree is refused.
+// Tree.Dir is <workDir>/<new dir>/<repository name>.
+func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, error) {
+	commit, err := parseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	r, err := parseRemote(rawURL, p)
+	if err != nil {
+		return nil, err
+	}
+	fetchURL := rawURL
+	if r.host != "" {
+		addrs, err := checkHost(ctx, r.host, p)
+		if err != nil {
+			return nil, err
+		}
+		if r.trans == transGit {
+			// git:// has no proxy: connect to the address just checked.
+			u, _ := url.Parse(rawURL)
+			u.Host = net.JoinHostPort(addrs[0].String(), r.port)
+			fetchURL = u.String()
+		}
+	}
+
+	root, err := os.MkdirTemp(workDir, "clone-")
+	if err != nil {
+		return nil, fmt.Errorf("create clone directory: %w", err)
+	}
+	t, err := clone(ctx, r, fetchURL, ref, commit, root, p)
+	if err != nil {
+		os.RemoveAll(root)
+		return nil, err
+	}
+	return t, nil
+}
+
+func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool, root string, p Policy) (*Tree, error) {
+	ctx, cancel := context.WithTimeout(parent, p.cloneTimeout())
+	defer cancel()
+	name := repoName(r.path)
+	dir := filepath.Join(root, name)
+	home := filepath.Join(root, ".home")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(home)
+
+	g := &gitCmd{root: root, home: home, local: p.AllowLocal}
+	if r.trans == transHTTP || r.trans == transHTTPS {
+		eg, err := startEgress(p, p.maxRepoBytes())
+		if err != nil {
+			return nil, fmt.Errorf("start egress proxy: %w", err)
+		}
+		defer eg.Close()
+		g.proxy = eg
+		g.config = append(g.config, "http.proxy="+eg.url())
+		if p.caFile != "" {
+			g.config = append(g.config, "http.sslCAInfo="+p.caFile)
+		}
+	}
+
+	// The size limit covers what lands on disk, whatever the transport.
+	var tooLarge atomic.Bool
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if dirSize(root) > p.maxRepoBytes() {
+					tooLarge.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	err := g.fetch(ctx, fetchURL, ref, commit, dir)
+	var head string
+	if err == nil {
+		head, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{commit}")
+		head = strings.TrimSpace(head)
+	}
+	if err == nil && dirSize(root) > p.maxRepoBytes() {
+		tooLarge.Store(true)
+	}
+	cancel()
+	<-watchDone
+
+	switch {
+	case parent.Err() != nil:
+		return nil, fmt.Errorf("clone: %w", parent.Err())
+	case g.proxy != nil && g.proxy.err() != nil:
+		return nil, g.proxy.err()
+	case tooLarge.Load():
+		return nil, refuse(ErrRepoTooLarge, err, "the repository is larger than %d bytes", p.maxRepoBytes())
+	case ctx.Err() == context.DeadlineExceeded && err != nil:
+		return nil, refuse(ErrCloneTimeout, err, "git clone timed out after %v", p.cloneTimeout())
+	case err != nil:
+		return nil, err
+	}
+	if commit && !strings.EqualFold(head, ref) {
+		return nil, refuse(ErrClone, nil, "the fetched commit %s is not %s", head, ref)
+	}
+	if fetchURL != r.url {
+		// Record the URL the client gave, not the pinned address.
+		if _, err := g.run(parent, dir, "config", "remote.origin.url", r.url); err != nil {
+			return nil, err
+		}
+	}
+	files, err := checkCheckout(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Tree{Dir: dir, Top: name, Commit: head, Files: files}, nil
+}
+
+// repoName is the checkout's directory name: the URL's last path element
+// without ".git", as `git clone` names it, restricted to a safe alphabet.
+func repoName(p string) string {
+	p = strings.TrimRight(p, "/")
+	p = strings.TrimSuffix(path.Base(p), ".git")
+	b := []byte(p)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	s := strings.TrimLeft(string(b), ".")
+	if s == "" || len(s) > 100 {
+		return "repo"
+	}
+	return s
+}
+
+// gitCmd runs git with a hermetic, hardened environment.
+type gitCmd struct {
+	root, home string
+	local      bool
+	config     []string
+	proxy      *egress
+}
+
+// baseConfig are the -c settings of every git command of a clone.
+var baseConfig = []string{
+	"core.hooksPath=/dev/null",
+	"core.fsmonitor=false",
+	"core.symlinks=true",
+	"credential.helper=",
+	"protocol.allow=never",
+	"protocol.ext.allow=never",
+	"protocol.fd.allow=never",
+	"submodule.recurse=false",
+	"fetch.recurseSubmodules=false",
+	"http.followRedirects=true",
+	"advice.detachedHead=false",
+	"init.defaultBranch=main",
+	"gc.auto=0",
+	"maintenance.auto=false",
+}
+
+func (g *gitCmd) env() []string {
+	protocols := "https"
+	if g.local {
+		protocols = "https:http:git:file"
+	}
+	pathEnv := os.Getenv("PATH")
+	if pathEnv == "" {
+		pathEnv = "/usr/local/bin:/usr/bin:/bin"
+	}
+	return []string{
+		"PATH=" + pathEnv,
+		// An empty home: no ~/.netrc (curl would send its credentials),
+		// ~/.gitconfig or XDG config.
+		"HOME=" + g.home,
+		"XDG_CONFIG_HOME=" + g.home,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_TERMINAL_PROMPT=0",
+		"GIT_ALLOW_PROTOCOL=" + protocols,
+		"GIT_PROTOCOL_FROM_USER=0",
+		"GIT_CEILING_DIRECTORIES=" + g.root,
+		"LC_ALL=C",
+		"LANG=C",
+	}
+}
+
+func (g *gitCmd) args(args ...string) []string {
+	var a []string
+	for _, c := range baseConfig {
+		a = append(a, "-c", c)
+	}
+	protos := []string{"https"}
+	if g.local {
+		protos = append(protos, "http", "git", "file")
+	}
+	for _, p := range protos {
+		a = append(a, "-c", "protocol."+p+".allow=always")
+	}
+	for _, c := range g.config {
+		a = append(a, "-c", c)
+	}
+	return append(a, args...)
+}
+
+// run runs git in dir and returns its stdout; a failure is an ErrClone
+// refusal whose message is git's last error lines with server paths
+// removed.
+func (g *gitCmd) run(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", g.args(args...)...)
+	cmd.Dir = dir
+	cmd.Env = g.env()
+	var stdout, stderr capped
+	stdout.max, stderr.max = 1<<20, 64<<10
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// git-remote-https and other helpers are children: kill the group.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		msg := g.summarise(stderr.String())
+		if msg == "" {
+			msg = "git " + args[0] + " failed"
+		}
+		return "", refuse(ErrClone, fmt.Errorf("git %s: %w: %s", args[0], err, stderr.String()), "git clone failed: %s", msg)
+	}
+	return stdout.String(), nil
+}
+
+// summarise keeps git's last meaningful stderr lines, without server paths.
+func (g *gitCmd) summarise(s string) string {
+	dirs := []string{g.root, g.home}
+	if g.proxy != nil {
+		dirs = append(dirs, g.proxy.ln.Addr().String())
+	}
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "Cloning into") || strings.HasPrefix(l, "hint:") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	if len(keep) > 3 {
+		keep = keep[len(keep)-3:]
+	}
+	out := scrub(strings.Join(keep, "; "), dirs...)
+	if len(out) > 400 {
+		out = out[:400] + "…"
+	}
+	return out
+}
+
+func (g *gitCmd) fetch(ctx context.Context, fetchURL, ref string, commit bool, dir string) error {
+	if !commit {
+		args := []string{"clone", "--depth=1", "--no-tags", "--single-branch", "--template=", "--quiet"}
+		if ref != "" {
+			args = append(args, "--branch", ref)
+		}
+		_, err := g.run(ctx, g.root, append(args, "--", fetchURL, dir)...)
+		return err
+	}
+	format := "sha1"
+	if len(ref) == 64 {
+		format = "sha256"
+	}
+	sha := strings.ToLower(ref)
+	if _, err := g.run(ctx, g.root, "init", "--quiet", "--template=", "--object-format="+format, "--", dir); err != nil {
+		return err
+	}
+	if _, err := g.run(ctx, dir, "config", "remote.origin.url", fetchURL); err != nil {
+		return err
+	}
+	if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", sha); err != nil {
+		return err
+	}
+	_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", sha, "--")
+	return err
+}
+
+// capped is a bytes.Buffer that keeps at most max bytes.
+type capped struct {
+	bytes.Buffer
+	max int
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	if room := c.max - c.Len(); room > 0 {
+		c.Buffer.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// dirSize sums the sizes of the files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// checkCheckout refuses a checkout with a symlink leaving it (the host
+// would follow it when hashing inputs) and counts its regular files,
+// .git excluded.
+func checkCheckout(dir string) (int, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	files := 0
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == ".git" && d.IsDir() {
+			return filepath.SkipDir
+		}
+		switch {
+		case d.Type().IsRegular():
+			files++
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			rel = filepath.ToSlash(rel)
+			if t := path.Join(path.Dir(rel), target); strings.HasPrefix(target, "/") || t == ".." || strings.HasPrefix(t, "../") {
+				return refuse(ErrUnsafeLink, nil, "repository symlink %s points outside the source tree", quote(rel))
+			}
+			if _, err := root.Stat(rel); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+				return refuse(ErrUnsafeLink, err, "repository symlink %s resolves outside the source tree or loops", quote(rel))
+			}
+		}
+		return nil
+	})
+	var fe *failure.Error
+	if err != nil && !errors.As(err, &fe) {
+		err = fmt.Errorf("walk checkout: %w", err)
+	}
+	return files, err
+}
