@@ -186,3 +186,32 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 		t.Errorf("17-byte nonce: %v", err)
 	}
 }
+
+// TestDirtyWorkingTree: a second build of the same checkout (with build
+// outputs ignored by .gitignore) is clean; a modified tracked file is
+// reported.
+func TestDirtyWorkingTree(t *testing.T) {
+	d := &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/a"}
+	dir := withShDriver(t, d)
+	os.WriteFile(filepath.Join(dir, ".gitignore"), []byte("/out/\n"), 0o644)
+	gitRun(t, dir, "init", "-q")
+	gitRun(t, dir, "add", "-A")
+	gitRun(t, dir, "commit", "-q", "-m", "x")
+	for i := 0; i < 2; i++ {
+		rec := &recorder{}
+		if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec}); err != nil {
+			t.Fatal(err)
+		}
+		if w := rec.msgs(events.Init); len(w) != 0 {
+			t.Fatalf("build %d of a clean checkout warned: %q", i, w)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "sh.lock"), []byte("changed"), 0o644)
+	rec := &recorder{}
+	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if w := rec.msgs(events.Init); len(w) != 1 || !strings.Contains(w[0], "uncommitted changes") {
+		t.Fatalf("no warning for a modified checkout: %q", w)
+	}
+}
