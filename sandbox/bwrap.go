@@ -230,7 +230,7 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 			return errors.New("sandbox: refusing to expose /")
 		}
 		for _, h := range hidden {
-			if p == h || isUnder(h, p) {
+			if p == h {
 				return fmt.Errorf("sandbox: refusing to expose a hidden path")
 			}
 		}

@@ -1,0 +1,130 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runners returns every runner that works here, by name.
+func runners(t *testing.T) map[string]Runner {
+	t.Helper()
+	rs := map[string]Runner{"none": NewNone(WithPollInterval(50 * time.Millisecond))}
+	if b, err := NewBwrap(WithPollInterval(50 * time.Millisecond)); err == nil {
+		rs["bwrap"] = b
+	} else {
+		t.Logf("bwrap unavailable: %v", err)
+	}
+	return rs
+}
+
+func cgroupsFor(r Runner) *cgroups {
+	switch r := r.(type) {
+	case *None:
+		return r.cgs
+	case *Bwrap:
+		return r.cgs
+	}
+	return nil
+}
+
+// TestLimits runs a small offender per limit under each runner: each must be
+// stopped by its limit and reported with its sentinel.
+func TestLimits(t *testing.T) {
+	tests := []struct {
+		name   string
+		script string
+		limits Limits
+		want   error
+		needs  string // "memory" or "pids": a cgroup controller the test relies on
+	}{
+		{"wall", "sleep 1000", Limits{Wall: 300 * time.Millisecond}, ErrTimeLimit, ""},
+		{"wall kills background", "sleep 1000 & sleep 1000 & wait", Limits{Wall: 300 * time.Millisecond}, ErrTimeLimit, ""},
+		{"cpu", "while :; do :; done", Limits{CPUTime: time.Second}, ErrCPULimit, ""},
+		{"file size", "head -c 100000000 /dev/zero > big", Limits{FileSize: 1 << 20}, ErrFileSizeLimit, ""},
+		{"disk", "i=0; while :; do head -c 1048576 /dev/zero > f$i || exit 1; i=$((i+1)); done",
+			Limits{Disk: 16 << 20}, ErrDiskLimit, ""},
+		{"memory", "head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null", Limits{Memory: 64 << 20}, ErrMemoryLimit, "memory"},
+		{"processes", "for i in $(seq 100); do sleep 100 & done; wait", Limits{Procs: 16}, ErrProcessLimit, "pids"},
+	}
+	for name, r := range runners(t) {
+		cg := cgroupsFor(r)
+		for _, tc := range tests {
+			t.Run(name+"/"+tc.name, func(t *testing.T) {
+				switch {
+				case tc.needs == "memory" && (cg == nil || cg.memory == ""):
+					t.Skip("no memory cgroup: memory is bounded as address space, not classified")
+				case tc.needs == "pids" && (cg == nil || cg.pids == ""):
+					t.Skip("no pids cgroup")
+				}
+				dir := t.TempDir()
+				var out bytes.Buffer
+				start := time.Now()
+				err := r.Run(context.Background(), &Cmd{
+					Args:   []string{"sh", "-c", tc.script},
+					Dir:    dir,
+					Env:    testEnv,
+					Output: &out,
+					Limits: tc.limits,
+				})
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("err = %v, want %v\noutput: %s", err, tc.want, out.String())
+				}
+				var le *LimitError
+				if !errors.As(err, &le) || strings.Contains(le.Error(), "/") {
+					t.Errorf("error %q: want a *LimitError naming no path", err)
+				}
+				t.Logf("%s: %v after %v", name, err, time.Since(start).Round(time.Millisecond))
+			})
+		}
+	}
+}
+
+// TestLimitsLeaveHonestAlone: the same limits do not disturb a command that
+// stays within them.
+func TestLimitsLeaveHonestAlone(t *testing.T) {
+	for name, r := range runners(t) {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			var out bytes.Buffer
+			err := r.Run(context.Background(), &Cmd{
+				Args:   []string{"sh", "-c", "head -c 1000000 /dev/zero > f; for i in 1 2 3; do sleep 0.01 & done; wait; cat f | wc -c"},
+				Dir:    dir,
+				Env:    testEnv,
+				Output: &out,
+				Limits: Limits{Memory: 256 << 20, Procs: 64, CPUTime: 10 * time.Second, FileSize: 2 << 20, Disk: 8 << 20, Wall: time.Minute},
+			})
+			if err != nil || strings.TrimSpace(out.String()) != "1000000" {
+				t.Fatalf("err = %v, output %q", err, out.String())
+			}
+		})
+	}
+}
+
+// TestLimitsNotOnServer: limits apply to the command, never to this process.
+func TestLimitsNotOnServer(t *testing.T) {
+	var before, after [4]string
+	read := func(dst *[4]string) {
+		b, _ := os.ReadFile("/proc/self/limits")
+		for i, key := range []string{"Max cpu time", "Max file size", "Max address space", "Max processes"} {
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(line, key) {
+					dst[i] = line
+				}
+			}
+		}
+	}
+	read(&before)
+	for _, r := range runners(t) {
+		_ = r.Run(context.Background(), &Cmd{Args: []string{"true"}, Dir: t.TempDir(), Env: testEnv,
+			Limits: Limits{Memory: 64 << 20, Procs: 8, CPUTime: time.Second, FileSize: 1 << 20}})
+	}
+	read(&after)
+	if before != after {
+		t.Fatalf("server limits changed: %q → %q", before, after)
+	}
+}

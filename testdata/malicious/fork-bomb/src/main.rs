@@ -1,0 +1,3 @@
+fn main() {
+    println!("this binary should never have been built");
+}
