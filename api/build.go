@@ -1,0 +1,376 @@
+package api
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/jobs"
+	"github.com/kettle-build/kettle/provenance"
+)
+
+// submission is a parsed POST /build body (see parse.go).
+type submission struct {
+	Nonce         []byte
+	RepoURL       string
+	RepoRef       string
+	SourceName    string
+	ArchivePath   string // decoded archive in the spool dir; removed after Submit
+	ArchiveSHA256 string
+	ArchiveSize   int64
+}
+
+// statusError is a client error with its HTTP status and one-line message;
+// err, when set, is the cause for the log.
+type statusError struct {
+	code int
+	msg  string
+	err  error
+}
+
+func (e *statusError) Error() string { return e.msg }
+func (e *statusError) Unwrap() error { return e.err }
+
+// countingReader feeds kettle_upload_bytes_total as the body arrives.
+type countingReader struct {
+	r io.Reader
+	m *Metrics
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.m.Uploaded.Add(float64(n))
+	}
+	return n, err
+}
+
+func isMultipart(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == "multipart/form-data"
+}
+
+// submit serves POST /build: JSON is asynchronous (SPEC's canonical API),
+// multipart is the older synchronous API that answers with the tarball.
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
+	if isMultipart(r) {
+		s.submitSync(w, r)
+		return
+	}
+	job, ok := s.accept(w, r, "json")
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"job_id": job.ID})
+}
+
+// accept parses, validates and submits a build, answering the error itself
+// when it fails. The order of checks is SPEC §3's: content type, body
+// shape, size, nonce, sources (all in the parser), repo policy, then the
+// store's queue limit and single-build gate.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jobs.Job, bool) {
+	ctx := r.Context()
+	ct := r.Header.Get("Content-Type")
+	// Base64 inflates by 4/3; the slack covers the other fields. The parser
+	// enforces the exact decoded limit, this one bounds what we read at all.
+	limit := s.cfg.maxUpload/3*4 + 1<<20
+	body := countingReader{http.MaxBytesReader(w, r.Body, limit), s.m}
+	var (
+		sub *submission
+		err error
+	)
+	if isMultipart(r) {
+		sub, err = parseMultipart(ctx, ct, body, s.cfg.spoolDir, s.cfg.maxUpload)
+	} else {
+		sub, err = parseJSON(ctx, ct, body, s.cfg.spoolDir, s.cfg.maxUpload)
+	}
+	if err != nil {
+		s.rejected(w, r, api, err)
+		return nil, false
+	}
+	if sub.ArchivePath != "" {
+		defer os.Remove(sub.ArchivePath)
+	}
+	if sub.RepoURL != "" && s.cfg.checkRepo != nil {
+		if err := s.cfg.checkRepo(ctx, sub.RepoURL, sub.RepoRef); err != nil {
+			// A refusal names the client's own URL or ref; anything else
+			// (a resolver outage) is ours and worth a retry.
+			se := &statusError{http.StatusServiceUnavailable, "could not check repo_url; try again", err}
+			var fe *failure.Error
+			if errors.As(err, &fe) {
+				se = &statusError{http.StatusBadRequest, fe.Error(), err}
+			}
+			s.rejected(w, r, api, se)
+			return nil, false
+		}
+	}
+	req := jobs.Request{
+		Nonce: sub.Nonce, RepoURL: sub.RepoURL, RepoRef: sub.RepoRef, SourceName: sub.SourceName,
+		ArchiveSHA256: sub.ArchiveSHA256, ArchiveSize: sub.ArchiveSize,
+	}
+	if sub.ArchivePath != "" {
+		f, err := os.Open(sub.ArchivePath)
+		if err != nil {
+			s.log.Error("open spooled upload", "err", err)
+			s.rejected(w, r, api, &statusError{http.StatusInternalServerError, "internal error", err})
+			return nil, false
+		}
+		defer f.Close()
+		req.Archive = f
+	}
+	// The job must be stored even if the client hangs up mid-submit.
+	job, err := s.svc.Submit(context.WithoutCancel(ctx), req)
+	if err != nil {
+		s.rejected(w, r, api, err)
+		return nil, false
+	}
+	setJobID(r, job.ID)
+	w.Header().Set("X-Kettle-Job-Id", job.ID)
+	s.m.Submitted.WithLabelValues(api, "accepted").Inc()
+	src := sub.RepoURL
+	if src == "" {
+		src = "archive " + sub.SourceName
+	}
+	s.log.Info("build accepted", "job_id", job.ID, "api", api, "source", src, "ref", sub.RepoRef,
+		"archive_bytes", sub.ArchiveSize)
+	return job, true
+}
+
+// rejected answers a failed submission.
+func (s *Server) rejected(w http.ResponseWriter, r *http.Request, api string, err error) {
+	code, msg := s.classify(err)
+	s.m.Submitted.WithLabelValues(api, strconv.Itoa(code)).Inc()
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.retryAfter.Seconds())))
+	}
+	if code >= 500 && code != http.StatusServiceUnavailable {
+		s.log.Error("submission failed", "err", err)
+	} else {
+		s.log.Info("submission refused", "status", code, "reason", msg)
+	}
+	if r.Context().Err() != nil {
+		return
+	}
+	// The body may be unread; closing the connection beats draining up to
+	// a gigabyte from a client we are refusing.
+	w.Header().Set("Connection", "close")
+	httpError(w, code, msg)
+}
+
+// classify maps a submission error to its status and client message.
+func (s *Server) classify(err error) (int, string) {
+	var se *statusError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &se):
+		return se.code, se.msg
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large (limit %d bytes of archive)", s.cfg.maxUpload)
+	case errors.Is(err, jobs.ErrQueueFull):
+		return http.StatusServiceUnavailable, "build queue is full, retry later"
+	case errors.Is(err, jobs.ErrSingleBuildUsed):
+		return http.StatusConflict, "this CVM has already accepted a build"
+	case errors.Is(err, jobs.ErrNotReady):
+		return http.StatusServiceUnavailable, "job store not ready, retry later"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusRequestTimeout, "request canceled"
+	}
+	var fe *failure.Error
+	if errors.As(err, &fe) && fe.Kind == failure.InvalidSource {
+		return http.StatusBadRequest, fe.Error()
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// waitDone blocks until the job's `complete` event and returns its result.
+func (s *Server) waitDone(ctx context.Context, id string, fn func(i int, ev events.Event) error) (*events.Result, error) {
+	var res *events.Result
+	err := s.svc.Watch(ctx, id, 0, func(i int, ev events.Event) error {
+		if ev.Type == events.Complete {
+			res = ev.Result
+		}
+		if fn != nil {
+			return fn(i, ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		res = &events.Result{Status: "failed", Error: "missing result", ErrorType: string(failure.InternalError)}
+	}
+	return res, nil
+}
+
+// submitSync is multipart POST /build: wait, then stream the tarball, or
+// answer 400 (bad input, unsupported toolchain) / 500 with the error.
+func (s *Server) submitSync(w http.ResponseWriter, r *http.Request) {
+	job, ok := s.accept(w, r, "multipart")
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	res, err := s.waitDone(ctx, job.ID, nil)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.storeError(w, r, job.ID, err)
+		}
+		return
+	}
+	if res.Status != "ok" {
+		code := http.StatusInternalServerError
+		switch failure.Kind(res.ErrorType) {
+		case failure.InvalidSource, failure.UnsupportedToolchain:
+			code = http.StatusBadRequest
+		}
+		msg := res.Error
+		if res.ErrorType != "" {
+			msg = res.ErrorType + ": " + msg
+		}
+		httpError(w, code, msg)
+		return
+	}
+	rc, j, err := s.svc.Result(ctx, job.ID)
+	if err != nil {
+		s.noResult(w, r, job.ID, err)
+		return
+	}
+	defer rc.Close()
+	s.writeResult(w, r, j, rc)
+}
+
+// streamResult is the `result` of the older stream API's final event.
+type streamResult struct {
+	BuildID   string           `json:"build_id"`
+	Status    string           `json:"status"` // success | failed
+	Error     string           `json:"error,omitempty"`
+	ErrorType string           `json:"error_type,omitempty"`
+	Artifacts []streamArtifact `json:"artifacts,omitempty"`
+	ResultURL string           `json:"result_url,omitempty"`
+	EventsURL string           `json:"events_url"`
+	SHA256    string           `json:"result_sha256,omitempty"`
+}
+
+type streamArtifact struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+}
+
+// submitStream serves POST /build/stream: the older SSE API with `info`
+// events and a final `complete` naming the artifacts and the result URL.
+func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
+	job, ok := s.accept(w, r, "stream")
+	if !ok {
+		return
+	}
+	id := job.ID
+	s.m.Watchers.Inc()
+	defer s.m.Watchers.Dec()
+	sse := newSSE(w, s.cfg.writeWait)
+	info := func(msg string) {
+		b, _ := json.Marshal(struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		}{"info", msg})
+		sse.event(-1, b)
+	}
+	info("Build " + id + " accepted")
+	if sse.flush() != nil {
+		return
+	}
+	var final *events.Result
+	err := s.watch(r.Context(), id, 0, func(i int, ev events.Event, more bool) error {
+		switch ev.Type {
+		case events.Complete:
+			final = ev.Result
+			return nil
+		case events.Queued:
+			info(fmt.Sprintf("Queued (position %d)", ev.Position))
+		default:
+			info(ev.Msg)
+		}
+		s.m.EventsSent.Inc()
+		if more && len(sse.buf) < 32<<10 {
+			return nil
+		}
+		return sse.flush()
+	}, func() error {
+		sse.comment("keep-alive")
+		return sse.flush()
+	})
+	if err != nil {
+		if r.Context().Err() == nil {
+			s.log.Warn("build stream ended", "job_id", id, "err", err)
+		}
+		return
+	}
+	res := streamResult{BuildID: id, Status: "failed", EventsURL: "/build/" + id + "/events"}
+	if final != nil && final.Status == "ok" {
+		res.Status = "success"
+		res.ResultURL = "/build/" + id + "/result"
+		arts, sum, err := s.artifacts(r.Context(), id)
+		if err != nil {
+			s.log.Warn("read artifacts of result", "job_id", id, "err", err)
+		}
+		res.Artifacts, res.SHA256 = arts, sum
+	} else if final != nil {
+		res.Error, res.ErrorType = final.Error, final.ErrorType
+	}
+	b, _ := json.Marshal(struct {
+		Type   string       `json:"type"`
+		Result streamResult `json:"result"`
+	}{"complete", res})
+	sse.event(-1, b)
+	_ = sse.flush()
+}
+
+// artifacts lists the subjects of the result's provenance.json, reading the
+// tarball as a stream up to that file.
+func (s *Server) artifacts(ctx context.Context, id string) ([]streamArtifact, string, error) {
+	rc, job, err := s.svc.Result(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rc.Close()
+	zr, err := gzip.NewReader(rc)
+	if err != nil {
+		return nil, job.ResultSHA256, err
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return nil, job.ResultSHA256, fmt.Errorf("provenance.json not found: %w", err)
+		}
+		name := strings.TrimPrefix(path.Clean(h.Name), "./")
+		if h.Typeflag != tar.TypeReg || path.Base(name) != "provenance.json" || strings.Count(name, "/") > 1 {
+			continue
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, 64<<20))
+		if err != nil {
+			return nil, job.ResultSHA256, err
+		}
+		st, err := provenance.Parse(b)
+		if err != nil {
+			return nil, job.ResultSHA256, err
+		}
+		out := make([]streamArtifact, 0, len(st.Subject))
+		for _, sub := range st.Subject {
+			out = append(out, streamArtifact{Name: sub.Name, SHA256: sub.Digest["sha256"]})
+		}
+		return out, job.ResultSHA256, nil
+	}
+}
