@@ -96,6 +96,9 @@ func (s *Store) Submit(ctx context.Context, req Request) (*Job, error) {
 	if _, err := s.appendEvent(ctx, newCursor(id), events.Event{Type: events.Queued, Position: pos}, nil); err != nil {
 		return nil, fmt.Errorf("jobs: first event: %w", err)
 	}
+	if s.cfg.singleBuild {
+		_, _ = s.appendEvent(ctx, newCursor(id), events.Msgf(events.VM, "single-build mode: this CVM accepts no further builds"), nil)
+	}
 	s.mu.Lock()
 	if _, ok := s.lastPos[id]; !ok {
 		s.lastPos[id] = pos

@@ -359,7 +359,11 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestSingleBuildAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir, WithSingleBuild())
-	submitArchive(t, s, "one")
+	one := submitArchive(t, s, "one")
+	c := newCursor(one.ID)
+	if err := s.load(context.Background(), c); err != nil || c.next != 2 || c.last.Type != events.VM || !strings.Contains(c.last.Msg, "single-build") {
+		t.Fatalf("single-build notice: %v %+v", err, c)
+	}
 	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrSingleBuildUsed) {
 		t.Fatalf("second submit: %v", err)
 	}
