@@ -114,7 +114,10 @@ func TestPipelineFailures(t *testing.T) {
 				defer cancel()
 			}
 			start := time.Now()
-			_, err := Run(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
+			res, err := Run(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
+			if res == nil || res.Toolchain != "sh" || res.Lockfile != "sh.lock" {
+				t.Errorf("partial result %+v", res)
+			}
 			if failure.KindOf(err) != tc.kind || !strings.Contains(failure.Message(err), tc.msg) {
 				t.Fatalf("err %v (kind %s), want %s %q", err, failure.KindOf(err), tc.kind, tc.msg)
 			}

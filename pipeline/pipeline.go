@@ -62,7 +62,9 @@ type Result struct {
 // and manifest.json, then (with an Attester) evidence.json. Events go to
 // opts.Events in SPEC §3 order; Run does not emit `complete` (its caller
 // does, from the returned error). Every error is a *failure.Error whose
-// message names no server path.
+// message names no server path; a failure after detection also returns a
+// partial Result naming the Toolchain and Lockfile (for job status and
+// metrics).
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	r, err := newRun(opts)
 	if err != nil {
@@ -70,7 +72,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res, err := r.run(ctx)
 	if err != nil {
-		return nil, classify(ctx, err)
+		return r.partial, classify(ctx, err)
 	}
 	return res, nil
 }

@@ -56,8 +56,9 @@ func DefaultEnv() []string {
 }
 
 type run struct {
-	opts Options
-	emit func(events.Event)
+	opts    Options
+	emit    func(events.Event)
+	partial *Result // what is known so far, returned with an error
 }
 
 func newRun(opts Options) (*run, error) {
@@ -120,6 +121,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.partial = &Result{OutDir: o.OutDir, Toolchain: drv.Name(), Lockfile: drv.Lockfile()}
 	r.msg(events.Detect, "Detected %s project", drv.Title())
 
 	if err := recreate(o.OutDir); err != nil {
