@@ -27,7 +27,59 @@ const (
 	ProvenanceFile = "provenance.json"
 	EvidenceFile   = "evidence.json"
 	ArtifactsDir   = "artifacts"
+	BuildConfigDir = "build-config"
 )
+
+// maxProvenance bounds provenance.json (a huge dependency list is a few MB).
+const maxProvenance = 64 << 20
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnreadable, path, limit)
+	}
+	return b, nil
+}
+
+// lockfileCheck compares the lockfile kept in build-config/ (when the
+// directory is there, as in kettle's result tarballs) with the provenance's
+// lockfileHash.
+func lockfileCheck(ctx context.Context, dir string, stmt *provenance.Statement) (Check, bool) {
+	ents, err := os.ReadDir(filepath.Join(dir, BuildConfigDir))
+	if err != nil || stmt == nil {
+		return Check{}, false
+	}
+	c := Check{Name: "Lockfile in build-config/ matches lockfileHash"}
+	want := strings.ToLower(stmt.Predicate.BuildDefinition.InternalParameters.LockfileHash["sha256"])
+	var files []string
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			files = append(files, e.Name())
+		}
+	}
+	if len(files) != 1 {
+		c.Detail = fmt.Sprintf("build-config/ holds %d files, want exactly the lockfile", len(files))
+		return c, true
+	}
+	got, err := HashFile(ctx, filepath.Join(dir, BuildConfigDir, files[0]))
+	switch {
+	case err != nil:
+		c.Detail = err.Error()
+	case got != want:
+		c.Detail = fmt.Sprintf("%s has sha256 %s, provenance says %s", files[0], got, want)
+	default:
+		c.OK, c.Detail = true, files[0]+" sha256 "+got
+	}
+	return c, true
+}
 
 // Check is one verification step of a bundle.
 type Check struct {
@@ -110,13 +162,13 @@ func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrUnreadable, dir)
 	}
-	provRaw, err := os.ReadFile(filepath.Join(dir, ProvenanceFile))
+	provRaw, err := readLimited(filepath.Join(dir, ProvenanceFile), maxProvenance)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+		return nil, err
 	}
-	evRaw, err := os.ReadFile(filepath.Join(dir, EvidenceFile))
+	evRaw, err := readLimited(filepath.Join(dir, EvidenceFile), maxEnvelope)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+		return nil, err
 	}
 	r, stmt := verifyDocs(ctx, dir, provRaw, evRaw, o)
 	if err := ctx.Err(); err != nil {
@@ -126,6 +178,9 @@ func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 		if err := checkArtifacts(ctx, r, dir, stmt); err != nil {
 			return r, err
 		}
+	}
+	if c, ok := lockfileCheck(ctx, dir, stmt); ok {
+		r.add(c)
 	}
 	if o.hasNonce {
 		r.add(nonceCheck(r, o.nonce))

@@ -286,3 +286,24 @@ func TestBundleSimSNP(t *testing.T) {
 		})
 	}
 }
+
+func TestBundleBuildConfig(t *testing.T) {
+	dir := copyBundle(t)
+	os.MkdirAll(filepath.Join(dir, BuildConfigDir), 0o755)
+	lock := filepath.Join(dir, BuildConfigDir, "Cargo.lock")
+	// The kex provenance records lockfileHash 1cfa007a…; no lockfile content is
+	// at hand, so a mismatch must be reported, and a matching file must pass.
+	os.WriteFile(lock, []byte("not the lockfile"), 0o644)
+	if got := firstFailed(mustBundle(t, dir)); got != "Lockfile in build-config/ matches lockfileHash" {
+		t.Errorf("wrong lockfile: first failed %q", got)
+	}
+	d2, _ := writeBundle(t, func(s *provenance.Statement) {
+		sum := sha256.Sum256([]byte("lock"))
+		s.Predicate.BuildDefinition.InternalParameters.LockfileHash = provenance.Digest{"sha256": hex.EncodeToString(sum[:])}
+	}, func(p []byte) []byte { return insecureEvidence(t, reportData(p, nil)) })
+	os.MkdirAll(filepath.Join(d2, BuildConfigDir), 0o755)
+	os.WriteFile(filepath.Join(d2, BuildConfigDir, "Cargo.lock"), []byte("lock"), 0o644)
+	if r := mustBundle(t, d2, WithAllowInsecureUnsafe()); !r.Passed() {
+		t.Errorf("matching lockfile:\n%s", dump(t, r))
+	}
+}

@@ -256,6 +256,10 @@ func CheckEndorsement(r *Report, ch *Chain, g Generation) error {
 		if rest, err := asn1.Unmarshal(v, &octets); err == nil && len(rest) == 0 {
 			hwid = octets
 		}
+		// Turin VCEKs may certify only the 8 meaningful bytes of CHIP_ID.
+		if g == Turin && len(hwid) == 8 && allZero(r.ChipID[8:]) {
+			hwid = append(append([]byte(nil), hwid...), make([]byte, 56)...)
+		}
 		if !bytes.Equal(hwid, r.ChipID[:]) {
 			return fmt.Errorf("%w: VCEK HW_ID differs from the report's CHIP_ID", ErrTCB)
 		}
@@ -327,4 +331,13 @@ func Verify(r *Report, key *x509.Certificate, roots *Roots, now time.Time) (*Res
 		}
 	}
 	return nil, first
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
