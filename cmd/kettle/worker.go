@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/jobs"
+	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/source"
+	"github.com/kettle-build/kettle/worker"
+)
+
+func init() {
+	register("worker", "build jobs of a kettle cluster (--nats URL); --once: one job, then exit", runWorkerCmd)
+}
+
+type workerFlags struct {
+	natsURL, name, attester, sandboxMode, builderID, workDir, logLevel string
+	once, allowLocal, allowPrivate                                     bool
+	buildTimeout, shutdownMax                                          time.Duration
+}
+
+func runWorkerCmd(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	var c workerFlags
+	host, _ := os.Hostname()
+	fs.StringVar(&c.natsURL, "nats", "", "URL of the NATS JetStream cluster to join (required)")
+	fs.BoolVar(&c.once, "once", false, "build one job, then exit (a fresh confidential VM per build)")
+	fs.StringVar(&c.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "worker name shown in job logs")
+	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
+	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
+	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long a running build may finish before it is marked Interrupted")
+	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
+	fs.StringVar(&c.workDir, "work-dir", filepath.Join(os.TempDir(), "kettle-worker"), "directory for job work trees")
+	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
+	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintln(os.Stderr, "kettle worker:", err)
+		return exitBadArgs
+	}
+	if c.natsURL == "" || fs.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "kettle worker: --nats URL is required and no arguments are taken")
+		return exitBadArgs
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle worker: --log-level:", err)
+		return exitBadArgs
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := workerMain(ctx, c, logger); err != nil {
+		logger.Error("kettle worker failed", "err", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
+	runner, err := sandbox.New(c.sandboxMode)
+	if err != nil {
+		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
+	}
+	att, err := attest.New(ctx, c.attester)
+	if err != nil {
+		return fmt.Errorf("--attester %s: %w", c.attester, err)
+	}
+	if att.Platform() == "insecure" {
+		logger.Warn("!!! INSECURE ATTESTER: no TEE in use; evidence is NOT hardware-backed and `kettle verify` rejects it without --allow-insecure !!!",
+			"detection", strings.Join(attest.Detect().Reasons, "; "))
+	}
+	// Leftovers of a killed worker are garbage: the store re-runs or
+	// interrupts its jobs.
+	if err := os.RemoveAll(c.workDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
+		return err
+	}
+	store, err := jobs.Connect(ctx, c.natsURL, jobs.WithLogger(logger), jobs.WithTempDir(c.workDir))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	b := worker.New(worker.Config{
+		WorkDir:      c.workDir,
+		SourcePolicy: source.Policy{AllowLocal: c.allowLocal, AllowPrivateNetworks: c.allowPrivate},
+		Runner:       runner,
+		Attester:     att,
+		BuilderID:    c.builderID,
+		BuildTimeout: c.buildTimeout,
+		Logger:       logger,
+	})
+	logger.Info("kettle worker joined", "nats", c.natsURL, "name", c.name, "once", c.once,
+		"sandbox", runner.Name(), "attester", att.Platform())
+
+	// The worker stops taking jobs when ctx ends (SIGTERM); a build in
+	// progress may finish within --shutdown-timeout.
+	done := make(chan error, 1)
+	go func() {
+		if c.once {
+			done <- store.RunOnce(ctx, c.name, b)
+		} else {
+			done <- store.RunWorker(ctx, c.name, b)
+		}
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("stopping: no new jobs; waiting for the running build", "deadline", c.shutdownMax.String())
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownMax)
+	defer cancel()
+	if err := store.Shutdown(sctx); err != nil {
+		logger.Warn("shutdown", "err", err)
+	}
+	return <-done
+}
