@@ -73,9 +73,9 @@ type LocalPackage struct {
 	Rel string // Dir relative to the project directory, slash-separated
 }
 
-// GitHead returns the HEAD commit of the git work tree at dir, or an error
-// when dir is not a clean git work tree. Replaced in tests.
-var GitHead = func(dir string) (string, error) {
+// gitHead returns the HEAD commit of the git work tree at dir, or an error
+// when dir is not a clean git work tree.
+func gitHead(dir string) (string, error) {
 	git := func(args ...string) (string, error) {
 		// The checkout is not kettle's: no config of it may run programs.
 		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false"}, args...)...)
@@ -140,7 +140,7 @@ func (lf *Lockfile) Dependencies(local map[string]LocalPackage) ([]provenance.De
 			if !ok {
 				continue // a workspace member or a path dependency inside the project
 			}
-			commit, err := GitHead(lp.Dir)
+			commit, err := gitHead(lp.Dir)
 			if err != nil {
 				return nil, fmt.Errorf("%w: path dependency %s at %s: %v (it must be a clean git checkout to be recorded)", ErrLockfile, id, lp.Rel, err)
 			}
