@@ -188,6 +188,14 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Nonce: make([]byte, 17)}); failure.KindOf(err) != failure.InvalidSource {
 		t.Errorf("17-byte nonce: %v", err)
 	}
+	for _, bad := range []string{dir, filepath.Dir(dir)} {
+		if _, err := Run(t.Context(), Options{Dir: dir, OutDir: bad, Runner: noSandbox()}); err == nil {
+			t.Errorf("OutDir %s holding the project accepted", bad)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sh.lock")); err != nil {
+		t.Fatal("project deleted")
+	}
 }
 
 // TestDirtyWorkingTree: a second build of the same checkout (with build

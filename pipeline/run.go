@@ -87,6 +87,10 @@ func newRun(opts Options) (*run, error) {
 	} else if opts.OutDir, err = filepath.Abs(opts.OutDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "bad output directory")
 	}
+	// OutDir is deleted first: it must not hold the project.
+	if out := filepath.Clean(opts.OutDir); out == dir || strings.HasPrefix(dir, out+string(filepath.Separator)) || out == "/" {
+		return nil, failure.New(failure.InternalError, "the output directory must not contain the project")
+	}
 	if opts.BuilderID == "" {
 		opts.BuilderID = DefaultBuilderID
 	}
