@@ -209,6 +209,11 @@ func (p *jsonParser) literal(rest string) error {
 func (p *jsonParser) str(max int, what string) (string, error) {
 	var buf []byte
 	err := p.stringChunks(func(seg []byte, escaped bool) error {
+		if !escaped {
+			if err := noCtl(seg); err != nil {
+				return err
+			}
+		}
 		if len(buf)+len(seg) > max {
 			return errorf(http.StatusBadRequest, "%s is longer than %d bytes", what, max)
 		}
@@ -224,7 +229,8 @@ func (p *jsonParser) str(max int, what string) (string, error) {
 
 // stringChunks streams the rest of a JSON string to fn: runs of raw bytes
 // (escaped=false) straight from the read buffer, and decoded escapes
-// (escaped=true). Raw control characters are refused, as JSON requires.
+// (escaped=true). fn must refuse raw control characters (noCtl), as JSON
+// requires; the base64 decoder does so in its own per-byte pass.
 func (p *jsonParser) stringChunks(fn func(seg []byte, escaped bool) error) error {
 	var esc [8]byte
 	for {
@@ -242,9 +248,6 @@ func (p *jsonParser) stringChunks(fn func(seg []byte, escaped bool) error) error
 			i = len(chunk)
 		}
 		if i > 0 {
-			if bytes.IndexFunc(chunk[:i], func(r rune) bool { return r < 0x20 }) >= 0 {
-				return malformed("control character in a string")
-			}
 			if err := fn(chunk[:i], false); err != nil {
 				return err
 			}
@@ -314,6 +317,23 @@ func (p *jsonParser) stringChunks(fn func(seg []byte, escaped bool) error) error
 	}
 }
 
+// noCtl refuses raw control characters in a string.
+func noCtl(seg []byte) error {
+	for _, c := range seg {
+		if c < 0x20 {
+			return malformed("control character in a string")
+		}
+	}
+	return nil
+}
+
+func skipString(seg []byte, escaped bool) error {
+	if escaped {
+		return nil
+	}
+	return noCtl(seg)
+}
+
 func (p *jsonParser) hex4() (rune, error) {
 	var r rune
 	for range 4 {
@@ -348,7 +368,7 @@ func (p *jsonParser) skip(depth int) error {
 	}
 	switch c {
 	case '"':
-		return p.stringChunks(func([]byte, bool) error { return nil })
+		return p.stringChunks(skipString)
 	case 't':
 		return p.literal("rue")
 	case 'f':
@@ -379,7 +399,7 @@ func (p *jsonParser) skip(depth int) error {
 				} else if k != '"' {
 					return malformed("expected a field name at offset %d", p.off-1)
 				}
-				if err := p.stringChunks(func([]byte, bool) error { return nil }); err != nil {
+				if err := p.stringChunks(skipString); err != nil {
 					return err
 				}
 				if k, err := p.next(); err != nil {
@@ -552,6 +572,9 @@ func (d *b64decoder) write(seg []byte, escaped bool) error {
 				return malformed("control character in a string")
 			}
 		default:
+			if c < 0x20 && !escaped {
+				return malformed("control character in a string")
+			}
 			if c == '-' || c == '_' {
 				return invalidB64("URL-safe character %q at character %d; use the standard alphabet", c, d.raw+int64(i))
 			}

@@ -1,0 +1,197 @@
+package request
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"mime/multipart"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// largeBody streams a POST /build body carrying size random archive bytes
+// (starting with a ZIP magic) as JSON base64 or as a multipart file part,
+// and reports their sha256 once fully read.
+func largeBody(size int64, asMultipart bool) (body io.Reader, contentType string, sum func() string) {
+	pr, pw := io.Pipe()
+	var digest string
+	done := make(chan struct{})
+	ct := "application/json"
+	mw := multipart.NewWriter(io.Discard)
+	if asMultipart {
+		ct = mw.FormDataContentType()
+	}
+	go func() {
+		defer close(done)
+		h := sha256.New()
+		bw := bufio.NewWriterSize(pw, 1<<20)
+		var dst io.Writer
+		var closeDst func() error
+		if asMultipart {
+			fmt.Fprintf(bw, "--%s\r\nContent-Disposition: form-data; name=\"nonce\"\r\n\r\n%s\r\n", mw.Boundary(), nonce16)
+			fmt.Fprintf(bw, "--%s\r\nContent-Disposition: form-data; name=\"source\"; filename=\"big.zip\"\r\nContent-Type: application/zip\r\n\r\n", mw.Boundary())
+			dst, closeDst = bw, func() error { return nil }
+		} else {
+			bw.WriteString(`{"nonce":"` + nonce16 + `","source_name":"big.zip","source_data":"`)
+			enc := base64.NewEncoder(base64.StdEncoding, bw)
+			dst, closeDst = enc, enc.Close
+		}
+		rng := rand.NewChaCha8([32]byte{1})
+		buf := make([]byte, 1<<20)
+		for left := size; left > 0; {
+			n := int(min(left, int64(len(buf))))
+			rng.Read(buf[:n])
+			if left == size {
+				copy(buf, "PK\x03\x04")
+			}
+			h.Write(buf[:n])
+			if _, err := dst.Write(buf[:n]); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			left -= int64(n)
+		}
+		closeDst()
+		if asMultipart {
+			fmt.Fprintf(bw, "\r\n--%s--\r\n", mw.Boundary())
+		} else {
+			bw.WriteString(`"}`)
+		}
+		bw.Flush()
+		digest = hex.EncodeToString(h.Sum(nil))
+		pw.Close()
+	}()
+	return pr, ct, func() string { <-done; return digest }
+}
+
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// memSampler records the peak RSS and Go heap while a parse runs.
+type memSampler struct {
+	baseRSS, peakRSS, baseHeap, peakHeap atomic.Int64
+	stop                                 chan struct{}
+	wg                                   sync.WaitGroup
+}
+
+func startSampler() *memSampler {
+	runtime.GC()
+	s := &memSampler{stop: make(chan struct{})}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.baseRSS.Store(rssBytes())
+	s.baseHeap.Store(int64(ms.HeapInuse))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if r := rssBytes(); r > s.peakRSS.Load() {
+				s.peakRSS.Store(r)
+			}
+			if h := int64(ms.HeapInuse); h > s.peakHeap.Load() {
+				s.peakHeap.Store(h)
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *memSampler) finish() (rssGrowth, heapGrowth int64) {
+	close(s.stop)
+	s.wg.Wait()
+	return s.peakRSS.Load() - s.baseRSS.Load(), s.peakHeap.Load() - s.baseHeap.Load()
+}
+
+// TestLargeUploadBoundedMemory sends a 1 GiB archive (64 MiB under -race or
+// -short) through both parsers and checks that resident memory grows by
+// less than 64 MiB (SPEC §9) while the spooled file is exact.
+func TestLargeUploadBoundedMemory(t *testing.T) {
+	size := int64(1 << 30)
+	if raceEnabled || testing.Short() {
+		size = 64 << 20
+	}
+	for _, mp := range []bool{false, true} {
+		name := "json"
+		if mp {
+			name = "multipart"
+		}
+		t.Run(name, func(t *testing.T) {
+			spoolDir := t.TempDir()
+			body, ct, sum := largeBody(size, mp)
+			s := startSampler()
+			start := time.Now()
+			var b *Build
+			var err error
+			if mp {
+				b, err = ParseMultipart(context.Background(), ct, body, spoolDir, 1<<30)
+			} else {
+				b, err = ParseJSON(context.Background(), ct, body, spoolDir, 1<<30)
+			}
+			elapsed := time.Since(start)
+			rss, heap := s.finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Remove()
+			if b.ArchiveSize != size || b.ArchiveSHA256 != sum() || b.SourceName != "big.zip" {
+				t.Fatalf("build %+v", b)
+			}
+			if st, err := os.Stat(b.ArchivePath); err != nil || st.Size() != size {
+				t.Fatalf("spool file: %v %v", st, err)
+			}
+			t.Logf("%s: %d MiB archive in %v (%.0f MiB/s); peak RSS growth %.1f MiB, peak heap growth %.1f MiB",
+				name, size>>20, elapsed.Round(time.Millisecond), float64(size)/(1<<20)/elapsed.Seconds(), float64(rss)/(1<<20), float64(heap)/(1<<20))
+			if rss > 64<<20 {
+				t.Errorf("resident memory grew by %d MiB (budget 64 MiB)", rss>>20)
+			}
+		})
+	}
+}
+
+// BenchmarkParseJSON measures the parser alone on a 64 MiB archive body
+// held in memory: JSON scanning, base64 decoding, sha256 and the spool write.
+func BenchmarkParseJSON(b *testing.B) {
+	const size = 64 << 20
+	body, ct, _ := largeBody(size, false)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	b.SetBytes(size)
+	for b.Loop() {
+		bd, err := ParseJSON(context.Background(), ct, bytes.NewReader(data), dir, 1<<30)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bd.Remove()
+	}
+}
