@@ -6,7 +6,9 @@ import (
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/toolchain"
 	"github.com/kettle-build/kettle/toolchain/cargo"
+	"github.com/kettle-build/kettle/toolchain/gomod"
 	"github.com/kettle-build/kettle/toolchain/nix"
+	"github.com/kettle-build/kettle/toolchain/pnpm"
 )
 
 // Detector maps a marker file in the project root to the toolchain driver
@@ -24,6 +26,11 @@ type Detector struct {
 var Detectors = []Detector{
 	{"flake.nix", nix.New},
 	{"Cargo.lock", cargo.New},
+	{"pnpm-lock.yaml", pnpm.New},
+	// go.sum is Go's lockfile; a module without one (no requirements) is
+	// built with go.mod as its lockfile.
+	{"go.sum", gomod.New},
+	{"go.mod", gomod.NewModOnly},
 }
 
 // Detect picks the driver of the project in dir: the first Detectors entry
