@@ -22,6 +22,21 @@ func BenchmarkBundleKexNoHash(b *testing.B) {
 	}
 }
 
+// BenchmarkBundleKexNoHashCold is the same with the verified-chain cache
+// emptied before every verification (a process verifying one bundle).
+func BenchmarkBundleKexNoHashCold(b *testing.B) {
+	ctx := context.Background()
+	skip := func(o *options) { o.skipArtifacts = true }
+	amd := DefaultTrustRoots().AMD()
+	for b.Loop() {
+		amd.ResetCache()
+		r, err := Bundle(ctx, kexDir, skip, WithNonce(make([]byte, 16)))
+		if err != nil || !r.Passed() {
+			b.Fatal(err, r.Failed())
+		}
+	}
+}
+
 // BenchmarkBundleKex is the full verification, artifact hashing included.
 func BenchmarkBundleKex(b *testing.B) {
 	ctx := context.Background()

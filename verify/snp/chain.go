@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
 	"embed"
@@ -33,6 +34,50 @@ type Roots struct {
 
 	once                sync.Once
 	rootPool, interPool *x509.CertPool
+
+	// chains memoizes verified chains by the endorsement key's DER: a fleet's
+	// evidence reuses a handful of VCEKs, and the two RSA-4096 signatures
+	// are most of an az-snp verification. An entry is used only at times
+	// inside every certificate's validity period.
+	mu     sync.Mutex
+	chains map[[32]byte]*cachedChain
+}
+
+type cachedChain struct {
+	chain     Chain
+	notBefore time.Time // latest NotBefore in the chain
+	notAfter  time.Time // earliest NotAfter in the chain
+}
+
+const maxCachedChains = 1024
+
+func (r *Roots) cached(key *x509.Certificate, now time.Time) (*Chain, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.chains[sha256.Sum256(key.Raw)]
+	if !ok || now.Before(c.notBefore) || now.After(c.notAfter) {
+		return nil, false
+	}
+	ch := c.chain
+	return &ch, true
+}
+
+func (r *Roots) remember(ch *Chain) {
+	c := &cachedChain{chain: *ch, notAfter: ch.Key.NotAfter}
+	for _, x := range []*x509.Certificate{ch.Key, ch.Intermediate, ch.ARK} {
+		if x.NotBefore.After(c.notBefore) {
+			c.notBefore = x.NotBefore
+		}
+		if x.NotAfter.Before(c.notAfter) {
+			c.notAfter = x.NotAfter
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.chains == nil || len(r.chains) >= maxCachedChains {
+		r.chains = map[[32]byte]*cachedChain{}
+	}
+	r.chains[sha256.Sum256(ch.Key.Raw)] = c
 }
 
 //go:embed roots/*.pem
@@ -149,6 +194,9 @@ type Chain struct {
 // signature (RSASSA-PSS SHA-384 for AMD's certificates), validity periods, and
 // a chain of exactly three certificates.
 func VerifyChain(key *x509.Certificate, roots *Roots, now time.Time) (*Chain, error) {
+	if ch, ok := roots.cached(key, now); ok {
+		return ch, nil
+	}
 	rp, ip := roots.pools()
 	chains, err := key.Verify(x509.VerifyOptions{
 		Roots:         rp,
@@ -171,6 +219,7 @@ func VerifyChain(key *x509.Certificate, roots *Roots, now time.Time) (*Chain, er
 				ch.Generation = g
 			}
 		}
+		roots.remember(ch)
 		return ch, nil
 	}
 	return nil, fmt.Errorf("%w: %s: no chain of length 3 (VEK→ASK→ARK)", ErrChain, key.Subject.CommonName)
@@ -340,4 +389,11 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// ResetCache forgets every remembered chain (benchmarks of cold verification).
+func (r *Roots) ResetCache() {
+	r.mu.Lock()
+	r.chains = nil
+	r.mu.Unlock()
 }

@@ -108,3 +108,33 @@ func FuzzSNPReport(f *testing.F) {
 		}
 	})
 }
+
+// TestChainCache: a remembered chain is reused only inside its validity.
+func TestChainCache(t *testing.T) {
+	roots, err := ParseRoots(mustPEM(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := x509.ParseCertificate(load(t, "test-vlek.der"))
+	valid := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := VerifyChain(key, roots, valid); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := roots.cached(key, valid); !ok {
+		t.Fatal("chain not remembered")
+	}
+	if _, err := VerifyChain(key, roots, time.Now()); !errors.Is(err, ErrChain) {
+		t.Errorf("expired VLEK verified from the cache: %v", err)
+	}
+}
+
+func mustPEM(t *testing.T) []byte {
+	t.Helper()
+	var all []byte
+	ents, _ := rootFS.ReadDir("roots")
+	for _, e := range ents {
+		b, _ := rootFS.ReadFile("roots/" + e.Name())
+		all = append(all, b...)
+	}
+	return all
+}
