@@ -326,6 +326,11 @@ func TestQueuePositionsAndLimit(t *testing.T) {
 	// The first job is taken: the others move up, each logging it once.
 	waitFor(t, func() bool { g, _ := s.Get(context.Background(), ids[0]); return g.Status == StatusRunning })
 	waitFor(t, func() bool { g, _ := s.Get(context.Background(), ids[2]); return g.Position == 1 })
+	// Let the position events be written before the next job is taken.
+	waitFor(t, func() bool {
+		c := newCursor(ids[2])
+		return s.load(context.Background(), c) == nil && c.last != nil && c.last.Type == events.Queued && c.last.Position == 1
+	})
 	close(release)
 	for i, id := range ids {
 		evs := collect(t, s, id, 0)

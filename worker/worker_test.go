@@ -339,3 +339,15 @@ func TestCargoGitEndToEnd(t *testing.T) {
 		t.Fatal("provenance does not record the commit")
 	}
 }
+
+func FuzzTopName(f *testing.F) {
+	for _, s := range []string{"proj.tar.gz", "/a/b.zip", "..", "a\x00b", "x/.."} {
+		f.Add("", s)
+	}
+	f.Fuzz(func(t *testing.T, top, name string) {
+		got := TopName(top, name)
+		if !ok(got) || strings.ContainsAny(got, "/\\\x00") || got == "." || got == ".." {
+			t.Fatalf("TopName(%q, %q) = %q", top, name, got)
+		}
+	})
+}
