@@ -72,7 +72,7 @@ func (d *shDriver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst st
 	return out, nil
 }
 
-func withShDriver(t *testing.T, d *shDriver) string {
+func withShDriver(t testing.TB, d *shDriver) string {
 	old := Detectors
 	Detectors = []Detector{{"sh.lock", func() toolchain.Driver { return d }}}
 	t.Cleanup(func() { Detectors = old })

@@ -80,7 +80,7 @@ func copyTree(t *testing.T, src, dst string) {
 	}
 }
 
-func gitRun(t *testing.T, dir string, args ...string) string {
+func gitRun(t testing.TB, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
@@ -105,7 +105,7 @@ func gitProject(t *testing.T, name, dst string) string {
 	return gitRun(t, dst, "rev-parse", "HEAD")
 }
 
-func toolEnv(t *testing.T) []string {
+func toolEnv(testing.TB) []string {
 	env := DefaultEnv()
 	home, _ := os.UserHomeDir()
 	path := toolchainPath(env) + ":" + filepath.Join(home, ".cargo", "bin")

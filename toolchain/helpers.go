@@ -102,12 +102,8 @@ func isExec(p string) bool {
 func FindTool(ctx context.Context, env []string, name string) (string, error) {
 	if name == "cargo" || name == "rustc" {
 		if rustup, err := LookPath(env, "rustup"); err == nil {
-			cmd := exec.CommandContext(ctx, rustup, "which", name)
-			cmd.Env = env
-			if out, err := cmd.Output(); err == nil {
-				if p := strings.TrimSpace(string(out)); p != "" && isExec(p) {
-					return filepath.EvalSymlinks(p)
-				}
+			if p, ok := rustupWhich(ctx, env, rustup, name); ok {
+				return p, nil
 			}
 		}
 	}
@@ -118,10 +114,91 @@ func FindTool(ctx context.Context, env []string, name string) (string, error) {
 	return filepath.EvalSymlinks(p)
 }
 
+// rustupWhich asks rustup for the binary of name. Answers are cached per
+// process while rustup's settings file and the binary are unchanged: a
+// `rustup which` costs tens of milliseconds on every build otherwise.
+func rustupWhich(ctx context.Context, env []string, rustup, name string) (string, bool) {
+	home := Getenv(env, "RUSTUP_HOME")
+	if home == "" {
+		home = filepath.Join(Getenv(env, "HOME"), ".rustup")
+	}
+	settings := fileID(filepath.Join(home, "settings.toml"))
+	key := strings.Join([]string{name, rustup, home, Getenv(env, "RUSTUP_TOOLCHAIN"), Getenv(env, "PATH")}, "\x00")
+	toolCache.Lock()
+	c, ok := toolCache.which[key]
+	toolCache.Unlock()
+	if ok && c.settings == settings && c.bin == fileID(c.path) {
+		return c.path, true
+	}
+	cmd := exec.CommandContext(ctx, rustup, "which", name)
+	cmd.Env = env
+	out, err := cmd.Output()
+	if err != nil {
+		return "", false
+	}
+	p := strings.TrimSpace(string(out))
+	if p == "" || !isExec(p) {
+		return "", false
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return "", false
+	}
+	toolCache.Lock()
+	toolCache.which[key] = whichEntry{path: p, settings: settings, bin: fileID(p)}
+	toolCache.Unlock()
+	return p, true
+}
+
+// fileID identifies a file's current version (device, inode, size, mtime,
+// ctime); "" when it does not exist.
+func fileID(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprint(st.Dev, st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano())
+}
+
+type whichEntry struct{ path, settings, bin string }
+
+type hashEntry struct {
+	id   string
+	tool provenance.Tool
+}
+
+// toolCache remembers tool lookups and hashes for the life of the process.
+var toolCache = struct {
+	sync.Mutex
+	which map[string]whichEntry
+	hash  map[string]hashEntry
+}{which: map[string]whichEntry{}, hash: map[string]hashEntry{}}
+
 // HashTool describes the tool binary at path: version is the trimmed output
 // of `<path> --version`, the digest is the sha256 of the file. The version
 // command runs in this (trusted) process, before any build step.
+//
+// Results are cached per process while the file is unchanged (same inode,
+// size, mtime and ctime): hashing a 40 MB cargo on every build is the
+// largest fixed cost of a small build.
 func HashTool(ctx context.Context, w *Workspace, name, path string) (provenance.Tool, error) {
+	id := fileID(path)
+	key := name + "\x00" + path
+	toolCache.Lock()
+	c, ok := toolCache.hash[key]
+	toolCache.Unlock()
+	if ok && id != "" && c.id == id {
+		return c.tool, nil
+	}
+	tool, err := hashTool(ctx, w, name, path)
+	if err == nil && id != "" && fileID(path) == id {
+		toolCache.Lock()
+		toolCache.hash[key] = hashEntry{id: id, tool: tool}
+		toolCache.Unlock()
+	}
+	return tool, err
+}
+
+func hashTool(ctx context.Context, w *Workspace, name, path string) (provenance.Tool, error) {
 	sum, err := SHA256File(path)
 	if err != nil {
 		return provenance.Tool{}, fmt.Errorf("hash %s: %w", name, err)

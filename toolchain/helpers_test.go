@@ -132,3 +132,23 @@ func TestUnsetEnv(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+// TestHashToolCache: a changed binary is hashed again.
+func TestHashToolCache(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tool")
+	os.WriteFile(p, []byte("#!/bin/sh\necho tool 1\n"), 0o755)
+	w := &Workspace{Dir: dir, Env: []string{"PATH=" + dir}}
+	a, err := HashTool(t.Context(), w, "tool", p)
+	if err != nil || a.Version != "tool 1" {
+		t.Fatalf("%+v %v", a, err)
+	}
+	if b, _ := HashTool(t.Context(), w, "tool", p); b != a {
+		t.Fatalf("cached %+v != %+v", b, a)
+	}
+	os.WriteFile(p, []byte("#!/bin/sh\necho tool 2.0\n"), 0o755)
+	b, err := HashTool(t.Context(), w, "tool", p)
+	if err != nil || b.Version != "tool 2.0" || b.SHA256 == a.SHA256 {
+		t.Fatalf("stale cache: %+v %v", b, err)
+	}
+}

@@ -1,0 +1,43 @@
+package pipeline
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/kettle-build/kettle/toolchain"
+	"github.com/kettle-build/kettle/toolchain/cargo"
+)
+
+// BenchmarkRunOverhead is the pipeline's own cost per build (git context,
+// tree checks, provenance, manifest, result files) around a toolchain whose
+// phases are trivial shell commands.
+func BenchmarkRunOverhead(b *testing.B) {
+	dir := withShDriver(b, &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/a"})
+	gitRun(b, dir, "init", "-q")
+	gitRun(b, dir, "add", "-A")
+	gitRun(b, dir, "commit", "-q", "-m", "x")
+	runner := noSandbox()
+	kettleTool() // the binary is hashed once per process
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Run(b.Context(), Options{Dir: dir, Runner: runner}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCargoInputs is the cost of reading Cargo inputs: Cargo.lock,
+// the manifests, `rustup which` and `--version` of cargo and rustc.
+func BenchmarkCargoInputs(b *testing.B) {
+	env := toolEnv(b)
+	if _, err := toolchain.LookPath(env, "cargo"); err != nil {
+		b.Skip("cargo not installed")
+	}
+	dir := filepath.Join(projectsDir(), "cargo-workspace")
+	w := &toolchain.Workspace{Dir: dir, Env: env}
+	for i := 0; i < b.N; i++ {
+		if _, err := cargo.New().Inputs(b.Context(), w); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
