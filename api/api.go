@@ -176,7 +176,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"remote", r.RemoteAddr,
 	}
 	if rl.jobID != "" {
-		attrs = append(attrs, "job_id", rl.jobID)
+		attrs = append(attrs, "job", rl.jobID)
 	}
 	level := slog.LevelInfo
 	if r.URL.Path == "/health" || r.URL.Path == "/ready" || r.URL.Path == "/metrics" {

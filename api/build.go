@@ -143,7 +143,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jo
 	if src == "" {
 		src = "archive " + sub.SourceName
 	}
-	s.log.Info("build accepted", "job_id", job.ID, "api", api, "source", src, "ref", sub.RepoRef,
+	s.log.Info("build accepted", "job", job.ID, "api", api, "source", src, "ref", sub.RepoRef,
 		"archive_bytes", sub.ArchiveSize)
 	return job, true
 }
@@ -313,7 +313,7 @@ func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		if r.Context().Err() == nil {
-			s.log.Warn("build stream ended", "job_id", id, "err", err)
+			s.log.Warn("build stream ended", "job", id, "err", err)
 		}
 		return
 	}
@@ -323,7 +323,7 @@ func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
 		res.ResultURL = "/build/" + id + "/result"
 		arts, sum, err := s.artifacts(r.Context(), id)
 		if err != nil {
-			s.log.Warn("read artifacts of result", "job_id", id, "err", err)
+			s.log.Warn("read artifacts of result", "job", id, "err", err)
 		}
 		res.Artifacts, res.SHA256 = arts, sum
 	} else if final != nil {

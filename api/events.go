@@ -233,7 +233,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Warn("event stream ended", "job_id", id, "err", err)
+				s.log.Warn("event stream ended", "job", id, "err", err)
 			}
 			return
 		}
@@ -299,6 +299,6 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, id string, e
 	if r.Context().Err() != nil {
 		return // the client left
 	}
-	s.log.Error("store", "job_id", id, "err", err)
+	s.log.Error("store", "job", id, "err", err)
 	httpError(w, http.StatusInternalServerError, "internal error")
 }

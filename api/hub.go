@@ -96,7 +96,7 @@ func (h *hub) run(ctx context.Context, s *Server, id string) {
 		}
 		h.err = err
 		if ctx.Err() == nil {
-			s.log.Warn("watch", "job_id", id, "err", err)
+			s.log.Warn("watch", "job", id, "err", err)
 		}
 	}
 	close(h.notify)

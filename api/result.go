@@ -68,7 +68,7 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, job *jobs.J
 		if rerr != nil {
 			// Headers are gone: all we can do is cut the response short so
 			// the client sees a truncated body rather than a wrong one.
-			s.log.Error("result read", "job_id", job.ID, "err", rerr)
+			s.log.Error("result read", "job", job.ID, "err", rerr)
 			panic(http.ErrAbortHandler)
 		}
 	}

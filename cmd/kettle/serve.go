@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/kettle-build/kettle/api"
+	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/jobs"
+	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/source"
+	"github.com/kettle-build/kettle/worker"
+)
+
+func init() {
+	register("serve", "run the HTTP build service (SPEC §3)", runServe)
+}
+
+// serveByteSize is a flag holding a byte count: 1073741824, 1GiB, 512MiB,
+// 64M, 10KB.
+type serveByteSize int64
+
+func (s *serveByteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
+
+func (s *serveByteSize) Set(v string) error {
+	n, err := parseByteSize(v)
+	if err != nil {
+		return err
+	}
+	*s = serveByteSize(n)
+	return nil
+}
+
+func parseByteSize(v string) (int64, error) {
+	v = strings.TrimSpace(v)
+	i := len(v)
+	for i > 0 && (v[i-1] < '0' || v[i-1] > '9') {
+		i--
+	}
+	num, unit := v[:i], strings.ToLower(strings.TrimSpace(v[i:]))
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q", v)
+	}
+	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+		"mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("invalid size unit in %q", v)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q too large", v)
+	}
+	return n * mult, nil
+}
+
+// serveDuration is a time.Duration flag that also accepts days: 7d, 1d12h.
+type serveDuration time.Duration
+
+func (d *serveDuration) String() string { return time.Duration(*d).String() }
+
+func (d *serveDuration) Set(v string) error {
+	n, err := parseDays(v)
+	if err != nil {
+		return err
+	}
+	*d = serveDuration(n)
+	return nil
+}
+
+func parseDays(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	var days int64
+	if i := strings.IndexByte(v, 'd'); i > 0 {
+		n, err := strconv.ParseInt(v[:i], 10, 64)
+		if err != nil || n < 0 || n > 100000 {
+			return 0, fmt.Errorf("invalid duration %q", v)
+		}
+		days, v = n, v[i+1:]
+	}
+	var rest time.Duration
+	if v != "" {
+		var err error
+		if rest, err = time.ParseDuration(v); err != nil {
+			return 0, fmt.Errorf("invalid duration %q", v)
+		}
+	}
+	return time.Duration(days)*24*time.Hour + rest, nil
+}
+
+type serveConfig struct {
+	listen, dataDir, natsURL  string
+	workers, queueLimit       int
+	maxUpload                 serveByteSize
+	retention                 serveDuration
+	buildTimeout, shutdownMax time.Duration
+	attester, sandboxMode     string
+	singleBuild               bool
+	allowLocal, allowPrivate  bool
+	authTokenFile, builderID  string
+	cors, logFormat, logLevel string
+	maxEvents                 int
+}
+
+func runServe(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var c serveConfig
+	c.maxUpload = serveByteSize(api.DefaultMaxUpload)
+	c.retention = serveDuration(7 * 24 * time.Hour)
+	fs.StringVar(&c.listen, "listen", ":8080", "address to listen on (KETTLE_PORT is honoured when unset)")
+	fs.StringVar(&c.dataDir, "data-dir", "./kettle-data", "directory of the embedded job store, uploads and work trees")
+	fs.StringVar(&c.natsURL, "nats", "", "join an external NATS JetStream cluster instead of the embedded store")
+	fs.IntVar(&c.workers, "workers", 1, "builds run in parallel by this process (with --nats: 0 unless given)")
+	fs.IntVar(&c.queueLimit, "queue-limit", 100, "queued jobs before submissions answer 503 (0 = no limit)")
+	fs.Var(&c.maxUpload, "max-upload", "largest uploaded source archive (e.g. 1GiB)")
+	fs.Var(&c.retention, "retention", "how long results and logs are kept (e.g. 7d)")
+	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
+	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long running builds may finish before they are marked Interrupted")
+	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
+	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.BoolVar(&c.singleBuild, "single-build", false, "accept exactly one build, ever (confidential-VM mode)")
+	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
+	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
+	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require this bearer token (file content) on POST routes")
+	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
+	fs.StringVar(&c.cors, "cors-origins", "*", "comma-separated origins allowed by CORS (empty: no CORS)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.IntVar(&c.maxEvents, "max-events", 100000, "events kept per build log; the rest is summarised in one event")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		fmt.Fprintln(os.Stderr, "kettle serve:", err)
+		return exitBadArgs
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "kettle serve: unexpected argument %q\n", fs.Arg(0))
+		return exitBadArgs
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["listen"] {
+		if p := os.Getenv("KETTLE_PORT"); p != "" { // the peer's variable
+			c.listen = ":" + p
+		}
+	}
+	if c.natsURL != "" && !set["workers"] {
+		c.workers = 0 // a clustered front end builds only when asked to
+	}
+	logger, err := newServeLogger(c.logFormat, c.logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kettle serve:", err)
+		return exitBadArgs
+	}
+	slog.SetDefault(logger)
+	if err := serve(ctx, c, logger); err != nil {
+		logger.Error("kettle serve failed", "err", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func newServeLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}
+
+// observedBuilder records each build in the metrics.
+type observedBuilder struct {
+	b jobs.Builder
+	m *api.Metrics
+}
+
+func (o observedBuilder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
+	start := time.Now()
+	queued := time.Duration(-1)
+	if !job.CreatedAt.IsZero() {
+		queued = start.Sub(job.CreatedAt)
+	}
+	ts := &api.ToolchainSink{Next: sink}
+	out, err := o.b.Build(ctx, job, src, ts)
+	tc := ts.Toolchain()
+	if out != nil && out.Toolchain != "" {
+		tc = out.Toolchain
+	}
+	o.m.ObserveBuild(tc, queued, time.Since(start), err)
+	return out, err
+}
+
+func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
+	var token string
+	if c.authTokenFile != "" {
+		b, err := os.ReadFile(c.authTokenFile)
+		if err != nil {
+			return fmt.Errorf("--auth-token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return errors.New("--auth-token-file is empty")
+		}
+	}
+	dataDir, err := filepath.Abs(c.dataDir)
+	if err != nil {
+		return err
+	}
+	spool := filepath.Join(dataDir, "spool")
+	work := filepath.Join(dataDir, "work")
+	// Leftovers of a previous process (killed mid-upload or mid-build) are
+	// garbage: accepted jobs live in the store, not here. They are moved
+	// aside and removed in the background, since a child of the killed
+	// process (git, the sandbox) may still be writing into them.
+	for _, d := range []string{spool, work} {
+		if _, err := os.Stat(d); err == nil {
+			trash := filepath.Join(dataDir, fmt.Sprintf("trash-%d-%s", time.Now().UnixNano(), filepath.Base(d)))
+			if err := os.Rename(d, trash); err != nil {
+				return fmt.Errorf("move aside %s: %w", filepath.Base(d), err)
+			}
+		}
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	go removeTrash(dataDir, logger)
+
+	storeOpts := []jobs.Option{
+		jobs.WithQueueLimit(c.queueLimit),
+		jobs.WithRetention(time.Duration(c.retention)),
+		jobs.WithMaxEvents(c.maxEvents),
+		jobs.WithLogger(logger),
+	}
+	if c.singleBuild {
+		storeOpts = append(storeOpts, jobs.WithSingleBuild())
+	}
+	var store *jobs.Store
+	if c.natsURL != "" {
+		store, err = jobs.Connect(ctx, c.natsURL, storeOpts...)
+	} else {
+		store, err = jobs.OpenEmbedded(ctx, filepath.Join(dataDir, "store"), storeOpts...)
+	}
+	if err != nil {
+		return fmt.Errorf("open job store: %w", err)
+	}
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := api.NewMetrics()
+	if qd, ok := any(store).(interface {
+		QueueDepth(context.Context) (int, error)
+	}); ok {
+		metrics.SetQueueDepth(qd.QueueDepth)
+	}
+
+	policy := source.Policy{AllowLocal: c.allowLocal, AllowPrivateNetworks: c.allowPrivate}
+	workerCtx, stopWorkers := context.WithCancel(context.Background())
+	defer stopWorkers()
+	var workersDone sync.WaitGroup
+	if c.workers > 0 {
+		runner, err := sandbox.New(c.sandboxMode)
+		if err != nil {
+			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
+		}
+		att, err := attest.New(ctx, c.attester)
+		if err != nil {
+			return fmt.Errorf("--attester %s: %w", c.attester, err)
+		}
+		if att.Platform() == "insecure" {
+			d := attest.Detect()
+			logger.Warn("!!! INSECURE ATTESTER: no TEE in use; evidence is NOT hardware-backed and `kettle verify` rejects it without --allow-insecure !!!",
+				"attester", c.attester, "detection", strings.Join(d.Reasons, "; "))
+		} else {
+			logger.Info("attester", "platform", att.Platform())
+		}
+		logger.Info("sandbox", "runner", runner.Name())
+		b := observedBuilder{worker.New(worker.Config{
+			WorkDir: work, SourcePolicy: policy, Runner: runner, Attester: att,
+			BuilderID: c.builderID, BuildTimeout: c.buildTimeout, Logger: logger,
+		}), metrics}
+		host, _ := os.Hostname()
+		for i := 0; i < c.workers; i++ {
+			name := fmt.Sprintf("%s-%d-w%d", host, os.Getpid(), i)
+			workersDone.Add(1)
+			go func() {
+				defer workersDone.Done()
+				if err := store.RunWorker(workerCtx, name, b); err != nil && workerCtx.Err() == nil {
+					logger.Error("worker stopped", "worker", name, "err", err)
+				}
+			}()
+		}
+	}
+
+	var origins []string
+	for _, o := range strings.Split(c.cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	h := api.New(store,
+		api.WithMaxUpload(int64(c.maxUpload)),
+		api.WithSpoolDir(spool),
+		api.WithAuthToken(token),
+		api.WithRepoChecker(func(ctx context.Context, url, ref string) error {
+			return source.CheckRepo(ctx, url, ref, policy)
+		}),
+		api.WithCORS(origins...),
+		api.WithLogger(logger),
+		api.WithMetrics(reg, reg),
+		api.WithMetricsCollector(metrics),
+	)
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.New(slogWriter{logger}, "", 0),
+		// No Read/WriteTimeout: uploads and SSE streams are long; the api
+		// sets per-write deadlines instead.
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("kettle serve listening", "addr", ln.Addr().String(), "data_dir", dataDir, "nats", c.natsURL,
+		"workers", c.workers, "queue_limit", c.queueLimit, "max_upload", int64(c.maxUpload),
+		"retention", time.Duration(c.retention).String(), "single_build", c.singleBuild, "auth", token != "")
+
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+
+	// Graceful shutdown: stop accepting now; running builds may finish
+	// (their watchers and synchronous submitters get the result) up to
+	// --shutdown-timeout, after which the store marks them Interrupted.
+	logger.Info("shutting down: no new connections; waiting for running builds", "deadline", c.shutdownMax.String())
+	httpDone := make(chan error, 1)
+	httpCtx, cancelHTTP := context.WithCancel(context.Background())
+	defer cancelHTTP()
+	go func() { httpDone <- srv.Shutdown(httpCtx) }()
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownMax)
+	if err := store.Shutdown(sctx); err != nil {
+		logger.Warn("store shutdown", "err", err)
+	}
+	cancel()
+	stopWorkers()
+	workersDone.Wait()
+	// Let streams deliver the final events, then cut what is left.
+	select {
+	case <-httpDone:
+	case <-time.After(5 * time.Second):
+		cancelHTTP()
+		srv.Close()
+	}
+	logger.Info("kettle serve stopped")
+	return nil
+}
+
+// removeTrash deletes the moved-aside leftovers of earlier runs, retrying
+// while stray children of a killed process finish.
+func removeTrash(dataDir string, logger *slog.Logger) {
+	matches, _ := filepath.Glob(filepath.Join(dataDir, "trash-*"))
+	for _, m := range matches {
+		var err error
+		for i := 0; i < 30; i++ {
+			if err = os.RemoveAll(m); err == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil {
+			logger.Warn("cannot remove leftovers of an earlier run", "dir", filepath.Base(m), "err", err)
+		}
+	}
+}
+
+// slogWriter routes net/http's internal log lines to slog.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn("http server", "msg", strings.TrimSpace(string(p)))
+	return len(p), nil
+}
