@@ -183,15 +183,23 @@ func Evaluate(res *Result, c *Collateral, now time.Time) (*TCBStatus, error) {
 			break
 		}
 	}
-	switch {
-	case st.QEStatus == "":
+	if st.QEStatus == "" {
 		return nil, fmt.Errorf("%w: no QE TCB level for ISVSVN %d", ErrCollateral, qe.ISVSVN)
-	case st.QEStatus == pcs.TcbComponentStatusRevoked:
-		return st, fmt.Errorf("%w: QE TCB status is Revoked", ErrRevoked)
-	case st.TDXStatus == pcs.TcbComponentStatusRevoked:
-		return st, fmt.Errorf("%w: platform TCB status is Revoked", ErrRevoked)
 	}
-	return st, nil
+	return st, CheckStatus(st)
+}
+
+// CheckStatus is the TCB status policy of attestation-rs: Revoked (platform
+// or QE) is rejected; every other status, OutOfDate included, is accepted and
+// left for the caller to report.
+func CheckStatus(st *TCBStatus) error {
+	switch {
+	case st.QEStatus == pcs.TcbComponentStatusRevoked:
+		return fmt.Errorf("%w: QE TCB status is Revoked", ErrRevoked)
+	case st.TDXStatus == pcs.TcbComponentStatusRevoked:
+		return fmt.Errorf("%w: platform TCB status is Revoked (advisories %v)", ErrRevoked, st.AdvisoryIDs)
+	}
+	return nil
 }
 
 func minTime(ts ...time.Time) time.Time {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/google/go-tdx-guest/pcs"
 )
 
 var fixtures = filepath.Join("..", "testdata", "attestation")
@@ -121,4 +123,64 @@ func FuzzTDXQuote(f *testing.F) {
 		}
 		Verify(q, nil, pinned)
 	})
+}
+
+func TestStatusPolicy(t *testing.T) {
+	for status, wantErr := range map[pcs.TcbComponentStatus]bool{
+		pcs.TcbComponentStatusUpToDate: false, pcs.TcbComponentStatusOutOfDate: false,
+		pcs.TcbComponentStatusSwHardeningNeeded: false, pcs.TcbComponentStatusRevoked: true,
+	} {
+		err := CheckStatus(&TCBStatus{TDXStatus: status, QEStatus: pcs.TcbComponentStatusUpToDate})
+		if (err != nil) != wantErr || (err != nil && !errors.Is(err, ErrRevoked)) {
+			t.Errorf("platform %s: %v", status, err)
+		}
+		err = CheckStatus(&TCBStatus{TDXStatus: pcs.TcbComponentStatusUpToDate, QEStatus: status})
+		if (err != nil) != wantErr {
+			t.Errorf("QE %s: %v", status, err)
+		}
+	}
+}
+
+// TestMatchTCBLevel: the first level the platform meets decides, so a
+// platform below every UpToDate/OutOfDate level but at a Revoked one is Revoked.
+func TestMatchTCBLevel(t *testing.T) {
+	comps := func(v ...byte) []pcs.TcbComponent {
+		out := make([]pcs.TcbComponent, 16)
+		for i, x := range v {
+			out[i].Svn = x
+		}
+		return out
+	}
+	level := func(sgx, tdx byte, pce uint16, st pcs.TcbComponentStatus) pcs.TcbLevel {
+		return pcs.TcbLevel{Tcb: pcs.Tcb{SgxTcbcomponents: comps(sgx), TdxTcbcomponents: comps(tdx), Pcesvn: pce}, TcbStatus: st}
+	}
+	ti := &pcs.TcbInfo{Fmspc: "00", TcbLevels: []pcs.TcbLevel{
+		level(5, 5, 10, pcs.TcbComponentStatusUpToDate),
+		level(3, 3, 10, pcs.TcbComponentStatusOutOfDate),
+		level(0, 0, 0, pcs.TcbComponentStatusRevoked),
+	}}
+	ext := func(cpusvn byte, pce uint16) *pcs.PckExtensions {
+		e := &pcs.PckExtensions{}
+		e.TCB.CPUSvnComponents = make([]byte, 16)
+		e.TCB.CPUSvnComponents[0] = cpusvn
+		e.TCB.PCESvn = pce
+		return e
+	}
+	body := func(svn byte) *Body { b := &Body{}; b.TEETCBSVN[0] = svn; return b }
+	for _, tc := range []struct {
+		cpusvn, svn byte
+		pce         uint16
+		want        pcs.TcbComponentStatus
+	}{
+		{6, 6, 10, pcs.TcbComponentStatusUpToDate},
+		{5, 4, 10, pcs.TcbComponentStatusOutOfDate},
+		{4, 9, 10, pcs.TcbComponentStatusOutOfDate},
+		{9, 9, 9, pcs.TcbComponentStatusRevoked},
+		{1, 1, 1, pcs.TcbComponentStatusRevoked},
+	} {
+		l, err := matchTCBLevel(ti, body(tc.svn), ext(tc.cpusvn, tc.pce))
+		if err != nil || l.TcbStatus != tc.want {
+			t.Errorf("%+v: %s %v", tc, l.TcbStatus, err)
+		}
+	}
 }
