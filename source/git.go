@@ -289,7 +289,7 @@ func (g *gitCmd) summarise(s string) string {
 
 func (g *gitCmd) fetch(ctx context.Context, fetchURL, ref string, commit bool, dir string) error {
 	if !commit {
-		args := []string{"clone", "--depth=1", "--no-tags", "--single-branch", "--template=", "--quiet"}
+		args := []string{"clone", "--depth=1", "--no-tags", "--single-branch", "--no-local", "--template=", "--quiet"}
 		if ref != "" {
 			args = append(args, "--branch", ref)
 		}
