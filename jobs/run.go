@@ -170,6 +170,10 @@ func (s *Store) handle(name, wid string, b Builder, msg jetstream.Msg) bool {
 			return false
 		}
 	}
+	if s.takeCtx.Err() != nil {
+		_ = msg.Nak() // shutting down: leave it to another worker
+		return false
+	}
 	prev := j.WorkerID
 	if j.Attempts >= maxAttempts {
 		err := failure.New(failure.Interrupted, "build interrupted: its worker stopped %d times before building", j.Attempts)
@@ -267,7 +271,9 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 	} else if errors.Is(cause, errInterrupted) && err != nil {
 		err = failure.Wrap(failure.Interrupted, err, "build interrupted: the service shut down before the build finished")
 	}
-	fctx, fcancel := context.WithTimeout(s.ctx, 2*time.Minute)
+	// Storing a large result takes a while; the bound only guards against
+	// a wedged connection.
+	fctx, fcancel := context.WithTimeout(s.ctx, 15*time.Minute)
 	defer fcancel()
 	if err := s.finish(fctx, log, wid, j, out, err, time.Since(started)); err != nil {
 		log.Error("recording the build outcome failed; the work message will be redelivered", "err", err)
