@@ -3,6 +3,7 @@ package jobs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -572,4 +573,69 @@ func logJSON(evs []logged) string {
 		fmt.Fprintf(&b, "%d %s\n", e.idx, j)
 	}
 	return b.String()
+}
+
+// TestReenqueueLostWorkMessage: a front end died between recording a job
+// and enqueueing it; the janitor puts it on the queue.
+func TestReenqueueLostWorkMessage(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	ctx := context.Background()
+	j := &Job{ID: "6f1c2a54-9b1e-4c36-8f7e-1d2b3c4d5e6f", Status: StatusQueued, CreatedAt: time.Now().Add(-time.Minute).UTC(),
+		Source: Source{URL: "https://example.com/x.git"}, Nonce: "01"}
+	data, _ := json.Marshal(j)
+	if _, err := s.jobs.Create(ctx, j.ID, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.appendEvent(ctx, newCursor(j.ID), events.Event{Type: events.Queued}, nil); err != nil {
+		t.Fatal(err)
+	}
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir()})
+	evs := collect(t, s, j.ID, 0)
+	if r := evs[len(evs)-1].ev.Result; r.Status != "ok" {
+		t.Fatalf("complete %+v", r)
+	}
+}
+
+func TestParallelWorkers(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	var mu sync.Mutex
+	running, peak := 0, 0
+	fb := &fakeBuilder{dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+		mu.Lock()
+		running++
+		if running > peak {
+			peak = running
+		}
+		mu.Unlock()
+		// Hold until three builds run at once (or give up and let the
+		// peak check fail).
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			p := peak
+			mu.Unlock()
+			if p >= 3 {
+				break
+			}
+		}
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return nil
+	}}
+	for i := 0; i < 3; i++ {
+		startWorker(t, s, fmt.Sprint("w", i), fb)
+	}
+	var ids []string
+	for i := 0; i < 6; i++ {
+		ids = append(ids, submitArchive(t, s, fmt.Sprint(i)).ID)
+	}
+	for _, id := range ids {
+		evs := collect(t, s, id, 0)
+		if evs[len(evs)-1].ev.Result.Status != "ok" {
+			t.Fatalf("job %s failed", id)
+		}
+	}
+	if peak != 3 {
+		t.Fatalf("peak parallel builds %d, want 3", peak)
+	}
 }
