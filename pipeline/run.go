@@ -153,8 +153,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the dependency cache")
 	}
 	// Toolchains print absolute paths; the log shows them relative to the
-	// project (and the cache) so no server path reaches a client.
-	hide := strings.NewReplacer(o.Dir+"/", "./", o.Dir, ".", cacheDir, "$KETTLE_CACHE")
+	// project (and the cache) so no server path reaches a client. The
+	// cache comes first: at one position the earlier pattern wins, and the
+	// cache may sit beside or inside the project.
+	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
 	lines := &lineCap{max: o.MaxLogLines, emit: func(l string) { r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l)}) }}
 	w := &toolchain.Workspace{
 		Dir:      o.Dir,
