@@ -46,10 +46,19 @@ func (s *Store) Submit(ctx context.Context, req Request) (*Job, error) {
 	defer s.submitMu.Unlock()
 	if lim := s.cfg.queueLimit; lim > 0 {
 		s.mu.Lock()
-		n := len(s.queuedLocked())
+		waiting := len(s.queuedLocked())
+		running := len(s.active) - waiting
 		s.mu.Unlock()
-		if n >= lim {
-			return nil, ErrQueueFull
+		if waiting >= lim {
+			// Jobs that idle workers are about to take do not count:
+			// two quick submissions to two idle workers both run.
+			idle := 0
+			if alive, err := s.liveWorkers(ctx); err == nil && len(alive) > running {
+				idle = len(alive) - running
+			}
+			if waiting >= lim+idle {
+				return nil, ErrQueueFull
+			}
 		}
 	}
 	if s.cfg.singleBuild {

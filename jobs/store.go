@@ -63,7 +63,8 @@ type config struct {
 }
 
 // WithQueueLimit bounds the number of waiting jobs; Submit answers
-// ErrQueueFull beyond it. n <= 0 means no limit. Default DefaultQueueLimit.
+// ErrQueueFull beyond it. Jobs that idle workers are about to take do not
+// count. n <= 0 means no limit. Default DefaultQueueLimit.
 func WithQueueLimit(n int) Option { return func(c *config) { c.queueLimit = n } }
 
 // WithRetention sets how long job state, logs, sources and results are kept.

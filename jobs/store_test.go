@@ -639,3 +639,34 @@ func TestParallelWorkers(t *testing.T) {
 		t.Fatalf("peak parallel builds %d, want 3", peak)
 	}
 }
+
+// TestQueueLimitIdleWorkers: with two idle workers and a limit of one,
+// two quick submissions both run, a third waits, a fourth is refused.
+func TestQueueLimitIdleWorkers(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithQueueLimit(1))
+	release := make(chan struct{})
+	gate := func(ctx context.Context, j *Job) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), gate: gate})
+	startWorker(t, s, "w2", &fakeBuilder{dir: t.TempDir(), gate: gate})
+	waitFor(t, func() bool { a, _ := s.liveWorkers(context.Background()); return len(a) == 2 })
+	a := submitArchive(t, s, "a")
+	b := submitArchive(t, s, "b")
+	for _, id := range []string{a.ID, b.ID} {
+		waitFor(t, func() bool { g, _ := s.Get(context.Background(), id); return g.Status == StatusRunning })
+	}
+	c := submitArchive(t, s, "c")
+	if c.Position != 0 {
+		t.Fatalf("third job position %d", c.Position)
+	}
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("fourth submit: %v", err)
+	}
+	close(release)
+	collect(t, s, c.ID, 0)
+}
