@@ -477,6 +477,17 @@ func (r *run) tdx(ctx context.Context, env *Envelope) error {
 		return err
 	}
 	r.c.ReportData = q.Body.ReportData[:]
+	if ev.CCEventLog != "" {
+		log, err := b64std("cc_eventlog", ev.CCEventLog)
+		if err != nil {
+			return err
+		}
+		events, err := tdx.CheckEventLog(&q.Body, log)
+		if err != nil {
+			return r.fail("CC event log replays to RTMR0..3", ErrBinding, err)
+		}
+		r.ok(fmt.Sprintf("CC event log replays to RTMR0..3 (%d events)", len(events)))
+	}
 	return nil
 }
 

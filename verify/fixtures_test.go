@@ -138,3 +138,23 @@ func replaceVCEK(t *testing.T, evidence, der []byte) []byte {
 	ev["vcek"] = base64.RawURLEncoding.EncodeToString(der)
 	return envelope(t, env.Platform, ev)
 }
+
+func TestTDXEventLog(t *testing.T) {
+	quote := base64.StdEncoding.EncodeToString(readFixture(t, "tdx_quote_live.dat"))
+	for name, tc := range map[string]struct {
+		log  string
+		want error
+	}{
+		"matching":   {"tdx_ccel_live2.dat", nil},
+		"other boot": {"tdx_ccel_live.bin", ErrBinding},
+	} {
+		ev := envelope(t, PlatformTDX, map[string]any{"quote": quote, "cc_eventlog": base64.StdEncoding.EncodeToString(readFixture(t, tc.log))})
+		c, err := Evidence(context.Background(), ev)
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if err == nil && !strings.Contains(strings.Join(c.Steps, ";"), "event log") {
+			t.Errorf("%s: steps %v", name, c.Steps)
+		}
+	}
+}

@@ -184,3 +184,36 @@ func TestMatchTCBLevel(t *testing.T) {
 		}
 	}
 }
+
+func TestEventLog(t *testing.T) {
+	q, err := ParseQuote(load(t, "tdx_quote_live.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := CheckEventLog(&q.Body, load(t, "tdx_ccel_live2.dat"))
+	if err != nil || len(events) != 20 {
+		t.Fatalf("matching log: %d events, %v", len(events), err)
+	}
+	// Another boot's log differs in RTMR2.
+	if _, err := CheckEventLog(&q.Body, load(t, "tdx_ccel_live.bin")); !errors.Is(err, ErrEventLog) {
+		t.Errorf("other log: %v", err)
+	}
+	// One changed digest byte.
+	log := load(t, "tdx_ccel_live2.dat")
+	bad := append([]byte(nil), log...)
+	bad[len(bad)/64] ^= 1 // inside the first events
+	if _, err := CheckEventLog(&q.Body, bad); err == nil {
+		t.Error("changed log replays")
+	}
+}
+
+func FuzzEventLog(f *testing.F) {
+	f.Add(load(f, "tdx_ccel_live2.dat")[:4096])
+	f.Add(load(f, "tdx_ccel_live.bin")[:4096])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		events, err := ParseEventLog(b)
+		if err == nil {
+			Replay(events)
+		}
+	})
+}
