@@ -162,6 +162,12 @@ func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrUnreadable, dir)
 	}
+	// `kettle build DIR` writes DIR/kettle-build/: accept the project directory too.
+	if _, err := os.Stat(filepath.Join(dir, ProvenanceFile)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(dir, "kettle-build", ProvenanceFile)); err == nil {
+			dir = filepath.Join(dir, "kettle-build")
+		}
+	}
 	provRaw, err := readLimited(filepath.Join(dir, ProvenanceFile), maxProvenance)
 	if err != nil {
 		return nil, err

@@ -307,3 +307,15 @@ func TestBundleBuildConfig(t *testing.T) {
 		t.Errorf("matching lockfile:\n%s", dump(t, r))
 	}
 }
+
+func TestBundleProjectDir(t *testing.T) {
+	dir := copyBundle(t)
+	proj := t.TempDir()
+	if err := os.Rename(dir, filepath.Join(proj, "kettle-build")); err != nil {
+		t.Fatal(err)
+	}
+	r := mustBundle(t, proj)
+	if !r.Passed() || r.Dir != filepath.Join(proj, "kettle-build") {
+		t.Errorf("project dir: %s\n%s", r.Dir, dump(t, r))
+	}
+}

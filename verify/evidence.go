@@ -224,6 +224,9 @@ func (r *run) azure(ctx context.Context, env *Envelope) error {
 	if err != nil {
 		return r.fail("HCL runtime data", ErrMalformed, err)
 	}
+	if len(rt.VMConfiguration) > 0 && json.Valid(rt.VMConfiguration) {
+		r.c.VMConfiguration = rt.VMConfiguration
+	}
 	ak, err := rt.AttestationKey()
 	if err != nil {
 		return r.fail("AK public key from HCL runtime data", ErrMalformed, err)

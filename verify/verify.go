@@ -12,6 +12,7 @@ package verify
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -96,6 +97,9 @@ type Claims struct {
 	HostData HexBytes `json:"host_data,omitempty"`
 	// PCRs are the SHA-256 PCR values the TPM quote covers (Azure only).
 	PCRs map[int]HexBytes `json:"pcrs,omitempty"`
+	// VMConfiguration is the Azure HCL runtime data's "vm-configuration"
+	// (secure-boot, tpm-enabled, console-enabled, vmUniqueId), as attested.
+	VMConfiguration json.RawMessage `json:"vm_configuration,omitempty"`
 
 	// SEV-SNP.
 	ReportVersion uint32   `json:"report_version,omitempty"`
