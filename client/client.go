@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -153,6 +154,23 @@ type Client struct {
 	notify  func(Retry)
 	log     *slog.Logger
 	ua      string
+	// reached is set once the server answered anything: before that, a
+	// refused connection most likely means a wrong address or a server
+	// that is not running, and is not worth a minute of retries.
+	reached atomic.Bool
+}
+
+// firstContactAttempts bounds retries of connection errors before the
+// server has ever answered.
+const firstContactAttempts = 3
+
+// do sends req and notes that the server is reachable.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err == nil {
+		c.reached.Store(true)
+	}
+	return resp, err
 }
 
 // New returns a client of the server at baseURL (http:// or https://; a
@@ -319,7 +337,7 @@ func (c *Client) retry(ctx context.Context, op string, f func() (progress bool, 
 			return err
 		}
 		attempt++
-		if attempt >= c.backoff.Attempts {
+		if attempt >= c.backoff.Attempts || (errors.Is(err, ErrUnreachable) && !c.reached.Load() && attempt >= firstContactAttempts) {
 			if errors.Is(err, ErrBusy) {
 				return fmt.Errorf("%w after %d attempts: %w", ErrBusy, attempt, err)
 			}
@@ -356,7 +374,7 @@ func (c *Client) get(ctx context.Context, op, u string, hdr http.Header) (*http.
 		for k, v := range hdr {
 			req.Header[k] = v
 		}
-		r, err := c.http.Do(req)
+		r, err := c.do(req)
 		if err != nil {
 			return false, c.netError(err)
 		}

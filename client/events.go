@@ -240,7 +240,7 @@ func (c *Client) stream(ctx context.Context, u string, hdr http.Header, fn func(
 		timer = time.AfterFunc(idle+5*time.Second, func() { cancel(errIdle) }) // headers may lag a busy server
 		defer timer.Stop()
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, errIdle) {
 			return cause

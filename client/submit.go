@@ -93,7 +93,7 @@ func (c *Client) submitOnce(ctx context.Context, r Request) (string, error) {
 	)
 	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { mu.Lock(); connected = true; mu.Unlock() }}
 	req = req.WithContext(httptrace.WithClientTrace(ctx, trace))
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req)
 	// An error of the archive itself (a file vanished while packing) beats
 	// the transport's "body write failed".
 	if perr := finish(err); perr != nil {
