@@ -263,6 +263,8 @@ func (r *run) attest(ctx context.Context, prov []byte) ([]byte, error) {
 	r.msg(events.Attest, "Running on platform: %s", platform)
 	if platform == "insecure" {
 		r.msg(events.Attest, "%s", InsecureWarning)
+	} else if w := attest.WarningOf(a); w != "" {
+		r.msg(events.Attest, "WARNING: %s", w)
 	}
 	rd := attest.ReportData(prov, r.opts.Nonce)
 	r.msg(events.Attest, "Attesting provenance.json (checksum %s)", hex.EncodeToString(rd[:32]))

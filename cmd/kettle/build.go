@@ -37,8 +37,9 @@ type buildFlags struct {
 	outDir       string
 	sourceURI    string
 	// attest only
-	nonce    string
-	attester string
+	nonce       string
+	attester    string
+	simRootsOut string
 }
 
 func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
@@ -51,6 +52,7 @@ func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
 	if withAttest {
 		fs.StringVar(&b.nonce, "nonce", "", "nonce to bind into the evidence (hex, at most 16 bytes; dashes are ignored, so a UUID works)")
 		fs.StringVar(&b.attester, "attester", "auto", "evidence source: auto, az-snp, az-tdx, snp, tdx, sim-snp or insecure")
+		fs.StringVar(&b.simRootsOut, "sim-roots-out", "", "with --attester sim-snp: write the test-only AMD roots (PEM) to this file, for `kettle verify --trust-roots`")
 	}
 }
 
@@ -157,6 +159,12 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 			fmt.Fprintf(stderr, "kettle attest: --attester %s: %v\n", f.attester, err)
 			return exitFailed
 		}
+		if f.simRootsOut != "" {
+			if err := writeSimRoots(f.simRootsOut); err != nil {
+				fmt.Fprintf(stderr, "kettle attest: --sim-roots-out: %v\n", err)
+				return exitBadArgs
+			}
+		}
 	}
 	if f.buildTimeout > 0 {
 		var cancel context.CancelFunc
@@ -176,4 +184,17 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 		fmt.Fprintf(stdout, "  evidence.json (platform %s)\n", opts.Attester.Platform())
 	}
 	return exitOK
+}
+
+// writeSimRoots writes the test-only AMD roots that sign sim-snp evidence.
+func writeSimRoots(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := attest.WriteSimRoots(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
