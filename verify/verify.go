@@ -175,7 +175,8 @@ func WithAllowInsecureUnsafe() Option { return func(o *options) { o.allowInsecur
 // the host can read and write.
 func WithAllowDebugUnsafe() Option { return func(o *options) { o.allowDebug = true } }
 
-// WithPolicy adds policy requirements. Several WithPolicy options merge.
+// WithPolicy adds policy requirements. Several WithPolicy options merge
+// (lists and PCR maps are combined; later scalar fields win).
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = o.policy.merge(p) } }
 
 // WithGetter allows network access through g: to fetch a VCEK that the
@@ -208,8 +209,12 @@ func collect(opts []Option) *options {
 
 // Evidence checks that evidenceJSON (the {"platform","evidence"} envelope) is
 // genuine: the full chain to the trust roots, every signature, the platform's
-// bindings, the debug and VMPL rules, then any expected report data and policy
-// options. It uses the network only through a Getter given with WithGetter.
+// bindings, the debug and VMPL rules, then any expected report data and the
+// policy's evidence fields (measurements, PCRs, minimum TCB; the provenance
+// fields are Bundle's). It uses the network only through a Getter given with
+// WithGetter. On error the returned Claims, when not nil, hold what was parsed
+// before the failing step, for diagnostics only: trust them only when the
+// error is nil.
 func Evidence(ctx context.Context, evidenceJSON []byte, opts ...Option) (*Claims, error) {
 	o := collect(opts)
 	c, err := genuine(ctx, evidenceJSON, o)
