@@ -1,7 +1,9 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"sort"
 	"strconv"
 	"sync"
@@ -110,3 +112,41 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRoundTrip is the store's share of a build's fixed cost: submit
+// an archive, a worker takes it (no-op build), follow the log to
+// `complete`, download the result.
+func BenchmarkRoundTrip(b *testing.B) {
+	s, err := OpenEmbedded(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.RunWorker(ctx, "bench", &fakeBuilder{dir: b.TempDir()})
+	for s.Ready(ctx) != nil {
+		time.Sleep(time.Millisecond)
+	}
+	src := bytesOf(64 << 10)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		j, err := s.Submit(ctx, Request{Nonce: []byte{1}, Archive: bytesReader(src), SourceName: "x.zip"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Watch(ctx, j.ID, 0, func(int, events.Event) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+		r, _, err := s.Result(ctx, j.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, r)
+		r.Close()
+	}
+}
+
+func bytesOf(n int) []byte { return make([]byte, n) }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
