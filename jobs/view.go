@@ -81,6 +81,9 @@ func (s *Store) apply(j *Job, rev uint64) {
 	switch j.Status {
 	case StatusQueued, StatusRunning:
 		s.active[j.ID] = activeJob{job: j, rev: rev}
+		if j.Status == StatusRunning {
+			delete(s.lastPos, j.ID) // a job queued again starts afresh
+		}
 	default:
 		delete(s.active, j.ID)
 		delete(s.lastPos, j.ID)
