@@ -105,6 +105,7 @@ func parseDays(v string) (time.Duration, error) {
 
 type serveConfig struct {
 	listen, dataDir, natsURL  string
+	natsListen                string
 	workers, queueLimit       int
 	maxUpload                 serveByteSize
 	retention                 serveDuration
@@ -125,6 +126,7 @@ func runServe(ctx context.Context, args []string) int {
 	fs.StringVar(&c.listen, "listen", ":8080", "address to listen on (KETTLE_PORT is honoured when unset)")
 	fs.StringVar(&c.dataDir, "data-dir", "./kettle-data", "directory of the embedded job store, uploads and work trees")
 	fs.StringVar(&c.natsURL, "nats", "", "join an external NATS JetStream cluster instead of the embedded store")
+	fs.StringVar(&c.natsListen, "nats-listen", "", "let `kettle worker`s and other front ends join the embedded store at this address (e.g. 127.0.0.1:4222)")
 	fs.IntVar(&c.workers, "workers", 1, "builds run in parallel by this process (with --nats: 0 unless given)")
 	fs.IntVar(&c.queueLimit, "queue-limit", 100, "queued jobs before submissions answer 503 (0 = no limit)")
 	fs.Var(&c.maxUpload, "max-upload", "largest uploaded source archive (e.g. 1GiB)")
@@ -257,6 +259,12 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	if c.singleBuild {
 		storeOpts = append(storeOpts, jobs.WithSingleBuild())
 	}
+	if c.natsListen != "" {
+		if c.natsURL != "" {
+			return errors.New("--nats-listen is for the embedded store; it cannot be combined with --nats")
+		}
+		storeOpts = append(storeOpts, jobs.WithListen(c.natsListen))
+	}
 	var store *jobs.Store
 	if c.natsURL != "" {
 		store, err = jobs.Connect(ctx, c.natsURL, storeOpts...)
@@ -267,6 +275,9 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		return fmt.Errorf("open job store: %w", err)
 	}
 	defer store.Close()
+	if u := store.URL(); u != "" {
+		logger.Info("embedded job store accepts workers", "nats", u)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -693,3 +693,96 @@ func (zeroNoise) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// TestCluster: a front end with the embedded store and no workers, a second
+// front end joined with --nats, and a separate `kettle worker` process.
+func TestCluster(t *testing.T) {
+	repo := serveRepo(t, "cluster", 0)
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	_, cA := server(t, "", "--workers", "0", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port))
+	if code, _, body := get(t, cA, "/ready"); code != 503 {
+		t.Errorf("/ready without workers = %d %q", code, body)
+	}
+	_, cB := server(t, "", "--nats", natsURL)
+	w := exec.Command(kettleBin, "worker", "--nats", natsURL, "--attester", "insecure", "--sandbox", sandboxMode(),
+		"--allow-local-repos", "--allow-private-networks", "--work-dir", tempDir(t))
+	var wlog bytes.Buffer
+	w.Stdout, w.Stderr = &wlog, &wlog
+	w.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-w.Process.Pid, syscall.SIGKILL)
+		w.Wait()
+		if t.Failed() {
+			t.Logf("worker log:\n%s", tail(wlog.String(), 40))
+		}
+	})
+	waitReady(t, cB)
+	waitReady(t, cA)
+	id, evs, res := buildAndWait(t, cB, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
+	if res.Status != "ok" {
+		t.Fatalf("%+v\n%s", res, eventLog(evs))
+	}
+	if !hasEvent(evs, "vm", "") {
+		t.Errorf("no vm event naming the worker:\n%s", eventLog(evs))
+	}
+	a, _ := download(t, cA, id)
+	b, _ := download(t, cB, id)
+	if !bytes.Equal(a, b) || len(a) == 0 {
+		t.Fatal("the two front ends serve different results")
+	}
+}
+
+// TestQueuePositions: jobs waiting behind a running one see `queued` events
+// counting down to 0, and GET /build/{id} reports the same position.
+func TestQueuePositions(t *testing.T) {
+	slow := serveRepo(t, "slowpos", 3*time.Second)
+	_, c := server(t, "", "--workers", "1")
+	waitReady(t, c)
+	ctx := context.Background()
+	first, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: slow.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, c, first, "vm", 60*time.Second)
+	var waiting []string
+	for i := 0; i < 3; i++ {
+		id, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: slow.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waiting = append(waiting, id)
+	}
+	for i, id := range waiting {
+		st, _ := c.Status(ctx, id)
+		if st["status"] != "queued" || st["position"] != float64(i) {
+			t.Errorf("job %d status %v position %v, want queued %d", i, st["status"], st["position"], i)
+		}
+	}
+	last := waiting[2]
+	evs, err := c.Wait(ctx, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEvents(t, evs)
+	var positions []int
+	for _, e := range evs {
+		if e.Type == "queued" {
+			var v struct{ Position int }
+			json.Unmarshal([]byte(e.Data), &v)
+			positions = append(positions, v.Position)
+		}
+	}
+	if fmt.Sprint(positions) != "[2 1 0]" {
+		t.Errorf("queued positions of the last job: %v\n%s", positions, eventLog(evs))
+	}
+	if m, err := c.Metrics(ctx); err != nil || !strings.Contains(m, `kettle_builds_total{error_type="",status="succeeded",toolchain="cargo"}`) {
+		t.Errorf("metrics lack the succeeded cargo builds (%v)", err)
+	}
+}
