@@ -390,6 +390,9 @@ func (e *extractor) checkLinks() error {
 // the file: entries must lie inside the file and not overlap (overlapping
 // entries are how "lying" directories build non-recursive zip bombs).
 func (e *extractor) zip(f *os.File, size int64) error {
+	if err := scanCentralDir(f, size, e.lim.MaxEntries); err != nil {
+		return err
+	}
 	zr, err := zip.NewReader(f, size)
 	if err != nil {
 		return refuse(ErrCorrupt, err, "source_data is not a valid ZIP archive (truncated or corrupt)")
@@ -616,3 +619,78 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// maxCentralDir bounds the ZIP central directory archive/zip would load
+// into memory (it keeps every record, extras and comments included): about
+// 180 bytes per entry for DefaultMaxEntries, with room to spare.
+const maxCentralDir = 128 << 20
+
+// scanCentralDir walks the ZIP central directory the way archive/zip will
+// (from the end-of-central-directory record, ZIP64 included, at both the
+// declared and the prefix-adjusted offset, record after record until one
+// does not parse, whatever count the directory claims) without keeping
+// anything, and refuses too many records or too many bytes before
+// archive/zip allocates them.
+func scanCentralDir(ra io.ReaderAt, size int64, maxEntries int) error {
+	tail := min(size, 65535+22)
+	buf := make([]byte, tail)
+	if _, err := ra.ReadAt(buf, size-tail); err != nil && err != io.EOF {
+		return nil // archive/zip reports it
+	}
+	i := bytes.LastIndex(buf, []byte("PK\x05\x06"))
+	if i < 0 || len(buf)-i < 22 {
+		return nil
+	}
+	end := buf[i:]
+	eocdPos := size - tail + int64(i)
+	dirSize := uint64(le32(end[12:]))
+	dirOff := uint64(le32(end[16:]))
+	if le16(end[10:]) == 0xffff || dirSize == 0xffffffff || dirOff == 0xffffffff {
+		var loc [20]byte
+		if eocdPos >= 20 {
+			if _, err := ra.ReadAt(loc[:], eocdPos-20); err == nil && string(loc[:4]) == "PK\x06\x07" {
+				var e64 [56]byte
+				if off := int64(le64(loc[8:])); off >= 0 && off < size {
+					if _, err := ra.ReadAt(e64[:], off); err == nil && string(e64[:4]) == "PK\x06\x06" {
+						dirSize, dirOff = le64(e64[40:]), le64(e64[48:])
+					}
+				}
+			}
+		}
+	}
+	starts := []int64{int64(dirOff)}
+	if adj := eocdPos - int64(dirSize); adj != int64(dirOff) {
+		starts = append(starts, adj)
+	}
+	for _, start := range starts {
+		if start < 0 || start >= size {
+			continue
+		}
+		br := bufio.NewReaderSize(io.NewSectionReader(ra, start, size-start), 64<<10)
+		var n int
+		var bytesRead int64
+		hdr := make([]byte, 46)
+		for {
+			if _, err := io.ReadFull(br, hdr); err != nil || string(hdr[:4]) != "PK\x01\x02" {
+				break
+			}
+			skip := int64(le16(hdr[28:])) + int64(le16(hdr[30:])) + int64(le16(hdr[32:]))
+			if d, err := br.Discard(int(skip)); err != nil || int64(d) != skip {
+				break
+			}
+			n++
+			bytesRead += 46 + skip
+			if n > maxEntries {
+				return refuse(ErrTooManyEntries, nil, "archive has more than %d entries", maxEntries)
+			}
+			if bytesRead > maxCentralDir {
+				return refuse(ErrTooLarge, nil, "the ZIP central directory is larger than %d bytes", maxCentralDir)
+			}
+		}
+	}
+	return nil
+}
+
+func le16(b []byte) uint16 { return uint16(b[0]) | uint16(b[1])<<8 }
+func le32(b []byte) uint32 { return uint32(le16(b)) | uint32(le16(b[2:]))<<16 }
+func le64(b []byte) uint64 { return uint64(le32(b)) | uint64(le32(b[4:]))<<32 }

@@ -3,6 +3,7 @@ package source
 import (
 	"archive/tar"
 	"archive/zip"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -69,6 +70,19 @@ func hostileCases() []hostileCase {
 				ents = append(ents, zent{name: "f" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + "/" + itoa(i), body: "x"})
 			}
 			return zipOf(t, ents...)
+		}, Limits{MaxEntries: 100}, ErrTooManyEntries, "more than 100 entries"},
+		{"zip-lying-count.zip", func(t testing.TB) []byte {
+			// The end record claims 5 entries; archive/zip would still load
+			// all 101 central records before noticing.
+			var ents []zent
+			for i := range 101 {
+				ents = append(ents, zent{name: "f" + itoa(i), body: "x"})
+			}
+			z := zipOf(t, ents...)
+			eocd := bytes.LastIndex(z, []byte("PK\x05\x06"))
+			binary.LittleEndian.PutUint16(z[eocd+8:], 5)
+			binary.LittleEndian.PutUint16(z[eocd+10:], 5)
+			return z
 		}, Limits{MaxEntries: 100}, ErrTooManyEntries, "more than 100 entries"},
 		{"zip-total-size.zip", func(t testing.TB) []byte {
 			return zipOf(t, zent{name: "a", body: strings.Repeat("a", 700<<10), method: zip.Store}, zent{name: "b", body: strings.Repeat("b", 700<<10), method: zip.Store})
