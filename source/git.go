@@ -94,13 +94,12 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
+		// Walking a large checkout costs; poll often at first, then every 2 s.
+		for polls := 1; ; polls++ {
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
+			case <-time.After(time.Duration(min(polls, 8)) * 250 * time.Millisecond):
 				if dirSize(root) > p.maxRepoBytes() {
 					tooLarge.Store(true)
 					cancel()
