@@ -488,3 +488,33 @@ func TestRepoName(t *testing.T) {
 		}
 	}
 }
+
+func TestCloneNoCredentialPrompt(t *testing.T) {
+	var hits int
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("credentials sent: %q", r.Header.Get("Authorization"))
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="x"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	// A ~/.netrc of the server's user must not be sent either.
+	home := t.TempDir()
+	host, _, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	os.WriteFile(filepath.Join(home, ".netrc"), []byte("machine "+host+" login kettle password secret\n"), 0o600)
+	t.Setenv("HOME", home)
+	start := time.Now()
+	_, err := Clone(context.Background(), srv.URL+"/private.git", "", jobDirs(t), localPolicy)
+	if !errors.Is(err, ErrClone) || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("err = %v", err)
+	}
+	if time.Since(start) > 20*time.Second || hits == 0 {
+		t.Errorf("took %v, %d requests", time.Since(start), hits)
+	}
+	t.Logf("refusal: %v", err)
+}
