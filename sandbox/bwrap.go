@@ -310,7 +310,17 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 	for i, f := range []string{"passwd", "group", "hosts"} {
 		a = append(a, "--ro-bind-data", fmt.Sprint(3+i), "/etc/"+f)
 	}
-	a = append(a, "--remount-ro", "/", "--chdir", c.Dir, "--", path)
+	a = append(a, "--remount-ro", "/", "--chdir", c.Dir, "--")
+	// bubblewrap always sets PWD; env takes it out again (or puts back the
+	// caller's), so the environment is exactly Cmd.Env.
+	a = append(a, "/usr/bin/env", "-u", "PWD")
+	if pwd, ok := envLookup(c.Env, "PWD"); ok {
+		a = append(a, "PWD="+pwd)
+	}
+	if strings.Contains(path, "=") {
+		return nil, fmt.Errorf("sandbox: command path %q contains '='", filepath.Base(path))
+	}
+	a = append(a, path)
 	a = append(a, c.Args[1:]...)
 	return a, nil
 }

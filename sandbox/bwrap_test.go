@@ -3,7 +3,16 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func newTestBwrap(t *testing.T, opts ...Option) *Bwrap {
@@ -15,18 +24,241 @@ func newTestBwrap(t *testing.T, opts ...Option) *Bwrap {
 	return b
 }
 
-func TestBwrapBasics(t *testing.T) {
-	b := newTestBwrap(t)
-	dir := t.TempDir()
-	var out bytes.Buffer
-	err := b.Run(context.Background(), &Cmd{
-		Args:   []string{"sh", "-c", `id; env; pwd; ls /; cat /etc/passwd; ls /etc; grep CapEff /proc/self/status; cat /proc/net/dev; echo hi > f; ls -ln`},
-		Dir:    dir,
-		Env:    append(testEnv, "FOO=bar"),
-		Output: &out,
-	})
-	t.Logf("%s", out.String())
+// workDir is a scratch directory outside /tmp, the way a server's data
+// directory is: inside the sandbox /tmp is a private tmpfs, which would make
+// "outside the project" tests pass for the wrong reason.
+func workDir(t *testing.T) string {
+	t.Helper()
+	base := "/var/tmp"
+	if fi, err := os.Stat(base); err != nil || !fi.IsDir() {
+		return t.TempDir()
+	}
+	d, err := os.MkdirTemp(base, "kettle-sandbox-test-")
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func mkdir(t *testing.T, p string) string {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeTestFile(t *testing.T, p, s string) {
+	t.Helper()
+	mkdir(t, filepath.Dir(p))
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func runSh(t *testing.T, r Runner, c *Cmd, script string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	c.Args = []string{"sh", "-c", script}
+	if c.Env == nil {
+		c.Env = testEnv
+	}
+	c.Output = &out
+	err := r.Run(context.Background(), c)
+	return out.String(), err
+}
+
+func TestBwrapEnvIsExactlyCmdEnv(t *testing.T) {
+	t.Setenv("KETTLE_TEST_SECRET", "hunter2")
+	for name, r := range runners(t) {
+		t.Run(name, func(t *testing.T) {
+			for _, env := range [][]string{
+				{"PATH=/usr/bin:/bin", "FOO=bar baz", "EMPTY="},
+				{"PWD=/somewhere/else", "PATH=/usr/bin:/bin"},
+			} {
+				var out bytes.Buffer
+				err := r.Run(context.Background(), &Cmd{Args: []string{"env"}, Dir: t.TempDir(), Env: env, Output: &out})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+				slices.Sort(got)
+				want := slices.Sorted(slices.Values(env))
+				if !slices.Equal(got, want) {
+					t.Fatalf("env = %q, want %q", got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestBwrapIdentity(t *testing.T) {
+	b := newTestBwrap(t)
+	dir := workDir(t)
+	out, err := runSh(t, b, &Cmd{Dir: dir}, `id -u; id -g; grep CapEff /proc/self/status; echo data > made; mkdir sub; pwd`)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := fmt.Sprintf("%d\n%d\nCapEff:\t0000000000000000\n%s\n", sandboxUID, sandboxUID, dir)
+	if out != want {
+		t.Fatalf("output %q, want %q", out, want)
+	}
+	// Files come out owned by the server, readable without chown.
+	for _, f := range []string{"made", "sub"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != os.Getuid() {
+			t.Errorf("%s owned by uid %d, want %d", f, st.Uid, os.Getuid())
+		}
+	}
+}
+
+// TestBwrapView checks what the sandbox shows: each probe must fail inside.
+func TestBwrapView(t *testing.T) {
+	b := newTestBwrap(t)
+	w := workDir(t)
+	proj := mkdir(t, filepath.Join(w, "jobs", "1", "src"))
+	probes := []struct{ name, script string }{
+		{"write /usr", "touch /usr/pwned"},
+		{"write /etc", "touch /etc/pwned"},
+		{"write /", "touch /pwned"},
+		{"write next to project", "touch ../pwned"},
+		{"read data dir", "cat " + filepath.Join(w, "canary")},
+		{"list data dir", "ls " + w + " | grep canary"},
+		{"read other job", "cat " + filepath.Join(w, "jobs", "2", "src", "secret")},
+		{"sysfs", "ls /sys/kernel"},
+		{"configfs", "ls /sys/kernel/config"},
+		{"sev-guest", "test -e /dev/sev-guest"},
+		{"tdx_guest", "test -e /dev/tdx_guest"},
+		{"tpm", "ls /dev/tpm0 /dev/tpmrm0"},
+		{"root home", "ls /root/.npmrc /root/.cargo/credentials.toml /root/.gitconfig"},
+		{"shadow", "cat /etc/shadow"},
+		{"ssl private", "ls /etc/ssl/private"},
+		{"new user namespace", "unshare -U true"},
+		{"mount", "mount -t tmpfs none /tmp"},
+		{"host processes", "test $(ls -d /proc/[0-9]* | wc -l) -gt 5"},
+	}
+	writeTestFile(t, filepath.Join(w, "canary"), "canary")
+	writeTestFile(t, filepath.Join(w, "jobs", "2", "src", "secret"), "other job")
+	for _, p := range probes {
+		t.Run(p.name, func(t *testing.T) {
+			out, err := runSh(t, b, &Cmd{Dir: proj}, p.script)
+			if err == nil {
+				t.Fatalf("%q succeeded in the sandbox:\n%s", p.script, out)
+			}
+		})
+	}
+	for _, f := range []string{"/usr/pwned", "/etc/pwned", "/pwned", filepath.Join(w, "jobs", "1", "pwned")} {
+		if _, err := os.Stat(f); err == nil {
+			t.Errorf("%s exists on the host", f)
+			os.Remove(f)
+		}
+	}
+	// Controls: what must work does.
+	out, err := runSh(t, b, &Cmd{Dir: proj}, "echo x > /tmp/t && cat /tmp/t && ls /dev/null /dev/urandom >/dev/null && head -c 4 /dev/urandom | wc -c")
+	if err != nil || out != "x\n4\n" {
+		t.Fatalf("tmp/dev control: %v %q", err, out)
+	}
+}
+
+// TestBwrapNetwork: without Network the host's loopback is unreachable;
+// with it (fetch phase) it is, which shows the probe works.
+func TestBwrapNetwork(t *testing.T) {
+	b := newTestBwrap(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	script := "exec bash -c 'echo hi > /dev/tcp/127.0.0.1/" + port + "'"
+	for _, network := range []bool{false, true} {
+		out, err := runSh(t, b, &Cmd{Dir: workDir(t), Network: network}, script)
+		select {
+		case <-accepted:
+			if !network {
+				t.Fatalf("a connection arrived from the sandbox without network")
+			}
+		case <-time.After(500 * time.Millisecond):
+			if network {
+				t.Fatalf("control: no connection with Network=true (%v: %s)", err, out)
+			}
+		}
+		if !network && err == nil {
+			t.Fatalf("connect succeeded without network: %s", out)
+		}
+	}
+}
+
+// TestBwrapHiddenPaths: a hidden file inside a directory the command may read
+// is masked; the same file without WithHiddenPaths is readable (control).
+func TestBwrapHiddenPaths(t *testing.T) {
+	w := workDir(t)
+	dev := mkdir(t, filepath.Join(w, "fakedev"))
+	writeTestFile(t, filepath.Join(dev, "sev-guest"), "stand-in evidence")
+	mkdir(t, filepath.Join(dev, "tpm-dir"))
+	writeTestFile(t, filepath.Join(dev, "tpm-dir", "tpm0"), "stand-in tpm")
+	writeTestFile(t, filepath.Join(dev, "harmless"), "ok")
+	proj := mkdir(t, filepath.Join(w, "proj"))
+	script := "cat " + filepath.Join(dev, "sev-guest") + "; cat " + filepath.Join(dev, "tpm-dir", "tpm0") + "; cat " + filepath.Join(dev, "harmless")
+
+	plain := newTestBwrap(t)
+	out, err := runSh(t, plain, &Cmd{Dir: proj, ReadOnly: []string{dev}}, script)
+	if err != nil || !strings.Contains(out, "stand-in evidence") || !strings.Contains(out, "stand-in tpm") {
+		t.Fatalf("control: %v %q", err, out)
+	}
+	hiding := newTestBwrap(t, WithHiddenPaths(filepath.Join(dev, "sev-guest"), filepath.Join(dev, "tpm-*")))
+	out, _ = runSh(t, hiding, &Cmd{Dir: proj, ReadOnly: []string{dev}}, script)
+	if strings.Contains(out, "stand-in") || !strings.Contains(out, "ok") {
+		t.Fatalf("hidden paths visible: %q", out)
+	}
+	// Exposing a hidden path itself is refused.
+	if _, err := runSh(t, hiding, &Cmd{Dir: proj, ReadOnly: []string{filepath.Join(dev, "tpm-dir")}}, "true"); err == nil {
+		t.Fatal("binding a hidden directory was allowed")
+	}
+}
+
+func TestBwrapNoLeftovers(t *testing.T) {
+	b := newTestBwrap(t)
+	n := NewNone()
+	dir := workDir(t)
+	for _, r := range []Runner{b, n} {
+		_, err := runSh(t, r, &Cmd{Dir: dir, Limits: Limits{Wall: 300 * time.Millisecond}},
+			"setsid sleep 1000 & sleep 1000 & echo $$ > pid; wait")
+		if err == nil {
+			t.Fatal("expected the wall limit")
+		}
+	}
+	// The groups of finished commands are removed (so empty: nothing left).
+	for _, cg := range []*cgroups{b.cgs, n.cgs} {
+		if cg == nil {
+			continue
+		}
+		for _, parent := range []string{cg.memory, cg.pids, cg.cpu} {
+			if parent == "" {
+				continue
+			}
+			ents, _ := os.ReadDir(parent)
+			prefix := strconv.Itoa(os.Getpid()) + "-"
+			for _, e := range ents {
+				if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+					t.Errorf("cgroup %s left behind", filepath.Join(parent, e.Name()))
+				}
+			}
+		}
 	}
 }

@@ -156,7 +156,8 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 		wall = t.C
 	}
 	_, haveCPU := g.cpuUsage()
-	if (p.limits.Disk > 0 && len(p.watch) > 0) || (p.limits.CPUTime > 0 && haveCPU) {
+	if (p.limits.Disk > 0 && len(p.watch) > 0) || (p.limits.CPUTime > 0 && haveCPU) ||
+		(p.limits.Procs > 0 && g.hasPids()) || (p.limits.Memory > 0 && g.hasMemory()) {
 		t := time.NewTicker(cfg.poll)
 		defer t.Stop()
 		tick = t.C
@@ -176,6 +177,15 @@ loop:
 				if used, ok := g.cpuUsage(); ok && used > p.limits.CPUTime {
 					stopped = &LimitError{Limit: ErrCPULimit, Value: p.limits.CPUTime.String()}
 				}
+			}
+			// A refused fork or an OOM kill ends the command at once: its
+			// parent might otherwise wait forever on what was lost (and
+			// the build is no longer what its author meant anyway).
+			if stopped == nil && p.limits.Procs > 0 && g.hasPids() && g.pidsExhausted() {
+				stopped = &LimitError{Limit: ErrProcessLimit, Value: fmt.Sprintf("%d processes", p.limits.Procs)}
+			}
+			if stopped == nil && p.limits.Memory > 0 && g.hasMemory() && g.oomKilled() {
+				stopped = &LimitError{Limit: ErrMemoryLimit, Value: bytesString(p.limits.Memory)}
 			}
 			if stopped == nil && p.limits.Disk > 0 && !now.Before(nextWalk) {
 				used, took := diskUsage(p.watch)
@@ -295,7 +305,14 @@ func setupStopped(pid int, g *cgroup, l Limits) error {
 		}
 	}
 	if l.CPUTime > 0 {
-		s := uint64((l.CPUTime + time.Second - 1) / time.Second)
+		cpu := l.CPUTime
+		if _, ok := g.cpuUsage(); ok {
+			// The cgroup's total is the limit; the per-process rlimit
+			// is only a backstop. It counts a little more than the
+			// cgroup does, so leave room for the total to act first.
+			cpu += cpu/5 + 2*time.Second
+		}
+		s := uint64((cpu + time.Second - 1) / time.Second)
 		// SIGXCPU at the soft limit, SIGKILL a second later.
 		if err := set(unix.RLIMIT_CPU, s, s+1); err != nil {
 			return err
@@ -414,6 +431,17 @@ func envValue(env []string, key string) string {
 		}
 	}
 	return v
+}
+
+// envLookup is envValue that also says whether key is set.
+func envLookup(env []string, key string) (string, bool) {
+	v, ok := "", false
+	for _, kv := range env {
+		if k, val, found := strings.Cut(kv, "="); found && k == key {
+			v, ok = val, true
+		}
+	}
+	return v, ok
 }
 
 func checkCmd(c *Cmd) error {

@@ -77,7 +77,7 @@ func TestNoneCancel(t *testing.T) {
 }
 
 func TestNoneRlimits(t *testing.T) {
-	n := NewNone()
+	n := NewNone(WithoutCgroups())
 	var out bytes.Buffer
 	err := n.Run(context.Background(), &Cmd{
 		Args:   []string{"sh", "-c", "ulimit -t; ulimit -c; ulimit -f"},
@@ -91,5 +91,22 @@ func TestNoneRlimits(t *testing.T) {
 	}
 	if got := out.String(); got != "5\n0\n2048\n" {
 		t.Errorf("limits = %q", got)
+	}
+}
+
+// TestRlimitFallback: without cgroups, memory is bounded as address space and
+// the command cannot allocate past it.
+func TestRlimitFallback(t *testing.T) {
+	n := NewNone(WithoutCgroups())
+	var out bytes.Buffer
+	err := n.Run(context.Background(), &Cmd{
+		Args:   []string{"sh", "-c", "ulimit -v; head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null"},
+		Dir:    t.TempDir(),
+		Env:    testEnv,
+		Output: &out,
+		Limits: Limits{Memory: 256 << 20},
+	})
+	if err == nil || !strings.HasPrefix(out.String(), "262144\n") {
+		t.Fatalf("err = %v, output %q", err, out.String())
 	}
 }
