@@ -41,7 +41,7 @@ func crashHelper(dir string) {
 		os.Exit(1)
 	}
 	ctx := context.Background()
-	s, err := OpenEmbedded(ctx, filepath.Join(dir, "store"), WithWorkerTTL(time.Second), WithAckWait(3*time.Second))
+	s, err := OpenEmbedded(ctx, filepath.Join(dir, "store"), WithWorkerTTL(3*time.Second), WithAckWait(3*time.Second))
 	if err != nil {
 		fail(err)
 	}

@@ -71,7 +71,7 @@ func (f *fakeBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink e
 
 func openTest(t *testing.T, dir string, opts ...Option) *Store {
 	t.Helper()
-	opts = append([]Option{WithWorkerTTL(time.Second), WithAckWait(3 * time.Second)}, opts...)
+	opts = append([]Option{WithWorkerTTL(3 * time.Second), WithAckWait(3 * time.Second)}, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := OpenEmbedded(ctx, dir, opts...)
@@ -543,7 +543,7 @@ func TestTwoProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	back, err := Connect(ctx, front.URL(), WithWorkerTTL(time.Second))
+	back, err := Connect(ctx, front.URL(), WithWorkerTTL(3*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
