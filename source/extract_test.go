@@ -2,11 +2,14 @@ package source
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -188,6 +191,47 @@ func TestCleanName(t *testing.T) {
 	for _, bad := range []string{"", "/a", "../a", "a/../b", "a\\b", "a\x00b", "a\x7f", "\xff", strings.Repeat("a", 256), strings.Repeat("a/", 2049)} {
 		if _, err := cleanName(bad); !errors.Is(err, ErrUnsafePath) {
 			t.Errorf("cleanName(%q) = %v", bad, err)
+		}
+	}
+}
+
+// sanitizedLine is the only shape SanitizeGitConfig may emit.
+var sanitizedLine = regexp.MustCompile(`^(\[(core|extensions)\]|\[(remote|branch) "[^"\\\x00-\x1f\x7f]+"\]|\t[a-z0-9-]+ = [^"\\#;\x00-\x1f\x7f]*)$`)
+
+func checkSanitized(t *testing.T, in []byte) []byte {
+	out := SanitizeGitConfig(in)
+	for _, l := range strings.Split(strings.TrimSuffix(string(out), "\n"), "\n") {
+		if l != "" && !sanitizedLine.MatchString(l) {
+			t.Fatalf("sanitised config has line %q", l)
+		}
+	}
+	if again := SanitizeGitConfig(out); !bytes.Equal(again, out) {
+		t.Fatalf("not idempotent:\n%q\n%q", out, again)
+	}
+	return out
+}
+
+func FuzzSanitizeGitConfig(f *testing.F) {
+	f.Add([]byte(evilGitConfig))
+	f.Add([]byte("[remote \"a b\"]\n\turl = x\\\n[core]\n\tfsmonitor = y\n"))
+	f.Fuzz(func(t *testing.T, in []byte) { checkSanitized(t, in) })
+}
+
+// TestSanitizedConfigAsGitSeesIt asks git itself which keys survive.
+func TestSanitizedConfigAsGitSeesIt(t *testing.T) {
+	out := checkSanitized(t, []byte(evilGitConfig+"[remote \"x\"]\n\turl = a\\\n[core]\n\tfsmonitor = touch /tmp/p\n[include]path=/etc/passwd\n"))
+	f := filepath.Join(t.TempDir(), "config")
+	os.WriteFile(f, out, 0o644)
+	cmd := exec.Command("git", "config", "--file", f, "--list")
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+	list, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := regexp.MustCompile(`^(core\.(repositoryformatversion|filemode|bare|logallrefupdates|ignorecase|precomposeunicode|symlinks)|extensions\.objectformat|remote\.[^.]+\.(url|fetch)|branch\.[^.]+\.(remote|merge))=`)
+	for _, l := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+		if !allowed.MatchString(l) {
+			t.Errorf("git reads %q from the sanitised config", l)
 		}
 	}
 }

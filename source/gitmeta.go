@@ -165,7 +165,7 @@ func SanitizeGitConfig(in []byte) []byte {
 		}
 		key, val, _ := strings.Cut(l, "=")
 		key, val = strings.ToLower(strings.TrimSpace(key)), strings.TrimSpace(val)
-		if strings.ContainsAny(val, "\"\\#;") || strings.HasPrefix(val, "-") || strings.Contains(val, "::") {
+		if strings.ContainsAny(val, "\"\\#;") || strings.HasPrefix(val, "-") || strings.Contains(val, "::") || hasCtl(val) {
 			continue
 		}
 		name := section
@@ -194,6 +194,15 @@ func SanitizeGitConfig(in []byte) []byte {
 	return out.Bytes()
 }
 
+func hasCtl(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
 func validConfigName(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -205,10 +214,5 @@ func validConfigName(s string) bool {
 }
 
 func validSubsection(s string) bool {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
-			return false
-		}
-	}
-	return s != ""
+	return s != "" && !hasCtl(s) && !strings.ContainsAny(s, "\"\\")
 }
