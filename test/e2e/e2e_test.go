@@ -399,7 +399,7 @@ func TestRestart(t *testing.T) {
 	fast := serveRepo(t, "fast", 0)
 	slow := serveRepo(t, "slow", 20*time.Second)
 	dataDir := filepath.Join(tempDir(t), "data")
-	s1, c1 := server(t, dataDir)
+	s1, c1 := server(t, dataDir, "--workers", "1")
 	waitReady(t, c1)
 	done, evsDone, res := buildAndWait(t, c1, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: fast.URL})
 	if res.Status != "ok" {
@@ -412,11 +412,16 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Wait until it is in the build phase.
+	// Wait until it is in the build phase; a job behind it waits in the
+	// queue (one worker) and must run after the restart.
 	waitEvent(t, c1, running, "build", 90*time.Second)
+	waiting, err := c1.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: fast.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s1.Kill()
 
-	s2, c2 := server(t, dataDir)
+	s2, c2 := server(t, dataDir, "--workers", "1")
 	waitReady(t, c2)
 	again, _ := download(t, c2, done)
 	if !bytes.Equal(tarball, again) {
@@ -434,6 +439,13 @@ func TestRestart(t *testing.T) {
 	r, _ := harness.ParseComplete(evs[len(evs)-1])
 	if r.Status != "failed" || r.ErrorType != "Interrupted" {
 		t.Fatalf("running job after kill -9: %+v\n%s", r, eventLog(evs))
+	}
+	evs, err = c2.Wait(ctx, waiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := harness.ParseComplete(evs[len(evs)-1]); r.Status != "ok" {
+		t.Fatalf("job queued at kill -9: %+v\n%s", r, eventLog(evs))
 	}
 	if _, _, res := buildAndWait(t, c2, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: fast.URL}); res.Status != "ok" {
 		t.Fatalf("new build after restart: %+v", res)
@@ -784,5 +796,26 @@ func TestQueuePositions(t *testing.T) {
 	}
 	if m, err := c.Metrics(ctx); err != nil || !strings.Contains(m, `kettle_builds_total{error_type="",status="succeeded",toolchain="cargo"}`) {
 		t.Errorf("metrics lack the succeeded cargo builds (%v)", err)
+	}
+}
+
+// TestAuthToken: --auth-token-file guards the POST routes only.
+func TestAuthToken(t *testing.T) {
+	tok := filepath.Join(tempDir(t), "token")
+	os.WriteFile(tok, []byte("s3cret-token\n"), 0o600)
+	_, c := server(t, "", "--auth-token-file", tok)
+	body := `{"nonce":"00","repo_url":"http://127.0.0.1:1/x.git"}`
+	code, h, b := post(t, c, "/build", "application/json", body)
+	plainError(t, code, h, b, 401, "token", "")
+	code, h, b = post(t, c, "/build", "application/json", body, "Authorization", "Bearer wrong")
+	plainError(t, code, h, b, 401, "token", "")
+	ct, mp := multipartForm(map[string]string{"repo_url": "http://127.0.0.1:1/x.git"})
+	code, h, b = post(t, c, "/build/stream", ct, mp)
+	plainError(t, code, h, b, 401, "token", "")
+	if code, _, b := post(t, c, "/build", "application/json", body, "Authorization", "Bearer s3cret-token"); code != 200 {
+		t.Fatalf("with the token: %d %s", code, b)
+	}
+	if code, _, _ := get(t, c, "/health"); code != 200 {
+		t.Error("GET needs no token")
 	}
 }
