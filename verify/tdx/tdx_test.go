@@ -82,6 +82,7 @@ func TestTamperedQuote(t *testing.T) {
 		48 + 520,                         // REPORT_DATA
 		48 + 584 + 4,                     // quote signature
 		48 + 584 + 4 + 64 + 64 + 6 + 320, // QE report data
+		48 + 584 + 4 + 64 + 64 + 6 + 128, // QE MRSIGNER
 	} {
 		b := append([]byte(nil), raw...)
 		b[off] ^= 1
@@ -216,4 +217,18 @@ func FuzzEventLog(f *testing.F) {
 			Replay(events)
 		}
 	})
+}
+
+func TestQEIdentityOffline(t *testing.T) {
+	for name, mut := range map[string]func(q *Quote){
+		"other signer": func(q *Quote) { q.QEReport.MRSigner[0] ^= 1 },
+		"other prodid": func(q *Quote) { q.QEReport.ISVProdID = 1 },
+		"debug QE":     func(q *Quote) { q.QEReport.Attributes[0] |= sgxAttrDebug },
+	} {
+		q, _ := ParseQuote(load(t, "tdx_quote_live.dat"))
+		mut(q)
+		if _, err := Verify(q, nil, pinned); !errors.Is(err, ErrQEBinding) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

@@ -62,6 +62,17 @@ func DefaultRoot() *x509.Certificate {
 	return c
 }
 
+// Intel's TD quoting enclave: MRSIGNER, ISVPRODID (as in PCS's TD_QE identity).
+var intelQESigner = [32]byte{
+	0xdc, 0x9e, 0x2a, 0x7c, 0x6f, 0x94, 0x8f, 0x17, 0x47, 0x4e, 0x34, 0xa7, 0xfc, 0x43, 0xed, 0x03,
+	0x0f, 0x7c, 0x15, 0x63, 0xf1, 0xba, 0xbd, 0xdf, 0x63, 0x40, 0xc8, 0x2e, 0x0e, 0x54, 0xa8, 0xc5,
+}
+
+const (
+	tdQEProdID   = 2
+	sgxAttrDebug = 0x02 // SGX ATTRIBUTES.DEBUG
+)
+
 // Result is what Verify establishes about a genuine quote.
 type Result struct {
 	Quote        *Quote
@@ -82,8 +93,9 @@ func verifyRS(pub *ecdsa.PublicKey, msg []byte, rs []byte) bool {
 
 // Verify checks that q is genuine at time now: the PCK chain leads to root
 // (whose key must be one of roots; nil means the pinned Intel root), every
-// certificate is valid at now, the QE report is signed by the PCK key and
-// binds the attestation key, and the quote is signed by the attestation key.
+// certificate is valid at now, the QE report is signed by the PCK key, comes
+// from Intel's (non-debug) TD quoting enclave and binds the attestation key,
+// and the quote is signed by the attestation key.
 func Verify(q *Quote, roots []*x509.Certificate, now time.Time) (*Result, error) {
 	if len(roots) == 0 {
 		roots = []*x509.Certificate{DefaultRoot()}
@@ -133,6 +145,11 @@ func Verify(q *Quote, roots []*x509.Certificate, now time.Time) (*Result, error)
 	}
 	if len(q.QEReport.Raw) != qeReportSize || !verifyRS(pckPub, q.QEReport.Raw, q.QESignature[:]) {
 		return nil, fmt.Errorf("%w: QE report signature does not verify with the PCK key", ErrSignature)
+	}
+	// The QE must be Intel's TD quoting enclave, not in debug mode, even when
+	// no QE identity collateral is at hand (Evaluate checks the identity too).
+	if q.QEReport.MRSigner != intelQESigner || q.QEReport.ISVProdID != tdQEProdID || q.QEReport.Attributes[0]&sgxAttrDebug != 0 {
+		return nil, fmt.Errorf("%w: the quoting enclave is not Intel's TD QE (MRSIGNER %x, ISVPRODID %d, attributes %x)", ErrQEBinding, q.QEReport.MRSigner[:8], q.QEReport.ISVProdID, q.QEReport.Attributes[:1])
 	}
 	h := sha256.New()
 	h.Write(q.AttestKey[:])
