@@ -74,7 +74,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.PrintDefaults()
 	}
 	var (
-		nonceHex      = fs.String("nonce", "", "the nonce (hex, at most 16 bytes) the evidence must bind")
+		nonceHex      = fs.String("nonce", "", "the nonce (hex of 1-16 bytes, or a UUID) the evidence must bind")
 		asJSON        = fs.Bool("json", false, "print the report as JSON")
 		builderID     = fs.String("builder-id", "", "require this runDetails.builder.id")
 		sourceURI     = fs.String("source-uri", "", "require this source URI")
@@ -129,7 +129,11 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	opts = append(opts, verify.WithPolicy(pol))
 	if *nonceHex != "" {
-		n, err := hex.DecodeString(strings.TrimPrefix(*nonceHex, "0x"))
+		h := strings.TrimPrefix(*nonceHex, "0x")
+		if len(h) == 36 && strings.Count(h, "-") == 4 {
+			h = strings.ReplaceAll(h, "-", "") // a UUID's 16 bytes
+		}
+		n, err := hex.DecodeString(h)
 		if err != nil {
 			return bad("--nonce: invalid hex: %v", err)
 		}
