@@ -51,6 +51,7 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	p.limits = withDefaults(p.limits, cfg.defaults)
 	var g *cgroup
 	if cgs != nil {
 		var err error

@@ -60,8 +60,13 @@ func newCargoEnv(t *testing.T, w string) cargoEnv {
 	return cargoEnv{env: env, cargoHome: mkdir(t, filepath.Join(w, "cargo-home"))}
 }
 
-// copyProject copies testdata project name to dst.
+// copyProject copies the project at src to dst, without target/.
 func copyProject(t *testing.T, src, dst string) {
+	t.Helper()
+	copyProjectB(t, src, dst)
+}
+
+func copyProjectB(t testing.TB, src, dst string) {
 	t.Helper()
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

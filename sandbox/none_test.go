@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"testing"
@@ -108,5 +109,58 @@ func TestRlimitFallback(t *testing.T) {
 	})
 	if err == nil || !strings.HasPrefix(out.String(), "262144\n") {
 		t.Fatalf("err = %v, output %q", err, out.String())
+	}
+}
+
+func TestDefaultLimits(t *testing.T) {
+	d := DefaultLimits()
+	if d.Memory <= 0 || d.Procs <= 0 || d.Disk <= 0 || d.FileSize <= 0 || d.Wall != 0 || d.CPUTime != 0 {
+		t.Fatalf("DefaultLimits() = %+v", d)
+	}
+	r, err := New("none", WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := r.Run(context.Background(), &Cmd{Args: []string{"sh", "-c", "ulimit -f; ulimit -t"}, Dir: t.TempDir(), Env: testEnv, Output: &out,
+		Limits: Limits{CPUTime: time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	// The default file size applies (in 512-byte blocks); the command's own
+	// CPU limit wins over the default's none.
+	if lines := strings.Fields(out.String()); len(lines) != 2 || lines[0] != "33554432" || lines[1] == "unlimited" {
+		t.Fatalf("limits inside: %q", out.String())
+	}
+	r, _ = New("none", WithDefaultLimits(Limits{}), WithLogger(slog.New(slog.DiscardHandler)))
+	out.Reset()
+	_ = r.Run(context.Background(), &Cmd{Args: []string{"sh", "-c", "ulimit -f"}, Dir: t.TempDir(), Env: testEnv, Output: &out})
+	if out.String() != "unlimited\n" {
+		t.Fatalf("WithDefaultLimits(Limits{}): ulimit -f = %q", out.String())
+	}
+}
+
+func TestNewModes(t *testing.T) {
+	if _, err := New("chroot"); err == nil {
+		t.Fatal("unknown mode accepted")
+	}
+	r, err := New("auto", WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewBwrap(); err == nil && r.Name() != "bwrap" {
+		t.Fatalf("auto chose %s although bwrap works", r.Name())
+	}
+	if _, err := New("bwrap", WithBwrapPath("/nonexistent/bwrap")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("missing bwrap: err = %v", err)
+	}
+	for _, mode := range []string{"none", "auto"} {
+		var logs bytes.Buffer
+		r, err = New(mode, WithBwrapPath("/nonexistent/bwrap"), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		if err != nil || r.Name() != "none" {
+			t.Fatalf("%s without bwrap: %v %v", mode, r, err)
+		}
+		if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "SANDBOX DISABLED") {
+			t.Errorf("%s: no loud warning: %q", mode, logs.String())
+		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Option configures a Runner made by New, NewNone or NewBwrap.
@@ -18,6 +20,9 @@ type config struct {
 	cgroupName string // directory under each cgroup parent
 	poll       time.Duration
 	tmpfsSize  int64
+	defaults   Limits // fill the zero fields of Cmd.Limits
+	// defaultsSet: WithDefaultLimits was given.
+	defaultsSet bool
 }
 
 func newConfig(opts []Option) *config {
@@ -89,10 +94,62 @@ func WithTmpSize(n int64) Option {
 	return func(c *config) { c.tmpfsSize = n }
 }
 
+// WithDefaultLimits sets limits for every command: each zero field of
+// Cmd.Limits takes the value from l. New applies DefaultLimits() unless this
+// option is given; WithDefaultLimits(Limits{}) lifts them.
+func WithDefaultLimits(l Limits) Option {
+	return func(c *config) {
+		c.defaults = l
+		c.defaultsSet = true
+	}
+}
+
+// DefaultLimits bound a build that does not set its own, so that one
+// runaway build cannot take the machine (and the server, and the builds
+// beside it) down: memory 3/4 of RAM, 8192 processes, 16 GiB per file,
+// 64 GiB written under the writable directories. CPU and wall-clock time are
+// left to the caller (the service's --build-timeout).
+func DefaultLimits() Limits {
+	l := Limits{Procs: 8192, FileSize: 16 << 30, Disk: 64 << 30}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil && si.Totalram > 0 {
+		l.Memory = int64(si.Totalram) * int64(si.Unit) / 4 * 3
+	}
+	return l
+}
+
+// withDefaults fills the zero fields of l from d.
+func withDefaults(l, d Limits) Limits {
+	if l.Memory == 0 {
+		l.Memory = d.Memory
+	}
+	if l.Procs == 0 {
+		l.Procs = d.Procs
+	}
+	if l.CPUTime == 0 {
+		l.CPUTime = d.CPUTime
+	}
+	if l.FileSize == 0 {
+		l.FileSize = d.FileSize
+	}
+	if l.Disk == 0 {
+		l.Disk = d.Disk
+	}
+	if l.Wall == 0 {
+		l.Wall = d.Wall
+	}
+	return l
+}
+
 // New returns the runner for mode: "bwrap", "none" or "auto" (bwrap when it
-// works on this machine, else none with a loud warning).
+// works on this machine, else none with a loud warning). Unless
+// WithDefaultLimits says otherwise, its commands are bounded by
+// DefaultLimits where their Cmd.Limits leave a field zero.
 func New(mode string, opts ...Option) (Runner, error) {
 	cfg := newConfig(opts)
+	if !cfg.defaultsSet {
+		cfg.defaults = DefaultLimits()
+	}
 	switch mode {
 	case "bwrap":
 		b := newBwrap(cfg)

@@ -1,0 +1,132 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+)
+
+// BenchmarkCargoSandboxOverhead is issue 7.4: the same `cargo build --locked
+// --release --offline` of testdata/honest, bare (os/exec) and through Bwrap
+// with production-style limits, alternating in one run so both see the same
+// machine load. It reports the median of each and their ratio (budget ≤ 1.03).
+//
+//	go test -run '^$' -bench CargoSandboxOverhead -benchtime 5x ./sandbox
+//
+// KETTLE_HONEST_SIZE (default 300) sets how much code the project generates.
+func BenchmarkCargoSandboxOverhead(b *testing.B) {
+	bw, err := NewBwrap()
+	if err != nil {
+		b.Skipf("bubblewrap unavailable: %v", err)
+	}
+	w, err := os.MkdirTemp("/var/tmp", "kettle-sandbox-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(w)
+	home, _ := os.UserHomeDir()
+	size := os.Getenv("KETTLE_HONEST_SIZE")
+	if size == "" {
+		size = "300"
+	}
+	env := []string{
+		"PATH=" + filepath.Join(home, ".cargo", "bin") + ":/usr/local/bin:/usr/bin:/bin",
+		"HOME=/nonexistent",
+		"RUSTUP_HOME=" + filepath.Join(home, ".rustup"),
+		"CARGO_HOME=" + filepath.Join(w, "cargo-home"),
+		"CARGO_TERM_COLOR=never",
+		"CARGO_INCREMENTAL=0",
+		"KETTLE_HONEST_SIZE=" + size,
+	}
+	cargo, err := lookPath("cargo", env, "/")
+	if err != nil {
+		b.Skip("cargo not installed")
+	}
+	if err := os.MkdirAll(filepath.Join(w, "cargo-home"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	args := []string{"cargo", "build", "--locked", "--release", "--offline"}
+	limits := Limits{Memory: 4 << 30, Procs: 1024, CPUTime: time.Hour, FileSize: 4 << 30, Disk: 16 << 30, Wall: time.Hour}
+
+	fresh := func(name string) string {
+		dir := filepath.Join(w, name)
+		os.RemoveAll(dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		copyProjectB(b, filepath.Join("testdata", "honest"), dir)
+		return dir
+	}
+	bare := func() time.Duration {
+		dir := fresh("bare")
+		var out bytes.Buffer
+		cmd := exec.Command(cargo, args[1:]...)
+		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, &out, &out
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("bare build: %v\n%s", err, out.String())
+		}
+		return time.Since(start)
+	}
+	sandboxed := func() time.Duration {
+		dir := fresh("bwrap")
+		var out bytes.Buffer
+		start := time.Now()
+		err := bw.Run(context.Background(), &Cmd{Args: args, Dir: dir, Env: env, Output: &out,
+			ReadOnly: []string{filepath.Join(w, "cargo-home")}, Limits: limits})
+		if err != nil {
+			b.Fatalf("bwrap build: %v\n%s", err, out.String())
+		}
+		return time.Since(start)
+	}
+	var bareT, bwT []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Alternate which goes first, so neither always gets a warmer cache.
+		if i%2 == 0 {
+			bareT = append(bareT, bare())
+			bwT = append(bwT, sandboxed())
+		} else {
+			bwT = append(bwT, sandboxed())
+			bareT = append(bareT, bare())
+		}
+	}
+	b.StopTimer()
+	mb, ms := median(bareT), median(bwT)
+	b.ReportMetric(mb.Seconds(), "bare-s")
+	b.ReportMetric(ms.Seconds(), "bwrap-s")
+	b.ReportMetric(ms.Seconds()/mb.Seconds(), "ratio")
+	b.Logf("bare %v, bwrap %v (each run: bare %v, bwrap %v)", mb, ms, bareT, bwT)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkBwrapTrue is the fixed cost of one sandboxed command.
+func BenchmarkBwrapTrue(b *testing.B) {
+	bw, err := NewBwrap()
+	if err != nil {
+		b.Skipf("bubblewrap unavailable: %v", err)
+	}
+	dir := b.TempDir()
+	c := &Cmd{Args: []string{"true"}, Dir: dir, Env: testEnv, Limits: Limits{Memory: 1 << 30, Procs: 64, Disk: 1 << 30, Wall: time.Minute}}
+	for i := 0; i < b.N; i++ {
+		if err := bw.Run(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
