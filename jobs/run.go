@@ -370,6 +370,9 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	}
 	if !ok {
 		log.Warn("job was taken over while building; outcome dropped", "status", fj.Status)
+		if sum != "" {
+			_ = s.objs.Delete(ctx, resultObject(j.ID))
+		}
 		return nil
 	}
 	_ = s.objs.Delete(ctx, sourceObject(j.ID))
@@ -469,6 +472,8 @@ func (k *sink) markBuilding() {
 	}
 }
 
+func notFinal(last *events.Event) bool { return last == nil || !last.Terminal() }
+
 func (k *sink) close() {
 	k.mu.Lock()
 	k.summaryLocked()
@@ -488,7 +493,16 @@ func (k *sink) publish() {
 		k.mu.Unlock()
 		for _, ev := range batch {
 			for {
-				_, err := k.s.appendEvent(k.s.ctx, k.cur, ev, nil)
+				// Never write past `complete`: if the job was recovered
+				// elsewhere (this worker presumed dead), its log is final.
+				ok, err := k.s.appendEvent(k.s.ctx, k.cur, ev, notFinal)
+				if err == nil && !ok {
+					k.log.Warn("job log already complete; dropping this worker's events")
+					k.mu.Lock()
+					k.closed, k.queue = true, nil
+					k.mu.Unlock()
+					return
+				}
 				if err == nil {
 					break
 				}

@@ -670,3 +670,44 @@ func TestQueueLimitIdleWorkers(t *testing.T) {
 	close(release)
 	collect(t, s, c.ID, 0)
 }
+
+// TestPresumedDeadWorker: a job recovered while its worker still runs (a
+// stalled heartbeat) stays Interrupted; the late worker's events and result
+// are dropped and nothing follows `complete`.
+func TestPresumedDeadWorker(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	started, release := make(chan string, 1), make(chan struct{})
+	startWorker(t, s, "slow", &fakeBuilder{lines: 5, dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+		started <- j.ID
+		<-release
+		return nil
+	}})
+	j := submitArchive(t, s, "src")
+	<-started
+	ctx := context.Background()
+	waitFor(t, func() bool { g, _ := s.Get(ctx, j.ID); return g.Building })
+	g, _ := s.Get(ctx, j.ID)
+	if err := s.recover(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	evs := collect(t, s, j.ID, 0)
+	if r := evs[len(evs)-1].ev.Result; r.ErrorType != "Interrupted" {
+		t.Fatalf("complete %+v", r)
+	}
+	// Give the late worker time to try writing, then look at the tail.
+	waitFor(t, func() bool { return !s.buildingHere(j.ID) })
+	c := newCursor(j.ID)
+	if err := s.load(ctx, c); err != nil || !c.last.Terminal() || c.next != len(evs) {
+		t.Fatalf("log tail after the late worker: next %d (want %d), last %+v, %v", c.next, len(evs), c.last, err)
+	}
+	if g, _ := s.Get(ctx, j.ID); g.Status != StatusFailed || g.ErrorType != "Interrupted" {
+		t.Fatalf("job %+v", g)
+	}
+	if _, _, err := s.Result(ctx, j.ID); !errors.Is(err, ErrNoResult) {
+		t.Fatalf("Result: %v", err)
+	}
+	if _, err := s.objs.GetInfo(ctx, resultObject(j.ID)); err == nil {
+		t.Fatal("the late worker's result was kept")
+	}
+}
