@@ -188,22 +188,41 @@ func (c *codeLog) fail(ctx context.Context, kind failure.Kind, what string, err 
 }
 
 // Fetch runs `pnpm fetch --frozen-lockfile` with network into the job's
-// store. The project's .pnpmfile.cjs is ignored: it is project code, and
-// nothing from the project runs while the network is on.
+// store, in a directory of the job's cache holding only the project's
+// pnpm-lock.yaml (and pnpm-workspace.yaml and .npmrc when present): the
+// project is not touched, so its node_modules is created by the offline
+// install, which runs the dependencies' lifecycle scripts in the sandbox.
+// No code from the project or its dependencies runs while the network is
+// on: .pnpmfile.cjs and lifecycle scripts (pnpm fetch would run an install
+// script such as esbuild's postinstall) are ignored.
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(ctx, w); err != nil {
 		return err
 	}
 	home := filepath.Join(w.CacheDir, "pnpm-home")
-	for _, dir := range []string{d.store(w), home} {
+	proj := filepath.Join(w.CacheDir, "pnpm-fetch")
+	for _, dir := range []string{d.store(w), home, proj} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, name := range fetchFiles {
+		data, err := toolchain.ReadProjectFile(w.Dir, name)
+		if errors.Is(err, fs.ErrNotExist) && name != LockfileName {
+			continue
+		}
+		if err != nil {
+			return failure.Wrap(failure.InvalidSource, err, "cannot read "+name+" (it must be a regular file in the project root)")
+		}
+		if err := os.WriteFile(filepath.Join(proj, name), data, 0o644); err != nil {
 			return err
 		}
 	}
 	cl := &codeLog{w: w}
 	err := toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
-		Args: []string{d.pnpm, "fetch", "--frozen-lockfile", "--ignore-pnpmfile",
+		Args: []string{d.pnpm, "fetch", "--frozen-lockfile", "--ignore-pnpmfile", "--ignore-scripts",
 			"--store-dir", d.store(w), "--reporter=append-only"},
+		Dir:      proj,
 		Env:      d.env(w, home),
 		Network:  true,
 		Writable: []string{w.CacheDir},
@@ -215,6 +234,9 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	return nil
 }
+
+// fetchFiles are the project files pnpm fetch reads.
+var fetchFiles = []string{LockfileName, "pnpm-workspace.yaml", ".npmrc"}
 
 // Build runs `pnpm install --offline --frozen-lockfile` and `pnpm build`
 // in the sandbox, with the store read-only.

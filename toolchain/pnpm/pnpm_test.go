@@ -148,6 +148,11 @@ func TestBuildPnpmProject(t *testing.T) {
 	if err := d.Fetch(ctx, w); err != nil {
 		t.Fatalf("fetch: %v\n%s", err, log)
 	}
+	// The fetch leaves the project alone: node_modules (and the
+	// dependencies' install scripts) come with the offline install.
+	if _, err := os.Lstat(filepath.Join(w.Dir, "node_modules")); !os.IsNotExist(err) {
+		t.Errorf("fetch created node_modules in the project: %v", err)
+	}
 	if err := d.Build(ctx, w); err != nil {
 		t.Fatalf("build: %v\n%s", err, log)
 	}
@@ -158,6 +163,9 @@ func TestBuildPnpmProject(t *testing.T) {
 		fetch := c.Args[1] == "fetch"
 		if c.Network != fetch {
 			t.Errorf("%v: network %v", c.Args[1:], c.Network)
+		}
+		if fetch && (c.Dir == w.Dir || !contains(c.Args, "--ignore-scripts") || !contains(c.Args, "--ignore-pnpmfile")) {
+			t.Errorf("fetch runs project or dependency code: %v in %s", c.Args, c.Dir)
 		}
 		if !fetch && !contains(c.ReadOnly, filepath.Join(w.CacheDir, "pnpm-store")) {
 			t.Errorf("%v: store not read-only: %v", c.Args[1:], c.ReadOnly)
