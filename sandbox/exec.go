@@ -190,8 +190,8 @@ loop:
 			}
 			if stopped == nil && p.limits.Disk > 0 && !now.Before(nextWalk) {
 				used, took := diskUsage(p.watch)
-				// Walking a big tree is not free: walk at most ~10% of the time.
-				nextWalk = time.Now().Add(10 * took)
+				// Walking a big tree is not free: walk at most ~5% of the time.
+				nextWalk = time.Now().Add(20 * took)
 				if used-baseline > p.limits.Disk {
 					stopped = &LimitError{Limit: ErrDiskLimit, Value: bytesString(p.limits.Disk)}
 				}

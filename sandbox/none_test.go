@@ -164,3 +164,31 @@ func TestNewModes(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsFromEnv(t *testing.T) {
+	env := map[string]string{EnvMemory: "1.5GiB", EnvProcs: "300", EnvDisk: "0", EnvCPUTime: "90s", EnvFileSize: "64M", EnvWall: "1h"}
+	l, err := LimitsFromEnv(Limits{Disk: 5, Memory: 7}, func(k string) string { return env[k] })
+	want := Limits{Memory: 3 << 29, Procs: 300, CPUTime: 90 * time.Second, FileSize: 64 << 20, Wall: time.Hour}
+	if err != nil || l != want {
+		t.Fatalf("LimitsFromEnv = %+v, %v; want %+v", l, err, want)
+	}
+	for _, bad := range []map[string]string{{EnvMemory: "lots"}, {EnvProcs: "1.5"}, {EnvCPUTime: "10"}, {EnvDisk: "-1G"}} {
+		if _, err := LimitsFromEnv(Limits{}, func(k string) string { return bad[k] }); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	t.Setenv(EnvFileSize, "1MiB")
+	r, err := New("none", WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_ = r.Run(context.Background(), &Cmd{Args: []string{"sh", "-c", "ulimit -f"}, Dir: t.TempDir(), Env: testEnv, Output: &out})
+	if out.String() != "2048\n" {
+		t.Fatalf("%s=1MiB: ulimit -f = %q", EnvFileSize, out.String())
+	}
+	t.Setenv(EnvFileSize, "big")
+	if _, err := New("none", WithLogger(slog.New(slog.DiscardHandler))); err == nil {
+		t.Fatal("bad environment accepted")
+	}
+}

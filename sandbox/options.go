@@ -1,8 +1,12 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -141,14 +145,89 @@ func withDefaults(l, d Limits) Limits {
 	return l
 }
 
+// Environment variables that override DefaultLimits for runners made by New
+// (the KETTLE_<FLAG> convention of the command line; "0" lifts a limit).
+// Sizes take an optional KiB/MiB/GiB/TiB (or K/M/G/T) suffix, times a Go
+// duration ("90s", "1h").
+const (
+	EnvMemory   = "KETTLE_SANDBOX_MEMORY"
+	EnvProcs    = "KETTLE_SANDBOX_PROCS"
+	EnvCPUTime  = "KETTLE_SANDBOX_CPU_TIME"
+	EnvFileSize = "KETTLE_SANDBOX_FILE_SIZE"
+	EnvDisk     = "KETTLE_SANDBOX_DISK"
+	EnvWall     = "KETTLE_SANDBOX_WALL"
+)
+
+// LimitsFromEnv returns base with the fields set by the KETTLE_SANDBOX_*
+// variables of getenv replaced.
+func LimitsFromEnv(base Limits, getenv func(string) string) (Limits, error) {
+	l := base
+	for _, f := range []struct {
+		key string
+		set func(string) error
+	}{
+		{EnvMemory, func(v string) (err error) { l.Memory, err = ParseSize(v); return }},
+		{EnvFileSize, func(v string) (err error) { l.FileSize, err = ParseSize(v); return }},
+		{EnvDisk, func(v string) (err error) { l.Disk, err = ParseSize(v); return }},
+		{EnvProcs, func(v string) (err error) { l.Procs, err = strconv.Atoi(v); return }},
+		{EnvCPUTime, func(v string) (err error) { l.CPUTime, err = parseDuration(v); return }},
+		{EnvWall, func(v string) (err error) { l.Wall, err = parseDuration(v); return }},
+	} {
+		v := strings.TrimSpace(getenv(f.key))
+		if v == "" {
+			continue
+		}
+		if err := f.set(v); err != nil {
+			return base, fmt.Errorf("%s=%q: %w", f.key, v, err)
+		}
+	}
+	if l.Memory < 0 || l.FileSize < 0 || l.Disk < 0 || l.Procs < 0 || l.CPUTime < 0 || l.Wall < 0 {
+		return base, errors.New("sandbox: negative limit")
+	}
+	return l, nil
+}
+
+func parseDuration(v string) (time.Duration, error) {
+	if v == "0" {
+		return 0, nil
+	}
+	return time.ParseDuration(v)
+}
+
+// ParseSize reads a byte count: "1048576", "512MiB", "4G", "1.5GiB".
+func ParseSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("invalid size %q", v)
+	}
+	return int64(f * float64(mult)), nil
+}
+
 // New returns the runner for mode: "bwrap", "none" or "auto" (bwrap when it
 // works on this machine, else none with a loud warning). Unless
 // WithDefaultLimits says otherwise, its commands are bounded by
-// DefaultLimits where their Cmd.Limits leave a field zero.
+// DefaultLimits, as overridden by the KETTLE_SANDBOX_* environment variables,
+// where their Cmd.Limits leave a field zero.
 func New(mode string, opts ...Option) (Runner, error) {
 	cfg := newConfig(opts)
 	if !cfg.defaultsSet {
-		cfg.defaults = DefaultLimits()
+		l, err := LimitsFromEnv(DefaultLimits(), os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		cfg.defaults = l
 	}
 	switch mode {
 	case "bwrap":
