@@ -282,12 +282,19 @@ func (r *run) azure(ctx context.Context, env *Envelope) error {
 			return r.fail("HCL binding: SNP report_data[0:32] == SHA-256(runtime data)", ErrBinding, nil)
 		}
 		r.ok("HCL binding: SNP report_data[0:32] == SHA-256(runtime data)")
-		if ev.VCEK == "" {
-			return r.fail("VCEK certificate", ErrNoEndorsement, errors.New("az-snp evidence has no vcek"))
-		}
-		der, err := b64url("vcek", ev.VCEK)
-		if err != nil {
-			return err
+		var der []byte
+		switch {
+		case ev.VCEK != "":
+			if der, err = b64url("vcek", ev.VCEK); err != nil {
+				return err
+			}
+		case r.o.getter != nil:
+			if der, err = fetchVCEK(ctx, r.o.getter, rep); err != nil {
+				return r.fail("VCEK from AMD KDS", ErrNoEndorsement, err)
+			}
+			r.ok("VCEK fetched from AMD KDS")
+		default:
+			return r.fail("VCEK certificate", ErrNoEndorsement, errors.New("az-snp evidence has no vcek; fetching it from AMD KDS needs the network (--online)"))
 		}
 		key, err := x509.ParseCertificate(der)
 		if err != nil {

@@ -274,6 +274,10 @@ func signedBody(raw []byte, field string, chainPEM []byte, root *x509.Certificat
 		return nil, fmt.Errorf("%w: issuer chain: no certificates", ErrCollateral)
 	}
 	signer := certs[0]
+	// Only Intel's TCB signing key signs TCB info and QE identities.
+	if signer.Subject.CommonName != "Intel SGX TCB Signing" {
+		return nil, fmt.Errorf("%w: signed by %q, not Intel SGX TCB Signing", ErrCollateral, signer.Subject.CommonName)
+	}
 	rp := x509.NewCertPool()
 	rp.AddCert(root)
 	if _, err := signer.Verify(x509.VerifyOptions{Roots: rp, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
