@@ -130,7 +130,10 @@ type hub struct {
 	err    error
 	notify chan struct{} // closed and replaced on every change
 	refs   int
-	stopFn func()
+	stopFn func() // set before ready closes
+	// ready closes once the consumer started (or failed: startErr).
+	ready    chan struct{}
+	startErr error
 }
 
 type indexed struct {
@@ -139,6 +142,11 @@ type indexed struct {
 }
 
 func (h *hub) stop() {
+	select {
+	case <-h.ready:
+	default:
+		return // still starting: its creator holds a reference
+	}
 	if h.stopFn != nil {
 		h.stopFn()
 	}
@@ -152,14 +160,55 @@ func (h *hub) publish(fn func()) {
 	h.mu.Unlock()
 }
 
-// acquire returns the hub of job id, starting it if needed.
+// acquire returns the hub of job id, starting it if needed. The consumer is
+// created outside s.mu so that many watchers arriving at once do not queue
+// behind each other's round trips.
 func (s *Store) acquire(ctx context.Context, id string) (*hub, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if h, ok := s.hubs[id]; ok {
+	h, ok := s.hubs[id]
+	if ok {
 		h.refs++
+		s.mu.Unlock()
+		select {
+		case <-h.ready:
+		case <-ctx.Done():
+			s.release(h)
+			return nil, ctx.Err()
+		}
+		if h.startErr != nil {
+			s.release(h)
+			return nil, h.startErr
+		}
 		return h, nil
 	}
+	h = &hub{id: id, notify: make(chan struct{}), refs: 1, ready: make(chan struct{})}
+	s.hubs[id] = h
+	s.mu.Unlock()
+
+	it, err := s.startFollow(ctx, id)
+	if err != nil {
+		h.startErr = err
+		s.mu.Lock()
+		if s.hubs[id] == h {
+			delete(s.hubs, id)
+		}
+		s.mu.Unlock()
+		close(h.ready)
+		s.release(h)
+		return nil, err
+	}
+	var once sync.Once
+	h.stopFn = func() { once.Do(it.Stop) }
+	close(h.ready) // this call holds a reference: nobody stopped the hub yet
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.follow(h, it)
+	}()
+	return h, nil
+}
+
+func (s *Store) startFollow(ctx context.Context, id string) (jetstream.MessagesContext, error) {
 	cons, err := s.js.OrderedConsumer(ctx, eventsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{eventsSubject + id},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -171,16 +220,7 @@ func (s *Store) acquire(ctx context.Context, id string) (*hub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("follow log: %w", err)
 	}
-	h := &hub{id: id, notify: make(chan struct{}), refs: 1}
-	var once sync.Once
-	h.stopFn = func() { once.Do(it.Stop) }
-	s.hubs[id] = h
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		s.follow(h, it)
-	}()
-	return h, nil
+	return it, nil
 }
 
 func (s *Store) release(h *hub) {
