@@ -711,3 +711,46 @@ func TestPresumedDeadWorker(t *testing.T) {
 		t.Fatal("the late worker's result was kept")
 	}
 }
+
+// TestWatchersJoiningTogether: watchers of several logs arrive at once
+// (sharing hubs while they start), some give up immediately.
+func TestWatchersJoiningTogether(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	startWorker(t, s, "w1", &fakeBuilder{lines: 20, dir: t.TempDir()})
+	var ids []string
+	for i := 0; i < 4; i++ {
+		ids = append(ids, submitArchive(t, s, fmt.Sprint(i)).ID)
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	var wg sync.WaitGroup
+	counts := make([]int, 4*40)
+	errs := make([]error, 4*40)
+	for w := range counts {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			ctx := context.Background()
+			if w%10 == 9 {
+				ctx = canceled
+			}
+			errs[w] = s.Watch(ctx, ids[w%4], 0, func(int, events.Event) error { counts[w]++; return nil })
+		}(w)
+	}
+	wg.Wait()
+	for w := range counts {
+		if w%10 == 9 {
+			continue
+		}
+		// Queue positions vary with timing; the full log is the reference.
+		if want := len(collect(t, s, ids[w%4], 0)); errs[w] != nil || counts[w] != want {
+			t.Fatalf("watcher %d: %d events (want %d), %v", w, counts[w], want, errs[w])
+		}
+	}
+	s.mu.Lock()
+	n := len(s.hubs)
+	s.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d hubs left after every watcher ended", n)
+	}
+}
