@@ -84,7 +84,7 @@ func FuzzParseJSON(f *testing.F) {
 			if !bytes.Equal(got, want) || b.ArchiveSHA256 != hex.EncodeToString(sum[:]) || b.ArchiveSize != int64(len(want)) {
 				t.Fatalf("spooled archive differs")
 			}
-			if b.RepoURL != "" {
+			if ref.RepoURL != nil && *ref.RepoURL != "" || b.RepoURL != "" {
 				t.Fatalf("both sources")
 			}
 		} else if ref.RepoURL == nil || *ref.RepoURL != b.RepoURL || b.RepoURL == "" {

@@ -630,7 +630,8 @@ func (p *jsonParser) validate() (*Build, error) {
 	if err != nil {
 		return nil, err
 	}
-	url, hasURL := get("repo_url")
+	url, _ := get("repo_url")
+	hasURL := url != "" // "" counts as absent, like null
 	hasData := p.spool != nil
 	if hasURL == hasData {
 		return nil, errorf(http.StatusBadRequest, "exactly one of repo_url or source_data is required")
