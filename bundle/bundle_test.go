@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -286,4 +287,29 @@ func FuzzExtract(f *testing.F) {
 			t.Fatalf("wrote outside dest: %v", ents)
 		}
 	})
+}
+
+func TestLongNames(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("n", 150)
+	p := filepath.Join(dir, "artifacts", long)
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	if err := os.WriteFile(p, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var a, b bytes.Buffer
+	if err := Write(&a, "demo", dir); err != nil {
+		t.Fatal(err)
+	}
+	Write(&b, "demo", dir)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("not deterministic")
+	}
+	top, err := Extract(&a, t.TempDir(), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(top, "artifacts", long)); err != nil || string(got) != "x" {
+		t.Fatalf("long name lost: %v", err)
+	}
 }
