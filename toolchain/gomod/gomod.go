@@ -330,7 +330,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		}
 		return failure.Wrap(failure.DependencyFetchFailed, err, msg)
 	}
-	w.Log(fmt.Sprintf("kettle: %d module(s) verified against go.sum", n))
+	logf(w, "kettle: %d module(s) verified against go.sum", n)
 	return nil
 }
 
@@ -375,7 +375,7 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	} else if ctx.Err() != nil {
 		return toolchain.CommandFailed(ctx, failure.BuildFailed, "go build std", ctx.Err())
 	} else {
-		w.Log("kettle: no prebuilt standard library (" + clip(scrubPaths(err.Error(), w)) + "); go compiles it in this build")
+		logf(w, "kettle: no prebuilt standard library (%s); go compiles it in this build", clip(scrubPaths(err.Error(), w)))
 	}
 	defer func() {
 		for _, sub := range []string{"cache", "tmp", "home"} {
@@ -435,7 +435,7 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	for _, name := range rebuild {
 		pkg := names[name]
-		w.Log(fmt.Sprintf("kettle: several main packages are named %s; building %s as %s", DefaultExecName(pkg), pkg, name))
+		logf(w, "kettle: several main packages are named %s; building %s as %s", DefaultExecName(pkg), pkg, name)
 		if err := run("go build "+pkg, append(flags, ScratchDir+"/bin/"+name, pkg)...); err != nil {
 			return err
 		}
@@ -556,6 +556,13 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		return nil, failure.New(failure.NoArtifacts, "no main package: go build produced no binaries")
 	}
 	return out, nil
+}
+
+// logf writes one line of kettle's own to the build log.
+func logf(w *toolchain.Workspace, format string, args ...any) {
+	if w.Log != nil {
+		w.Log(fmt.Sprintf(format, args...))
+	}
 }
 
 // detail keeps the lines of a go command's output that explain a failure.
