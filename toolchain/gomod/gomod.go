@@ -349,8 +349,9 @@ func restore(dir, name string, data []byte) {
 // Build runs, offline in the sandbox, `go list` to find the main packages
 // and `go build -trimpath -buildvcs=false -o .kettle-go/bin/ ./...`. When two
 // main packages would get the same binary name (say the module root and
-// cmd/<name>), each of them except the module root is rebuilt under its
-// directory path with "/" replaced by "-" (cmd-<name>).
+// cmd/<name>), each of them is built again on its own with -o: the module
+// root keeps the name, the others are named after their directory with "/"
+// replaced by "-" (cmd-<name>); see ArtifactNames.
 func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(ctx, w); err != nil {
 		return err
@@ -394,6 +395,10 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	if err != nil {
 		return err
 	}
+	names, err := ArtifactNames(d.module, mains)
+	if err != nil {
+		return failure.Wrap(failure.BuildFailed, err, err.Error())
+	}
 	run := func(what string, args ...string) error {
 		err := toolchain.Run(ctx, w, &sandbox.Cmd{
 			Args:     append([]string{d.goBin}, args...),
@@ -409,10 +414,6 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	flags := []string{"build", "-trimpath", "-buildvcs=false", "-o"}
 	if err := run("go build", append(flags, ScratchDir+"/bin/", "./...")...); err != nil {
 		return err
-	}
-	names, err := ArtifactNames(d.module, mains)
-	if err != nil {
-		return failure.Wrap(failure.BuildFailed, err, err.Error())
 	}
 	d.names = names
 	// Packages sharing a name were written over each other by ./...:
