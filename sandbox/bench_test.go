@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -18,7 +19,7 @@ import (
 //
 //	go test -run '^$' -bench CargoSandboxOverhead -benchtime 5x ./sandbox
 //
-// KETTLE_HONEST_SIZE (default 300) sets how much code the project generates.
+// KETTLE_HONEST_SIZE (default 100) sets how much code the project generates.
 func BenchmarkCargoSandboxOverhead(b *testing.B) {
 	bw, err := NewBwrap()
 	if err != nil {
@@ -32,7 +33,7 @@ func BenchmarkCargoSandboxOverhead(b *testing.B) {
 	home, _ := os.UserHomeDir()
 	size := os.Getenv("KETTLE_HONEST_SIZE")
 	if size == "" {
-		size = "300"
+		size = "100"
 	}
 	env := []string{
 		"PATH=" + filepath.Join(home, ".cargo", "bin") + ":/usr/local/bin:/usr/bin:/bin",
@@ -67,6 +68,7 @@ func BenchmarkCargoSandboxOverhead(b *testing.B) {
 		var out bytes.Buffer
 		cmd := exec.Command(cargo, args[1:]...)
 		cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, env, &out, &out
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		start := time.Now()
 		if err := cmd.Run(); err != nil {
 			b.Fatalf("bare build: %v\n%s", err, out.String())
