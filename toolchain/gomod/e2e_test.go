@@ -117,6 +117,38 @@ func TestPipelineGo(t *testing.T) {
 	}
 }
 
+// TestPipelineGoTampered: a go.sum hash that does not match the module the
+// proxy serves fails the build with DependencyFetchFailed, before anything
+// is built, with a message naming the module and no server path.
+func TestPipelineGoTampered(t *testing.T) {
+	for _, tool := range []string{"go", "git"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("https://proxy.golang.org/github.com/google/uuid/@v/v1.6.0.info")
+	if err != nil {
+		t.Skipf("Go module proxy unreachable: %v", err)
+	}
+	resp.Body.Close()
+	dir := filepath.Join(t.TempDir(), "go-hello")
+	if err := exec.Command("cp", "-a", filepath.Join("..", "..", "testdata", "projects", "go-hello"), dir).Run(); err != nil {
+		t.Fatal(err)
+	}
+	sum := filepath.Join(dir, gomod.SumFile)
+	b, _ := os.ReadFile(sum)
+	os.WriteFile(sum, []byte(strings.Replace(string(b), "h1:NIva", "h1:NIvb", 1)), 0o644)
+	_, err = pipeline.Run(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env()})
+	msg := failure.Message(err)
+	if failure.KindOf(err) != failure.DependencyFetchFailed || !strings.Contains(msg, "github.com/google/uuid@v1.6.0: checksum mismatch") {
+		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), msg)
+	}
+	if strings.Contains(msg, dir) || strings.Contains(msg, os.TempDir()) {
+		t.Fatalf("message leaks a path: %q", msg)
+	}
+}
+
 // env is pipeline.DefaultEnv with go's directory on PATH.
 func env() []string {
 	e := pipeline.DefaultEnv()

@@ -97,6 +97,41 @@ func TestPipelinePnpm(t *testing.T) {
 	}
 }
 
+// TestPipelinePnpmTampered: an integrity in pnpm-lock.yaml that does not
+// match the registry's tarball fails the build with DependencyFetchFailed.
+func TestPipelinePnpmTampered(t *testing.T) {
+	for _, tool := range []string{"pnpm", "node"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("https://registry.npmjs.org/ms")
+	if err != nil {
+		t.Skipf("npm registry unreachable: %v", err)
+	}
+	resp.Body.Close()
+	dir := filepath.Join(t.TempDir(), "pnpm-hello")
+	if err := exec.Command("cp", "-a", filepath.Join("..", "..", "testdata", "projects", "pnpm-hello"), dir).Run(); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(dir, pnpm.LockfileName)
+	b, _ := os.ReadFile(lock)
+	// ms pinned to @types/ms's integrity: well-formed, wrong.
+	os.WriteFile(lock, []byte(strings.Replace(string(b),
+		"sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlA==",
+		"sha512-GsCCIZDE/p3i96vtEqx+7dBUGXrc7zeSK3wwPHIaRThS+9OhWIXRqzs4d6k1SVU8g91DrNRWxWUGhp5KXQb2VA==", 1)), 0o644)
+	env := append(pipeline.DefaultEnv(), "npm_config_fetch_retries=0")
+	_, err = pipeline.Run(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env})
+	msg := failure.Message(err)
+	if failure.KindOf(err) != failure.DependencyFetchFailed || !strings.Contains(msg, "ERR_PNPM_TARBALL_INTEGRITY") {
+		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), msg)
+	}
+	if strings.Contains(msg, dir) || strings.Contains(msg, os.TempDir()) {
+		t.Fatalf("message leaks a path: %q", msg)
+	}
+}
+
 func gitProject(t *testing.T, src, dst string) {
 	t.Helper()
 	if err := exec.Command("cp", "-a", src, dst).Run(); err != nil {
