@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -103,48 +102,56 @@ func (p *cutProxy) handle(c net.Conn) {
 		return
 	}
 	defer s.Close()
-	br := bufio.NewReader(c)
-	line, err := br.ReadString('\n')
-	if err != nil {
-		return
-	}
-	cut := false
-	if strings.HasPrefix(line, "GET ") && strings.Contains(line, "/events") {
-		p.mu.Lock()
-		p.streams++
-		cut = p.streams <= p.cuts
-		p.mu.Unlock()
-	}
-	if _, err := io.WriteString(s, line); err != nil {
-		return
-	}
+	// Connections are kept alive: a submit and then the event stream may
+	// share one. The request direction marks the moment an events request
+	// goes out; the response bytes from then on are the stream.
+	var cut atomic.Bool
 	go func() {
-		io.Copy(s, br)
-		s.(*net.TCPConn).CloseWrite()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if bytes.Contains(buf[:n], []byte("GET /build/")) && bytes.Contains(buf[:n], []byte("/events")) && !cut.Load() {
+					p.mu.Lock()
+					p.streams++
+					cut.Store(p.streams <= p.cuts)
+					p.mu.Unlock()
+				}
+				if _, werr := s.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				s.(*net.TCPConn).CloseWrite()
+				return
+			}
+		}
 	}()
-	if !cut {
-		io.Copy(c, s)
-		return
-	}
 	var seen []byte
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := s.Read(buf)
 		if n > 0 {
-			sent := len(seen)
-			seen = append(seen, buf[:n]...)
-			if at := nthIndex(seen, []byte("\ndata: "), 3); at >= 0 {
-				// Two whole events went through; stop a few bytes into
-				// the third.
-				end := min(at+10, len(seen))
-				c.Write(seen[sent:end])
-				p.mu.Lock()
-				p.cutTexts = append(p.cutTexts, string(seen[:end]))
-				p.mu.Unlock()
-				return
-			}
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
+			if !cut.Load() {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			} else {
+				sent := len(seen)
+				seen = append(seen, buf[:n]...)
+				if at := nthIndex(seen, []byte("\ndata: "), 3); at >= 0 {
+					// Two whole events went through; stop a few bytes
+					// into the third.
+					end := min(at+10, len(seen))
+					c.Write(seen[sent:end])
+					p.mu.Lock()
+					p.cutTexts = append(p.cutTexts, string(seen[:end]))
+					p.mu.Unlock()
+					return
+				}
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
 			}
 		}
 		if err != nil {
