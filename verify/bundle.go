@@ -193,6 +193,7 @@ func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 	}
 	if r.Claims != nil && r.genuine() {
 		r.Checks = append(r.Checks, evidencePolicy(r.Claims, o.policy)...)
+		r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
 	} else {
 		for _, c := range evidencePolicy(&Claims{Platform: r.Platform}, o.policy) {
 			r.add(Check{Name: c.Name, Detail: "not checked: the evidence is not genuine", Skipped: true})
@@ -553,4 +554,20 @@ func HashFile(ctx context.Context, path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// imageWarnings says what genuine evidence does not prove without an image
+// policy: which guest ran.
+func imageWarnings(platform string, p Policy) []string {
+	switch platform {
+	case PlatformAzSNP, PlatformAzTDX:
+		if len(p.PCRs) == 0 {
+			return []string{"no --pcr policy: on Azure the launch measurement is the paravisor's, so this proves that some Azure confidential VM's vTPM bound this build, not which guest image ran (pin PCRs, e.g. 4, 7, 11)"}
+		}
+	case PlatformSNP, PlatformTDX:
+		if len(p.Measurements) == 0 {
+			return []string{"no --measurement policy: any guest image on genuine hardware passes (pin the launch measurement)"}
+		}
+	}
+	return nil
 }
