@@ -352,7 +352,7 @@ func restore(dir, name string, data []byte) {
 // cmd/<name>), each of them is built again on its own with -o: the module
 // root keeps the name, the others are named after their directory with "/"
 // replaced by "-" (cmd-<name>); see ArtifactNames.
-func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
+func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) {
 	if err := d.ready(ctx, w); err != nil {
 		return err
 	}
@@ -379,6 +379,10 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 		logf(w, "kettle: no prebuilt standard library (%s); go compiles it in this build", clip(scrubPaths(err.Error(), w)))
 	}
 	defer func() {
+		if err != nil { // no Artifacts call will clean up
+			os.RemoveAll(scratch)
+			return
+		}
 		for _, sub := range []string{"cache", "tmp", "home"} {
 			os.RemoveAll(filepath.Join(scratch, sub))
 		}

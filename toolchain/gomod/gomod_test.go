@@ -377,3 +377,24 @@ func TestGoModSymlink(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestBuildFails: a compile error is BuildFailed, its output is in the log,
+// and nothing of the build is left in the project.
+func TestBuildFails(t *testing.T) {
+	needGo(t)
+	ctx := context.Background()
+	dir := projectDir(t, "go-nodeps")
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() { undefinedThing() }\n"), 0o644)
+	w, lines := workspace(t, dir)
+	d := NewModOnly()
+	if _, err := d.Inputs(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Build(ctx, w)
+	if failure.KindOf(err) != failure.BuildFailed || !strings.Contains(strings.Join(*lines, "\n"), "undefined: undefinedThing") {
+		t.Fatalf("err %v (%s)\n%s", err, failure.KindOf(err), strings.Join(*lines, "\n"))
+	}
+	if _, err := os.Lstat(filepath.Join(dir, ScratchDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("scratch directory left behind: %v", err)
+	}
+}
