@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kettle-build/kettle/toolchain"
 )
@@ -71,6 +72,7 @@ func prepareStdCache(ctx context.Context, env []string, goBin, goDigest string) 
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return "", err
 	}
+	removeStale(root)
 	tmp, err := os.MkdirTemp(root, ".tmp-")
 	if err != nil {
 		return "", err
@@ -104,6 +106,22 @@ func prepareStdCache(ctx context.Context, env []string, goBin, goDigest string) 
 		return "", err
 	}
 	return dir, nil
+}
+
+// removeStale deletes what a killed process left of an earlier seed build.
+func removeStale(root string) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+			os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
 }
 
 // seedCache fills dst (an empty GOCACHE) with links to (or copies of) the
