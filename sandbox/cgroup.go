@@ -163,7 +163,8 @@ func readCgroupMounts(path string) ([]cgroupMount, error) {
 				break
 			}
 		}
-		if sep < 0 || sep+3 >= len(fields)+1 || len(fields) < sep+3 {
+		// Six fields before the separator, fstype and source after it.
+		if sep < 6 || len(fields) < sep+3 {
 			continue
 		}
 		fstype, dir := fields[sep+1], unescapeMount(fields[4])

@@ -209,7 +209,7 @@ func ParseSize(v string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || f*float64(mult) > 1<<62 {
+	if err != nil || !(f >= 0 && f*float64(mult) <= 1<<62) { // also refuses NaN
 		return 0, fmt.Errorf("invalid size %q", v)
 	}
 	return int64(f * float64(mult)), nil

@@ -107,7 +107,7 @@ func TestMaliciousBuildsThroughService(t *testing.T) {
 		Bin:     kettleBin,
 		DataDir: data,
 		Args: []string{"--attester", "insecure", "--sandbox", "bwrap", "--workers", "3",
-			"--build-timeout", "60s", "--log-format", "json"},
+			"--build-timeout", "45s", "--log-format", "json"},
 		Env: []string{
 			sandbox.EnvMemory + "=1GiB",
 			sandbox.EnvProcs + "=256",
