@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -63,6 +64,10 @@ func runRemote(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fmt.Fprintf(stderr, "kettle remote: unknown command %q\n\n%s", args[0], remoteUsage)
 	return exitBadArgs
 }
+
+// remoteBackoff is the retry schedule of every remote command (a variable
+// for tests).
+var remoteBackoff = client.DefaultBackoff
 
 // defaultServer is where `kettle serve` listens by default.
 const defaultServer = "http://localhost:8080"
@@ -122,10 +127,10 @@ func (s *serverFlags) client(p func(format string, args ...any)) (*client.Client
 	} else {
 		token = strings.TrimSpace(os.Getenv("KETTLE_TOKEN"))
 	}
-	opts := []client.Option{client.WithToken(token), client.WithUserAgent("kettle/" + Version)}
+	opts := []client.Option{client.WithToken(token), client.WithUserAgent("kettle/" + Version), client.WithBackoff(remoteBackoff)}
 	if p != nil {
 		opts = append(opts, client.WithRetryNotify(func(r client.Retry) {
-			p("%s: %s; retrying in %s", r.Op, describe(r.Err, u), r.Wait.Round(100*time.Millisecond))
+			p("%s: %s; retrying in %s", r.Op, brief(r.Err), r.Wait.Round(100*time.Millisecond))
 		}))
 	}
 	return client.New(u, opts...)
@@ -165,13 +170,24 @@ func describe(err error, server string) string {
 	return err.Error()
 }
 
-// rootCause is the innermost error's text (the "connection refused").
+// rootCause is the network-level reason ("connect: connection refused").
 func rootCause(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns.Error()
+	}
 	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			if m, ok := err.(interface{ Unwrap() []error }); ok && len(m.Unwrap()) > 0 {
-				u = m.Unwrap()[0]
+		var u error
+		switch x := err.(type) {
+		case interface{ Unwrap() error }:
+			u = x.Unwrap()
+		case interface{ Unwrap() []error }:
+			if l := x.Unwrap(); len(l) > 0 {
+				u = l[len(l)-1]
 			}
 		}
 		if u == nil {
@@ -181,9 +197,25 @@ func rootCause(err error) string {
 	}
 }
 
+// brief is describe without the advice, for repeated retry notices.
+func brief(err error) string {
+	var he *client.HTTPError
+	switch {
+	case errors.As(err, &he):
+		return fmt.Sprintf("%d %s", he.StatusCode, he.Message)
+	case errors.Is(err, client.ErrUnreachable):
+		return "cannot reach server (" + rootCause(err) + ")"
+	}
+	return err.Error()
+}
+
 // exitFor maps an API error to an exit status: the server refusing our
 // input or credentials is bad usage (2), anything else a failure (1).
 func exitFor(err error) int {
+	var he *client.HTTPError
+	if errors.As(err, &he) && he.StatusCode == http.StatusConflict {
+		return exitFailed // a used single-build server: not the input's fault
+	}
 	if errors.Is(err, client.ErrRejected) || errors.Is(err, client.ErrUnauthorized) {
 		return exitBadArgs
 	}
