@@ -82,7 +82,7 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: evidence envelope has no \"evidence\"", ErrMalformed)
 	}
 	switch env.Platform {
-	case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformInsecure:
+	case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformInsecure:
 	case "":
 		return nil, fmt.Errorf("%w: evidence envelope has no \"platform\"", ErrMalformed)
 	default:
@@ -165,9 +165,9 @@ func genuine(ctx context.Context, b []byte, o *options) (*Claims, error) {
 	switch env.Platform {
 	case PlatformAzSNP, PlatformAzTDX:
 		err = r.azure(ctx, env)
-	case PlatformSNP:
+	case PlatformSNP, PlatformGCPSNP:
 		err = r.snp(ctx, env)
-	case PlatformTDX:
+	case PlatformTDX, PlatformGCPTDX:
 		err = r.tdx(ctx, env)
 	case PlatformInsecure:
 		err = r.insecure(env)
@@ -582,7 +582,7 @@ func (r *run) tdxQuote(ctx context.Context, raw []byte) (*tdx.Quote, error) {
 func checkReportData(c *Claims, want []byte) error {
 	size := 0
 	switch c.Platform {
-	case PlatformSNP, PlatformTDX:
+	case PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX:
 		size = 64
 	}
 	if len(want) > 64 || !zeroPadEqual(c.ReportData, want, size) {

@@ -158,3 +158,19 @@ func TestTDXEventLog(t *testing.T) {
 		}
 	}
 }
+
+func TestGCPTags(t *testing.T) {
+	var env Envelope
+	json.Unmarshal(readFixture(t, "snp/live-evidence-genoa.json"), &env)
+	c, err := Evidence(context.Background(), envelope(t, PlatformGCPSNP, []byte(env.Evidence)), WithExpectedReportData([]byte("genoa-test-fixture")))
+	if err != nil || c.Platform != PlatformGCPSNP {
+		t.Errorf("gcp-snp: %v", err)
+	}
+	q := map[string]any{"quote": base64.StdEncoding.EncodeToString(readFixture(t, "tdx_quote_live.dat"))}
+	if c, err := Evidence(context.Background(), envelope(t, PlatformGCPTDX, q)); err != nil || c.Platform != PlatformGCPTDX {
+		t.Errorf("gcp-tdx: %v", err)
+	}
+	if _, err := Evidence(context.Background(), envelope(t, "dstack", q)); !errors.Is(err, ErrUnsupportedPlatform) {
+		t.Errorf("dstack: %v", err)
+	}
+}

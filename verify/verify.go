@@ -55,10 +55,14 @@ var (
 
 // Platforms of the evidence envelope.
 const (
-	PlatformAzSNP    = "az-snp"
-	PlatformAzTDX    = "az-tdx"
-	PlatformSNP      = "snp"
-	PlatformTDX      = "tdx"
+	PlatformAzSNP = "az-snp"
+	PlatformAzTDX = "az-tdx"
+	PlatformSNP   = "snp"
+	PlatformTDX   = "tdx"
+	// The peer's GCP tags: the same evidence as snp / tdx (the tag is the
+	// attester's claim; verification is identical).
+	PlatformGCPSNP   = "gcp-snp"
+	PlatformGCPTDX   = "gcp-tdx"
 	PlatformInsecure = "insecure"
 )
 
