@@ -42,7 +42,7 @@ func remoteProject(t *testing.T, dir, name, mainRS string, sleep time.Duration) 
 	}
 }
 
-func runGit(t *testing.T, dir string, args ...string) string {
+func remoteGit(t *testing.T, dir string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"}, args...)...)
 	out, err := cmd.CombinedOutput()
@@ -52,17 +52,17 @@ func runGit(t *testing.T, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func gitCheckout(t *testing.T, dir string) string {
-	runGit(t, dir, "init", "-q")
-	runGit(t, dir, "add", ".")
-	runGit(t, dir, "commit", "-qm", "init")
-	return runGit(t, dir, "rev-parse", "HEAD")
+func remoteCheckout(t *testing.T, dir string) string {
+	remoteGit(t, dir, "init", "-q")
+	remoteGit(t, dir, "add", ".")
+	remoteGit(t, dir, "commit", "-qm", "init")
+	return remoteGit(t, dir, "rev-parse", "HEAD")
 }
 
-// cutProxy forwards loopback TCP connections to target. The first cuts
+// remoteCutProxy forwards loopback TCP connections to target. The first cuts
 // connections that carry GET …/events are dropped a few bytes into their
 // third event, so the client sees two events, then one cut mid-way.
-type cutProxy struct {
+type remoteCutProxy struct {
 	l      net.Listener
 	target string
 	cuts   int
@@ -72,20 +72,20 @@ type cutProxy struct {
 	cutTexts []string // what each cut connection forwarded
 }
 
-func newCutProxy(t *testing.T, target string, cuts int) *cutProxy {
+func newRemoteCutProxy(t *testing.T, target string, cuts int) *remoteCutProxy {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{l: l, target: target, cuts: cuts}
+	p := &remoteCutProxy{l: l, target: target, cuts: cuts}
 	go p.serve()
 	t.Cleanup(func() { l.Close() })
 	return p
 }
 
-func (p *cutProxy) URL() string { return "http://" + p.l.Addr().String() }
+func (p *remoteCutProxy) URL() string { return "http://" + p.l.Addr().String() }
 
-func (p *cutProxy) serve() {
+func (p *remoteCutProxy) serve() {
 	for {
 		c, err := p.l.Accept()
 		if err != nil {
@@ -95,7 +95,7 @@ func (p *cutProxy) serve() {
 	}
 }
 
-func (p *cutProxy) handle(c net.Conn) {
+func (p *remoteCutProxy) handle(c net.Conn) {
 	defer c.Close()
 	s, err := net.Dial("tcp", p.target)
 	if err != nil {
@@ -139,7 +139,7 @@ func (p *cutProxy) handle(c net.Conn) {
 			} else {
 				sent := len(seen)
 				seen = append(seen, buf[:n]...)
-				if at := nthIndex(seen, []byte("\ndata: "), 3); at >= 0 {
+				if at := remoteNthIndex(seen, []byte("\ndata: "), 3); at >= 0 {
 					// Two whole events went through; stop a few bytes
 					// into the third.
 					end := min(at+10, len(seen))
@@ -160,8 +160,8 @@ func (p *cutProxy) handle(c net.Conn) {
 	}
 }
 
-// nthIndex is the index of the nth occurrence of sep in b, or -1.
-func nthIndex(b, sep []byte, n int) int {
+// remoteNthIndex is the index of the nth occurrence of sep in b, or -1.
+func remoteNthIndex(b, sep []byte, n int) int {
 	off := 0
 	for ; n > 0; n-- {
 		i := bytes.Index(b[off:], sep)
@@ -173,8 +173,8 @@ func nthIndex(b, sep []byte, n int) int {
 	return off - len(sep)
 }
 
-// gitDaemon serves base over git:// on a loopback port.
-func gitDaemon(t *testing.T, base string) string {
+// remoteGitDaemon serves base over git:// on a loopback port.
+func remoteGitDaemon(t *testing.T, base string) string {
 	t.Helper()
 	port, err := harness.FreePort()
 	if err != nil {
@@ -205,26 +205,26 @@ func gitDaemon(t *testing.T, base string) string {
 	}
 }
 
-type cliRun struct {
+type remoteRun struct {
 	code           int
 	stdout, stderr string
 }
 
-func remote(t *testing.T, args ...string) cliRun {
+func remoteCLI(t *testing.T, args ...string) remoteRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
 	code := runRemote(ctx, args, &out, &errb)
-	return cliRun{code, out.String(), errb.String()}
+	return remoteRun{code, out.String(), errb.String()}
 }
 
-func (r cliRun) String() string {
+func (r remoteRun) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// eventLines are the `[type] …` lines of a run's stderr.
-func eventLines(s string) []string {
+// remoteEventLines are the `[type] …` lines of a run's stderr.
+func remoteEventLines(s string) []string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
 		if strings.HasPrefix(l, "[") {
@@ -234,7 +234,7 @@ func eventLines(s string) []string {
 	return out
 }
 
-func jobIDOf(t *testing.T, stderr string) string {
+func remoteJobID(t *testing.T, stderr string) string {
 	t.Helper()
 	for _, l := range strings.Split(stderr, "\n") {
 		if id, ok := strings.CutPrefix(l, "kettle remote: job "); ok {
@@ -291,11 +291,11 @@ func TestRemote(t *testing.T) {
 	t.Run("local checkout, event stream cut mid-build", func(t *testing.T) {
 		dir := filepath.Join(tmp, "local")
 		remoteProject(t, dir, "local", "fn main() { println!(\"local\"); }\n", 1500*time.Millisecond)
-		commit := gitCheckout(t, dir)
+		commit := remoteCheckout(t, dir)
 		os.WriteFile(filepath.Join(dir, "untracked.txt"), []byte("stays home"), 0o644)
-		proxy := newCutProxy(t, srv.Addr, 3)
+		proxy := newRemoteCutProxy(t, srv.Addr, 3)
 		out := filepath.Join(tmp, "local-out")
-		r := remote(t, "build", dir, "--server", proxy.URL(), "--allow-insecure", "--json", "--out", out)
+		r := remoteCLI(t, "build", dir, "--server", proxy.URL(), "--allow-insecure", "--json", "--out", out)
 		if r.code != 0 {
 			t.Fatal(r)
 		}
@@ -319,7 +319,7 @@ func TestRemote(t *testing.T) {
 			len(rep.ReqNonce) != 32 || rep.Nonce != rep.ReqNonce {
 			t.Errorf("report = %+v", rep)
 		}
-		if !hasCheck(rep.Checks, "Nonce") {
+		if !remoteHasCheck(rep.Checks, "Nonce") {
 			t.Errorf("no nonce check in %+v", rep.Checks)
 		}
 		if _, err := os.Stat(filepath.Join(out, "artifacts", "local")); err != nil {
@@ -333,8 +333,8 @@ func TestRemote(t *testing.T) {
 		}
 		// What the user saw through the cutting proxy is the server's log,
 		// line for line: nothing lost, nothing repeated.
-		seen := eventLines(r.stderr)
-		direct := remote(t, "events", rep.JobID, "--server", srv.URL)
+		seen := remoteEventLines(r.stderr)
+		direct := remoteCLI(t, "events", rep.JobID, "--server", srv.URL)
 		if direct.code != 0 {
 			t.Fatal(direct)
 		}
@@ -347,21 +347,21 @@ func TestRemote(t *testing.T) {
 		}
 
 		// The other routes, on this job.
-		st := remote(t, "status", rep.JobID, "--server", srv.URL)
+		st := remoteCLI(t, "status", rep.JobID, "--server", srv.URL)
 		if st.code != 0 || !strings.Contains(st.stdout, "succeeded") || !strings.Contains(st.stdout, "archive local.zip") {
 			t.Error(st)
 		}
-		js := remote(t, "events", rep.JobID, "--from", "1", "--json", "--server", srv.URL)
+		js := remoteCLI(t, "events", rep.JobID, "--from", "1", "--json", "--server", srv.URL)
 		first := strings.SplitN(js.stdout, "\n", 2)[0]
 		if js.code != 0 || !strings.HasPrefix(first, `{"id":1,"type":"vm"`) {
 			t.Errorf("events --from 1 --json: first line %q\n%s", first, js)
 		}
 		tarball := filepath.Join(tmp, "local.tar.gz")
-		res := remote(t, "result", rep.JobID, "-o", tarball, "--server", srv.URL)
+		res := remoteCLI(t, "result", rep.JobID, "-o", tarball, "--server", srv.URL)
 		if fi, err := os.Stat(tarball); res.code != 0 || err != nil || fi.Size() == 0 {
 			t.Errorf("result: %v\n%s", err, res)
 		}
-		res = remote(t, "result", rep.JobID, "--server", srv.URL) // ./local.tar.gz exists in tmp
+		res = remoteCLI(t, "result", rep.JobID, "--server", srv.URL) // ./local.tar.gz exists in tmp
 		if res.code != 2 || !strings.Contains(res.stderr, "exists; pass -o FILE") {
 			t.Error(res)
 		}
@@ -371,10 +371,10 @@ func TestRemote(t *testing.T) {
 		base := filepath.Join(tmp, "git")
 		dir := filepath.Join(base, "proj")
 		remoteProject(t, dir, "proj", "fn main() { println!(\"repo\"); }\n", 0)
-		commit := gitCheckout(t, dir)
-		url := gitDaemon(t, base) + "/proj"
+		commit := remoteCheckout(t, dir)
+		url := remoteGitDaemon(t, base) + "/proj"
 
-		r := remote(t, "build", "--repo", url, "--ref", "main", "--server", srv.URL, "--allow-insecure", "--git-commit", commit)
+		r := remoteCLI(t, "build", "--repo", url, "--ref", "main", "--server", srv.URL, "--allow-insecure", "--git-commit", commit)
 		if r.code != 0 || !strings.Contains(r.stdout, "Verification PASSED") || !strings.Contains(r.stdout, commit) {
 			t.Fatal(r)
 		}
@@ -385,7 +385,7 @@ func TestRemote(t *testing.T) {
 		// A second build lands beside the first, and a policy the build
 		// does not meet fails with exit 1 and a ⛔ row. --ref COMMIT
 		// requires that commit by itself.
-		r = remote(t, "build", "--repo", url, "--ref", commit, "--server", srv.URL, "--allow-insecure",
+		r = remoteCLI(t, "build", "--repo", url, "--ref", commit, "--server", srv.URL, "--allow-insecure",
 			"--builder-id", "https://example.com/not-this-builder")
 		if r.code != 1 || !strings.Contains(r.stdout, "⛔") || !strings.Contains(r.stdout, "Verification FAILED") {
 			t.Fatal(r)
@@ -398,8 +398,8 @@ func TestRemote(t *testing.T) {
 	t.Run("failed build", func(t *testing.T) {
 		dir := filepath.Join(tmp, "broken")
 		remoteProject(t, dir, "broken", "fn main() { this is not rust }\n", 0)
-		gitCheckout(t, dir)
-		r := remote(t, "build", dir, "--server", srv.URL, "--allow-insecure")
+		remoteCheckout(t, dir)
+		r := remoteCLI(t, "build", dir, "--server", srv.URL, "--allow-insecure")
 		if r.code != 1 || !strings.Contains(r.stderr, "failed (BuildFailed)") || r.stdout != "" {
 			t.Fatal(r)
 		}
@@ -428,7 +428,7 @@ func TestRemote(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Setenv("KETTLE_TOKEN", tc.env)
-				r := remote(t, tc.args...)
+				r := remoteCLI(t, tc.args...)
 				if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
 					t.Errorf("want exit %d and %q; got %s", tc.code, tc.msg, r)
 				}
@@ -436,14 +436,14 @@ func TestRemote(t *testing.T) {
 		}
 		// The token from a file works as well as from the environment.
 		t.Setenv("KETTLE_TOKEN", "")
-		r := remote(t, "build", "--repo", "git://127.0.0.1:1/x", "--server", srv.URL, "--token-file", tokenFile, "--allow-insecure")
+		r := remoteCLI(t, "build", "--repo", "git://127.0.0.1:1/x", "--server", srv.URL, "--token-file", tokenFile, "--allow-insecure")
 		if r.code != 1 || !strings.Contains(r.stderr, "kettle remote: job ") {
 			t.Errorf("--token-file: %s", r)
 		}
 	})
 }
 
-func hasCheck(checks []struct {
+func remoteHasCheck(checks []struct {
 	Name string
 	OK   bool
 }, word string) bool {

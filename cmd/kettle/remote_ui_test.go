@@ -16,13 +16,17 @@ import (
 	"github.com/kettle-build/kettle/events"
 )
 
-type syncBuf struct {
+type remoteSyncBuf struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *remoteSyncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *remoteSyncBuf) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestPlainView(t *testing.T) {
 	var b bytes.Buffer
@@ -40,7 +44,7 @@ func TestPlainView(t *testing.T) {
 
 func TestLiveView(t *testing.T) {
 	var (
-		b   syncBuf
+		b   remoteSyncBuf
 		mu  sync.Mutex
 		now = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	)
@@ -165,7 +169,7 @@ func TestRemoteServerErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)
 			defer srv.Close()
-			r := remote(t, append(tc.args, "--server", srv.URL)...)
+			r := remoteCLI(t, append(tc.args, "--server", srv.URL)...)
 			msg := strings.ReplaceAll(tc.msg, "SERVER", srv.URL)
 			if r.code != tc.code || !strings.Contains(r.stderr, msg) {
 				t.Errorf("want exit %d and %q; got %s", tc.code, msg, r)
