@@ -28,7 +28,7 @@ var Epoch = time.Unix(0, 0).UTC()
 // gzip header without name or time. Reading goes through root, so nothing
 // outside it can be packed, and symlinks are stored, never followed.
 func PackDir(root *os.Root, dir string, w io.Writer) error {
-	zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
 		return err
 	}
