@@ -92,17 +92,18 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	)
 	fs.Var(&measurements, "measurement", "allowed launch measurement (hex; repeatable or comma-separated)")
 	fs.Var(pcrs, "pcr", "required PCR value N=HEX (repeatable; Azure)")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitBadArgs
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		fs.Usage()
 		return exitBadArgs
 	}
-	dir := fs.Arg(0)
+	dir := pos[0]
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "kettle verify: "+format+"\n", a...)
 		return exitBadArgs

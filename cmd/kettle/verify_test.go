@@ -126,6 +126,9 @@ func TestVerifyCLIExitCodes(t *testing.T) {
 		out  string
 	}{
 		{"nonce of 16 zero bytes", []string{"--nonce", strings.Repeat("00", 16), kexBundle}, exitOK, "✅ Nonce matches"},
+		{"flags after the directory", []string{kexBundle, "--nonce", strings.Repeat("00", 15) + "01"}, exitFailed, "⛔ Nonce matches"},
+		{"two directories", []string{kexBundle, kexBundle}, exitBadArgs, ""},
+		{"directory after --", []string{"--nonce", strings.Repeat("00", 16), "--", kexBundle}, exitOK, "✅ Nonce matches"},
 		{"nonce as a UUID", []string{"--nonce", "00000000-0000-0000-0000-000000000000", kexBundle}, exitOK, "✅ Nonce matches"},
 		{"other nonce", []string{"--nonce", strings.Repeat("00", 15) + "01", kexBundle}, exitFailed, "⛔ Nonce matches"},
 		{"short nonce", []string{"--nonce", "01", kexBundle}, exitFailed, "Verification FAILED"},
