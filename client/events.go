@@ -165,7 +165,8 @@ func (c *Client) Events(ctx context.Context, id string, from int, fn func(i int,
 		if next > from {
 			hdr.Set("Last-Event-ID", strconv.Itoa(next-1))
 		}
-		err := c.stream(ctx, u, hdr, func(se *SSEEvent) error {
+		var opened time.Time
+		err := c.stream(ctx, u, hdr, &opened, func(se *SSEEvent) error {
 			i := next
 			if se.ID != "" {
 				n, err := strconv.Atoi(se.ID)
@@ -210,7 +211,9 @@ func (c *Client) Events(ctx context.Context, id string, from int, fn func(i int,
 			// proxy timeout): resume.
 			err = fmt.Errorf("event stream ended after event %d without completing: %w", next-1, io.ErrUnexpectedEOF)
 		}
-		return next > start, err
+		// A stream that stayed open a while counts as progress too: a proxy
+		// that closes long quiet streams must not use up the budget.
+		return next > start || (!opened.IsZero() && time.Since(opened) > longStream), err
 	}, func(err error) bool {
 		return fnErr == nil && !errors.Is(err, ErrGap) && transient(err)
 	})
@@ -222,9 +225,13 @@ func (c *Client) Events(ctx context.Context, id string, from int, fn func(i int,
 
 var errStreamDone = errors.New("stream done")
 
+// longStream is how long a stream must have lasted for its end to count as
+// progress.
+const longStream = 10 * time.Second
+
 // stream makes one SSE request and calls fn for each event until the body
 // ends (nil), fn fails, or the connection stays silent past the idle timeout.
-func (c *Client) stream(ctx context.Context, u string, hdr http.Header, fn func(*SSEEvent) error) error {
+func (c *Client) stream(ctx context.Context, u string, hdr http.Header, opened *time.Time, fn func(*SSEEvent) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	req, err := c.newRequest(ctx, http.MethodGet, u, nil)
@@ -251,6 +258,7 @@ func (c *Client) stream(ctx context.Context, u string, hdr http.Header, fn func(
 		return readError(resp)
 	}
 	defer resp.Body.Close()
+	*opened = time.Now()
 	var body io.Reader = resp.Body
 	if timer != nil {
 		body = &idleReader{r: resp.Body, t: timer, d: idle}

@@ -446,7 +446,20 @@ func fetchResult(ctx context.Context, c *client.Client, id, out string, stderr i
 		return "", "", localErr{err}
 	}
 	defer os.RemoveAll(tmp)
-	d, err := c.DownloadFile(ctx, id, filepath.Join(tmp, "result.tar.gz"))
+	var d *client.Downloaded
+	for try := 0; ; try++ {
+		d, err = c.DownloadFile(ctx, id, filepath.Join(tmp, "result.tar.gz"))
+		// A server may announce `complete` a moment before the result is
+		// downloadable; give it a few seconds.
+		if err == nil || !errors.Is(err, client.ErrNotFound) || try == 5 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return "", "", err
 	}
