@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/kettle-build/kettle/bundle"
@@ -328,12 +329,21 @@ flags:`)
 
 	req := client.Request{Nonce: nonce, RepoURL: *repo, RepoRef: *ref}
 	what := *repo
+	var sent atomic.Int64
 	if dir != nil {
-		req.Archive, req.SourceName = dir.Archive(ctx), dir.SourceName()
+		open := dir.Archive(ctx)
+		req.Archive = func() (io.ReadCloser, error) {
+			sent.Store(0)
+			rc, err := open()
+			return countingReader{rc, &sent}, err
+		}
+		req.SourceName = dir.SourceName()
 		what = fmt.Sprintf("%s (%d files)", dir.Root, len(dir.Files))
 	}
 	fmt.Fprintf(stderr, "kettle remote: submitting %s to %s, nonce %s\n", what, c.Server(), hex.EncodeToString(nonce))
+	stopUpload := showUpload(stderr, &sent)
 	id, err := c.Submit(ctx, req)
+	stopUpload()
 	if err != nil {
 		fmt.Fprintf(stderr, "kettle remote build: %s\n", describe(err, c.Server()))
 		return exitFor(err)
@@ -391,6 +401,63 @@ flags:`)
 		return exitFailed
 	}
 	return passed(vr)
+}
+
+// countingReader counts the archive bytes handed to the upload.
+type countingReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// showUpload shows the bytes uploaded so far on a terminal, redrawn in
+// place; it returns a function that stops it and clears the line.
+func showUpload(w io.Writer, sent *atomic.Int64) func() {
+	if !isTerminal(w) {
+		return func() {}
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		start, shown := time.Now(), false
+		for {
+			select {
+			case <-stop:
+				if shown {
+					io.WriteString(w, "\r\x1b[K")
+				}
+				return
+			case <-t.C:
+				n := sent.Load()
+				if n == 0 {
+					continue
+				}
+				rate := float64(n) / time.Since(start).Seconds()
+				fmt.Fprintf(w, "\r\x1b[Kuploading %s (%s/s)", fmtBytes(n), fmtBytes(int64(rate)))
+				shown = true
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 func passed(r *verify.Report) int {
