@@ -177,3 +177,29 @@ func TestRemoteServerErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoteBuildHasVerifyFlags: `kettle remote build` takes every policy
+// flag of `kettle verify`, so the two never drift apart.
+func TestRemoteBuildHasVerifyFlags(t *testing.T) {
+	flagsOf := func(help string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(help, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && strings.HasPrefix(l, "  -") {
+				m[strings.TrimPrefix(f[0], "-")] = true
+			}
+		}
+		return m
+	}
+	var vb, rb bytes.Buffer
+	runVerify(t.Context(), []string{"-h"}, &vb, &vb)
+	runRemote(t.Context(), []string{"build", "-h"}, &rb, &rb)
+	verifyFlags, remoteFlags := flagsOf(vb.String()), flagsOf(rb.String())
+	if len(verifyFlags) < 10 {
+		t.Fatalf("could not read kettle verify's flags:\n%s", vb.String())
+	}
+	for f := range verifyFlags {
+		if f != "nonce" && !remoteFlags[f] {
+			t.Errorf("kettle remote build lacks kettle verify's --%s", f)
+		}
+	}
+}
