@@ -564,7 +564,7 @@ func imageWarnings(platform string, p Policy) []string {
 		if len(p.PCRs) == 0 {
 			return []string{"no --pcr policy: on Azure the launch measurement is the paravisor's, so this proves that some Azure confidential VM's vTPM bound this build, not which guest image ran (pin PCRs, e.g. 4, 7, 11)"}
 		}
-	case PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX:
+	case PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformDstack:
 		if len(p.Measurements) == 0 {
 			return []string{"no --measurement policy: any guest image on genuine hardware passes (pin the launch measurement)"}
 		}

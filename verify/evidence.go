@@ -82,7 +82,7 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 		return nil, fmt.Errorf("%w: evidence envelope has no \"evidence\"", ErrMalformed)
 	}
 	switch env.Platform {
-	case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformInsecure:
+	case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformDstack, PlatformInsecure:
 	case "":
 		return nil, fmt.Errorf("%w: evidence envelope has no \"platform\"", ErrMalformed)
 	default:
@@ -169,6 +169,8 @@ func genuine(ctx context.Context, b []byte, o *options) (*Claims, error) {
 		err = r.snp(ctx, env)
 	case PlatformTDX, PlatformGCPTDX:
 		err = r.tdx(ctx, env)
+	case PlatformDstack:
+		err = r.dstack(ctx, env)
 	case PlatformInsecure:
 		err = r.insecure(env)
 	}
@@ -501,6 +503,29 @@ func (r *run) tdx(ctx context.Context, env *Envelope) error {
 	return nil
 }
 
+func (r *run) dstack(ctx context.Context, env *Envelope) error {
+	var ev struct {
+		Quote string `json:"quote"` // hex
+	}
+	if err := strict(env.Evidence, &ev); err != nil {
+		return err
+	}
+	if len(ev.Quote) > 2*maxField {
+		return fmt.Errorf("%w: quote is too large", ErrMalformed)
+	}
+	raw, err := hex.DecodeString(ev.Quote)
+	if err != nil {
+		return fmt.Errorf("%w: dstack quote is not hex", ErrMalformed)
+	}
+	q, err := r.tdxQuote(ctx, raw)
+	if err != nil {
+		return err
+	}
+	r.c.ReportData = q.Body.ReportData[:]
+	r.c.Warnings = append(r.c.Warnings, "dstack: the event log was not replayed")
+	return nil
+}
+
 // tdxQuote verifies a TD quote and fills the TDX claims.
 func (r *run) tdxQuote(ctx context.Context, raw []byte) (*tdx.Quote, error) {
 	q, err := tdx.ParseQuote(raw)
@@ -582,7 +607,7 @@ func (r *run) tdxQuote(ctx context.Context, raw []byte) (*tdx.Quote, error) {
 func checkReportData(c *Claims, want []byte) error {
 	size := 0
 	switch c.Platform {
-	case PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX:
+	case PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformDstack:
 		size = 64
 	}
 	if len(want) > 64 || !zeroPadEqual(c.ReportData, want, size) {

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -170,7 +171,11 @@ func TestGCPTags(t *testing.T) {
 	if c, err := Evidence(context.Background(), envelope(t, PlatformGCPTDX, q)); err != nil || c.Platform != PlatformGCPTDX {
 		t.Errorf("gcp-tdx: %v", err)
 	}
-	if _, err := Evidence(context.Background(), envelope(t, "dstack", q)); !errors.Is(err, ErrUnsupportedPlatform) {
+	dq := map[string]any{"quote": hex.EncodeToString(readFixture(t, "tdx_quote_live.dat"))}
+	if c, err := Evidence(context.Background(), envelope(t, PlatformDstack, dq)); err != nil || c.Platform != PlatformDstack {
 		t.Errorf("dstack: %v", err)
+	}
+	if _, err := Evidence(context.Background(), envelope(t, "sgx", q)); !errors.Is(err, ErrUnsupportedPlatform) {
+		t.Errorf("unknown platform: %v", err)
 	}
 }

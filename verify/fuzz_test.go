@@ -23,7 +23,7 @@ func FuzzEvidence(f *testing.F) {
 		c, err := Evidence(context.Background(), b, WithNow(pinned), WithAllowInsecureUnsafe())
 		if err == nil {
 			switch c.Platform {
-			case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformInsecure:
+			case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformDstack, PlatformInsecure:
 			default:
 				t.Fatalf("accepted platform %q", c.Platform)
 			}

@@ -61,8 +61,11 @@ const (
 	PlatformTDX   = "tdx"
 	// The peer's GCP tags: the same evidence as snp / tdx (the tag is the
 	// attester's claim; verification is identical).
-	PlatformGCPSNP   = "gcp-snp"
-	PlatformGCPTDX   = "gcp-tdx"
+	PlatformGCPSNP = "gcp-snp"
+	PlatformGCPTDX = "gcp-tdx"
+	// PlatformDstack is a TDX quote from a dstack agent (hex); its event log
+	// is not replayed (attestation-rs drops it too).
+	PlatformDstack   = "dstack"
 	PlatformInsecure = "insecure"
 )
 
