@@ -167,14 +167,9 @@ func ParseQuote(b []byte) (*Quote, error) {
 	parseBody(&q.Body, body)
 	q.SignedLen = r.off
 
-	sigLen := int(r.u32())
-	if r.err == nil && sigLen != len(b)-r.off {
-		// Some producers pad the quote; what matters is that the signature data fits.
-		if sigLen > len(b)-r.off {
-			return nil, fmt.Errorf("%w: signature data length %d exceeds the quote", ErrFormat, sigLen)
-		}
-	}
-	sd := &rd{b: r.take(sigLen)}
+	// Bytes after the signature data (padding some producers add) are ignored:
+	// nothing there is signed or used.
+	sd := &rd{b: r.take(int(r.u32()))}
 	if r.err != nil {
 		return nil, r.err
 	}
