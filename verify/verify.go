@@ -138,20 +138,19 @@ type Claims struct {
 type Option func(*options)
 
 type options struct {
-	now            time.Time
-	roots          *TrustRoots
-	expectedRD     []byte
-	expectRD       bool
-	nonce          []byte
-	hasNonce       bool
-	allowInsecure  bool
-	allowDebug     bool
-	policy         Policy
-	getter         Getter
-	collateral     *Collateral
-	skipArtifacts  bool
-	requireSNPv3   bool
-	maxArtifactLen int64
+	now           time.Time
+	roots         *TrustRoots
+	expectedRD    []byte
+	expectRD      bool
+	nonce         []byte
+	hasNonce      bool
+	allowInsecure bool
+	allowDebug    bool
+	policy        Policy
+	getter        Getter
+	collateral    *Collateral
+	skipArtifacts bool
+	requireSNPv3  bool
 }
 
 // WithNow pins the verification clock (certificate and collateral validity).
