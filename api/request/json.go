@@ -223,8 +223,9 @@ func (p *jsonParser) str(max int, what string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Invalid UTF-8 becomes U+FFFD, as encoding/json does.
-	return string(bytes.ToValidUTF8(buf, []byte("\uFFFD"))), nil
+	// Invalid UTF-8 is kept as is: the field checks refuse it rather than
+	// guess at a replacement.
+	return string(buf), nil
 }
 
 // stringChunks streams the rest of a JSON string to fn: runs of raw bytes

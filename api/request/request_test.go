@@ -113,6 +113,7 @@ func jsonCases(t testing.TB) []jsonCase {
 		{"neither source", "application/json", `{"nonce":"ab"}`, 400, "exactly one of repo_url or source_data is required", true},
 		{"both sources", "application/json", `{"nonce":"ab","repo_url":"https://github.com/a/b","source_data":"` + b64 + `"}`, 400, "exactly one of repo_url or source_data is required", true},
 		{"empty repo_url", "application/json", `{"nonce":"ab","repo_url":""}`, 400, "exactly one of repo_url or source_data is required", true},
+		{"invalid utf8 repo_url", "application/json", "{\"nonce\":\"ab\",\"repo_url\":\"https://github.com/\x84\x84\"}", 400, "repo_url is not valid UTF-8", true},
 		{"empty source_data", "application/json", `{"nonce":"ab","source_data":""}`, 400, "source_data is empty", true},
 		{"not an archive", "application/json", `{"nonce":"ab","source_data":"` + base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\nrm -rf /\n")) + `"}`, 400, "source_data is neither a ZIP archive (PK) nor a gzip tarball (1f8b)", true},
 		{"control char in url", "application/json", `{"nonce":"ab","repo_url":"https://github.com/a\u0000b"}`, 400, "repo_url contains a control character", true},
