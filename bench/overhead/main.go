@@ -163,16 +163,15 @@ func targz(dir, top string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// bare times `cargo build --release --locked` on a fresh copy (fresh target);
-// cpu is the user+system time of cargo and everything it ran.
-func bare(src string) (wall, cpu time.Duration, err error) {
+// bare times `cargo build --release --locked` on a fresh copy (fresh target).
+func bare(src string) (time.Duration, error) {
 	dir, err := os.MkdirTemp("", "kettle-bare-")
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer os.RemoveAll(dir)
 	if out, err := exec.Command("cp", "-a", src+"/.", dir).CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("cp: %v %s", err, out)
+		return 0, fmt.Errorf("cp: %v %s", err, out)
 	}
 	os.RemoveAll(filepath.Join(dir, "target"))
 	cmd := exec.Command("cargo", "build", "--release", "--locked")
@@ -181,29 +180,9 @@ func bare(src string) (wall, cpu time.Duration, err error) {
 	out, err := cmd.CombinedOutput()
 	d := time.Since(t0)
 	if err != nil {
-		return 0, 0, fmt.Errorf("cargo build: %v\n%s", err, out)
+		return 0, fmt.Errorf("cargo build: %v\n%s", err, out)
 	}
-	return d, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
-}
-
-// procCPU is the CPU time of pid and its reaped descendants
-// (/proc/<pid>/stat utime+stime+cutime+cstime): a build's cargo and rustc
-// run under the server (through the sandbox), so the delta over one build
-// is the CPU the whole service spent on it, including the toolchain.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	var ticks int64
-	for _, i := range []int{11, 12, 13, 14} { // fields 14-17 of stat(5)
-		var n int64
-		fmt.Sscan(f[i], &n)
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond, nil // USER_HZ = 100
+	return d, nil
 }
 
 // service times submit → events to complete → downloaded tarball.
@@ -292,34 +271,29 @@ func run(runs int, bin, sandbox, attester string, modules int, project string) e
 			return err
 		}
 		// One warm-up of each, unmeasured: page cache, rustc's first start.
-		if _, _, err := bare(p.dir); err != nil {
+		if _, err := bare(p.dir); err != nil {
 			return err
 		}
 		if _, err := service(c, archive, p.name); err != nil {
 			return err
 		}
-		var b, sv, bc, sc []time.Duration
+		var b, sv []time.Duration
 		for i := 0; i < runs; i++ {
-			d, cpu, err := bare(p.dir)
+			d, err := bare(p.dir)
 			if err != nil {
 				return err
 			}
-			b, bc = append(b, d), append(bc, cpu)
-			c0, _ := procCPU(s.PID())
+			b = append(b, d)
 			d, err = service(c, archive, p.name)
 			if err != nil {
 				return err
 			}
-			c1, _ := procCPU(s.PID())
-			sv, sc = append(sv, d), append(sc, c1-c0)
+			sv = append(sv, d)
 		}
 		mb, ms := median(b), median(sv)
 		fmt.Printf("%-8s bare cargo build --release: %v  service submit→result: %v  ratio %.3f  overhead %v\n",
 			p.name, mb.Round(time.Millisecond), ms.Round(time.Millisecond), float64(ms)/float64(mb), (ms - mb).Round(time.Millisecond))
 		fmt.Printf("         bare runs %v\n         service runs %v\n", round(b), round(sv))
-		mbc, msc := median(bc), median(sc)
-		fmt.Printf("         CPU (user+sys): bare %v, service %v (ratio %.3f, extra %v); runs bare %v service %v\n",
-			mbc.Round(time.Millisecond), msc.Round(time.Millisecond), float64(msc)/float64(mbc), (msc - mbc).Round(time.Millisecond), round(bc), round(sc))
 	}
 	return nil
 }
