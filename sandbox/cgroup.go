@@ -26,8 +26,10 @@ type cgroups struct {
 	memory, pids, cpu string
 	memoryV2, pidsV2  bool
 	cpuV2             bool
-	seq               atomic.Uint64
 }
+
+// cgroupSeq numbers command groups across every runner of this process.
+var cgroupSeq atomic.Uint64
 
 // cgroup is one command's groups.
 type cgroup struct {
@@ -218,7 +220,7 @@ func writeFile(path, s string) error {
 
 // create makes the groups for one command and sets its limits.
 func (cg *cgroups) create(l Limits) (*cgroup, error) {
-	name := fmt.Sprintf("%d-%d", os.Getpid(), cg.seq.Add(1))
+	name := fmt.Sprintf("%d-%d", os.Getpid(), cgroupSeq.Add(1))
 	g := &cgroup{cg: cg}
 	mk := func(parent string) (string, error) {
 		d := filepath.Join(parent, name)

@@ -250,10 +250,13 @@ func TestMaliciousLimits(t *testing.T) {
 		{"disk-hog", with(func(l *Limits) { l.Disk = 256 << 20; l.FileSize = 64 << 20 }), ErrDiskLimit, ""},
 		{"big-file", with(func(l *Limits) { l.FileSize = 64 << 20 }), ErrFileSizeLimit, ""},
 		{"sleep-forever", with(func(l *Limits) { l.Wall = 15 * time.Second }), ErrTimeLimit, ""},
-		{"cpu-spin", with(func(l *Limits) { l.CPUTime = 5 * time.Second }), ErrCPULimit, ""},
+		{"cpu-spin", with(func(l *Limits) { l.CPUTime = 3 * time.Second }), ErrCPULimit, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.project, func(t *testing.T) {
+			// Mostly waiting (sleep-forever) or bounded by their own
+			// cgroups: run them together.
+			t.Parallel()
 			switch {
 			case tc.needs == "memory" && (b.cgs == nil || b.cgs.memory == ""):
 				t.Skip("no memory cgroup")
