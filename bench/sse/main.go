@@ -41,6 +41,7 @@ func main() {
 	nEvents := flag.Int("events", 2000, "build events to emit")
 	rate := flag.Int("rate", 2000, "events per second the builder emits (0 = as fast as possible)")
 	msgLen := flag.Int("msg", 80, "bytes of padding per event message")
+	coalesce := flag.Duration("coalesce", api.DefaultCoalesce, "shortest time between two writes to one watcher (api.WithCoalesce)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (server and clients)")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -52,6 +53,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	coalesceOpt = api.WithCoalesce(*coalesce)
 	if err := run(*watchers, *slow, *slowRate, *nEvents, *rate, *msgLen); err != nil {
 		fmt.Fprintln(os.Stderr, "sse bench:", err)
 		pprof.StopCPUProfile()
@@ -59,12 +61,15 @@ func main() {
 	}
 }
 
+var coalesceOpt api.Option
+
 // stampBuilder emits n build events "t=<unix ns> seq=<i> <padding>" at a
 // fixed rate once start is closed.
 type stampBuilder struct {
 	n, rate, pad int
 	start        chan struct{}
 	dir          string
+	emitted      time.Duration // how long emitting took (Emit may block on the store)
 }
 
 func (b *stampBuilder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
@@ -79,6 +84,8 @@ func (b *stampBuilder) Build(ctx context.Context, job *jobs.Job, src *jobs.Sourc
 		tick = time.NewTicker(time.Second / time.Duration(b.rate))
 		defer tick.Stop()
 	}
+	t0 := time.Now()
+	defer func() { b.emitted = time.Since(t0) }()
 	for i := 0; i < b.n; i++ {
 		if tick != nil {
 			<-tick.C
@@ -127,7 +134,7 @@ func run(nWatchers, nSlow, slowRate, nEvents, rate, pad int) error {
 	defer stopWorker()
 	go store.RunWorker(wctx, "bench", b)
 
-	h := api.New(store, api.WithLogger(logger), api.WithSpoolDir(dir))
+	h := api.New(store, api.WithLogger(logger), api.WithSpoolDir(dir), coalesceOpt)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -204,6 +211,8 @@ func run(nWatchers, nSlow, slowRate, nEvents, rate, pad int) error {
 	}
 	fmt.Printf("watchers=%d slow=%d (at %d B/s) events=%d rate=%d/s GOMAXPROCS=%d\n", nWatchers, nSlow, slowRate, nEvents, rate, runtime.GOMAXPROCS(0))
 	fmt.Printf("failed watchers: %d; events per watcher (count→watchers): %v\n", failures, counts)
+	fmt.Printf("builder emitted %d events in %v (nominal %v)\n", nEvents, b.emitted.Round(time.Millisecond),
+		(time.Duration(nEvents)*time.Second/time.Duration(max(rate, 1))).Round(time.Millisecond))
 	fmt.Printf("fast watchers done in %v; all (incl. slow) in %v\n", fastTook.Round(time.Millisecond), allTook.Round(time.Millisecond))
 	fmt.Printf("delivery latency over %d deliveries: p50=%v p90=%v p99=%v p99.9=%v max=%v\n", len(all),
 		pct(all, .5).Round(time.Microsecond), pct(all, .9).Round(time.Microsecond), pct(all, .99).Round(time.Microsecond),
