@@ -212,7 +212,7 @@ func run(nWatchers, nSlow, slowRate, nEvents, rate, pad int) error {
 	fmt.Printf("watchers=%d slow=%d (at %d B/s) events=%d rate=%d/s GOMAXPROCS=%d\n", nWatchers, nSlow, slowRate, nEvents, rate, runtime.GOMAXPROCS(0))
 	fmt.Printf("failed watchers: %d; events per watcher (count→watchers): %v\n", failures, counts)
 	fmt.Printf("builder emitted %d events in %v (nominal %v)\n", nEvents, b.emitted.Round(time.Millisecond),
-		(time.Duration(nEvents)*time.Second/time.Duration(max(rate, 1))).Round(time.Millisecond))
+		(time.Duration(nEvents) * time.Second / time.Duration(max(rate, 1))).Round(time.Millisecond))
 	fmt.Printf("fast watchers done in %v; all (incl. slow) in %v\n", fastTook.Round(time.Millisecond), allTook.Round(time.Millisecond))
 	fmt.Printf("delivery latency over %d deliveries: p50=%v p90=%v p99=%v p99.9=%v max=%v\n", len(all),
 		pct(all, .5).Round(time.Microsecond), pct(all, .9).Round(time.Microsecond), pct(all, .99).Round(time.Microsecond),
