@@ -190,8 +190,9 @@ loop:
 			}
 			if stopped == nil && p.limits.Disk > 0 && !now.Before(nextWalk) {
 				used, took := diskUsage(p.watch)
-				// Walking a big tree is not free: walk at most ~5% of the time.
-				nextWalk = time.Now().Add(20 * took)
+				// Walking a big tree is not free: at most every 5 polls
+				// (1 s by default) and ≤ 2% of one core.
+				nextWalk = time.Now().Add(max(5*cfg.poll, 50*took))
 				if used-baseline > p.limits.Disk {
 					stopped = &LimitError{Limit: ErrDiskLimit, Value: bytesString(p.limits.Disk)}
 				}
