@@ -234,6 +234,9 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 				return fmt.Errorf("sandbox: refusing to expose a hidden path")
 			}
 		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("sandbox: directory to bind: %w", err)
+		}
 		if m, ok := mounts[p]; ok {
 			if rw && !m.rw {
 				mounts[p] = mount{src: p, rw: true}

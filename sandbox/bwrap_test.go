@@ -3,7 +3,9 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -260,5 +262,13 @@ func TestBwrapNoLeftovers(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestBwrapMissingDir(t *testing.T) {
+	b := newTestBwrap(t)
+	_, err := runSh(t, b, &Cmd{Dir: workDir(t), ReadOnly: []string{"/nonexistent/kettle-cache"}}, "true")
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err = %v, want fs.ErrNotExist", err)
 	}
 }
