@@ -338,7 +338,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		f, err := os.Open(out.ResultPath)
 		if err == nil {
 			hw := &hashingWriter{h: sha256.New()}
-			_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(j.ID)}, io.TeeReader(f, hw))
+			_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(j.ID)}, s.paced(ctx, io.TeeReader(f, hw)))
 			f.Close()
 			sum, size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
 		}

@@ -79,7 +79,7 @@ func (s *Store) Submit(ctx context.Context, req Request) (*Job, error) {
 	}
 	if req.Archive != nil {
 		h := sha256.New()
-		info, err := s.objs.Put(ctx, jetstream.ObjectMeta{Name: sourceObject(id)}, io.TeeReader(req.Archive, h))
+		info, err := s.objs.Put(ctx, jetstream.ObjectMeta{Name: sourceObject(id)}, s.paced(ctx, io.TeeReader(req.Archive, h)))
 		if err != nil {
 			return nil, fmt.Errorf("jobs: store source: %w", err)
 		}

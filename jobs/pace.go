@@ -1,0 +1,41 @@
+package jobs
+
+import (
+	"context"
+	"io"
+)
+
+// paceBytes is how much an object upload may run ahead of the server.
+const paceBytes = 2 << 20
+
+// pacedReader feeds an object-store upload and, every paceBytes, waits for a
+// round trip to the server. nats.go's object store publishes chunks
+// asynchronously with up to thousands of 128 KiB chunks in flight and no
+// option to lower that, so without pacing a 1 GiB upload can hold hundreds
+// of MiB in the client's buffers (SPEC §9: < 64 MiB per 1 GiB upload).
+type pacedReader struct {
+	ctx   context.Context
+	r     io.Reader
+	flush func(context.Context) error
+	since int
+}
+
+func (p *pacedReader) Read(b []byte) (int, error) {
+	if p.since >= paceBytes {
+		if err := p.flush(p.ctx); err != nil {
+			return 0, err
+		}
+		p.since = 0
+	}
+	if room := paceBytes - p.since; len(b) > room {
+		b = b[:room]
+	}
+	n, err := p.r.Read(b)
+	p.since += n
+	return n, err
+}
+
+// paced wraps r for an upload on this store's connection.
+func (s *Store) paced(ctx context.Context, r io.Reader) io.Reader {
+	return &pacedReader{ctx: ctx, r: r, flush: s.nc.FlushWithContext}
+}
