@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"io"
+	"time"
 )
 
 // paceBytes is how much an object upload may run ahead of the server.
@@ -37,5 +38,16 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 
 // paced wraps r for an upload on this store's connection.
 func (s *Store) paced(ctx context.Context, r io.Reader) io.Reader {
-	return &pacedReader{ctx: ctx, r: r, flush: s.nc.FlushWithContext}
+	return &pacedReader{ctx: ctx, r: r, flush: s.flush}
+}
+
+// flush waits for a round trip to the server; FlushWithContext refuses a
+// context without a deadline, so give it one.
+func (s *Store) flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	return s.nc.FlushWithContext(ctx)
 }
