@@ -7,7 +7,7 @@ import (
 )
 
 // paceBytes is how much an object upload may run ahead of the server.
-const paceBytes = 2 << 20
+const paceBytes = 512 << 10
 
 // pacedReader feeds an object-store upload and, every paceBytes, waits for a
 // round trip to the server. nats.go's object store publishes chunks
