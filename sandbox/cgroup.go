@@ -118,7 +118,35 @@ func detectCgroups(name string) (*cgroups, error) {
 	if cg.memory == "" && cg.pids == "" && cg.cpu == "" {
 		return nil, errors.New("no usable cgroup controller")
 	}
+	for _, parent := range []string{cg.memory, cg.pids, cg.cpu} {
+		removeStale(parent)
+	}
 	return cg, nil
+}
+
+// removeStale removes the empty groups of processes that died (kill -9)
+// before removing their own. rmdir fails on a group that still has tasks.
+func removeStale(parent string) {
+	if parent == "" {
+		return
+	}
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, _, ok := strings.Cut(e.Name(), "-")
+		if !e.IsDir() || !ok {
+			continue
+		}
+		n, err := strconv.Atoi(pid)
+		if err != nil || n <= 0 {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/proc", pid)); errors.Is(err, os.ErrNotExist) {
+			_ = os.Remove(filepath.Join(parent, e.Name()))
+		}
+	}
 }
 
 // readSelfCgroups maps a hierarchy's controller list ("memory", "" for v2)
