@@ -293,7 +293,10 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	defer stopWorkers()
 	var workersDone sync.WaitGroup
 	if c.workers > 0 {
-		runner, err := sandbox.New(c.sandboxMode)
+		// The project directory is the only part of the data dir a build
+		// sees; hiding the store and the upload spool is defence in depth.
+		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger),
+			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 		}

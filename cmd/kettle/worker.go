@@ -69,7 +69,7 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 }
 
 func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
-	runner, err := sandbox.New(c.sandboxMode)
+	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger))
 	if err != nil {
 		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 	}
