@@ -310,7 +310,7 @@ func (p *jsonParser) stringChunks(fn func(seg []byte, escaped bool) error) error
 			}
 			out = utf8.AppendRune(out, r)
 		default:
-			return malformed("invalid escape '\\%c' in a string", e)
+			return malformed("invalid escape %q in a string", []byte{'\\', e})
 		}
 		if err := fn(out, true); err != nil {
 			return err
