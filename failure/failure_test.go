@@ -1,0 +1,40 @@
+package failure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+)
+
+func TestKindAndMessage(t *testing.T) {
+	secret := errors.New("open /var/lib/kettle/work/job-1/src: permission denied")
+	for _, tc := range []struct {
+		name string
+		err  error
+		kind Kind
+		msg  string
+	}{
+		{"classified", New(InvalidSource, "archive entry %q escapes the tree", "../x"), InvalidSource, `archive entry "../x" escapes the tree`},
+		{"wrapped keeps the safe text", Wrap(BuildFailed, secret, "cargo build failed (exit status 101)"), BuildFailed, "cargo build failed (exit status 101)"},
+		{"outermost wins", fmt.Errorf("run: %w", Wrap(DependencyFetchFailed, Wrap(InternalError, secret, "x"), "fetch failed")), DependencyFetchFailed, "fetch failed"},
+		{"deadline", fmt.Errorf("build: %w", context.DeadlineExceeded), Timeout, "build timed out"},
+		{"canceled", context.Canceled, Canceled, "build canceled"},
+		{"unclassified hides details", secret, InternalError, "internal error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := KindOf(tc.err); got != tc.kind {
+				t.Errorf("KindOf = %s, want %s", got, tc.kind)
+			}
+			if got := Message(tc.err); got != tc.msg {
+				t.Errorf("Message = %q, want %q", got, tc.msg)
+			}
+		})
+	}
+	if Wrap(BuildFailed, nil, "x") != nil {
+		t.Error("Wrap(nil) != nil")
+	}
+	if !errors.Is(Wrap(BuildFailed, secret, "x"), secret) {
+		t.Error("Wrap does not unwrap to its cause")
+	}
+}
