@@ -9,8 +9,8 @@ import (
 	"github.com/kettle-build/kettle/verify"
 )
 
-// policyFlags are `kettle verify`'s policy flags, with the same names and
-// meanings, for `kettle remote build`.
+// policyFlags are the policy flags shared by `kettle verify` and
+// `kettle remote build`: same names, same meanings, one mapping to options.
 type policyFlags struct {
 	builderID, sourceURI, gitCommit, minTCB *string
 	allowDebug, allowInsecure, online       *bool
@@ -22,7 +22,7 @@ type policyFlags struct {
 func (p *policyFlags) register(fs *flag.FlagSet) {
 	p.builderID = fs.String("builder-id", "", "require this runDetails.builder.id")
 	p.sourceURI = fs.String("source-uri", "", "require this source URI")
-	p.gitCommit = fs.String("git-commit", "", "require this git commit (full hash; default with --ref COMMIT: that commit)")
+	p.gitCommit = fs.String("git-commit", "", "require this git commit (full hash; `remote build --ref COMMIT` defaults to that commit)")
 	p.minTCB = fs.String("min-tcb", "", "minimum TCB: SNP bl=N,tee=N,snp=N,ucode=N[,fmc=N] or 16 hex digits; TDX 32-hex TEE_TCB_SVN")
 	p.allowDebug = fs.Bool("allow-debug", false, "UNSAFE: accept evidence from a debuggable TEE")
 	p.allowInsecure = fs.Bool("allow-insecure", false, "UNSAFE: accept \"insecure\" evidence from a build without a TEE")

@@ -73,25 +73,10 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "usage: kettle verify [flags] DIR\n\nVerifies a result directory (provenance.json, evidence.json, artifacts/).\nExit status: 0 passed, 1 a check failed, 2 the inputs could not be read.\n\nflags:")
 		fs.PrintDefaults()
 	}
-	var (
-		nonceHex      = fs.String("nonce", "", "the nonce (hex of 1-16 bytes, or a UUID) the evidence must bind")
-		asJSON        = fs.Bool("json", false, "print the report as JSON")
-		builderID     = fs.String("builder-id", "", "require this runDetails.builder.id")
-		sourceURI     = fs.String("source-uri", "", "require this source URI")
-		gitCommit     = fs.String("git-commit", "", "require this git commit (full hash)")
-		minTCB        = fs.String("min-tcb", "", "minimum TCB: SNP bl=N,tee=N,snp=N,ucode=N[,fmc=N] or 16 hex digits; TDX 32-hex TEE_TCB_SVN")
-		allowDebug    = fs.Bool("allow-debug", false, "UNSAFE: accept evidence from a debuggable TEE")
-		allowInsecure = fs.Bool("allow-insecure", false, "UNSAFE: accept \"insecure\" evidence from a build without a TEE")
-		rootsFile     = fs.String("trust-roots", "", "PEM file of vendor roots replacing the embedded AMD/Intel roots")
-		at            = fs.String("at", "", "verify as of this time (RFC 3339 or YYYY-MM-DD) instead of now")
-		policyFile    = fs.String("policy", "", "JSON policy file (keys as these flags)")
-		online        = fs.Bool("online", false, "allow the network: fetch a missing VCEK (AMD KDS) and current Intel collateral (PCS)")
-		collDir       = fs.String("tdx-collateral", "", "directory of offline Intel collateral for TDX TCB evaluation")
-		measurements  listFlag
-		pcrs          = pcrFlag{}
-	)
-	fs.Var(&measurements, "measurement", "allowed launch measurement (hex; repeatable or comma-separated)")
-	fs.Var(pcrs, "pcr", "required PCR value N=HEX (repeatable; Azure)")
+	nonceHex := fs.String("nonce", "", "the nonce (hex of 1-16 bytes, or a UUID) the evidence must bind")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var policy policyFlags
+	policy.register(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -109,26 +94,10 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitBadArgs
 	}
 
-	pol := verify.Policy{
-		BuilderID: *builderID, SourceURI: *sourceURI, GitCommit: strings.ToLower(*gitCommit),
-		Measurements: measurements, MinTCB: *minTCB,
-		AllowDebug: *allowDebug, AllowInsecure: *allowInsecure,
-	}
-	if len(pcrs) > 0 {
-		pol.PCRs = pcrs
-	}
-	var opts []verify.Option
-	if *policyFile != "" {
-		p, err := verify.LoadPolicy(*policyFile)
-		if err != nil {
-			return bad("%v", err)
-		}
-		opts = append(opts, verify.WithPolicy(p))
-	}
-	if err := pol.Validate(); err != nil {
+	opts, err := policy.options(verify.Policy{})
+	if err != nil {
 		return bad("%v", err)
 	}
-	opts = append(opts, verify.WithPolicy(pol))
 	if *nonceHex != "" {
 		h := strings.TrimPrefix(*nonceHex, "0x")
 		if len(h) == 36 && strings.Count(h, "-") == 4 {
@@ -142,34 +111,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return bad("--nonce must be 1-16 bytes, got %d", len(n))
 		}
 		opts = append(opts, verify.WithNonce(n))
-	}
-	if *rootsFile != "" {
-		b, err := os.ReadFile(*rootsFile)
-		if err != nil {
-			return bad("--trust-roots: %v", err)
-		}
-		r, err := verify.ParseTrustRoots(b)
-		if err != nil {
-			return bad("--trust-roots: %v", err)
-		}
-		opts = append(opts, verify.WithTrustRoots(r))
-	}
-	if *at != "" {
-		t, err := parseAt(*at)
-		if err != nil {
-			return bad("%v", err)
-		}
-		opts = append(opts, verify.WithNow(t))
-	}
-	if *collDir != "" {
-		c, err := verify.LoadCollateralDir(*collDir)
-		if err != nil {
-			return bad("--tdx-collateral: %v", err)
-		}
-		opts = append(opts, verify.WithCollateral(c))
-	}
-	if *online {
-		opts = append(opts, verify.WithGetter(verify.NewHTTPGetter()))
 	}
 
 	rep, err := verify.Bundle(ctx, dir, opts...)
