@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -289,6 +290,22 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 		} else {
 			a = append(a, "--ro-bind", m.src, p)
 		}
+	}
+	for _, m := range c.Mounts {
+		if !filepath.IsAbs(m.Source) || !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+			return nil, fmt.Errorf("sandbox: mount %q -> %q must be absolute and not /", m.Source, m.Target)
+		}
+		if isHiddenOrUnder(filepath.Clean(m.Source), hidden) {
+			return nil, fmt.Errorf("sandbox: refusing to expose a hidden path")
+		}
+		if fi, err := os.Stat(m.Source); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("sandbox: directory to mount: %w", fs.ErrNotExist)
+		}
+		flag := "--ro-bind"
+		if m.Writable {
+			flag = "--bind"
+		}
+		a = append(a, flag, m.Source, filepath.Clean(m.Target))
 	}
 	// Mask hidden paths that a bound directory would show.
 	for _, h := range hidden {
