@@ -28,6 +28,7 @@ import (
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 func post(t *testing.T, c *harness.Client, path, ct, body string, hdr ...string) (int, http.Header, string) {
@@ -314,10 +315,8 @@ func TestEventsResume(t *testing.T) {
 // TestQuickStartCurl runs the seed Quick Start verbatim with real curl, and
 // the older /build/stream API.
 func TestQuickStartCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
+	curl := testenv.NeedTool(t, "curl")
+	testenv.NeedTool(t, "zip")
 	repo := serveRepo(t, "quick", 0)
 	_, c := server(t, "")
 	waitReady(t, c)
@@ -343,7 +342,7 @@ func TestQuickStartCurl(t *testing.T) {
 	os.WriteFile(filepath.Join(empty, "README"), []byte("no lockfile here\n"), 0o644)
 	zipPath := filepath.Join(t.TempDir(), "empty.zip")
 	if out, err := exec.Command("sh", "-c", "cd "+empty+" && zip -q -r "+zipPath+" .").CombinedOutput(); err != nil {
-		t.Skipf("zip: %v %s", err, out)
+		t.Fatalf("zip: %v %s", err, out)
 	}
 	out, _ := exec.Command(curl, "-sS", "-w", "\n%{http_code}", "-F", "source=@"+zipPath, c.URL+"/build").Output()
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
