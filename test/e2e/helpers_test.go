@@ -69,7 +69,7 @@ func sandboxMode() string {
 
 // server starts `kettle serve` on a fresh data dir (or dataDir when given)
 // with the test defaults; it is killed at cleanup.
-func server(t *testing.T, dataDir string, args ...string) (*harness.Server, *harness.Client) {
+func server(t testing.TB, dataDir string, args ...string) (*harness.Server, *harness.Client) {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = filepath.Join(tempDir(t), "data")
@@ -96,7 +96,7 @@ func server(t *testing.T, dataDir string, args ...string) (*harness.Server, *har
 // -9, processes the server started (git, the sandbox) may still be
 // finishing, so its removal retries for a while first; whatever is still
 // there then makes t.TempDir's own cleanup fail the test (a leak).
-func tempDir(t *testing.T) string {
+func tempDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "d")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -121,7 +121,7 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func waitReady(t *testing.T, c *harness.Client) {
+func waitReady(t testing.TB, c *harness.Client) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
