@@ -255,6 +255,9 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		jobs.WithRetention(time.Duration(c.retention)),
 		jobs.WithMaxEvents(c.maxEvents),
 		jobs.WithLogger(logger),
+		// Workers spool uploaded sources beside the API's uploads: in the
+		// data dir, hidden from builds, swept at start (never TMPDIR).
+		jobs.WithTempDir(spool),
 	}
 	if c.singleBuild {
 		storeOpts = append(storeOpts, jobs.WithSingleBuild())
