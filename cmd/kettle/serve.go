@@ -396,6 +396,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		cancelHTTP()
 		srv.Close()
 	}
+	// Uploads cut by the shutdown were never accepted, and the workers are
+	// done: nothing in the spool is wanted, so none of it outlives us.
+	if err := os.RemoveAll(spool); err != nil {
+		logger.Warn("cannot empty the upload spool", "err", err)
+	}
 	logger.Info("kettle serve stopped")
 	return nil
 }
