@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -55,8 +54,9 @@ type config struct {
 // uploads answer 413.
 func WithMaxUpload(n int64) Option { return func(c *config) { c.maxUpload = n } }
 
-// WithSpoolDir is where uploads are decoded to while they arrive (default
-// os.TempDir()). It should be on the same disk as the store's data.
+// WithSpoolDir is where uploads are decoded to while they arrive: a
+// directory private to the server (0700, in its data dir, never TMPDIR,
+// where a build could name it). Without it, archive uploads are refused.
 func WithSpoolDir(dir string) Option { return func(c *config) { c.spoolDir = dir } }
 
 // WithAuthToken requires `Authorization: Bearer <token>` on POST routes.
@@ -128,9 +128,6 @@ func New(svc jobs.Service, opts ...Option) *Server {
 	}
 	for _, o := range opts {
 		o(&c)
-	}
-	if c.spoolDir == "" {
-		c.spoolDir = os.TempDir()
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()

@@ -41,6 +41,9 @@ func (s *Store) runWorker(ctx context.Context, name string, b Builder, once bool
 	if name == "" {
 		name = "worker"
 	}
+	if s.cfg.tempDir == "" {
+		return errors.New("jobs: a worker needs a private spool directory for uploaded sources (WithTempDir)")
+	}
 	wid := keyUnsafe.ReplaceAllString(name, "_") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
 	log := s.log.With("worker", name, "worker_id", wid)
 	beat := func(ctx context.Context) error {
@@ -294,7 +297,9 @@ func (s *Store) build(ctx context.Context, b Builder, j *Job, src *SourceSpec, s
 	return b.Build(ctx, &jc, src, sink)
 }
 
-// materialize fetches an uploaded archive into a temporary file.
+// materialize fetches an uploaded archive into a file of the spool dir
+// (0700 dir, 0600 file, never TMPDIR: see WithTempDir); the returned
+// cleanup removes it, and the caller runs it whatever the build's outcome.
 func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), error) {
 	src := &SourceSpec{RepoURL: j.Source.URL, RepoRef: j.Source.Ref, ArchiveSHA256: j.Source.ArchiveSHA256, SourceName: j.Source.ArchiveName}
 	if j.Source.URL != "" {
@@ -305,7 +310,10 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
 	}
 	defer r.Close()
-	f, err := os.CreateTemp(s.cfg.tempDir, "kettle-source-*")
+	if err := os.MkdirAll(s.cfg.tempDir, 0o700); err != nil {
+		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("spool dir: %w", err), "internal error")
+	}
+	f, err := os.CreateTemp(s.cfg.tempDir, "source-*")
 	if err != nil {
 		return nil, nil, failure.Wrap(failure.InternalError, err, "internal error")
 	}

@@ -102,7 +102,13 @@ func WithAckWait(d time.Duration) Option { return func(c *config) { c.ackWait = 
 // worker is gone is recovered within about this time.
 func WithWorkerTTL(d time.Duration) Option { return func(c *config) { c.workerTTL = d } }
 
-// WithTempDir sets where workers spool uploaded sources (default os.TempDir).
+// WithTempDir sets the spool directory where workers copy an uploaded
+// source out of the object store for the duration of its build. It must be
+// private to the server (created 0700, never bound into a sandbox, never
+// TMPDIR: a build that names a path there must find nothing of another
+// job's). Default for OpenEmbedded: "spool" inside its data dir, emptied
+// when the store opens; a store from Connect has no default, and its
+// RunWorker fails without one.
 func WithTempDir(dir string) Option { return func(c *config) { c.tempDir = dir } }
 
 func newConfig(opts []Option) config {
@@ -129,9 +135,6 @@ func newConfig(opts []Option) config {
 	}
 	if c.replicas <= 0 {
 		c.replicas = 1
-	}
-	if c.tempDir == "" {
-		c.tempDir = os.TempDir()
 	}
 	return c
 }
@@ -197,6 +200,15 @@ func OpenEmbedded(ctx context.Context, dataDir string, opts ...Option) (*Store, 
 	lock, err := lockDir(dataDir)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.tempDir == "" {
+		// Spooled sources of a killed process are garbage (their jobs are
+		// in the store); the lock says no one else uses this spool.
+		cfg.tempDir = filepath.Join(dataDir, "spool")
+		if err := os.RemoveAll(cfg.tempDir); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("jobs: clear spool dir: %w", err)
+		}
 	}
 	sopts := &server.Options{
 		ServerName: "kettle",

@@ -543,7 +543,7 @@ func TestTwoProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	back, err := Connect(ctx, front.URL(), WithWorkerTTL(3*time.Second))
+	back, err := Connect(ctx, front.URL(), WithWorkerTTL(3*time.Second), WithTempDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,15 +16,15 @@ import (
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/toolchain"
 )
 
 func needTool(t *testing.T, env []string, name string) {
 	t.Helper()
-	if _, err := toolchain.LookPath(env, name); err != nil {
-		t.Skipf("%s not installed", name)
-	}
+	_, err := toolchain.LookPath(env, name)
+	testenv.Need(t, err == nil, name+" is not installed")
 }
 
 // withoutMetadata blanks runDetails.metadata, the only part of two builds'

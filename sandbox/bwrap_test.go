@@ -15,14 +15,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 func newTestBwrap(t *testing.T, opts ...Option) *Bwrap {
 	t.Helper()
 	b, err := NewBwrap(opts...)
-	if err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
+	testenv.Need(t, err == nil, fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	return b
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 // TestBwrapNix: with Cmd.Nix, `nix build` realises a derivation into the
@@ -19,7 +21,7 @@ func TestBwrapNix(t *testing.T) {
 	b := newTestBwrap(t)
 	env := []string{"PATH=/usr/bin:/bin"}
 	if _, err := lookPath("nix", env, "/"); err != nil {
-		t.Skip("nix not installed")
+		testenv.Need(t, false, "nix is not installed")
 	}
 	w := workDir(t)
 	proj := mkdir(t, filepath.Join(w, "proj"))

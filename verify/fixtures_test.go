@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// TestFixtureVerdicts gives every row of fixtures/README.md its verdict, at a
+// TestFixtureVerdicts gives every row of testdata/README.md its verdict, at a
 // pinned clock where certificates or collateral expired and also today.
 func TestFixtureVerdicts(t *testing.T) {
 	coll, err := LoadCollateralDir(attestation + "/collateral")

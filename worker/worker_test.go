@@ -20,6 +20,7 @@ import (
 	"github.com/kettle-build/kettle/bundle"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/pipeline"
 	"github.com/kettle-build/kettle/sandbox"
@@ -205,9 +206,7 @@ func TestCargoArchiveEndToEnd(t *testing.T) {
 	home, _ := os.UserHomeDir()
 	path := os.Getenv("PATH") + ":" + filepath.Join(home, ".cargo", "bin")
 	t.Setenv("PATH", path)
-	if _, err := exec.LookPath("cargo"); err != nil {
-		t.Skip("cargo not installed")
-	}
+	testenv.NeedTool(t, "cargo")
 	archive := filepath.Join(t.TempDir(), "upload.tar.gz")
 	tarDir(t, filepath.Join("..", "testdata", "projects", "cargo-workspace"), "cargo-workspace", archive)
 	ctx := context.Background()
@@ -298,12 +297,8 @@ func tarDir(t *testing.T, dir, top, dst string) {
 func TestCargoGitEndToEnd(t *testing.T) {
 	home, _ := os.UserHomeDir()
 	t.Setenv("PATH", os.Getenv("PATH")+":"+filepath.Join(home, ".cargo", "bin"))
-	if _, err := exec.LookPath("cargo"); err != nil {
-		t.Skip("cargo not installed")
-	}
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testenv.NeedTool(t, "cargo")
+	testenv.NeedTool(t, "git")
 	repo := filepath.Join(t.TempDir(), "myproj")
 	archive := filepath.Join(t.TempDir(), "p.tar.gz")
 	tarDir(t, filepath.Join("..", "testdata", "projects", "cargo-workspace"), "myproj", archive)

@@ -255,6 +255,9 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		jobs.WithRetention(time.Duration(c.retention)),
 		jobs.WithMaxEvents(c.maxEvents),
 		jobs.WithLogger(logger),
+		// Workers spool uploaded sources beside the API's uploads: in the
+		// data dir, hidden from builds, swept at start (never TMPDIR).
+		jobs.WithTempDir(spool),
 	}
 	if c.singleBuild {
 		storeOpts = append(storeOpts, jobs.WithSingleBuild())
@@ -392,6 +395,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	case <-time.After(5 * time.Second):
 		cancelHTTP()
 		srv.Close()
+	}
+	// Uploads cut by the shutdown were never accepted, and the workers are
+	// done: nothing in the spool is wanted, so none of it outlives us.
+	if err := os.RemoveAll(spool); err != nil {
+		logger.Warn("cannot empty the upload spool", "err", err)
 	}
 	logger.Info("kettle serve stopped")
 	return nil

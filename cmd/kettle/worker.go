@@ -89,7 +89,7 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
 		return err
 	}
-	store, err := jobs.Connect(ctx, c.natsURL, jobs.WithLogger(logger), jobs.WithTempDir(c.workDir))
+	store, err := jobs.Connect(ctx, c.natsURL, jobs.WithLogger(logger), jobs.WithTempDir(filepath.Join(c.workDir, "spool")))
 	if err != nil {
 		return err
 	}

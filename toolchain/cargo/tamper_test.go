@@ -16,6 +16,7 @@ import (
 
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/pipeline"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/toolchain"
@@ -33,9 +34,8 @@ func cargoEnv(t *testing.T) []string {
 		}
 	}
 	for _, tool := range []string{"cargo", "rustc"} {
-		if _, err := toolchain.LookPath(env, tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+		_, err := toolchain.LookPath(env, tool)
+		testenv.Need(t, err == nil, tool+" is not installed")
 	}
 	return env
 }
