@@ -86,3 +86,14 @@ func FuzzPack(f *testing.F) {
 		}
 	})
 }
+
+func FuzzOriginURL(f *testing.F) {
+	f.Add([]byte("[core]\n\tbare = false\n[remote \"origin\"]\n\turl = https://example.com/r.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n"))
+	f.Add([]byte("[remote.origin]\nurl=\"x\\\"y\"\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		u := originURL(b)
+		if len(u) > maxURL || hasCtl(u) || bytes.ContainsAny([]byte(u), "\"\\") {
+			t.Fatalf("url %q", u)
+		}
+	})
+}

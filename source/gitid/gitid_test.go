@@ -540,3 +540,29 @@ func mustHex(s string) []byte {
 	}
 	return b
 }
+
+func TestOriginURL(t *testing.T) {
+	dir := repoWithHistory(t, "sha1", 1)
+	for _, u := range []string{"https://example.com/a.git", "git@example.com:x/y.git", "/srv/repo"} {
+		exec.Command("git", "-C", dir, "remote", "remove", "origin").Run()
+		gitCmd(t, dir, "remote", "add", "origin", u)
+		if got := OriginURL(filepath.Join(dir, ".git")); got != u || got != gitCmd(t, dir, "remote", "get-url", "origin") {
+			t.Errorf("OriginURL %q, want %q", got, u)
+		}
+	}
+	for cfg, want := range map[string]string{
+		"[remote \"origin\"]\n\turl = a # c\n":           "a",
+		"[Remote \"origin\"]\n\tURL = a\n\turl = b\n":    "a",
+		"[remote \"Origin\"]\n\turl = a\n":               "",
+		"[remote.ORIGIN]\n\turl = a\n":                   "a",
+		"[remote \"origin\"]\n\turl = \"a\\tb\"\n":       "",
+		"[include]\n\tpath = /etc/gitconfig\n":           "",
+		"[remote \"origin\"]\n\tpushurl = x\n":           "",
+		"[remote \"origin\"] url = inline\n":             "inline",
+		"[remote \"other\"]\n\turl = x\n[core]\nurl=y\n": "",
+	} {
+		if got := originURL([]byte(cfg)); got != want {
+			t.Errorf("%q: got %q, want %q", cfg, got, want)
+		}
+	}
+}

@@ -38,6 +38,10 @@ type Options struct {
 	// Exclude lists project-relative paths left out of the tree hash (the
 	// output directory of `kettle build`).
 	Exclude []string
+	// Origin sets URI from .git/config's remote.origin.url (a local
+	// checkout's own claim; never for uploads, whose config is the
+	// client's unverified word).
+	Origin bool
 }
 
 // ErrGitFile marks a .git that is not a directory: a worktree or
@@ -73,6 +77,9 @@ func Identify(ctx context.Context, dir string, o Options) (*Identity, error) {
 		return nil, err
 	}
 	id := &Identity{Commit: head.Commit, Tree: tree, HeadCommit: head.Commit}
+	if o.Origin {
+		id.URI = OriginURL(filepath.Join(dir, ".git"))
+	}
 	if tree != head.Tree {
 		id.Dirty, id.Commit = true, ""
 	}
