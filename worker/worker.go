@@ -135,6 +135,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 		Nonce:         nonce,
 		BuilderID:     b.cfg.BuilderID,
 		BuildTypeBase: b.cfg.BuildTypeBase,
+		Source:        tree.Identity,
 		SourceURI:     src.RepoURL,
 		ArchiveSHA256: src.ArchiveSHA256,
 		Env:           b.cfg.Env,
