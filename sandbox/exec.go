@@ -33,6 +33,12 @@ type proc struct {
 	// files are given to the process as descriptors 3, 4, … (pipes it
 	// reads to the end).
 	files []string
+	// prepare runs on the OS thread that starts the process, before it
+	// does; it may change that thread's namespaces (which the process then
+	// inherits), so the thread is never handed back to other goroutines.
+	prepare func() error
+	// cred, when set, is the identity the process starts with.
+	cred *syscall.Credential
 }
 
 // run starts p and waits for it, enforcing p.limits. How the limits apply:
@@ -82,9 +88,10 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 		Stdout: pw,
 		Stderr: pw,
 		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL, // the server dies, so does the build
-			Ptrace:    true,            // stop at execve until limits are in place
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL, // the server dies, so does the build
+			Ptrace:     true,            // stop at execve until limits are in place
+			Credential: p.cred,
 		},
 	}
 	for _, data := range p.files {
@@ -109,7 +116,12 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 		// child, and Pdeathsig fires when that thread exits: keep it until
 		// the child is gone.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if p.prepare == nil {
+			defer runtime.UnlockOSThread()
+		} else if err := p.prepare(); err != nil {
+			startc <- err
+			return
+		}
 		err := cmd.Start()
 		if err != nil {
 			startc <- err

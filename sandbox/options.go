@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kettle-build/kettle/egress"
 )
 
 // Option configures a Runner made by New, NewNone or NewBwrap.
@@ -27,6 +29,7 @@ type config struct {
 	defaults   Limits // fill the zero fields of Cmd.Limits
 	// defaultsSet: WithDefaultLimits was given.
 	defaultsSet bool
+	egress      *egress.Proxy // nil: a public-only proxy made on first use
 }
 
 func newConfig(opts []Option) *config {
@@ -66,6 +69,13 @@ func WithHiddenPaths(paths ...string) Option {
 // bound read-only without this option.
 func WithSystemPaths(paths ...string) Option {
 	return func(c *config) { c.system = append(c.system, paths...) }
+}
+
+// WithEgress sets the proxy through which Bwrap's Network commands reach
+// the outside (default: egress.New(egress.Policy{}), public addresses only).
+// The server passes one that denies its own listeners.
+func WithEgress(p *egress.Proxy) Option {
+	return func(c *config) { c.egress = p }
 }
 
 // WithBwrapPath sets the bubblewrap binary (default /usr/bin/bwrap).
