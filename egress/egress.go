@@ -366,7 +366,7 @@ func (s *Session) Close() {
 }
 
 func (s *Session) contact(addr string, err error) {
-	c := Contact{Addr: addr}
+	c := Contact{Addr: printable(addr)}
 	if err != nil {
 		c.Refused = true
 		c.Reason = reason(err)
@@ -502,4 +502,19 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	_, _ = io.Copy(client, bufio.NewReaderSize(upstream, 32<<10))
+}
+
+// printable bounds a client-chosen destination for logs and provenance:
+// at most 256 bytes, control and non-ASCII bytes as '?'.
+func printable(s string) string {
+	if len(s) > 256 {
+		s = s[:256]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c >= 0x7f {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }
