@@ -348,8 +348,8 @@ func setupStopped(pid int, g *cgroup, l Limits) error {
 	return nil
 }
 
-// diskUsage sums the allocated size of everything under dirs, counting hard
-// links once. It returns how long the walk took.
+// diskUsage sums, for everything under dirs, the larger of its allocated
+// and (for regular files) apparent size, counting hard links once. It returns how long the walk took.
 func diskUsage(dirs []string) (int64, time.Duration) {
 	start := time.Now()
 	var total int64
@@ -375,7 +375,15 @@ func diskUsage(dirs []string) (int64, time.Duration) {
 				}
 				seen[k] = true
 			}
-			total += st.Blocks * 512
+			// The larger of allocated and apparent size: a sparse file
+			// costs no blocks here but its full size wherever it is
+			// copied (artifacts, a client's disk); a preallocated one
+			// costs blocks beyond its size.
+			used := st.Blocks * 512
+			if e.Type().IsRegular() && st.Size > used {
+				used = st.Size
+			}
+			total += used
 			return nil
 		})
 	}

@@ -299,7 +299,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg,
+		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
 			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
