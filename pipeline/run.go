@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
@@ -56,6 +57,7 @@ func DefaultEnv() []string {
 }
 
 type run struct {
+	fetched hostSet // destinations of the fetch phase's egress proxy
 	opts    Options
 	emit    func(events.Event)
 	partial *Result // what is known so far, returned with an error
@@ -159,12 +161,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
 	lines := &lineCap{max: o.MaxLogLines, emit: func(l string) { r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l)}) }}
 	w := &toolchain.Workspace{
-		Dir:      o.Dir,
-		CacheDir: cacheDir,
-		Runner:   o.Runner,
-		Limits:   o.Limits,
-		Log:      lines.log,
-		Env:      o.Env,
+		Dir:       o.Dir,
+		CacheDir:  cacheDir,
+		Runner:    o.Runner,
+		Limits:    o.Limits,
+		Log:       lines.log,
+		Env:       o.Env,
+		Contacted: r.fetched.add,
 	}
 	in, err := drv.Inputs(ctx, w)
 	if err != nil {
@@ -182,10 +185,14 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	meta := provenance.Metadata{InvocationID: invocationID(start), StartedOn: timestamp(start)}
 
 	r.msg(events.Build, "Fetching dependencies pinned by %s", drv.Lockfile())
-	if err := drv.Fetch(ctx, w); err != nil {
+	err = drv.Fetch(ctx, w)
+	lines.summary()
+	if hs := r.fetched.list(); len(hs) > 0 {
+		r.msg(events.Build, "Fetch contacted: %s", fetchHostsLine(hs))
+	}
+	if err != nil {
 		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)
 	}
-	lines.summary()
 	r.msg(events.Build, "Running `%s`", drv.BuildCommand())
 	err = drv.Build(ctx, w)
 	lines.summary()
@@ -300,6 +307,7 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 	if o.Runner.Name() == "none" {
 		ip.Sandbox = "none"
 	}
+	ip.FetchHosts = r.fetched.list()
 	return &provenance.Statement{
 		Type: provenance.StatementType,
 		Predicate: provenance.Predicate{
@@ -502,4 +510,48 @@ func classify(ctx context.Context, err error) error {
 		return failure.Wrap(failure.Canceled, err, "build canceled")
 	}
 	return failure.Wrap(failure.InternalError, err, "internal error")
+}
+
+// hostSet collects the destinations the fetch phase asked the egress proxy
+// for; a destination refused once is reported as refused.
+type hostSet struct {
+	mu    sync.Mutex
+	hosts map[string]bool // address → refused
+}
+
+func (h *hostSet) add(c egress.Contact) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hosts == nil {
+		h.hosts = map[string]bool{}
+	}
+	if _, ok := h.hosts[c.Addr]; !ok && len(h.hosts) >= maxFetchHosts {
+		return
+	}
+	h.hosts[c.Addr] = h.hosts[c.Addr] || c.Refused
+}
+
+// maxFetchHosts bounds what a hostile fetch can make the provenance list.
+const maxFetchHosts = 1000
+
+func (h *hostSet) list() []provenance.FetchHost {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]provenance.FetchHost, 0, len(h.hosts))
+	for a, refused := range h.hosts {
+		out = append(out, provenance.FetchHost{Address: a, Refused: refused})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
+	return out
+}
+
+func fetchHostsLine(hs []provenance.FetchHost) string {
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		parts[i] = h.Address
+		if h.Refused {
+			parts[i] += " (refused)"
+		}
+	}
+	return strings.Join(parts, ", ")
 }

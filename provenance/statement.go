@@ -67,6 +67,16 @@ type InternalParameters struct {
 	// Sandbox is set only when the build ran without isolation
 	// (`--sandbox=none`); absent means the bubblewrap sandbox was used.
 	Sandbox string `json:"sandbox,omitempty"`
+	// FetchHosts are the destinations the fetch phase asked kettle's
+	// egress proxy for, sorted, refused ones marked; absent when it asked
+	// for none.
+	FetchHosts []FetchHost `json:"fetchHosts,omitempty"`
+}
+
+// FetchHost is one destination of the fetch phase ("host:port").
+type FetchHost struct {
+	Address string `json:"address"`
+	Refused bool   `json:"refused,omitempty"`
 }
 
 // Evaluation summarises a Nix evaluation.

@@ -8,6 +8,8 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"github.com/kettle-build/kettle/egress"
 )
 
 // Limits bound one command. Zero means "no limit" for that resource.
@@ -28,8 +30,16 @@ type Cmd struct {
 	// Output receives stdout and stderr through one pipe, so lines keep
 	// their order as the command wrote them.
 	Output io.Writer
-	// Network is true only in the fetch phase.
+	// Network is true only in the fetch phase. Under Bwrap the command then
+	// gets a network namespace of its own whose only way out is the egress
+	// proxy of the runner (WithEgress), which the command's HTTP_PROXY,
+	// HTTPS_PROXY, ALL_PROXY (both cases) name; NO_PROXY is empty. None
+	// ignores it: commands there have the host's network.
 	Network bool
+	// Contacted, when set, receives every destination a Network command
+	// asked the egress proxy for, allowed or refused (called from the
+	// proxy's goroutines, possibly concurrently).
+	Contacted func(egress.Contact)
 	// Writable lists further directories the command may write (e.g. the
 	// job's dependency cache during fetch). Dir is always writable.
 	Writable []string

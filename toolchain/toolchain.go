@@ -7,6 +7,7 @@ package toolchain
 import (
 	"context"
 
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 )
@@ -22,6 +23,9 @@ type Workspace struct {
 	// Env is the base environment (PATH, HOME, LANG…) for commands; drivers
 	// add their own variables (CARGO_HOME, GOFLAGS…).
 	Env []string
+	// Contacted receives every destination a fetch-phase command asked the
+	// egress proxy for (Run passes it on as sandbox.Cmd.Contacted).
+	Contacted func(egress.Contact)
 }
 
 // Inputs is everything a driver knows about what goes into the build.

@@ -298,7 +298,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	if c.workers > 0 {
 		// The project directory is the only part of the data dir a build
 		// sees; hiding the store and the upload spool is defence in depth.
-		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger),
+		eg, err := egressOption(logger, c.allowPrivate, c.listen, c.natsListen, c.natsURL)
+		if err != nil {
+			return err
+		}
+		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
 			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)

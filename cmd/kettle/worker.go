@@ -69,7 +69,11 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 }
 
 func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
-	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger))
+	eg, err := egressOption(logger, c.allowPrivate, "", "", c.natsURL)
+	if err != nil {
+		return err
+	}
+	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg)
 	if err != nil {
 		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 	}
