@@ -115,5 +115,9 @@ func NonceNote(nonceHex string) string {
 	case n == 0:
 		return "no nonce was sent: the evidence is bound to an all-zero nonce (16 zero bytes), so it does not show that this build is fresh; send 16 random bytes"
 	}
-	return fmt.Sprintf("the nonce is %d bytes, shorter than 16: the evidence is bound to it zero-padded to 16 bytes; send 16 random bytes", n)
+	unit := "bytes"
+	if n == 1 {
+		unit = "byte"
+	}
+	return fmt.Sprintf("the nonce is %d %s, shorter than 16: the evidence is bound to it zero-padded to 16 bytes; send 16 random bytes", n, unit)
 }
