@@ -264,7 +264,9 @@ func TestStatusNoncePadded(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s: %d %s", tc.name, resp.StatusCode, got)
 		}
-		var sub struct{ JobID string `json:"job_id"` }
+		var sub struct {
+			JobID string `json:"job_id"`
+		}
 		json.Unmarshal([]byte(got), &sub)
 		checkNoncePadded(t, srv.URL, sub.JobID, tc.padded, tc.note)
 	}

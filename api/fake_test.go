@@ -1,9 +1,9 @@
 package api
 
 import (
-	"encoding/hex"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"io"
 	"sync"
 	"time"
