@@ -139,6 +139,10 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 		SourceURI:     src.RepoURL,
 		ArchiveSHA256: src.ArchiveSHA256,
 		Env:           b.cfg.Env,
+		// The job store caps the log (--max-events, --max-log-bytes);
+		// a second, fixed cap here would make those flags unable to
+		// raise it.
+		MaxLogLines: -1,
 	})
 	var toolchain string
 	if res != nil {
