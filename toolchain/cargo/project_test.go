@@ -257,7 +257,7 @@ func vendorProject(t *testing.T, mutate func(dir string, sums map[string]string)
 		"Cargo.toml":         appToml + "[dependencies]\nitoa = \"1.0.11\"\n",
 		"src/main.rs":        "fn main() {}",
 		".cargo/config.toml": "[source.crates-io]\nreplace-with = \"vendored-sources\"\n\n[source.vendored-sources]\ndirectory = \"vendor\"\n",
-		"Cargo.lock": appLock("[[package]]\nname = \"itoa\"\nversion = \"1.0.11\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"" + pkgSum + "\"\n"),
+		"Cargo.lock":         appLock("[[package]]\nname = \"itoa\"\nversion = \"1.0.11\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"" + pkgSum + "\"\n"),
 	})
 	sums := map[string]string{}
 	for n, c := range crate {
