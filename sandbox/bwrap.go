@@ -204,9 +204,6 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 	if c.Network {
 		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
 	}
-	if c.Nix {
-		a = append(a, "--ro-bind-try", "/etc/nix", "/etc/nix")
-	}
 	a = append(a, "--proc", "/proc", "--dev", "/dev")
 	tmpSize := b.cfg.tmpfsSize
 	if tmpSize == 0 {
@@ -259,11 +256,6 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 			if err := add(p, false); err != nil {
 				return nil, err
 			}
-		}
-	}
-	if c.Nix {
-		if err := add("/nix", true); err != nil {
-			return nil, err
 		}
 	}
 	for _, p := range c.ReadOnly {
