@@ -61,13 +61,15 @@ const (
 )
 
 // commonFlags go on every nix command on top of kettle's nix.conf: flakes
-// on, the lockfile is never written or updated (like cargo --locked), no
-// import-from-derivation (that would build during evaluation), no binary
+// on; --no-update-lock-file makes Nix refuse a flake whose flake.nix needs
+// inputs flake.lock does not lock (with --no-write-lock-file it would use
+// them unlocked), and a flake without inputs needs no flake.lock; no
+// import-from-derivation (that would build during evaluation); no binary
 // cache (this builder builds everything it attests).
 var commonFlags = []string{
 	"--extra-experimental-features", "nix-command",
 	"--extra-experimental-features", "flakes",
-	"--no-write-lock-file", "--no-update-lock-file",
+	"--no-update-lock-file",
 	"--option", "allow-import-from-derivation", "false",
 	"--option", "substituters", "",
 }
