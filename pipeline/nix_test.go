@@ -10,10 +10,10 @@ import (
 	"testing"
 
 	"github.com/kettle-build/kettle/events"
-	"github.com/kettle-build/kettle/internal/testenv"
-	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
 )
 
 // TestNixFlake builds the flake (a fixed-output derivation, a path: input,

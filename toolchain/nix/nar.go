@@ -53,14 +53,19 @@ func NARHash(root *os.Root, rel string) (string, error) {
 		}
 	}
 	h := sha256.New()
-	w := &narWriter{w: h}
-	if err := w.str("nix-archive-1"); err != nil {
-		return "", err
-	}
-	if err := w.node(root, rel, 0); err != nil {
+	if err := writeNAR(h, root, rel); err != nil {
 		return "", err
 	}
 	return "sha256-" + base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
+}
+
+// writeNAR writes the NAR of rel below root to out.
+func writeNAR(out io.Writer, root *os.Root, rel string) error {
+	w := &narWriter{w: out}
+	if err := w.str("nix-archive-1"); err != nil {
+		return err
+	}
+	return w.node(root, rel, 0)
 }
 
 // narWriter writes NAR tokens: each string is its length (u64 little
