@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -140,8 +141,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if src.Dirty {
 		r.msg(events.Init, "Warning: the working tree has uncommitted changes: it differs from commit %s, so the provenance records no commit, only the git tree of what was built", src.HeadCommit)
 	}
+	// lockBytes stays nil for a driver that builds without its lockfile
+	// (a Nix flake without inputs): no lockfileHash, no build-config/.
 	lockBytes, err := toolchain.ReadProjectFile(o.Dir, drv.Lockfile())
-	if err != nil {
+	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
 		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
 	}
 
@@ -169,11 +172,14 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		Env:       o.Env,
 		Contacted: r.fetched.add,
 	}
+	if c, ok := drv.(toolchain.Cleaner); ok {
+		defer c.Cleanup(w)
+	}
 	in, err := drv.Inputs(ctx, w)
 	if err != nil {
 		return nil, err
 	}
-	if in.LockfileSHA256 != sha256hex(lockBytes) {
+	if (lockBytes == nil) != (in.LockfileSHA256 == "") || lockBytes != nil && in.LockfileSHA256 != sha256hex(lockBytes) {
 		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
 	}
 	self, err := kettleTool()
@@ -228,8 +234,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := writeFile(filepath.Join(o.OutDir, "provenance.json"), provBytes); err != nil {
 		return nil, err
 	}
-	if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
-		return nil, err
+	if lockBytes != nil {
+		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
+			return nil, err
+		}
 	}
 	manifest, err := provenance.MarshalManifest(provenance.NewManifest(st))
 	if err != nil {
@@ -299,10 +307,12 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		subjects = append(subjects, provenance.Subject{Digest: provenance.Digest{"sha256": a.SHA256}, Name: a.Name})
 	}
 	ip := provenance.InternalParameters{
-		Evaluation:   in.Evaluation,
-		FlakeInputs:  in.FlakeInputs,
-		LockfileHash: provenance.Digest{"sha256": in.LockfileSHA256},
-		Toolchain:    tools,
+		Evaluation:  in.Evaluation,
+		FlakeInputs: in.FlakeInputs,
+		Toolchain:   tools,
+	}
+	if in.LockfileSHA256 != "" {
+		ip.LockfileHash = provenance.Digest{"sha256": in.LockfileSHA256}
 	}
 	if o.Runner.Name() == "none" {
 		ip.Sandbox = "none"

@@ -60,9 +60,9 @@ type Source struct {
 
 // InternalParameters are the builder-controlled inputs.
 type InternalParameters struct {
-	Evaluation   *Evaluation  `json:"evaluation,omitempty"`  // nix only
-	FlakeInputs  []FlakeInput `json:"flakeInputs,omitempty"` // nix only
-	LockfileHash Digest       `json:"lockfileHash"`
+	Evaluation   *Evaluation  `json:"evaluation,omitempty"`   // nix only
+	FlakeInputs  []FlakeInput `json:"flakeInputs,omitempty"`  // nix only
+	LockfileHash Digest       `json:"lockfileHash,omitempty"` // absent: no lockfile (a Nix flake without inputs)
 	Toolchain    Toolchain    `json:"toolchain"`
 	// Sandbox is set only when the build ran without isolation
 	// (`--sandbox=none`); absent means the bubblewrap sandbox was used.

@@ -246,9 +246,6 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 	for _, f := range etcFiles {
 		a = append(a, "--ro-bind-try", f, f)
 	}
-	if c.Nix {
-		a = append(a, "--ro-bind-try", "/etc/nix", "/etc/nix")
-	}
 	a = append(a, "--proc", "/proc", "--dev", "/dev")
 	tmpSize := b.cfg.tmpfsSize
 	if tmpSize == 0 {
@@ -301,11 +298,6 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 			if err := add(p, false); err != nil {
 				return nil, err
 			}
-		}
-	}
-	if c.Nix {
-		if err := add("/nix", true); err != nil {
-			return nil, err
 		}
 	}
 	for _, p := range c.ReadOnly {

@@ -52,12 +52,6 @@ type Cmd struct {
 	// job's own Nix store at /nix). Sources must be directories the trusted
 	// process created for this job; targets are absolute.
 	Mounts []Mount
-	// Nix gives the command the machine's Nix store: /nix read-write (the
-	// store, its database and the daemon socket) and /etc/nix read-only, so
-	// that `nix build` can realise derivations. Derivation builders then run
-	// inside the same sandbox, as the sandbox user, and can write to the
-	// store; set it only for Nix commands.
-	Nix bool
 }
 
 // Mount binds Source (host) at Target (sandbox), read-only unless Writable.

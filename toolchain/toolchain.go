@@ -61,3 +61,24 @@ type Driver interface {
 	// Artifacts copies the outputs into dst and hashes them.
 	Artifacts(ctx context.Context, w *Workspace, dst string) ([]Artifact, error)
 }
+
+// Cleaner is implemented by drivers that keep per-job state outside the
+// project and the cache's plain files (the Nix driver's store, whose
+// directories are read-only). The pipeline calls Cleanup once the job is
+// over, whatever its outcome.
+type Cleaner interface {
+	Cleanup(w *Workspace) error
+}
+
+// OptionalLockfile is implemented by drivers whose lockfile may be absent
+// (a flake without inputs has no flake.lock). Without one, Inputs returns
+// an empty LockfileSHA256 and the provenance records no lockfile hash.
+type OptionalLockfile interface {
+	LockfileOptional() bool
+}
+
+// LockfileOptional reports whether d builds without its lockfile.
+func LockfileOptional(d Driver) bool {
+	o, ok := d.(OptionalLockfile)
+	return ok && o.LockfileOptional()
+}
