@@ -380,10 +380,12 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 			return err
 		}
 	}
+	ro := []string{d.goRoot, d.modCache(w)}
 	if seed, err := prepareStdCache(ctx, w.Env, d.goBin, d.goDigest); err == nil {
 		if err := seedCache(seed, filepath.Join(scratch, "cache")); err != nil {
 			return fmt.Errorf("seed GOCACHE: %w", err)
 		}
+		ro = append(ro, seed) // read-only: see stdcache.go
 	} else if ctx.Err() != nil {
 		return toolchain.CommandFailed(ctx, failure.BuildFailed, "go build std", ctx.Err())
 	} else {
@@ -404,7 +406,6 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 		"TMPDIR="+filepath.Join(scratch, "tmp"),
 	)
 	env = toolchain.SetEnv(env, privateHome(filepath.Join(scratch, "home"))...)
-	ro := []string{d.goRoot, d.modCache(w)}
 
 	mains, err := d.listMains(ctx, w, env, ro)
 	if err != nil {
@@ -539,18 +540,32 @@ func ArtifactNames(module string, mains []string) (map[string]string, error) {
 	return out, nil
 }
 
-// Artifacts copies the binaries of the main packages into dst.
+// Artifacts copies the binaries of the main packages into dst, through
+// toolchain.Outputs: the build owned .kettle-go/, so a symlink at any
+// component of .kettle-go/bin/<name>, a non-regular file or a hard link to
+// a file elsewhere is refused (BuildFailed), never followed or copied.
 func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst string) ([]toolchain.Artifact, error) {
-	scratch := filepath.Join(w.Dir, ScratchDir)
-	defer os.RemoveAll(scratch)
-	bin := filepath.Join(scratch, "bin")
-	// The build wrote here: refuse a directory swapped for a symlink, so
-	// only files inside the project can become artifacts.
-	for _, p := range []string{scratch, bin} {
-		fi, err := os.Lstat(p)
-		if err != nil || !fi.IsDir() {
-			return nil, failure.New(failure.NoArtifacts, "go build left no binaries")
-		}
+	defer os.RemoveAll(filepath.Join(w.Dir, ScratchDir))
+	o, err := toolchain.OpenOutputs(w.Dir, 0)
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
+	}
+	defer o.Close()
+	bin := ScratchDir + "/bin"
+	unsafe := func(err error) error {
+		return failure.Wrap(failure.BuildFailed, err, clip(err.Error()))
+	}
+	fi, err := o.Lstat(bin)
+	switch {
+	case errors.Is(err, toolchain.ErrUnsafeOutput):
+		return nil, unsafe(err)
+	case err != nil:
+		return nil, failure.New(failure.NoArtifacts, "go build left no binaries")
+	case !fi.IsDir():
+		return nil, unsafe(fmt.Errorf("%w: %s is not a directory", toolchain.ErrUnsafeOutput, bin))
+	}
+	if err := o.ScanLinks(bin); err != nil {
+		return nil, unsafe(err)
 	}
 	names := make([]string, 0, len(d.names))
 	for n := range d.names {
@@ -559,9 +574,12 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 	sort.Strings(names)
 	var out []toolchain.Artifact
 	for _, n := range names {
-		a, err := toolchain.CopyArtifactAs(filepath.Join(bin, n), dst, n)
+		a, err := o.Copy(bin+"/"+n, dst, n)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // a main package that is excluded by build constraints
+		}
+		if errors.Is(err, toolchain.ErrUnsafeOutput) {
+			return nil, unsafe(err)
 		}
 		if err != nil {
 			return nil, failure.Wrap(failure.NoArtifacts, err, "cannot copy the binary "+n)
