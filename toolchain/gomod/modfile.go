@@ -76,7 +76,7 @@ func ParseMod(data []byte) (*Mod, error) {
 		}
 		dir, err := insideDir(r.New.Path)
 		if err != nil {
-			return nil, fmt.Errorf("go.mod replaces %s with %q: %w", r.Old.Path, clip(r.New.Path), err)
+			return nil, fmt.Errorf("go.mod replaces %s with %s: %w", r.Old.Path, quotePath(r.New.Path), err)
 		}
 		m.Local = append(m.Local, Local{Old: r.Old, Dir: dir})
 	}
@@ -112,13 +112,13 @@ func CheckWork(data []byte) error {
 	}
 	for _, u := range f.Use {
 		if _, err := insideDir(u.Path); err != nil {
-			return fmt.Errorf("go.work uses %q: %w", clip(u.Path), errOutside)
+			return fmt.Errorf("go.work uses %s: %w", quotePath(u.Path), errOutside)
 		}
 	}
 	for _, r := range f.Replace {
 		if modfile.IsDirectoryPath(r.New.Path) {
 			if _, err := insideDir(r.New.Path); err != nil {
-				return fmt.Errorf("go.work replaces %s with %q: %w", r.Old.Path, clip(r.New.Path), errOutside)
+				return fmt.Errorf("go.work replaces %s with %s: %w", r.Old.Path, quotePath(r.New.Path), errOutside)
 			}
 		}
 	}
@@ -274,6 +274,15 @@ func hashLocal(root *os.Root, m *Mod) (map[string]string, error) {
 		out[l.Dir] = h
 	}
 	return out, nil
+}
+
+// quotePath quotes a relative path of the submission; an absolute one is
+// not repeated (it names something on the server, not in the project).
+func quotePath(p string) string {
+	if strings.HasPrefix(p, "/") || strings.HasPrefix(p, `\`) || len(p) >= 2 && p[1] == ':' {
+		return "an absolute path"
+	}
+	return fmt.Sprintf("%q", clip(p))
 }
 
 // oneLine keeps an error on one line, bounded.
