@@ -13,12 +13,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go/version"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
-	"go/version"
 	"sort"
 	"strings"
 

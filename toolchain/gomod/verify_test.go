@@ -90,4 +90,3 @@ func TestVerifyCache(t *testing.T) {
 		t.Fatal("corrupted zip accepted")
 	}
 }
-
