@@ -183,3 +183,69 @@ func HashTree(root *os.Root, dir string) (string, error) {
 	})
 	return strings.TrimPrefix(h, "h1:"), err
 }
+
+// copyLocal copies the local inputs into the fetch directory, read through
+// root: pnpm fetch reads local packages' manifests and tarballs. Only
+// regular files are written (a symlink inside the project becomes a copy
+// of the file it names there), so nothing in the fetch directory leads
+// back into the project or out of it. Nothing of them runs: scripts and
+// the pnpmfile are off in the fetch.
+func copyLocal(root *os.Root, refs []LocalRef, dst string) error {
+	out, err := os.OpenRoot(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	copyFile := func(rel string) error {
+		in, err := root.Open(rel)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		fi, err := in.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", rel)
+		}
+		if err := out.MkdirAll(path.Dir(rel), 0o755); err != nil {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if fi.Mode()&0o111 != 0 {
+			mode = 0o755
+		}
+		f, err := out.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(f, in); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+	for _, r := range refs {
+		switch r.Kind {
+		case LocalTarball, LocalPatch:
+			if err := copyFile(r.Path); err != nil {
+				return err
+			}
+			continue
+		}
+		err := fs.WalkDir(root.FS(), r.Path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				if d.Name() == "node_modules" && p != r.Path {
+					return fs.SkipDir // installed by the build, not read by the fetch
+				}
+				return out.MkdirAll(p, 0o755)
+			}
+			return copyFile(p)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -43,7 +43,8 @@ const (
 
 // Driver builds pnpm projects. A Driver is for one build.
 type Driver struct {
-	pnpm, node string // resolved binaries (set by Inputs)
+	pnpm, node string     // resolved binaries (set by Inputs)
+	local      []LocalRef // local inputs, checked by Inputs
 }
 
 // New returns a pnpm driver.
@@ -108,10 +109,12 @@ func (d *Driver) localInputs(w *toolchain.Workspace, lock *Lock) ([]provenance.D
 		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
 	}
 	defer root.Close()
-	local, err := localDependencies(root, dedupLocal(refs))
+	refs = dedupLocal(refs)
+	local, err := localDependencies(root, refs)
 	if err != nil {
 		return nil, err
 	}
+	d.local = refs
 	for _, l := range local {
 		logf(w, "kettle: %s (%s) is local code: recorded with its digest", l.URI, l.Name)
 	}
@@ -291,6 +294,9 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 			return err
 		}
 	}
+	if err := d.copyLocal(w, proj); err != nil {
+		return failure.Wrap(failure.InvalidSource, err, "cannot copy the project's local packages for the fetch")
+	}
 	cl := &codeLog{w: w}
 	err = toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
 		Args: []string{d.pnpm, "fetch", "--frozen-lockfile", "--ignore-pnpmfile", "--ignore-scripts",
@@ -306,6 +312,19 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		return cl.fail(ctx, failure.DependencyFetchFailed, "pnpm fetch --frozen-lockfile", err)
 	}
 	return nil
+}
+
+// copyLocal puts the local inputs Inputs checked into the fetch directory.
+func (d *Driver) copyLocal(w *toolchain.Workspace, proj string) error {
+	if len(d.local) == 0 {
+		return nil
+	}
+	root, err := os.OpenRoot(w.Dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return copyLocal(root, d.local, proj)
 }
 
 // WorkspaceFile lists a pnpm workspace's packages.
