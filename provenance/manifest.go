@@ -101,7 +101,7 @@ func NewManifest(s *Statement) *Manifest {
 	}
 	for _, d := range bd.ResolvedDependencies {
 		var dig string
-		for _, k := range []string{"sha256", "sha512", "gitCommit"} {
+		for _, k := range []string{"sha256", "sha512", "gitCommit", "h1"} {
 			if v, ok := d.Digest[k]; ok {
 				dig = v
 				break

@@ -11,17 +11,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"go/version"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
+
+	"golang.org/x/mod/module"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
@@ -54,6 +55,7 @@ type Driver struct {
 	module   string            // module path of the project
 	sum      *Sum              // parsed go.sum (nil when modOnly)
 	names    map[string]string // artifact name → import path of its main package
+	local    bool              // go.mod replaces a module by a project directory
 }
 
 // New returns the driver for a module with a go.sum (the lockfile).
@@ -76,42 +78,55 @@ func (d *Driver) Lockfile() string {
 	return SumFile
 }
 
-// modInfo is the part of `go mod edit -json` kettle reads.
-type modInfo struct {
-	Module  struct{ Path string }
-	Go      string
-	Require []struct{ Path, Version string }
-}
-
-// Inputs parses go.mod and go.sum and hashes the go binary.
+// Inputs parses go.mod and go.sum (golang.org/x/mod, in this process,
+// through the project root) and hashes the go binary. A replacement of a
+// module by a directory outside the project, or a go.work naming one, is
+// refused before anything runs; one inside the project is recorded as
+// local code with the dirhash of its tree.
 func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
 	tool, err := d.resolve(ctx, w)
 	if err != nil {
 		return nil, err
 	}
+	root, err := os.OpenRoot(w.Dir)
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
+	}
+	defer root.Close()
 	modData, err := toolchain.ReadProjectFile(w.Dir, ModFile)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.mod (it must be a regular file in the project root)")
 	}
-	mi, err := d.parseMod(ctx, w, modData)
+	mi, err := ParseMod(modData)
+	if err != nil {
+		return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+	}
+	if err := mi.CheckToolchain(goVersion(tool.Version)); err != nil {
+		return nil, err
+	}
+	if _, err := root.Lstat(WorkFile); err == nil {
+		work, err := toolchain.ReadProjectFile(w.Dir, WorkFile)
+		if err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.work (it must be a regular file in the project root)")
+		}
+		if err := CheckWork(work); err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		}
+		logf(w, "kettle: go.work is ignored (GOWORK=off): only go.mod and go.sum decide what is built")
+	}
+	local, err := hashLocal(root, mi)
 	if err != nil {
 		return nil, err
 	}
-	if have := goVersion(tool.Version); mi.Go != "" && have != "" && compareGo(mi.Go, have) > 0 {
-		return nil, failure.New(failure.UnsupportedToolchain,
-			"go.mod requires go >= %s; this builder has go %s", mi.Go, have)
-	}
-	d.module = mi.Module.Path
+	d.module = mi.Module
 
 	var lockData []byte
-	var deps []provenance.Dependency
 	if d.modOnly {
-		if n := len(mi.Require); n > 0 {
+		if n := len(unreplaced(mi)); n > 0 {
 			return nil, failure.New(failure.UnsupportedToolchain,
 				"go.mod requires %d module(s) but the project has no go.sum: run `go mod tidy` and commit go.sum", n)
 		}
 		lockData = modData
-		deps = []provenance.Dependency{}
 	} else {
 		lockData, err = toolchain.ReadProjectFile(w.Dir, SumFile)
 		if err != nil {
@@ -121,8 +136,12 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		if err != nil {
 			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
 		}
-		deps = d.sum.Dependencies()
 	}
+	deps := mi.Dependencies(d.sum, local)
+	for _, l := range mi.Local {
+		logf(w, "kettle: %s is replaced by the project directory %s: recorded as local code (h1:%s)", l.Old, l.Dir, local[l.Dir])
+	}
+	d.local = len(mi.Local) > 0
 	sum := sha256.Sum256(lockData)
 	lockHash := hex.EncodeToString(sum[:])
 	return &toolchain.Inputs{
@@ -133,6 +152,23 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 			return MerkleLeaves(gitCommit, gitTree, tool, lockHash, deps)
 		},
 	}, nil
+}
+
+// unreplaced are the requirements that no local directory replaces.
+func unreplaced(m *Mod) []module.Version {
+	var out []module.Version
+	for _, r := range m.Require {
+		local := false
+		for _, l := range m.Local {
+			if l.Old.Path == r.Path && (l.Old.Version == "" || l.Old.Version == r.Version) {
+				local = true
+			}
+		}
+		if !local {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // MerkleLeaves are the input Merkle root's leaves of a Go build, in the
@@ -176,43 +212,6 @@ func (d *Driver) resolve(ctx context.Context, w *toolchain.Workspace) (provenanc
 	return provenance.Tool{Name: "go", Version: strings.TrimSpace(string(out)), SHA256: digest}, nil
 }
 
-// parseMod runs `go mod edit -json` on a private copy of go.mod (read
-// through the project root, so a symlinked go.mod cannot name a server
-// file); go only parses the file.
-func (d *Driver) parseMod(ctx context.Context, w *toolchain.Workspace, data []byte) (*modInfo, error) {
-	tmp, err := os.MkdirTemp("", "kettle-gomod-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	f := filepath.Join(tmp, ModFile)
-	if err := os.WriteFile(f, data, 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, d.goBin, "mod", "edit", "-json", f)
-	cmd.Env = toolchain.SetEnv(stripGoEnv(w.Env), append(privateHome(tmp), "GOTOOLCHAIN=local", "GOENV=off", "GOFLAGS=")...)
-	cmd.Dir = tmp
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		msg := strings.ReplaceAll(strings.TrimSpace(stderr.String()), f, ModFile)
-		msg = strings.ReplaceAll(msg, "\n", " ")
-		return nil, failure.Wrap(failure.InvalidSource, err, "invalid go.mod: "+clip(scrubPaths(msg, w)))
-	}
-	var mi modInfo
-	if err := json.Unmarshal(out, &mi); err != nil {
-		return nil, failure.Wrap(failure.InternalError, err, "cannot read go.mod")
-	}
-	if mi.Module.Path == "" {
-		return nil, failure.New(failure.InvalidSource, "invalid go.mod: no module directive")
-	}
-	return &mi, nil
-}
-
 func (d *Driver) modCache(w *toolchain.Workspace) string  { return filepath.Join(w.CacheDir, "gomod") }
 func (d *Driver) goPath(w *toolchain.Workspace) string    { return filepath.Join(w.CacheDir, "gopath") }
 func (d *Driver) fetchHome(w *toolchain.Workspace) string { return filepath.Join(w.CacheDir, "gohome") }
@@ -233,13 +232,19 @@ func privateHome(dir string) []string {
 // settings are dropped (GOFLAGS, GOINSECURE, GONOSUMDB, GOEXPERIMENT… would
 // change what is fetched or built); then:
 //   - GOTOOLCHAIN=local: a go.mod `toolchain` line must not download and run
-//     another Go;
-//   - GOWORK=off, GOENV=off: only go.mod/go.sum decide;
-//   - GOFLAGS=-mod=readonly: go.sum and go.mod are never rewritten (a
-//     vendor/ directory is ignored: modules come from the verified cache);
+//     another Go (Inputs refuses one newer than the builder's);
+//   - GOWORK=off: go.work is ignored, only go.mod/go.sum decide;
+//   - GOENV=off: no go.env of any user is read (the project cannot name
+//     one: it is not an environment of kettle's);
+//   - GOFLAGS=-mod=readonly: go.sum and go.mod are never rewritten, and a
+//     vendor/ directory is ignored: modules come from the verified cache
+//     (vendored code is not hash-checked by go, so it is never built);
 //   - GOSUMDB=off: go.sum is the trust anchor. The checksum database is
 //     only consulted for modules go.sum does not pin, and kettle refuses
 //     those anyway (it is also unreachable from many build machines);
+//   - GONOSUMDB, GONOPROXY, GOPRIVATE, GOINSECURE empty, GOAUTH=off (no
+//     .netrc or credential helper), GOVCS=*:git (the direct fallback may
+//     only run git, in the fetch sandbox, for what go.sum pins anyway);
 //   - CGO_ENABLED=0: builds do not depend on the machine's C toolchain and
 //     are reproducible; cgo projects fail.
 func (d *Driver) env(w *toolchain.Workspace, proxy string, extra ...string) []string {
@@ -252,6 +257,12 @@ func (d *Driver) env(w *toolchain.Workspace, proxy string, extra ...string) []st
 		"GOWORK=off",
 		"GOENV=off",
 		"GOSUMDB=off",
+		"GONOSUMDB=",
+		"GONOPROXY=",
+		"GOPRIVATE=",
+		"GOINSECURE=",
+		"GOAUTH=off",
+		"GOVCS=*:git",
 		"CGO_ENABLED=0",
 	}, extra...)...)
 }
@@ -369,10 +380,12 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 			return err
 		}
 	}
+	ro := []string{d.goRoot, d.modCache(w)}
 	if seed, err := prepareStdCache(ctx, w.Env, d.goBin, d.goDigest); err == nil {
 		if err := seedCache(seed, filepath.Join(scratch, "cache")); err != nil {
 			return fmt.Errorf("seed GOCACHE: %w", err)
 		}
+		ro = append(ro, seed) // read-only: see stdcache.go
 	} else if ctx.Err() != nil {
 		return toolchain.CommandFailed(ctx, failure.BuildFailed, "go build std", ctx.Err())
 	} else {
@@ -393,7 +406,6 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 		"TMPDIR="+filepath.Join(scratch, "tmp"),
 	)
 	env = toolchain.SetEnv(env, privateHome(filepath.Join(scratch, "home"))...)
-	ro := []string{d.goRoot, d.modCache(w)}
 
 	mains, err := d.listMains(ctx, w, env, ro)
 	if err != nil {
@@ -528,18 +540,32 @@ func ArtifactNames(module string, mains []string) (map[string]string, error) {
 	return out, nil
 }
 
-// Artifacts copies the binaries of the main packages into dst.
+// Artifacts copies the binaries of the main packages into dst, through
+// toolchain.Outputs: the build owned .kettle-go/, so a symlink at any
+// component of .kettle-go/bin/<name>, a non-regular file or a hard link to
+// a file elsewhere is refused (BuildFailed), never followed or copied.
 func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst string) ([]toolchain.Artifact, error) {
-	scratch := filepath.Join(w.Dir, ScratchDir)
-	defer os.RemoveAll(scratch)
-	bin := filepath.Join(scratch, "bin")
-	// The build wrote here: refuse a directory swapped for a symlink, so
-	// only files inside the project can become artifacts.
-	for _, p := range []string{scratch, bin} {
-		fi, err := os.Lstat(p)
-		if err != nil || !fi.IsDir() {
-			return nil, failure.New(failure.NoArtifacts, "go build left no binaries")
-		}
+	defer os.RemoveAll(filepath.Join(w.Dir, ScratchDir))
+	o, err := toolchain.OpenOutputs(w.Dir, 0)
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
+	}
+	defer o.Close()
+	bin := ScratchDir + "/bin"
+	unsafe := func(err error) error {
+		return failure.Wrap(failure.BuildFailed, err, clip(err.Error()))
+	}
+	fi, err := o.Lstat(bin)
+	switch {
+	case errors.Is(err, toolchain.ErrUnsafeOutput):
+		return nil, unsafe(err)
+	case err != nil:
+		return nil, failure.New(failure.NoArtifacts, "go build left no binaries")
+	case !fi.IsDir():
+		return nil, unsafe(fmt.Errorf("%w: %s is not a directory", toolchain.ErrUnsafeOutput, bin))
+	}
+	if err := o.ScanLinks(bin); err != nil {
+		return nil, unsafe(err)
 	}
 	names := make([]string, 0, len(d.names))
 	for n := range d.names {
@@ -548,9 +574,12 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 	sort.Strings(names)
 	var out []toolchain.Artifact
 	for _, n := range names {
-		a, err := toolchain.CopyArtifactAs(filepath.Join(bin, n), dst, n)
+		a, err := o.Copy(bin+"/"+n, dst, n)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // a main package that is excluded by build constraints
+		}
+		if errors.Is(err, toolchain.ErrUnsafeOutput) {
+			return nil, unsafe(err)
 		}
 		if err != nil {
 			return nil, failure.Wrap(failure.NoArtifacts, err, "cannot copy the binary "+n)
@@ -620,51 +649,14 @@ func scrubPaths(s string, w *toolchain.Workspace) string {
 	return strings.Join(f, " ")
 }
 
-// goVersion extracts "1.26.8" from "go version go1.26.8 linux/amd64".
+// goVersion extracts "go1.26.8" from "go version go1.26.8 linux/amd64".
 func goVersion(s string) string {
 	for _, f := range strings.Fields(s) {
-		if v, ok := strings.CutPrefix(f, "go1"); ok {
-			return "1" + v
+		if strings.HasPrefix(f, "go1") && version.IsValid(f) {
+			return f
 		}
 	}
 	return ""
-}
-
-// compareGo compares Go versions ("1.22", "1.21.3", "1.21rc1") as go does,
-// close enough to tell whether go.mod asks for a newer Go: numbers compare
-// numerically, and a pre-release sorts before its release.
-func compareGo(a, b string) int {
-	pa, ra := splitGo(a)
-	pb, rb := splitGo(b)
-	for i := 0; i < 3; i++ {
-		if pa[i] != pb[i] {
-			if pa[i] < pb[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case ra == rb:
-		return 0
-	case ra == "":
-		return 1
-	case rb == "":
-		return -1
-	case ra < rb:
-		return -1
-	}
-	return 1
-}
-
-func splitGo(v string) (nums [3]int, pre string) {
-	if i := strings.IndexAny(v, "abcdefghijklmnopqrstuvwxyz"); i >= 0 {
-		v, pre = v[:i], v[i:]
-	}
-	for i, p := range strings.SplitN(v, ".", 3) {
-		nums[i], _ = strconv.Atoi(p)
-	}
-	return nums, pre
 }
 
 // limitedBuffer keeps at most max bytes of a command's output.

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/semver"
 
 	"github.com/kettle-build/kettle/provenance"
 )
@@ -63,12 +65,9 @@ func ParseSum(data []byte) (*Sum, error) {
 		if raw, err := base64.StdEncoding.DecodeString(h1); err != nil || len(raw) != 32 {
 			return nil, fmt.Errorf("%w:%d: malformed h1 hash for %s %s", ErrGoSum, n, clip(path), clip(version))
 		}
-		if err := checkModulePath(path); err != nil {
-			return nil, fmt.Errorf("%w:%d: module path %q: %v", ErrGoSum, n, clip(path), err)
-		}
 		ver, isGoMod := strings.CutSuffix(version, "/go.mod")
-		if err := checkVersion(ver); err != nil {
-			return nil, fmt.Errorf("%w:%d: version %q of %s: %v", ErrGoSum, n, clip(version), clip(path), err)
+		if err := checkModule(path, ver); err != nil {
+			return nil, fmt.Errorf("%w:%d: %s %s: %v", ErrGoSum, n, clip(path), clip(version), err)
 		}
 		key := path + " " + version
 		if prev, ok := seen[key]; ok {
@@ -133,44 +132,19 @@ func (s *Sum) Dependencies() []provenance.Dependency {
 	return deps
 }
 
-// checkModulePath accepts what can appear in a module path (go's
-// module.CheckPath character set) so a uri built from it stays a plain
-// package URL; go itself rejects anything stricter later.
-func checkModulePath(p string) error {
-	if p == "" || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") {
-		return errors.New("malformed")
+// checkModule checks a go.sum line's module path and version with go's
+// own rules (golang.org/x/mod/module.Check: a valid module path, a
+// canonical semantic version matching its major version suffix), so a uri
+// built from them stays a plain package URL.
+func checkModule(path, version string) error {
+	if err := module.CheckPath(path); err != nil {
+		return errors.New("invalid module path")
 	}
-	for _, elem := range strings.Split(p, "/") {
-		if elem == "." || elem == ".." {
-			return errors.New("dot element")
-		}
+	if !semver.IsValid(version) || semver.Canonical(version) != version && semver.Canonical(version)+"+incompatible" != version {
+		return errors.New("not a canonical semantic version")
 	}
-	for _, r := range p {
-		if !pathRune(r) {
-			return fmt.Errorf("invalid character %q", r)
-		}
-	}
-	return nil
-}
-
-func pathRune(r rune) bool {
-	if r < utf8.RuneSelf {
-		return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' ||
-			strings.ContainsRune("-._~/+", r)
-	}
-	return false
-}
-
-// checkVersion accepts a canonical semantic version as go writes it in
-// go.sum (v1.2.3, v0.0.0-2020…-abcdef, v2.0.0+incompatible).
-func checkVersion(v string) error {
-	if len(v) < 2 || v[0] != 'v' || !unicode.IsDigit(rune(v[1])) {
-		return errors.New("not a semantic version")
-	}
-	for _, r := range v {
-		if !(r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(".-+", r))) {
-			return fmt.Errorf("invalid character %q", r)
-		}
+	if err := module.Check(path, version); err != nil {
+		return errors.New("version does not match the module path's major version")
 	}
 	return nil
 }

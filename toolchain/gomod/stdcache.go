@@ -2,9 +2,7 @@ package gomod
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -19,16 +17,20 @@ import (
 // Every build gets a fresh GOCACHE: a cache shared between builds would let
 // one build's outputs stand in for another's. Compiling the standard
 // library into each fresh cache would cost most of a small build's time, so
-// kettle compiles it once per go binary, outside any build (no project input
-// is involved: `go build -trimpath std` with the builds' settings), and
-// seeds each build's GOCACHE with hard links to those entries.
+// kettle compiles it once per go binary, in this trusted process and
+// outside any build (no project input is involved: `go build -trimpath
+// std` with the builds' settings, from the hashed GOROOT), and seeds each
+// build's GOCACHE with symlinks to those entries. The seed directory is
+// bound read-only into the build's sandbox, so nothing a build runs can
+// change an entry another build reads: writing through a link fails
+// (EROFS) whatever the file's owner and mode, and removing or replacing a
+// link only changes the build's own GOCACHE. (Hard links, used before,
+// share the inode: a build that could chmod a file it owns inside the
+// sandbox could rewrite the seed for every later build.)
 //
-// Sharing the files by hard link is safe because the go command is the only
-// program that runs in a Go build (cgo is off, GOFLAGS is kettle's, and go
-// runs no project code), and go never rewrites a valid cache entry in place
-// (it only adds entries and touches modification times); trim.txt, which go
-// does rewrite, is not shared. The seed's files are read-only. Where links
-// are not possible (another file system) the files are copied.
+// go never rewrites a valid cache entry in place (it only adds entries and
+// touches modification times, which fails harmlessly on the read-only
+// seed); trim.txt, which go does rewrite, is not shared.
 
 // StdCacheRoot is where the standard library caches are kept, one directory
 // per go binary; empty means <user cache dir>/kettle/go-std.
@@ -59,6 +61,10 @@ func prepareStdCache(ctx context.Context, env []string, goBin, goDigest string) 
 			return "", err
 		}
 		root = filepath.Join(ucd, "kettle", "go-std")
+	}
+	root, err := filepath.Abs(root) // the builds' GOCACHE links name it
+	if err != nil {
+		return "", err
 	}
 	dir := filepath.Join(root, goDigest[:32])
 	if fi, err := os.Stat(filepath.Join(dir, "README")); err == nil && fi.Mode().IsRegular() {
@@ -124,9 +130,13 @@ func removeStale(root string) {
 	}
 }
 
-// seedCache fills dst (an empty GOCACHE) with links to (or copies of) the
-// files of the seed cache src.
+// seedCache fills dst (an empty GOCACHE) with symlinks to the files of
+// the seed cache src (an absolute path), which the build must see
+// read-only at the same path.
 func seedCache(src, dst string) error {
+	if !filepath.IsAbs(src) {
+		return fmt.Errorf("seed cache %s: not absolute", src)
+	}
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -142,28 +152,6 @@ func seedCache(src, dst string) error {
 		case !d.Type().IsRegular() || rel == "trim.txt":
 			return nil
 		}
-		if err := os.Link(p, target); err == nil {
-			return nil
-		} else if errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		return copyFile(p, target)
+		return os.Symlink(p, target)
 	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

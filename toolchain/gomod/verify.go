@@ -2,16 +2,16 @@ package gomod
 
 import (
 	"archive/zip"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
+
+	"golang.org/x/mod/module"
+	"golang.org/x/mod/sumdb/dirhash"
 )
 
 // ErrUnpinned and ErrMismatch report a module in the download cache that
@@ -23,13 +23,14 @@ var (
 
 // VerifyCache checks every module zip and go.mod file that `go mod download`
 // left in modcache against go.sum, hashing them here (go's dirhash "h1"
-// algorithm) rather than trusting the .ziphash files go wrote. go does the
-// same check while downloading; this second one does not depend on the
-// fetch having run go the way kettle meant it to. It returns how many zips
-// were checked.
+// algorithm, golang.org/x/mod/sumdb/dirhash) rather than trusting the
+// .ziphash files go wrote, and then the extracted directory of every zip,
+// which is what the build compiles. go does the same checks while
+// downloading; these do not depend on the fetch having run go the way
+// kettle meant it to. It returns how many zips were checked.
 func VerifyCache(modcache string, sum *Sum) (int, error) {
 	root := filepath.Join(modcache, "cache", "download")
-	n := 0
+	var zips []module.Version
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == root {
@@ -55,8 +56,8 @@ func VerifyCache(modcache string, sum *Sum) (int, error) {
 		if !ok || strings.Contains(file, "/") {
 			return nil // not a module download (e.g. sumdb data)
 		}
-		modPath, err1 := unescape(escPath)
-		version, err2 := unescape(strings.TrimSuffix(file, ext))
+		modPath, err1 := module.UnescapePath(escPath)
+		version, err2 := module.UnescapeVersion(strings.TrimSuffix(file, ext))
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("module cache: bad file name %s", rel)
 		}
@@ -86,85 +87,75 @@ func VerifyCache(modcache string, sum *Sum) (int, error) {
 			return fmt.Errorf("%s@%s%s: %w (downloaded h1:%s, go.sum h1:%s)", modPath, version, what, ErrMismatch, got, want)
 		}
 		if ext == ".zip" {
-			n++
+			zips = append(zips, module.Version{Path: modPath, Version: version})
 		}
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	if err := verifyExtracted(modcache, sum, zips); err != nil {
+		return 0, err
+	}
+	return len(zips), nil
 }
 
-// HashZip is go's dirhash.HashZip without the "h1:" prefix: sha256 over the
-// sorted lines "<hex sha256 of file>  <name>\n" of every file in the zip.
+// verifyExtracted hashes the extracted directory of each module (named
+// "<module>@<version>/<file>" as in its zip) against go.sum. No symlink is
+// followed: go never extracts one.
+func verifyExtracted(modcache string, sum *Sum, mods []module.Version) error {
+	if len(mods) == 0 {
+		return nil
+	}
+	root, err := os.OpenRoot(modcache)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, m := range mods {
+		ep, err1 := module.EscapePath(m.Path)
+		ev, err2 := module.EscapeVersion(m.Version)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("module cache: cannot escape %s", m)
+		}
+		dir := ep + "@" + ev
+		if _, err := root.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			continue // not extracted: the build cannot use it either
+		}
+		got, err := HashTree(root, dir, m.Path+"@"+m.Version, false)
+		if err != nil {
+			return fmt.Errorf("hash extracted %s: %w", m, err)
+		}
+		if want, _ := sum.Lookup(m.Path, m.Version, false); got != want {
+			return fmt.Errorf("%s (extracted): %w (h1:%s, go.sum h1:%s)", m, ErrMismatch, got, want)
+		}
+	}
+	return nil
+}
+
+// HashZip is dirhash.HashZip without the "h1:" prefix, refusing a zip
+// with two entries of one name (dirhash would hash one of them twice).
 func HashZip(path string) (string, error) {
 	z, err := zip.OpenReader(path)
 	if err != nil {
 		return "", err
 	}
-	defer z.Close()
-	var names []string
-	files := map[string]*zip.File{}
+	seen := map[string]bool{}
 	for _, f := range z.File {
-		if _, dup := files[f.Name]; dup {
+		if seen[f.Name] {
+			z.Close()
 			return "", fmt.Errorf("zip: duplicate entry %q", f.Name)
 		}
-		files[f.Name] = f
-		names = append(names, f.Name)
+		seen[f.Name] = true
 	}
-	return hash1(names, func(name string) (io.ReadCloser, error) { return files[name].Open() })
+	z.Close()
+	h, err := dirhash.HashZip(path, dirhash.Hash1)
+	return strings.TrimPrefix(h, "h1:"), err
 }
 
 // HashGoMod is the h1 hash go.sum records for a go.mod file ("/go.mod"
 // lines): dirhash of the single file named go.mod.
 func HashGoMod(path string) (string, error) {
-	return hash1([]string{"go.mod"}, func(string) (io.ReadCloser, error) { return os.Open(path) })
-}
-
-// hash1 is dirhash.Hash1.
-func hash1(names []string, open func(string) (io.ReadCloser, error)) (string, error) {
-	h := sha256.New()
-	names = append([]string(nil), names...)
-	sort.Strings(names)
-	for _, name := range names {
-		if strings.Contains(name, "\n") {
-			return "", errors.New("file name contains a newline")
-		}
-		r, err := open(name)
-		if err != nil {
-			return "", err
-		}
-		fh := sha256.New()
-		_, err = io.Copy(fh, r)
-		r.Close()
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%x  %s\n", fh.Sum(nil), name)
-	}
-	return base64.StdEncoding.EncodeToString(h.Sum(nil)), nil
-}
-
-// unescape reverses go's module cache escaping ("!x" stands for "X").
-func unescape(s string) (string, error) {
-	var b strings.Builder
-	bang := false
-	for _, r := range s {
-		switch {
-		case bang:
-			if r < 'a' || r > 'z' {
-				return "", fmt.Errorf("bad escape in %q", s)
-			}
-			b.WriteRune(r - 'a' + 'A')
-			bang = false
-		case r == '!':
-			bang = true
-		case r >= 'A' && r <= 'Z':
-			return "", fmt.Errorf("unescaped upper case in %q", s)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	if bang {
-		return "", fmt.Errorf("trailing ! in %q", s)
-	}
-	return b.String(), nil
+	h, err := dirhash.Hash1([]string{"go.mod"}, func(string) (io.ReadCloser, error) { return os.Open(path) })
+	return strings.TrimPrefix(h, "h1:"), err
 }

@@ -90,20 +90,3 @@ func TestVerifyCache(t *testing.T) {
 		t.Fatal("corrupted zip accepted")
 	}
 }
-
-func TestUnescape(t *testing.T) {
-	for in, want := range map[string]string{
-		"github.com/!burnt!sushi/toml": "github.com/BurntSushi/toml",
-		"v1.0.0-!r!c1":                 "v1.0.0-RC1",
-		"plain":                        "plain",
-	} {
-		if got, err := unescape(in); err != nil || got != want {
-			t.Errorf("unescape(%q) = %q, %v", in, got, err)
-		}
-	}
-	for _, bad := range []string{"Upper", "trailing!", "!1"} {
-		if _, err := unescape(bad); err == nil {
-			t.Errorf("unescape(%q) accepted", bad)
-		}
-	}
-}

@@ -29,12 +29,29 @@ const MaxLockfileSize = 64 << 20
 const DigestKey = "sha512"
 
 type lockfile struct {
-	LockfileVersion any                 `yaml:"lockfileVersion"`
-	Packages        map[string]*pkgInfo `yaml:"packages"`
+	LockfileVersion     any                  `yaml:"lockfileVersion"`
+	Packages            map[string]*pkgInfo  `yaml:"packages"`
+	Importers           map[string]*importer `yaml:"importers"`
+	PatchedDependencies map[string]yaml.Node `yaml:"patchedDependencies"`
+	// A v6 lockfile of a single project has its importer at the top.
+	importer `yaml:",inline"`
 }
 
 type pkgInfo struct {
 	Resolution resolution `yaml:"resolution"`
+	Name       string     `yaml:"name"` // v6 keys of local packages ("file:dir") carry no name
+}
+
+// importer is one project of the lockfile: its direct dependencies.
+type importer struct {
+	Dependencies         map[string]depRef `yaml:"dependencies"`
+	DevDependencies      map[string]depRef `yaml:"devDependencies"`
+	OptionalDependencies map[string]depRef `yaml:"optionalDependencies"`
+}
+
+type depRef struct {
+	Specifier string `yaml:"specifier"`
+	Version   string `yaml:"version"`
 }
 
 type resolution struct {
@@ -51,7 +68,33 @@ type Lock struct {
 	Version string // lockfileVersion, e.g. "9.0"
 	// Dependencies are the packages, in the peer's format, sorted by uri.
 	Dependencies []provenance.Dependency
+	// Local are the inputs that are files of the project rather than
+	// registry packages: file:/link: packages, workspace members, local
+	// tarballs and patch files. Their paths are checked (by their text) to
+	// stay inside the project; the driver hashes them.
+	Local []LocalRef
 }
+
+// LocalRef is a project file or directory that goes into the build.
+type LocalRef struct {
+	Kind LocalKind
+	Name string // the package (or, for a patch, the patched package) it stands for
+	Path string // slash-separated, cleaned, relative to the project root
+	// Integrity is a local tarball's integrity as the lockfile pins it.
+	Integrity string
+}
+
+// LocalKind says what a LocalRef is.
+type LocalKind string
+
+// The kinds of local inputs.
+const (
+	LocalDir       LocalKind = "directory" // file:<dir> package
+	LocalLink      LocalKind = "link"      // link:<dir> dependency
+	LocalWorkspace LocalKind = "workspace" // a workspace member (importer)
+	LocalTarball   LocalKind = "tarball"   // file:<x.tgz> package
+	LocalPatch     LocalKind = "patch"     // patchedDependencies file
+)
 
 // ParseLock reads pnpm-lock.yaml (lockfile versions 6 and 9, as written by
 // pnpm 8 to 10) the peer's way (reference §B.5): every key of the top-level
@@ -77,10 +120,15 @@ func ParseLock(data []byte) (*Lock, error) {
 	}
 	deps := make([]provenance.Dependency, 0, len(lf.Packages))
 	seen := map[string]bool{}
+	lock := &Lock{Version: version}
 	for key, info := range lf.Packages {
-		d, err := dependency(key, info)
+		d, local, err := dependency(key, info)
 		if err != nil {
 			return nil, err
+		}
+		if local != nil {
+			lock.Local = append(lock.Local, *local)
+			continue
 		}
 		// v6 lists a package once per set of peers: one entry is enough.
 		if id := d.URI + "\x00" + d.Digest[DigestKey]; !seen[id] {
@@ -94,7 +142,128 @@ func ParseLock(data []byte) (*Lock, error) {
 		}
 		return deps[i].Digest[DigestKey] < deps[j].Digest[DigestKey]
 	})
-	return &Lock{Version: version, Dependencies: deps}, nil
+	lock.Dependencies = deps
+	importers := lf.Importers
+	if len(importers) == 0 {
+		importers = map[string]*importer{".": &lf.importer}
+	}
+	for dir, imp := range importers {
+		refs, err := importerRefs(dir, imp)
+		if err != nil {
+			return nil, err
+		}
+		lock.Local = append(lock.Local, refs...)
+	}
+	for key, n := range lf.PatchedDependencies {
+		ref, err := patchRef(key, &n)
+		if err != nil {
+			return nil, err
+		}
+		if ref != nil {
+			lock.Local = append(lock.Local, *ref)
+		}
+	}
+	lock.Local = dedupLocal(lock.Local)
+	return lock, nil
+}
+
+// importerRefs are the local inputs an importer names: the importer itself
+// when it is a workspace member, and its link: dependencies (relative to
+// the importer's directory).
+func importerRefs(dir string, imp *importer) ([]LocalRef, error) {
+	clean, err := insidePath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: importer %q: %v", ErrLockfile, clip(dir), err)
+	}
+	var refs []LocalRef
+	if clean != "." {
+		refs = append(refs, LocalRef{Kind: LocalWorkspace, Name: clean, Path: clean})
+	}
+	if imp == nil {
+		return refs, nil
+	}
+	for _, m := range []map[string]depRef{imp.Dependencies, imp.DevDependencies, imp.OptionalDependencies} {
+		for name, d := range m {
+			target, ok := strings.CutPrefix(d.Version, "link:")
+			if !ok {
+				continue
+			}
+			p, err := insidePath(path.Join(clean, target))
+			if err != nil {
+				return nil, fmt.Errorf("%w: importer %q: dependency %q links to %s: %v", ErrLockfile, clip(dir), clip(name), quotePath(target), err)
+			}
+			refs = append(refs, LocalRef{Kind: LocalLink, Name: name, Path: p})
+		}
+	}
+	return refs, nil
+}
+
+// patchRef reads one patchedDependencies entry: {hash, path} (pnpm 8 and
+// 9) or just the hash (pnpm 10, whose path is in package.json or
+// pnpm-workspace.yaml: see PatchFiles).
+func patchRef(key string, n *yaml.Node) (*LocalRef, error) {
+	if n.Kind == yaml.ScalarNode {
+		return nil, nil
+	}
+	var v struct {
+		Path string `yaml:"path"`
+	}
+	if err := n.Decode(&v); err != nil || v.Path == "" {
+		return nil, fmt.Errorf("%w: patchedDependencies %q: no path", ErrLockfile, clip(key))
+	}
+	p, err := insidePath(v.Path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: patchedDependencies %q: patch %s: %v", ErrLockfile, clip(key), quotePath(v.Path), err)
+	}
+	return &LocalRef{Kind: LocalPatch, Name: key, Path: p}, nil
+}
+
+func dedupLocal(refs []LocalRef) []LocalRef {
+	sort.Slice(refs, func(i, j int) bool {
+		if refs[i].Path != refs[j].Path {
+			return refs[i].Path < refs[j].Path
+		}
+		if refs[i].Kind != refs[j].Kind {
+			return refs[i].Kind < refs[j].Kind
+		}
+		return refs[i].Name < refs[j].Name
+	})
+	out := refs[:0]
+	for i, r := range refs {
+		// One directory is one input, however many importers link it.
+		if i > 0 && out[len(out)-1].Path == r.Path && r.Kind != LocalPatch && r.Kind != LocalTarball &&
+			out[len(out)-1].Kind != LocalPatch && out[len(out)-1].Kind != LocalTarball {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// errOutside is the reason of every refusal of a path leaving the project.
+var errOutside = errors.New("outside the project (only files inside the project can be local packages)")
+
+// insidePath checks by its text that a path of the lockfile stays inside
+// the project, and returns it cleaned (the driver then resolves it
+// through the project root, so a symlink cannot lead out either).
+func insidePath(p string) (string, error) {
+	if p == "" || strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\\\x00") || len(p) >= 2 && p[1] == ':' || strings.HasPrefix(p, "~") {
+		return "", errOutside
+	}
+	c := path.Clean(p)
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", errOutside
+	}
+	return c, nil
+}
+
+// quotePath quotes a relative path of the lockfile; an absolute one is
+// not repeated (it would name something on the server).
+func quotePath(p string) string {
+	if strings.HasPrefix(p, "/") || strings.HasPrefix(p, "~") || len(p) >= 2 && p[1] == ':' {
+		return "an absolute path"
+	}
+	return fmt.Sprintf("%q", clip(p))
 }
 
 // lockVersion accepts the lockfile formats whose package keys kettle knows:
@@ -118,42 +287,78 @@ func lockVersion(v any) (string, error) {
 	return s, nil
 }
 
-func dependency(key string, info *pkgInfo) (provenance.Dependency, error) {
-	name, version, err := splitKey(key)
-	if err != nil {
-		return provenance.Dependency{}, err
-	}
+func dependency(key string, info *pkgInfo) (provenance.Dependency, *LocalRef, error) {
 	var r resolution
 	if info != nil {
 		r = info.Resolution
 	}
+	// Local packages: "name@file:dir" (v9) or "file:dir" (v6, name in
+	// the entry), resolved as a directory or as a file: tarball.
+	if r.Type == "directory" || strings.HasPrefix(r.Tarball, "file:") {
+		name := ""
+		if n, _, err := splitKey(key); err == nil {
+			name = n
+		} else if info != nil && info.Name != "" {
+			name = info.Name
+		}
+		if name == "" {
+			name = strings.TrimPrefix(key, "/")
+		}
+		if r.Type == "directory" {
+			p, err := insidePath(r.Directory)
+			if err != nil {
+				return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q: directory %s: %v", ErrLockfile, clip(key), quotePath(r.Directory), err)
+			}
+			return provenance.Dependency{}, &LocalRef{Kind: LocalDir, Name: name, Path: p}, nil
+		}
+		file := strings.TrimPrefix(r.Tarball, "file:")
+		p, err := insidePath(file)
+		if err != nil {
+			return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q: tarball %s: %v", ErrLockfile, clip(key), quotePath(file), err)
+		}
+		if r.Integrity != "" {
+			if err := checkIntegrity(r.Integrity); err != nil {
+				return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q: integrity %q: %v", ErrLockfile, clip(key), clip(r.Integrity), err)
+			}
+		}
+		return provenance.Dependency{}, &LocalRef{Kind: LocalTarball, Name: name, Path: p, Integrity: r.Integrity}, nil
+	}
+	name, version, err := splitKey(key)
+	if err != nil {
+		return provenance.Dependency{}, nil, err
+	}
+	if r.Tarball != "" && !strings.HasPrefix(r.Tarball, "https://") {
+		// Registry tarballs come over https only; the fetch's egress
+		// proxy applies the address policy to the host.
+		return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q: tarball %q is not an https:// URL", ErrLockfile, clip(key), clip(r.Tarball))
+	}
 	if r.Integrity != "" {
 		if err := checkIntegrity(r.Integrity); err != nil {
-			return provenance.Dependency{}, fmt.Errorf("%w: package %q: integrity %q: %v", ErrLockfile, clip(key), clip(r.Integrity), err)
+			return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q: integrity %q: %v", ErrLockfile, clip(key), clip(r.Integrity), err)
 		}
 		return provenance.Dependency{
 			Digest: provenance.Digest{DigestKey: r.Integrity},
 			URI:    "pkg:npm/" + name + "@" + version + "?checksum=" + r.Integrity,
-		}, nil
+		}, nil, nil
 	}
 	if strings.Contains(r.Tarball, "codeload.github.com") {
 		commit, err := codeloadCommit(r.Tarball)
 		if err != nil {
-			return provenance.Dependency{}, fmt.Errorf("%w: package %q: tarball %q: %v", ErrLockfile, clip(key), clip(r.Tarball), err)
+			return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q: tarball %q: %v", ErrLockfile, clip(key), clip(r.Tarball), err)
 		}
 		return provenance.Dependency{
 			Digest: provenance.Digest{DigestKey: commit},
 			URI:    r.Tarball,
-		}, nil
+		}, nil, nil
 	}
 	what := ""
 	switch {
 	case r.Type != "":
-		what = fmt.Sprintf(" (resolution type %q is not supported)", clip(r.Type))
+		what = fmt.Sprintf(" (resolution type %q is not supported: git dependencies must be GitHub codeload tarballs pinned by commit)", clip(r.Type))
 	case r.Tarball != "":
 		what = " (a tarball without integrity)"
 	}
-	return provenance.Dependency{}, fmt.Errorf("%w: package %q missing resolution with integrity or commit tarball%s", ErrLockfile, clip(key), what)
+	return provenance.Dependency{}, nil, fmt.Errorf("%w: package %q missing resolution with integrity or commit tarball%s", ErrLockfile, clip(key), what)
 }
 
 // splitKey turns "@scope/name@1.2.3(peer@1.0.0)" into "@scope/name",

@@ -11,12 +11,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
@@ -39,7 +43,8 @@ const (
 
 // Driver builds pnpm projects. A Driver is for one build.
 type Driver struct {
-	pnpm, node string // resolved binaries (set by Inputs)
+	pnpm, node string     // resolved binaries (set by Inputs)
+	local      []LocalRef // local inputs, checked by Inputs
 }
 
 // New returns a pnpm driver.
@@ -72,7 +77,10 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		return nil, toolMissing("node", err)
 	}
 	d.pnpm, d.node = pnpmPath, nodePath
-	deps := lock.Dependencies
+	deps, err := d.localInputs(w, lock)
+	if err != nil {
+		return nil, err
+	}
 	return &toolchain.Inputs{
 		LockfileSHA256: lockHash,
 		Toolchain:      provenance.Toolchain{pnpm, node},
@@ -81,6 +89,45 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 			return MerkleLeaves(gitCommit, gitTree, node, pnpm, lockHash, deps)
 		},
 	}, nil
+}
+
+// localInputs adds to the lockfile's registry packages its local inputs
+// (file:/link: packages, workspace members, local tarballs, patch files),
+// each resolved inside the project and recorded as local code with its
+// digest; sorted by uri.
+func (d *Driver) localInputs(w *toolchain.Workspace, lock *Lock) ([]provenance.Dependency, error) {
+	refs := append([]LocalRef(nil), lock.Local...)
+	if pj, err := toolchain.ReadProjectFile(w.Dir, "package.json"); err == nil {
+		more, err := PatchFiles(pj)
+		if err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		}
+		refs = append(refs, more...)
+	}
+	root, err := os.OpenRoot(w.Dir)
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
+	}
+	defer root.Close()
+	refs = dedupLocal(refs)
+	local, err := localDependencies(root, refs)
+	if err != nil {
+		return nil, err
+	}
+	d.local = refs
+	for _, l := range local {
+		logf(w, "kettle: %s (%s) is local code: recorded with its digest", l.URI, l.Name)
+	}
+	deps := append(append([]provenance.Dependency{}, lock.Dependencies...), local...)
+	sort.SliceStable(deps, func(i, j int) bool { return deps[i].URI < deps[j].URI })
+	return deps, nil
+}
+
+// logf writes one line of kettle's own to the build log.
+func logf(w *toolchain.Workspace, format string, args ...any) {
+	if w.Log != nil {
+		w.Log(fmt.Sprintf(format, args...))
+	}
 }
 
 func toolMissing(name string, err error) error {
@@ -115,9 +162,21 @@ func (d *Driver) store(w *toolchain.Workspace) string { return filepath.Join(w.C
 // of the job, no update check, and pnpm itself never switching to another
 // pnpm version named by package.json's packageManager field (the recorded
 // binary is the one that runs). The side-effects cache would write into
-// the store, which is read-only during the build.
+// the store, which is read-only during the build. The server's own npm and
+// node settings are dropped (npm_config_* but the registry an operator
+// chose, NODE_OPTIONS, NODE_PATH…): they could name programs or files.
 func (d *Driver) env(w *toolchain.Workspace, home string) []string {
-	return toolchain.SetEnv(w.Env,
+	base := make([]string, 0, len(w.Env))
+	for _, kv := range w.Env {
+		k, _, _ := strings.Cut(kv, "=")
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "npm_config_") && lk != "npm_config_registry" ||
+			strings.HasPrefix(k, "NODE_") || strings.HasPrefix(k, "PNPM_") || k == "COREPACK_HOME" {
+			continue
+		}
+		base = append(base, kv)
+	}
+	return toolchain.SetEnv(base,
 		"HOME="+home,
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
@@ -188,13 +247,21 @@ func (c *codeLog) fail(ctx context.Context, kind failure.Kind, what string, err 
 }
 
 // Fetch runs `pnpm fetch --frozen-lockfile` with network into the job's
-// store, in a directory of the job's cache holding only the project's
-// pnpm-lock.yaml (and pnpm-workspace.yaml and .npmrc when present): the
-// project is not touched, so its node_modules is created by the offline
-// install, which runs the dependencies' lifecycle scripts in the sandbox.
-// No code from the project or its dependencies runs while the network is
-// on: .pnpmfile.cjs and lifecycle scripts (pnpm fetch would run an install
-// script such as esbuild's postinstall) are ignored.
+// store, in a directory of the job's cache holding only a copy of the
+// project's pnpm-lock.yaml and, for a workspace, a pnpm-workspace.yaml
+// that kettle writes with the `packages` globs alone. The project is not
+// touched, so its node_modules is created by the offline install, which
+// runs the dependencies' lifecycle scripts and the pnpmfile in the
+// sandbox. No code from the project or its dependencies runs while the
+// network is on, and no project setting reaches the fetch:
+//   - .pnpmfile.cjs is not copied and --ignore-pnpmfile is given;
+//   - lifecycle scripts are off (--ignore-scripts; pnpm fetch would run an
+//     install script such as esbuild's postinstall);
+//   - the project's .npmrc is not copied: its keys can redirect registries
+//     (registry, @scope:registry), name programs (git, script-shell,
+//     shell-emulator, node-options) or change what may build
+//     (onlyBuiltDependencies); settings pnpm 10 reads from
+//     pnpm-workspace.yaml are dropped with it.
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(ctx, w); err != nil {
 		return err
@@ -206,20 +273,32 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 			return err
 		}
 	}
-	for _, name := range fetchFiles {
-		data, err := toolchain.ReadProjectFile(w.Dir, name)
-		if errors.Is(err, fs.ErrNotExist) && name != LockfileName {
-			continue
-		}
+	lock, err := toolchain.ReadProjectFile(w.Dir, LockfileName)
+	if err != nil {
+		return failure.Wrap(failure.InvalidSource, err, "cannot read "+LockfileName+" (it must be a regular file in the project root)")
+	}
+	if err := os.WriteFile(filepath.Join(proj, LockfileName), lock, 0o644); err != nil {
+		return err
+	}
+	ws, err := toolchain.ReadProjectFile(w.Dir, WorkspaceFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return failure.Wrap(failure.InvalidSource, err, "cannot read "+WorkspaceFile+" (it must be a regular file in the project root)")
+	default:
+		clean, err := WorkspacePackages(ws)
 		if err != nil {
-			return failure.Wrap(failure.InvalidSource, err, "cannot read "+name+" (it must be a regular file in the project root)")
+			return failure.Wrap(failure.InvalidSource, err, err.Error())
 		}
-		if err := os.WriteFile(filepath.Join(proj, name), data, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(proj, WorkspaceFile), clean, 0o644); err != nil {
 			return err
 		}
 	}
+	if err := d.copyLocal(w, proj); err != nil {
+		return failure.Wrap(failure.InvalidSource, err, "cannot copy the project's local packages for the fetch")
+	}
 	cl := &codeLog{w: w}
-	err := toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
+	err = toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
 		Args: []string{d.pnpm, "fetch", "--frozen-lockfile", "--ignore-pnpmfile", "--ignore-scripts",
 			"--store-dir", d.store(w), "--reporter=append-only"},
 		Dir:      proj,
@@ -235,8 +314,43 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	return nil
 }
 
-// fetchFiles are the project files pnpm fetch reads.
-var fetchFiles = []string{LockfileName, "pnpm-workspace.yaml", ".npmrc"}
+// copyLocal puts the local inputs Inputs checked into the fetch directory.
+func (d *Driver) copyLocal(w *toolchain.Workspace, proj string) error {
+	if len(d.local) == 0 {
+		return nil
+	}
+	root, err := os.OpenRoot(w.Dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return copyLocal(root, d.local, proj)
+}
+
+// WorkspaceFile lists a pnpm workspace's packages.
+const WorkspaceFile = "pnpm-workspace.yaml"
+
+// WorkspacePackages rewrites pnpm-workspace.yaml for the fetch: only its
+// `packages` globs, each inside the project (by its text; a glob cannot
+// climb out with ".." or start at "/").
+func WorkspacePackages(data []byte) ([]byte, error) {
+	var ws struct {
+		Packages []string `yaml:"packages"`
+	}
+	if err := yaml.Unmarshal(data, &ws); err != nil {
+		return nil, fmt.Errorf("%s: %s", WorkspaceFile, yamlMsg(err))
+	}
+	for _, g := range ws.Packages {
+		if _, err := insidePath(strings.TrimPrefix(g, "!")); err != nil {
+			return nil, fmt.Errorf("%s: package glob %s: %v", WorkspaceFile, quotePath(g), err)
+		}
+	}
+	out, err := yaml.Marshal(&ws)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 // Build runs `pnpm install --offline --frozen-lockfile` and `pnpm build`
 // in the sandbox, with the store read-only.
@@ -276,15 +390,25 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 }
 
 // Artifacts packs dist/ into dst/dist.tar.gz (see PackDir), the single
-// artifact of a pnpm build.
+// artifact of a pnpm build. The build owned the project, so dist/ is read
+// through toolchain.Outputs: dist/ itself a symlink, a symlink at any
+// component, a file hard-linked to one outside dist/ or more than the
+// size budget is refused (BuildFailed).
 func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst string) ([]toolchain.Artifact, error) {
-	root, err := os.OpenRoot(w.Dir)
+	o, err := toolchain.OpenOutputs(w.Dir, 0)
 	if err != nil {
-		return nil, err
+		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
 	}
-	defer root.Close()
-	fi, err := root.Lstat(DistDir)
-	if err != nil || !fi.IsDir() {
+	defer o.Close()
+	fi, err := o.Lstat(DistDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, failure.New(failure.NoArtifacts, "dist/ directory not found: the build script must write its output to dist/")
+	case err != nil:
+		return nil, failure.Wrap(failure.BuildFailed, err, clip(err.Error()))
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return nil, failure.New(failure.BuildFailed, "dist/ is a symlink: the build must write its output to a dist/ directory")
+	case !fi.IsDir():
 		return nil, failure.New(failure.NoArtifacts, "dist/ directory not found: the build script must write its output to dist/")
 	}
 	out := filepath.Join(dst, ArtifactName)
@@ -296,14 +420,14 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		return nil, err
 	}
 	h := sha256.New()
-	err = PackDir(root, DistDir, io.MultiWriter(f, h))
+	err = PackDir(o, w.Dir, DistDir, io.MultiWriter(f, h))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		os.Remove(out)
-		if errors.Is(err, ErrUnsafeEntry) {
-			return nil, failure.Wrap(failure.BuildFailed, err, err.Error())
+		if errors.Is(err, ErrUnsafeEntry) || errors.Is(err, toolchain.ErrUnsafeOutput) {
+			return nil, failure.Wrap(failure.BuildFailed, err, clip(err.Error()))
 		}
 		return nil, failure.Wrap(failure.InternalError, err, "cannot pack dist/")
 	}

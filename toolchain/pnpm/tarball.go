@@ -7,10 +7,15 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
+	"slices"
+	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kettle-build/kettle/toolchain"
 )
 
 // ErrUnsafeEntry reports a file in dist/ that cannot go into the tarball: a
@@ -20,46 +25,55 @@ var ErrUnsafeEntry = errors.New("unsafe entry in dist/")
 // Epoch is the modification time of every tarball entry.
 var Epoch = time.Unix(0, 0).UTC()
 
-// PackDir writes the directory dir of root (and everything under it) to w
+// PackDir writes the directory dir of o (and everything under it) to w
 // as a gzip-compressed tarball that depends only on the names, contents,
 // exec bits and symlink targets of the files: entries in lexical order,
 // named "<dir>/…", owned by 0:0 with no user or group names, mode 0755 for
 // directories and executables and 0644 for other files, mtime Epoch, and a
-// gzip header without name or time. Reading goes through root, so nothing
-// outside it can be packed, and symlinks are stored, never followed.
-func PackDir(root *os.Root, dir string, w io.Writer) error {
+// gzip header without name or time. Reading goes through
+// toolchain.Outputs: no symlink is followed at any component (dir itself
+// a symlink is refused), symlinks inside are stored, never followed, a
+// file hard-linked to one outside dir is refused, and the total size is
+// bounded.
+func PackDir(o *toolchain.Outputs, rootDir, dir string, w io.Writer) error {
+	fi, err := o.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrUnsafeEntry, dir)
+	}
+	if err := o.ScanLinks(dir); err != nil {
+		return err
+	}
 	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 	if err != nil {
 		return err
 	}
 	tw := tar.NewWriter(zw)
-	err = fs.WalkDir(root.FS(), dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: dir + "/", ModTime: Epoch, Format: tar.FormatPAX, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+		return err
+	}
+	// Outputs.Walk lists a directory's entries before descending; the
+	// tarball keeps fs.WalkDir's depth-first lexical order.
+	type entry struct {
+		p  string
+		fi fs.FileInfo
+	}
+	var entries []entry
+	if err := o.Walk(dir, func(p string, fi fs.FileInfo) error {
+		entries = append(entries, entry{p, fi})
+		return nil
+	}); err != nil {
+		return err
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		return slices.Compare(strings.Split(entries[i].p, "/"), strings.Split(entries[j].p, "/")) < 0
+	})
+	for _, e := range entries {
+		if err := packEntry(o, tw, rootDir, dir, e.p, e.fi); err != nil {
 			return err
 		}
-		hdr := &tar.Header{Name: p, ModTime: Epoch, Format: tar.FormatPAX}
-		t := d.Type()
-		switch {
-		case d.IsDir():
-			hdr.Typeflag, hdr.Name, hdr.Mode = tar.TypeDir, p+"/", 0o755
-		case t&fs.ModeSymlink != 0:
-			target, err := root.Readlink(p)
-			if err != nil {
-				return err
-			}
-			if !inside(dir, p, target) {
-				return fmt.Errorf("%w: %s is a symlink to %q, outside %s/", ErrUnsafeEntry, p, clip(target), dir)
-			}
-			hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeSymlink, target, 0o777
-		case t.IsRegular():
-			return addFile(root, tw, hdr, p)
-		default:
-			return fmt.Errorf("%w: %s is not a regular file, directory or symlink", ErrUnsafeEntry, p)
-		}
-		return tw.WriteHeader(hdr)
-	})
-	if err != nil {
-		return err
 	}
 	if err := tw.Close(); err != nil {
 		return err
@@ -67,19 +81,35 @@ func PackDir(root *os.Root, dir string, w io.Writer) error {
 	return zw.Close()
 }
 
-func addFile(root *os.Root, tw *tar.Writer, hdr *tar.Header, p string) error {
-	f, err := root.Open(p)
+func packEntry(o *toolchain.Outputs, tw *tar.Writer, rootDir, dir, p string, fi fs.FileInfo) error {
+	hdr := &tar.Header{Name: p, ModTime: Epoch, Format: tar.FormatPAX}
+	t := fi.Mode()
+	switch {
+	case t.IsDir():
+		hdr.Typeflag, hdr.Name, hdr.Mode = tar.TypeDir, p+"/", 0o755
+	case t&fs.ModeSymlink != 0:
+		target, err := readlinkBeneath(rootDir, p)
+		if err != nil {
+			return err
+		}
+		if !inside(dir, p, target) {
+			return fmt.Errorf("%w: %s is a symlink to %q, outside %s/", ErrUnsafeEntry, p, clip(target), dir)
+		}
+		hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeSymlink, target, 0o777
+	case t.IsRegular():
+		return addFile(o, tw, hdr, p)
+	default:
+		return fmt.Errorf("%w: %s is not a regular file, directory or symlink", ErrUnsafeEntry, p)
+	}
+	return tw.WriteHeader(hdr)
+}
+
+func addFile(o *toolchain.Outputs, tw *tar.Writer, hdr *tar.Header, p string) error {
+	f, fi, err := o.OpenFile(p)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%w: %s changed while packing", ErrUnsafeEntry, p)
-	}
 	hdr.Typeflag, hdr.Size, hdr.Mode = tar.TypeReg, fi.Size(), 0o644
 	if fi.Mode()&0o111 != 0 {
 		hdr.Mode = 0o755
@@ -92,6 +122,34 @@ func addFile(root *os.Root, tw *tar.Writer, hdr *tar.Header, p string) error {
 		return fmt.Errorf("pack %s: %w", p, err)
 	}
 	return nil
+}
+
+// readlinkBeneath reads the symlink rel below rootDir without following
+// a symlink on the way (toolchain.Outputs has no Readlink).
+func readlinkBeneath(rootDir, rel string) (string, error) {
+	rfd, err := unix.Open(rootDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(rfd)
+	dir, base := path.Split(rel)
+	pfd := rfd
+	if dir != "" {
+		pfd, err = unix.Openat2(rfd, strings.TrimSuffix(dir, "/"), &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+		})
+		if err != nil {
+			return "", fmt.Errorf("%w: %s: %v", ErrUnsafeEntry, rel, err)
+		}
+		defer unix.Close(pfd)
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(pfd, base, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
 }
 
 // inside reports whether the symlink at p (under dir) with this target

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/toolchain"
 )
 
 // makeDist writes a dist/ tree with the given mtime and file modes.
@@ -45,13 +47,13 @@ func makeDist(t *testing.T, mtime time.Time, fileMode os.FileMode) string {
 
 func pack(t *testing.T, dir string) ([]byte, error) {
 	t.Helper()
-	root, err := os.OpenRoot(dir)
+	o, err := toolchain.OpenOutputs(dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer root.Close()
+	defer o.Close()
 	var b bytes.Buffer
-	err = PackDir(root, "dist", &b)
+	err = PackDir(o, dir, "dist", &b)
 	return b.Bytes(), err
 }
 
@@ -133,10 +135,33 @@ func TestPackDirRefuses(t *testing.T) {
 		})
 	}
 
-	// dist itself a symlink out of the project: os.Root refuses to follow.
-	dir := t.TempDir()
-	os.Symlink(t.TempDir(), filepath.Join(dir, "dist"))
-	if _, err := pack(t, dir); err == nil {
-		t.Fatal("packed a dist/ symlinked outside the project")
+	// dist itself a symlink, out of the project or inside it: refused.
+	for _, target := range []string{t.TempDir(), "node_modules"} {
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, "node_modules"), 0o755)
+		os.WriteFile(filepath.Join(dir, "node_modules", "x.js"), []byte("x"), 0o644)
+		os.Symlink(target, filepath.Join(dir, "dist"))
+		if _, err := pack(t, dir); err == nil {
+			t.Fatalf("packed a dist/ symlinked to %s", target)
+		}
+	}
+	// A directory inside dist/ replaced by a symlink (to a directory of
+	// the project or of the server) is stored as a symlink or refused,
+	// never followed.
+	dir := makeDist(t, time.Now(), 0o644)
+	os.RemoveAll(filepath.Join(dir, "dist", "z"))
+	os.Symlink(t.TempDir(), filepath.Join(dir, "dist", "z"))
+	if _, err := pack(t, dir); !errors.Is(err, ErrUnsafeEntry) {
+		t.Fatalf("dist/z symlinked out: %v", err)
+	}
+	// A file hard-linked to one outside dist/ (a server file the build
+	// could name) is refused.
+	dir = makeDist(t, time.Now(), 0o644)
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("secret"), 0o600)
+	if err := os.Link(secret, filepath.Join(dir, "dist", "leak")); err == nil {
+		if _, err := pack(t, dir); !errors.Is(err, toolchain.ErrUnsafeOutput) {
+			t.Fatalf("hard link packed: %v", err)
+		}
 	}
 }
