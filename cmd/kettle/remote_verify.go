@@ -15,10 +15,10 @@ import (
 // environment variable can relax or replace them.
 type policyFlags struct {
 	builderID, sourceURI, gitCommit, gitTree, sourceSHA256, minTCB *string
-	allowDebug, allowInsecure, online                             *bool
-	rootsFile, at, policyFile, collDir                            *string
-	measurements                                                  listFlag
-	pcrs                                                          pcrFlag
+	allowDebug, allowInsecure, online                              *bool
+	rootsFile, at, policyFile, collDir                             *string
+	measurements                                                   listFlag
+	pcrs                                                           pcrFlag
 }
 
 func (p *policyFlags) register(fs *flag.FlagSet) {
