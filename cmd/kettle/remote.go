@@ -291,7 +291,8 @@ flags:`)
 		return bad("--ref needs --repo (a local directory is uploaded as it is)")
 	}
 	// The user's expectations, then always what we send: the result must
-	// be a build of that source (see sourceBinding), whatever the flags say.
+	// be a build of that source, whatever the flags say (sourceMismatch
+	// names a difference).
 	vopts, _, err := pf.options()
 	if err != nil {
 		return bad("%v", err)
