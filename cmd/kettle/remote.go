@@ -276,8 +276,7 @@ flags:`)
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "kettle remote build: %v\n", err)
-		return exitBadArgs
+		return exitBadArgs // the flag package printed why
 	}
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "kettle remote build: "+format+"\n", a...)
