@@ -276,8 +276,7 @@ flags:`)
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "kettle remote build: %v\n", err)
-		return exitBadArgs
+		return exitBadArgs // the flag package printed why
 	}
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "kettle remote build: "+format+"\n", a...)
@@ -291,7 +290,8 @@ flags:`)
 		return bad("--ref needs --repo (a local directory is uploaded as it is)")
 	}
 	// The user's expectations, then always what we send: the result must
-	// be a build of that source (see sourceBinding), whatever the flags say.
+	// be a build of that source, whatever the flags say (sourceMismatch
+	// names a difference).
 	vopts, _, err := pf.options()
 	if err != nil {
 		return bad("%v", err)
