@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kettle-build/kettle/events"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -339,4 +340,26 @@ func testCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 	return caFile, certFile, keyFile
+}
+
+// TestIDsNeverReachSubjects: ids that are not canonical UUIDs — NATS
+// wildcards, subject separators, another job's id in upper case — never
+// reach a subject or key: every entry point answers ErrNotFound.
+func TestIDsNeverReachSubjects(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir()})
+	j := submitArchive(t, s, "src")
+	collect(t, s, j.ID, 0)
+	ctx := connectCtx(t)
+	for _, id := range []string{">", "*", "kettle.events.>", j.ID + ".x", j.ID[:35] + "*", strings.ToUpper(j.ID), "../" + j.ID, ""} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%q): %v", id, err)
+		}
+		if err := s.Watch(ctx, id, 0, func(int, events.Event) error { return nil }); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Watch(%q): %v", id, err)
+		}
+		if _, _, err := s.Result(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Result(%q): %v", id, err)
+		}
+	}
 }

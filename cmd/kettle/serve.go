@@ -280,7 +280,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	defer store.Close()
 	if u := store.URL(); u != "" {
-		storeJoinHint(logger, u, store.CredsFile())
+		storeJoinHint(logger, u, store.CredsFile(), c.natsListen, c.nats.listenCert != "")
 	}
 
 	reg := prometheus.NewRegistry()
