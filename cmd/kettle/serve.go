@@ -346,6 +346,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			return source.CheckRepo(ctx, url, ref, policy)
 		}),
 		api.WithCORS(origins...),
+		api.WithLoopbackHosts(loopbackListen(c.listen)),
 		api.WithLogger(logger),
 		api.WithMetrics(reg, reg),
 		api.WithMetricsCollector(metrics),

@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -512,6 +513,21 @@ func TestSecurityCORS(t *testing.T) {
 	resp.Body.Close()
 	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("CORS header for an unlisted origin: %v", resp.Header)
+	}
+	// DNS rebinding: a page on rebind.evil.example, resolved to 127.0.0.1,
+	// is same-origin for the browser; the loopback-only service refuses the
+	// foreign host name.
+	req, _ := http.NewRequest("POST", c.URL+"/build", strings.NewReader(`{"nonce":"00","repo_url":"http://127.0.0.1:1/x.git"}`))
+	req.Host = "rebind.evil.example" + c.URL[strings.LastIndex(c.URL, ":"):]
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", "http://"+req.Host)
+	rresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rresp.Body.Close()
+	if rresp.StatusCode != 403 {
+		t.Errorf("rebound same-origin POST: %d", rresp.StatusCode)
 	}
 	// The same origin (kettle's own page) and no Origin (curl, kettle remote).
 	origin := strings.TrimSuffix(c.URL, "/")
