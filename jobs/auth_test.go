@@ -363,3 +363,18 @@ func TestIDsNeverReachSubjects(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":               "nats://127.0.0.1:4222",
+		"nats://user:s3cret@h:4222":           "nats://user:REDACTED@h:4222",
+		"nats://t0ken@h:4222":                 "nats://REDACTED@h:4222",
+		"tls://a:b@h1:4222,tls://c:d@h2:4222": "tls://a:REDACTED@h1:4222,tls://c:REDACTED@h2:4222",
+		"nats://us%zzer:pw@h":                 "(unparsable URL)",
+		"":                                    "",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
