@@ -10,12 +10,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -378,3 +380,32 @@ func TestRedactURL(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectWarnsAnonymousServer: joining a NATS server that accepts
+// anonymous clients logs a warning.
+func TestConnectWarnsAnonymousServer(t *testing.T) {
+	buf := &lockedWriter{w: &strings.Builder{}}
+	log := slog.New(slog.NewTextHandler(buf, nil))
+	open := runServer(t, &server.Options{})
+	s, err := Connect(connectCtx(t), open.ClientURL(), WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if !strings.Contains(buf.String(), "accepts clients without credentials") {
+		t.Fatalf("no warning:\n%s", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.w.String() }
