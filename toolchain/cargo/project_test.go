@@ -420,3 +420,32 @@ func FuzzChecksumJSON(f *testing.F) {
 		}
 	})
 }
+
+// TestKettleCargoHome: CARGO_HOME's config is kettle's; one the fetch
+// changed, or a legacy config/credentials file beside it, stops the build.
+func TestKettleCargoHome(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(home string)
+	}{
+		{"rewritten", func(home string) { os.WriteFile(filepath.Join(home, "config.toml"), []byte("[build]\nrustc-wrapper = \"/tmp/x\"\n"), 0o644) }},
+		{"removed", func(home string) { os.Remove(filepath.Join(home, "config.toml")) }},
+		{"legacy config", func(home string) { os.WriteFile(filepath.Join(home, "config"), nil, 0o644) }},
+		{"credentials", func(home string) { os.WriteFile(filepath.Join(home, "credentials.toml"), nil, 0o644) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			os.WriteFile(filepath.Join(home, "config"), []byte("stale"), 0o644)
+			if err := writeKettleConfig(home); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkKettleConfig(home); err != nil {
+				t.Fatalf("fresh: %v", err)
+			}
+			tc.tamper(home)
+			if err := checkKettleConfig(home); err == nil {
+				t.Fatal("tampered CARGO_HOME accepted")
+			}
+		})
+	}
+}
