@@ -428,7 +428,9 @@ func TestKettleCargoHome(t *testing.T) {
 		name   string
 		tamper func(home string)
 	}{
-		{"rewritten", func(home string) { os.WriteFile(filepath.Join(home, "config.toml"), []byte("[build]\nrustc-wrapper = \"/tmp/x\"\n"), 0o644) }},
+		{"rewritten", func(home string) {
+			os.WriteFile(filepath.Join(home, "config.toml"), []byte("[build]\nrustc-wrapper = \"/tmp/x\"\n"), 0o644)
+		}},
 		{"removed", func(home string) { os.Remove(filepath.Join(home, "config.toml")) }},
 		{"legacy config", func(home string) { os.WriteFile(filepath.Join(home, "config"), nil, 0o644) }},
 		{"credentials", func(home string) { os.WriteFile(filepath.Join(home, "credentials.toml"), nil, 0o644) }},
