@@ -46,7 +46,13 @@ type Source struct {
 	LocalRegistry string
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var (
+	// nameRE is cargo's rule for registry names.
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// sourceRE admits source names like cargo vendor's
+	// "git+https://github.com/x/y?branch=main" (quoted on the command line).
+	sourceRE = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]{1,512}$`)
+)
 
 // ReadConfig reads .cargo/config.toml (or the legacy .cargo/config) of the
 // project root, the only project config file cargo reads (cargo reads those
@@ -128,7 +134,7 @@ func (c *Config) parse(root *os.Root, name string, data []byte) error {
 		if t == nil {
 			return refuse("%s: source.%s is not a table", name, clip(sname))
 		}
-		if !nameRE.MatchString(sname) {
+		if !sourceRE.MatchString(sname) {
 			return refuse("%s: source name %q is not supported", name, clip(sname))
 		}
 		s := &Source{}
@@ -297,7 +303,7 @@ func (c *Config) fetchConfig(projectDir string) []string {
 		s := c.Sources[n]
 		kv := func(k, v string) {
 			if v != "" {
-				out = append(out, "--config", "source."+n+"."+k+"="+tomlString(v))
+				out = append(out, "--config", "source."+tomlString(n)+"."+k+"="+tomlString(v))
 			}
 		}
 		kv("replace-with", s.ReplaceWith)
