@@ -248,7 +248,12 @@ func (p *Project) readManifests(root *os.Root) error {
 					return err
 				}
 				for _, d := range dirs {
-					if fi, err := root.Stat(path.Join(d, "Cargo.toml")); err != nil || !fi.Mode().IsRegular() {
+					fi, err := root.Stat(path.Join(d, "Cargo.toml"))
+					if err != nil && !errors.Is(err, fs.ErrNotExist) {
+						// Never skipped: cargo would follow it out.
+						return refuse("workspace.%s entry %q matches a Cargo.toml that cannot be read inside the project (a symlink leading out of it?)", key, clip(pat))
+					}
+					if err != nil || !fi.Mode().IsRegular() {
 						if !hasMeta(pat) {
 							return refuse("workspace member %q has no Cargo.toml", clip(pat))
 						}

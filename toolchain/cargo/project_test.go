@@ -182,6 +182,7 @@ func TestProjectRefusals(t *testing.T) {
 		{"relative symlink path dependency", map[string]string{"Cargo.toml": dep(`rt-stager = { path = "sub/link" }`), "sub/link": "->../../" + filepath.Base(outside), "Cargo.lock": lockStager}, "cannot be resolved inside the project"},
 		{"symlinked directory in a member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"link/*\"]\n", "link": "->" + secret, "Cargo.lock": lockStager}, "cannot be resolved inside the project"},
 		{"symlink matched by a member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"m/*\"]\n", "m/x": "->" + secret, "Cargo.lock": lockStager}, "matches a path that leads out of the project"},
+		{"member glob matching a manifest symlinked out", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"m/*\"]\n", "m/x/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": lockStager}, "matches a Cargo.toml that cannot be read inside the project"},
 		{"** member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"**/x\"]\n", "Cargo.lock": lockStager}, "not supported"},
 		{"patch path", map[string]string{"Cargo.toml": appToml + "[patch.crates-io]\nitoa = { path = \"../itoa\" }\n", "Cargo.lock": appLock()}, "path of patch.crates-io.itoa"},
 		{"replace path", map[string]string{"Cargo.toml": appToml + "[replace]\n\"itoa:1.0.0\" = { path = \"/usr/src/itoa\" }\n", "Cargo.lock": appLock()}, "path of replace.itoa:1.0.0"},
@@ -200,7 +201,7 @@ func TestProjectRefusals(t *testing.T) {
 		{"path dependency without manifest", map[string]string{"Cargo.toml": dep(`x = { path = "x" }`), "x/src/lib.rs": "", "Cargo.lock": appLock()}, "path dependency x has no Cargo.toml"},
 		{"Cargo.toml is a symlink out", map[string]string{"Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "cannot read Cargo.toml"},
 		{"Cargo.lock is a symlink out", map[string]string{"Cargo.toml": appToml, "Cargo.lock": "->" + filepath.Join(secret, "Cargo.toml")}, "cannot read Cargo.lock"},
-		{"member manifest is a symlink out", map[string]string{"Cargo.toml": "[workspace]\nmembers = [\"m\"]\n", "m/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "no Cargo.toml"},
+		{"member manifest is a symlink out", map[string]string{"Cargo.toml": "[workspace]\nmembers = [\"m\"]\n", "m/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "cannot be read inside the project"},
 
 		{"config paths", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "paths = [\"../x\"]\n"}, "path overrides"},
 		{"config patch", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "[patch.crates-io]\nx = { path = \"x\" }\n"}, "[patch] in cargo configuration"},
