@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -395,6 +396,22 @@ func (p *Project) readManifests(root *os.Root) error {
 // cargo will look for when it loads it (for the fetch copy's stubs).
 func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error {
 	add := func(rel string) { p.stubs[rel] = true }
+	// file stubs rel when it is a regular file; one that leads out of the
+	// project (cargo would follow it) is a refusal.
+	file := func(rel string) (bool, error) {
+		fi, err := root.Stat(rel)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+				return false, nil
+			}
+			return false, refuse("%s cannot be resolved inside the project (a symlink leading out of it?)", clip(rel))
+		}
+		if fi.Mode().IsRegular() {
+			add(rel)
+			return true, nil
+		}
+		return false, nil
+	}
 	pkg := table(m["package"])
 	switch b := pkg["build"].(type) {
 	case string:
@@ -405,8 +422,8 @@ func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error
 		add(q)
 	case bool:
 	default:
-		if fi, err := root.Stat(path.Join(dir, "build.rs")); err == nil && fi.Mode().IsRegular() {
-			add(path.Join(dir, "build.rs"))
+		if _, err := file(path.Join(dir, "build.rs")); err != nil {
+			return err
 		}
 	}
 	explicit := func(key string, t map[string]any) error {
@@ -434,22 +451,28 @@ func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error
 	}
 	// cargo's target auto-discovery.
 	for _, f := range []string{"src/lib.rs", "src/main.rs"} {
-		if fi, err := root.Stat(path.Join(dir, f)); err == nil && fi.Mode().IsRegular() {
-			add(path.Join(dir, f))
+		if _, err := file(path.Join(dir, f)); err != nil {
+			return err
 		}
 	}
 	for _, d := range []string{"src/bin", "examples", "tests", "benches"} {
+		if _, err := file(path.Join(dir, d)); err != nil {
+			return err
+		}
 		ents, err := readDir(root, path.Join(dir, d))
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
 			n := path.Join(dir, d, e.Name())
-			if strings.HasSuffix(e.Name(), ".rs") && e.Type().IsRegular() {
-				add(n)
-			} else if e.IsDir() {
-				if fi, err := root.Stat(path.Join(n, "main.rs")); err == nil && fi.Mode().IsRegular() {
-					add(path.Join(n, "main.rs"))
+			if strings.HasSuffix(e.Name(), ".rs") {
+				if _, err := file(n); err != nil {
+					return err
+				}
+			}
+			if e.IsDir() || e.Type()&fs.ModeSymlink != 0 {
+				if _, err := file(path.Join(n, "main.rs")); err != nil {
+					return err
 				}
 			}
 		}

@@ -82,17 +82,20 @@ unixy = { path = "../../libs/unixy" }
 [build-dependencies]
 gen = { path = "../../tools/gen" }
 `,
-		"crates/app/src/main.rs":   "fn main() {}",
-		"crates/notacrate/README":  "no manifest: not a member",
-		"tools/gen/Cargo.toml":     "[package]\nname = \"gen\"\nversion = \"1.0.0\"\n",
-		"tools/gen/src/lib.rs":     "",
-		"libs/shared/Cargo.toml":   "[package]\nname = \"shared\"\nversion = \"0.3.0\"\n",
-		"libs/shared/src/lib.rs":   "pub fn f() {}",
-		"libs/unixy/Cargo.toml":    "[package]\nname = \"unixy\"\nversion = \"0.0.1\"\n[dependencies]\nshared = { path = \"../shared\" }\n",
-		"libs/unixy/src/lib.rs":    "",
-		"libs/unixy/build.rs":      "fn main() {}",
-		"libs/unixy/src/bin/x.rs":  "fn main() {}",
-		"libs/unixy/examples/e.rs": "fn main() {}",
+		"crates/app/src/main.rs":            "fn main() {}",
+		"crates/notacrate/README":           "no manifest: not a member",
+		"tools/gen/Cargo.toml":              "[package]\nname = \"gen\"\nversion = \"1.0.0\"\n",
+		"tools/gen/src/lib.rs":              "",
+		"libs/shared/Cargo.toml":            "[package]\nname = \"shared\"\nversion = \"0.3.0\"\n",
+		"libs/shared/src/lib.rs":            "pub fn f() {}",
+		"libs/unixy/Cargo.toml":             "[package]\nname = \"unixy\"\nversion = \"0.0.1\"\n[dependencies]\nshared = { path = \"../shared\" }\n",
+		"libs/unixy/src/lib.rs":             "",
+		"libs/unixy/build.rs":               "fn main() {}",
+		"libs/unixy/src/bin/x.rs":           "fn main() {}",
+		"libs/unixy/examples/e.rs":          "fn main() {}",
+		"libs/unixy/examples/README":        "not a target",
+		"libs/unixy/examples/multi/main.rs": "fn main() {}",
+		"libs/unixy/tests/t.rs":             "->../src/lib.rs",
 		"Cargo.lock": `version = 4
 [[package]]
 name = "app"
@@ -132,7 +135,7 @@ version = "0.0.1"
 			t.Errorf("%s: %q, want %q", k, got[k], v)
 		}
 	}
-	for _, s := range []string{"libs/unixy/build.rs", "libs/unixy/src/bin/x.rs", "libs/unixy/examples/e.rs", "crates/app/src/main.rs"} {
+	for _, s := range []string{"libs/unixy/build.rs", "libs/unixy/src/bin/x.rs", "libs/unixy/examples/e.rs", "libs/unixy/examples/multi/main.rs", "libs/unixy/tests/t.rs", "crates/app/src/main.rs"} {
 		if !p.stubs[s] {
 			t.Errorf("no stub for %s: %v", s, p.stubs)
 		}
@@ -183,6 +186,9 @@ func TestProjectRefusals(t *testing.T) {
 		{"symlinked directory in a member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"link/*\"]\n", "link": "->" + secret, "Cargo.lock": lockStager}, "cannot be resolved inside the project"},
 		{"symlink matched by a member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"m/*\"]\n", "m/x": "->" + secret, "Cargo.lock": lockStager}, "matches a path that leads out of the project"},
 		{"member glob matching a manifest symlinked out", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"m/*\"]\n", "m/x/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": lockStager}, "matches a Cargo.toml that cannot be read inside the project"},
+		{"build script symlinked out", map[string]string{"Cargo.toml": appToml, "build.rs": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "build.rs cannot be resolved inside the project"},
+		{"src/main.rs symlinked out", map[string]string{"Cargo.toml": appToml, "src/main.rs": "->/etc/passwd", "Cargo.lock": appLock()}, "src/main.rs cannot be resolved inside the project"},
+		{"src/bin symlinked out", map[string]string{"Cargo.toml": appToml, "src/bin": "->" + secret, "Cargo.lock": appLock()}, "src/bin cannot be resolved"},
 		{"** member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"**/x\"]\n", "Cargo.lock": lockStager}, "not supported"},
 		{"patch path", map[string]string{"Cargo.toml": appToml + "[patch.crates-io]\nitoa = { path = \"../itoa\" }\n", "Cargo.lock": appLock()}, "path of patch.crates-io.itoa"},
 		{"replace path", map[string]string{"Cargo.toml": appToml + "[replace]\n\"itoa:1.0.0\" = { path = \"/usr/src/itoa\" }\n", "Cargo.lock": appLock()}, "path of replace.itoa:1.0.0"},
