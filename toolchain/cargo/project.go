@@ -93,10 +93,16 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
+// openRegular opens name inside root for reading without blocking on a
+// FIFO (O_NONBLOCK; callers then refuse anything but a regular file).
+func openRegular(root *os.Root, name string) (*os.File, error) {
+	return root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
+
 // readFile reads the regular file rel inside root (symlinks that stay inside
 // are followed, as cargo in the sandbox follows them), at most max bytes.
 func readFile(root *os.Root, rel string, max int64) ([]byte, error) {
-	f, err := root.Open(rel)
+	f, err := openRegular(root, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -481,7 +487,8 @@ func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error
 }
 
 func readDir(root *os.Root, dir string) ([]fs.DirEntry, error) {
-	f, err := root.Open(dir)
+	// O_DIRECTORY: a FIFO in a directory's place fails instead of blocking.
+	f, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/dirhash"
 )
@@ -223,10 +225,43 @@ func TestProjectRefusals(t *testing.T) {
 		{"config and legacy config", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "", ".cargo/config": ""}, "both .cargo/config"},
 		{"config unknown source key", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "[source.x]\nfoo = \"bar\"\n"}, "source.x.foo is not supported"},
 	}
+	fifo := func(name string) map[string]string {
+		fs := map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": ""}
+		fs[name] = "fifo"
+		return fs
+	}
+	tests = append(tests, []struct {
+		name string
+		fs   map[string]string
+		want string
+	}{
+		{"Cargo.toml is a fifo", fifo("Cargo.toml"), "cannot read Cargo.toml"},
+		{"Cargo.lock is a fifo", fifo("Cargo.lock"), "cannot read Cargo.lock"},
+		{"config is a fifo", fifo(".cargo/config.toml"), ".cargo/config.toml cannot be read"},
+		{"glob directory is a fifo", map[string]string{"Cargo.toml": "[workspace]\nmembers = [\"m/*\"]\n", "m": "fifo", "Cargo.lock": appLock()}, "cannot be resolved inside the project"},
+	}...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "proj")
-			files(t, dir, tc.fs)
+			fifos := map[string]string{}
+			for n, c := range tc.fs {
+				if c == "fifo" {
+					fifos[n] = c
+				}
+			}
+			regular := map[string]string{}
+			for n, c := range tc.fs {
+				if c != "fifo" {
+					regular[n] = c
+				}
+			}
+			files(t, dir, regular)
+			for n := range fifos {
+				os.MkdirAll(filepath.Dir(filepath.Join(dir, n)), 0o755)
+				if err := syscall.Mkfifo(filepath.Join(dir, n), 0o644); err != nil {
+					t.Skip(err)
+				}
+			}
 			p, err := ReadProject(dir)
 			if err == nil {
 				_, err = p.Lock.Dependencies(p)
@@ -456,5 +491,26 @@ func TestKettleCargoHome(t *testing.T) {
 				t.Fatal("tampered CARGO_HOME accepted")
 			}
 		})
+	}
+}
+
+// TestProjectFifoDoesNotBlock: a FIFO where kettle lists a directory (a
+// target directory, vendored crates) does not hang the trusted process.
+func TestProjectFifoDoesNotBlock(t *testing.T) {
+	for _, name := range []string{"src/bin", "examples", "vendor"} {
+		dir := t.TempDir()
+		files(t, dir, map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(),
+			".cargo/config.toml": "[source.crates-io]\nreplace-with = \"v\"\n[source.v]\ndirectory = \"vendor2\"\n", "vendor2/README": ""})
+		os.MkdirAll(filepath.Join(dir, "src"), 0o755)
+		if err := syscall.Mkfifo(filepath.Join(dir, name), 0o644); err != nil {
+			t.Skip(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := ReadProject(dir); done <- err }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ReadProject blocked on a FIFO at %s", name)
+		}
 	}
 }
