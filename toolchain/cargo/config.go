@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -229,11 +230,24 @@ const (
 	cratesIOSparse = "sparse+https://index.crates.io/"
 )
 
-// canonicalGit is cargo's canonical form of a git URL for source
-// identity: lower-case, no trailing slash or ".git".
+// canonicalGit is cargo's canonical form of a git URL for source identity
+// (CanonicalUrl): no trailing slash or ".git", host lower-case, and the
+// path lower-case on github.com only. Kept as strict as cargo's: when kettle
+// and cargo disagree, a vendored copy must end in a refusal (see
+// checkVendored), never in kettle recording a vendored crate that cargo
+// fetched from git.
 func canonicalGit(u string) string {
-	u = strings.ToLower(strings.TrimSuffix(u, "/"))
-	return strings.TrimSuffix(u, ".git")
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" {
+		return strings.TrimSuffix(strings.TrimSuffix(u, "/"), ".git")
+	}
+	pu.Scheme, pu.Host = strings.ToLower(pu.Scheme), strings.ToLower(pu.Host)
+	if pu.Host == "github.com" {
+		pu.Path = strings.ToLower(pu.Path)
+	}
+	pu.Path = strings.TrimSuffix(strings.TrimSuffix(pu.Path, "/"), ".git")
+	pu.RawPath = ""
+	return pu.String()
 }
 
 // sourceName finds the [source] table whose identity is the Cargo.lock

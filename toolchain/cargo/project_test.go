@@ -514,3 +514,20 @@ func TestProjectFifoDoesNotBlock(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonicalGit(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"https://github.com/Foo/Bar.git", "https://github.com/foo/bar", true},
+		{"https://example.com/Foo/", "https://EXAMPLE.com/Foo", true},
+		{"https://example.com/Foo", "https://example.com/foo", false},
+		{"file:///tmp/dep", "file:///tmp/dep/", true},
+		{"https://example.com/a", "https://example.com/b", false},
+	} {
+		if got := canonicalGit(tc.a) == canonicalGit(tc.b); got != tc.same {
+			t.Errorf("%s vs %s: same = %v", tc.a, tc.b, got)
+		}
+	}
+}
