@@ -243,6 +243,27 @@ func (p *Project) readManifests(root *os.Root) error {
 	}
 	queue := []item{{dir: ".", own: true}}
 	if ws != nil {
+		// workspace.exclude removes glob matches at or below its paths.
+		var exclude []string
+		if list, ok := ws["exclude"].([]any); ok {
+			for _, v := range list {
+				if s, ok := str(v); ok {
+					q, err := inside(root, ".", s, "workspace.exclude entry")
+					if err != nil {
+						return err
+					}
+					exclude = append(exclude, q)
+				}
+			}
+		}
+		excluded := func(d string) bool {
+			for _, e := range exclude {
+				if d == e || strings.HasPrefix(d, e+"/") || e == "." {
+					return true
+				}
+			}
+			return false
+		}
 		for _, key := range []string{"members", "default-members"} {
 			list, _ := ws[key].([]any)
 			for _, v := range list {
@@ -255,6 +276,9 @@ func (p *Project) readManifests(root *os.Root) error {
 					return err
 				}
 				for _, d := range dirs {
+					if hasMeta(pat) && excluded(d) {
+						continue
+					}
 					fi, err := root.Stat(path.Join(d, "Cargo.toml"))
 					if err != nil && !errors.Is(err, fs.ErrNotExist) {
 						// Never skipped: cargo would follow it out.
@@ -270,18 +294,7 @@ func (p *Project) readManifests(root *os.Root) error {
 				}
 			}
 		}
-		if list, ok := ws["exclude"].([]any); ok {
-			for _, v := range list {
-				if s, ok := str(v); ok {
-					if _, err := inside(root, ".", s, "workspace.exclude entry"); err != nil {
-						return err
-					}
-				}
-			}
-		}
 	}
-	// The root's [patch] and [replace] (cargo honours them only there,
-	// but kettle checks every manifest's).
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]

@@ -69,6 +69,7 @@ func TestProjectLocalCode(t *testing.T) {
 	files(t, dir, map[string]string{
 		"Cargo.toml": `[workspace]
 members = ["crates/*", "tools/gen"]
+exclude = ["crates/standalone"]
 [workspace.package]
 version = "0.7.0"
 [workspace.dependencies]
@@ -83,7 +84,10 @@ shared.workspace = true
 unixy = { path = "../../libs/unixy" }
 [build-dependencies]
 gen = { path = "../../tools/gen" }
+standalone = { path = "../standalone" }
 `,
+		"crates/standalone/Cargo.toml":      "[package]\nname = \"standalone\"\nversion = \"2.0.0\"\n",
+		"crates/standalone/src/lib.rs":      "",
 		"crates/app/src/main.rs":            "fn main() {}",
 		"crates/notacrate/README":           "no manifest: not a member",
 		"tools/gen/Cargo.toml":              "[package]\nname = \"gen\"\nversion = \"1.0.0\"\n",
@@ -111,6 +115,9 @@ version = "0.3.0"
 [[package]]
 name = "unixy"
 version = "0.0.1"
+[[package]]
+name = "standalone"
+version = "2.0.0"
 `,
 	})
 	p, err := ReadProject(dir)
@@ -128,6 +135,8 @@ version = "0.0.1"
 	want := map[string]string{
 		"file:libs/shared": h1(t, filepath.Join(dir, "libs/shared")) + " shared",
 		"file:libs/unixy":  h1(t, filepath.Join(dir, "libs/unixy")) + " unixy",
+		// excluded from the member glob: a path dependency, not a member
+		"file:crates/standalone": h1(t, filepath.Join(dir, "crates/standalone")) + " standalone",
 	}
 	if len(got) != len(want) {
 		t.Fatalf("deps %v, want %v", got, want)
