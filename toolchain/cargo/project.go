@@ -62,22 +62,31 @@ type Project struct {
 }
 
 // find returns the package of the project named name at version (a
-// package whose version is unknown matches any).
-func (p *Project) find(name, version string) *pkgInfo {
-	var any *pkgInfo
+// package whose version is unknown matches any); ok is false when two
+// directories match, so kettle cannot tell which one cargo builds.
+func (p *Project) find(name, version string) (pk *pkgInfo, ok bool) {
+	var exact, any []*pkgInfo
 	for _, d := range sortedKeys(p.Packages) {
-		pk := p.Packages[d]
-		if pk.Name != name {
-			continue
-		}
-		if pk.Version == version {
-			return pk
-		}
-		if pk.Version == "*" && any == nil {
-			any = pk
+		c := p.Packages[d]
+		switch {
+		case c.Name != name:
+		case c.Version == version:
+			exact = append(exact, c)
+		case c.Version == "*":
+			any = append(any, c)
 		}
 	}
-	return any
+	switch {
+	case len(exact) == 1:
+		return exact[0], true
+	case len(exact) > 1:
+		return nil, false
+	case len(any) == 1:
+		return any[0], true
+	case len(any) > 1:
+		return nil, false
+	}
+	return nil, true
 }
 
 // refuse builds a client-facing refusal.

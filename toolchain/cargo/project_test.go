@@ -215,6 +215,11 @@ func TestProjectRefusals(t *testing.T) {
 		{"registry-index file", map[string]string{"Cargo.toml": dep(`x = { version = "1", registry-index = "file:///srv/index" }`), "Cargo.lock": appLock()}, "local registry index"},
 		{"Cargo.lock local registry", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock("[[package]]\nname = \"x\"\nversion = \"1.0.0\"\nsource = \"registry+file:///srv/index\"\nchecksum = \"" + sumA + "\"\n")}, "local registry outside the project"},
 		{"unknown sourceless package", map[string]string{"Cargo.toml": appToml, "Cargo.lock": lockStager}, "package rt-stager@0.1.0 has no source, and no manifest"},
+		{"two path dependencies with one name and version", map[string]string{
+			"Cargo.toml":          appToml + "[target.'cfg(unix)'.dependencies]\nfoo = { path = \"unix/foo\" }\n[target.'cfg(windows)'.dependencies]\nfoo = { path = \"win/foo\" }\n",
+			"unix/foo/Cargo.toml": "[package]\nname = \"foo\"\nversion = \"0.1.0\"\n",
+			"win/foo/Cargo.toml":  "[package]\nname = \"foo\"\nversion = \"0.1.0\"\n",
+			"Cargo.lock":          appLock("[[package]]\nname = \"foo\"\nversion = \"0.1.0\"\n")}, "more than one directory"},
 		{"path dependency without manifest", map[string]string{"Cargo.toml": dep(`x = { path = "x" }`), "x/src/lib.rs": "", "Cargo.lock": appLock()}, "path dependency x has no Cargo.toml"},
 		{"Cargo.toml is a symlink out", map[string]string{"Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "cannot read Cargo.toml"},
 		{"Cargo.lock is a symlink out", map[string]string{"Cargo.toml": appToml, "Cargo.lock": "->" + filepath.Join(secret, "Cargo.toml")}, "cannot read Cargo.lock"},
