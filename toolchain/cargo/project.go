@@ -27,7 +27,7 @@ const (
 	maxGlobMatches   = 10000
 )
 
-// Package is a package of the project found through its manifests.
+// pkgInfo is a package of the project found through its manifests.
 type pkgInfo struct {
 	Dir     string // slash path relative to the project root ("." for the root)
 	Name    string
