@@ -89,6 +89,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
 		return err
 	}
+	// Nor does anything outlive a clean exit (the default is under TMPDIR).
+	defer os.RemoveAll(c.workDir)
 	store, err := jobs.Connect(ctx, c.natsURL, jobs.WithLogger(logger), jobs.WithTempDir(filepath.Join(c.workDir, "spool")))
 	if err != nil {
 		return err
