@@ -43,10 +43,12 @@ const InsecureWarning = "WARNING: no TEE on this machine: evidence.json carries 
 
 // DefaultEnv is the base environment of toolchain commands when
 // Options.Env is empty: this process's PATH, HOME and rustup variables, a
-// UTF-8 C locale and UTC. Nothing else leaks from the server's environment.
+// UTF-8 C locale and UTC. Nothing else leaks from the server's environment;
+// not TMPDIR either: the server's names a host directory that the sandbox
+// does not have (tools there use its private /tmp).
 func DefaultEnv() []string {
 	env := []string{"LANG=C.UTF-8", "LC_ALL=C.UTF-8", "TZ=UTC", "TERM=dumb"}
-	for _, k := range []string{"PATH", "HOME", "USER", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "NIX_PATH", "NIX_REMOTE", "TMPDIR"} {
+	for _, k := range []string{"PATH", "HOME", "USER", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "NIX_PATH", "NIX_REMOTE"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
