@@ -2,6 +2,7 @@ package gitid
 
 import (
 	"bytes"
+	"context"
 	"compress/zlib"
 	"crypto/sha1"
 	"encoding/binary"
@@ -211,7 +212,7 @@ func TestIdentifyDirty(t *testing.T) {
 
 // hostile builds a .git by hand.
 type hostile struct {
-	t   *testing.T
+	t   testing.TB
 	dir string // project
 }
 
@@ -253,7 +254,7 @@ func object(kind string, content []byte) (string, []byte) {
 // commitFor returns a commit object naming the tree of the project's
 // content.
 func (h *hostile) commitFor() (string, []byte) {
-	tree, err := TreeHash(h.t.Context(), h.dir, SHA1)
+	tree, err := TreeHash(context.Background(), h.dir, SHA1)
 	if err != nil {
 		h.t.Fatal(err)
 	}
