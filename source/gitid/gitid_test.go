@@ -2,8 +2,8 @@ package gitid
 
 import (
 	"bytes"
-	"context"
 	"compress/zlib"
+	"context"
 	"crypto/sha1"
 	"encoding/binary"
 	"encoding/hex"
