@@ -358,8 +358,15 @@ func sourceIdentity(ctx context.Context, o Options) (*gitid.Identity, error) {
 // origin, the URI is the checkout's remote.origin.url. Errors are
 // *failure.Error.
 func SourceIdentity(ctx context.Context, dir, outDir string, origin bool) (*gitid.Identity, error) {
+	// dir is the caller's own path (a job directory, or the DIR the user
+	// named): its symlinks are resolved here; inside it none is followed.
+	if d, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = d
+	}
 	if outDir == "" {
 		outDir = filepath.Join(dir, OutDirName)
+	} else if d, err := filepath.EvalSymlinks(filepath.Dir(outDir)); err == nil {
+		outDir = filepath.Join(d, filepath.Base(outDir))
 	}
 	var exclude []string
 	absDir, err1 := filepath.Abs(dir)
