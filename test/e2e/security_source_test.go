@@ -21,6 +21,7 @@ func securitySourceServer(t *testing.T, rt string) *harness.Client {
 	t.Helper()
 	testenv.NeedTool(t, "bwrap")
 	testenv.NeedTool(t, "git")
+	testenv.NeedTool(t, "tar")
 	dataDir := filepath.Join(tempDir(t), "data")
 	args := []string{"--attester", "insecure", "--sandbox", "bwrap", "--log-format", "json", "--workers", "2", "--shutdown-timeout", "2m"}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
