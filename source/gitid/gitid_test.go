@@ -394,6 +394,7 @@ func TestReadHeadHostile(t *testing.T) {
 			h.write("refs/heads/a", "ref: refs/heads/b")
 			h.write("refs/heads/b", "ref: refs/heads/a")
 		}, ErrRefLoop},
+		{"reftable", func(h *hostile) { h.head("ref: refs/heads/.invalid\n") }, ErrUnsupported},
 		{"HEAD garbage", func(h *hostile) { h.head("\x00\xff garbage") }, ErrBadRef},
 		{"HEAD huge", func(h *hostile) { h.head(strings.Repeat("a", 1<<20)) }, ErrTooLarge},
 		{"HEAD fifo", func(h *hostile) { exec.Command("mkfifo", filepath.Join(h.dir, ".git", "HEAD")).Run() }, ErrLink},
