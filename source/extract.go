@@ -159,7 +159,8 @@ func identify(ctx context.Context, dir string) (*gitid.Identity, error) {
 // singleTopDir reports the name of dir's only entry when it is a directory.
 func singleTopDir(dir string) (string, bool) {
 	ents, err := os.ReadDir(dir)
-	if err != nil || len(ents) != 1 || !ents[0].IsDir() {
+	// A lone .git is repository metadata, not a project directory.
+	if err != nil || len(ents) != 1 || !ents[0].IsDir() || strings.EqualFold(ents[0].Name(), ".git") {
 		return "", false
 	}
 	return ents[0].Name(), true

@@ -146,3 +146,18 @@ func TestCloneLocalRepoConfigNotHonoured(t *testing.T) {
 		t.Fatalf("control: the filter did not run (%v); the test proves nothing", err)
 	}
 }
+
+// TestExtractLoneGitTop: an archive holding only .git/ does not make .git
+// the project directory (nor the result's top directory).
+func TestExtractLoneGitTop(t *testing.T) {
+	id, path, body := aCommit()
+	archive := filepath.Join(t.TempDir(), "a.tgz")
+	os.WriteFile(archive, tgzOf(t, tent{name: ".git/HEAD", body: id + "\n"}, tent{name: ".git/" + path, body: body}), 0o600)
+	tree, err := Extract(context.Background(), archive, t.TempDir(), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tree.Top != "" || filepath.Base(tree.Dir) == ".git" || tree.Identity.Commit != id {
+		t.Fatalf("tree %+v identity %+v", tree, tree.Identity)
+	}
+}
