@@ -280,33 +280,39 @@ func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
 	s.m.Watchers.Inc()
 	defer s.m.Watchers.Dec()
 	sse := newSSE(w, s.cfg.writeWait)
-	info := func(msg string) {
+	// One flush per event, each event small (events.MaxMsgJSON): the
+	// seed's JavaScript client parses every read on its own, so an event
+	// must never be split across reads nor several batched into one write
+	// large enough to be split.
+	info := func(msg string, cont bool) error {
 		b, _ := json.Marshal(struct {
 			Type    string `json:"type"`
 			Message string `json:"message"`
-		}{"info", msg})
+			Cont    bool   `json:"cont,omitempty"`
+		}{"info", msg, cont})
 		sse.event(-1, b)
+		return sse.flush()
 	}
-	info("Build " + id + " accepted")
-	if sse.flush() != nil {
+	if info("Build "+id+" accepted", false) != nil {
 		return
 	}
 	var final *events.Result
 	err := s.watch(r.Context(), id, 0, func(i int, ev events.Event, more bool) error {
-		switch ev.Type {
-		case events.Complete:
+		if ev.Type == events.Complete {
 			final = ev.Result
 			return nil
-		case events.Queued:
-			info(fmt.Sprintf("Queued (position %d)", ev.Position))
-		default:
-			info(ev.Msg)
 		}
 		s.m.EventsSent.Inc()
-		if more && len(sse.buf) < 32<<10 {
-			return nil
+		switch ev.Type {
+		case events.Queued:
+			return info(fmt.Sprintf("Queued (position %d)", ev.Position), false)
 		}
-		return sse.flush()
+		for _, p := range events.SplitEvent(ev, events.MaxMsgJSON) {
+			if err := info(p.Msg, p.Cont); err != nil {
+				return err
+			}
+		}
+		return nil
 	}, func() error {
 		sse.comment("keep-alive")
 		return sse.flush()

@@ -116,7 +116,9 @@ func newRun(opts Options) (*run, error) {
 	return &run{opts: opts, emit: func(e events.Event) {
 		mu.Lock()
 		defer mu.Unlock()
-		sink.Emit(e)
+		for _, p := range events.SplitEvent(e, 0) { // no event too large to arrive whole
+			sink.Emit(p)
+		}
 	}}, nil
 }
 
@@ -164,13 +166,16 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	// cache comes first: at one position the earlier pattern wins, and the
 	// cache may sit beside or inside the project.
 	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
-	lines := &lineCap{max: o.MaxLogLines, emit: func(l string) { r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l)}) }}
+	lines := &lineCap{max: o.MaxLogLines, emit: func(l string, cont bool) {
+		r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l), Cont: cont})
+	}}
 	w := &toolchain.Workspace{
 		Dir:       o.Dir,
 		CacheDir:  cacheDir,
 		Runner:    o.Runner,
 		Limits:    o.Limits,
 		Log:       lines.log,
+		LogPiece:  lines.piece,
 		Env:       o.Env,
 		Contacted: r.fetched.add,
 	}
@@ -383,24 +388,32 @@ func timestamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000000") + "+00:00"
 }
 
-// lineCap forwards at most max toolchain output lines and counts the rest.
+// lineCap forwards at most max toolchain output events and counts the
+// rest. A line too long for one event (events.Split) goes out as several,
+// the later ones marked as continuations; each counts against max.
 type lineCap struct {
 	mu      sync.Mutex
 	max     int
 	n       int
 	dropped int
-	emit    func(string)
+	emit    func(msg string, cont bool)
 }
 
-func (c *lineCap) log(line string) {
+func (c *lineCap) log(line string) { c.piece(line, false) }
+
+func (c *lineCap) piece(s string, cont bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.max >= 0 && c.n >= c.max {
-		c.dropped++
-		return
+	for i, p := range events.Split(s, 0) {
+		if c.max >= 0 && c.n >= c.max {
+			if !cont && i == 0 {
+				c.dropped++ // counted per line, not per piece
+			}
+			continue
+		}
+		c.n++
+		c.emit(p, cont || i > 0)
 	}
-	c.n++
-	c.emit(line)
 }
 
 // summary emits one event for the lines dropped so far.
@@ -408,7 +421,7 @@ func (c *lineCap) summary() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dropped > 0 {
-		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max))
+		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max), false)
 		c.dropped = 0
 	}
 }

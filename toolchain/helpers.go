@@ -348,9 +348,18 @@ const MaxLineBytes = 16 << 10
 type LineWriter struct {
 	mu     sync.Mutex
 	log    func(string)
+	piece  func(string, bool) // NewPieceWriter: cont marks a line's later pieces
+	cont   bool               // the next emit continues a split line
 	buf    []byte
 	sawCR  bool
 	closed bool
+}
+
+// NewPieceWriter is NewLineWriter for a consumer that must tell the pieces
+// of a line longer than MaxLineBytes apart from lines: piece is called with
+// cont=true for every piece after a line's first.
+func NewPieceWriter(piece func(s string, cont bool)) *LineWriter {
+	return &LineWriter{log: func(string) {}, piece: piece}
 }
 
 // NewLineWriter returns a LineWriter calling log per line; log may be nil.
@@ -378,14 +387,14 @@ func (l *LineWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			l.buf = append(l.buf, p...)
 			for len(l.buf) >= MaxLineBytes {
-				l.emit(l.buf[:MaxLineBytes])
+				l.emitPiece(l.buf[:MaxLineBytes])
 				l.buf = append(l.buf[:0], l.buf[MaxLineBytes:]...)
 			}
 			break
 		}
 		l.buf = append(l.buf, p[:i]...)
 		for len(l.buf) > MaxLineBytes {
-			l.emit(l.buf[:MaxLineBytes])
+			l.emitPiece(l.buf[:MaxLineBytes])
 			l.buf = append(l.buf[:0], l.buf[MaxLineBytes:]...)
 		}
 		l.emit(l.buf)
@@ -396,8 +405,22 @@ func (l *LineWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// emit ends a line with b.
 func (l *LineWriter) emit(b []byte) {
-	l.log(strings.ToValidUTF8(string(b), "\uFFFD"))
+	l.emitPiece(b)
+	l.cont = false
+}
+
+// emitPiece passes on b, a line or a piece of one. (A rune cut at a piece
+// boundary becomes U+FFFD.)
+func (l *LineWriter) emitPiece(b []byte) {
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if l.piece != nil {
+		l.piece(s, l.cont)
+	} else {
+		l.log(s)
+	}
+	l.cont = true
 }
 
 // Flush emits a pending partial line.
@@ -415,6 +438,9 @@ func (l *LineWriter) Flush() {
 // command, the proxy's destinations reported to w.Contacted.
 func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
 	lw := NewLineWriter(w.Log)
+	if w.LogPiece != nil {
+		lw = NewPieceWriter(w.LogPiece)
+	}
 	c.Output = lw
 	if c.Dir == "" {
 		c.Dir = w.Dir

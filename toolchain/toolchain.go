@@ -20,6 +20,9 @@ type Workspace struct {
 	Limits   sandbox.Limits // limits for the build phase
 	// Log receives each output line of the toolchain, in order.
 	Log func(line string)
+	// LogPiece, when set, receives the output instead of Log, with lines
+	// longer than MaxLineBytes as pieces marked cont after the first.
+	LogPiece func(piece string, cont bool)
 	// Env is the base environment (PATH, HOME, LANG…) for commands; drivers
 	// add their own variables (CARGO_HOME, GOFLAGS…).
 	Env []string
