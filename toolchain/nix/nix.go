@@ -366,7 +366,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if len(d.fetches) == 0 {
 		return nil
 	}
-	args := []string{d.nix, "build", "--no-link"}
+	args := []string{d.nix, "build", "--no-link", "--print-build-logs"}
 	args = append(args, commonFlags...)
 	for _, f := range d.fetches {
 		args = append(args, d.installable(f.DrvPath))
