@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -162,4 +163,26 @@ func FuzzParseLock(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestNixString: a lock value with quotes, backslashes and "${" stays a
+// literal in kettle's fetch expression (checked by nix itself, on a dummy
+// store).
+func TestNixString(t *testing.T) {
+	s := `a"b\c${builtins.readFile /etc/passwd}$${x}'' \n` + "\n\ttab"
+	q := nixString(s)
+	nix, err := exec.LookPath("nix")
+	if err != nil {
+		t.Skipf("nix not installed; quoted %s", q)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(nix, "--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--raw", "--expr", q)
+	cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+dir, "HOME="+dir, "XDG_CACHE_HOME="+dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nix eval %s: %v", q, err)
+	}
+	if string(out) != s {
+		t.Errorf("nix reads %q as %q", q, out)
+	}
 }

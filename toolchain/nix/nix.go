@@ -369,6 +369,10 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	args := []string{d.nix, "build", "--no-link", "--print-build-logs"}
 	args = append(args, commonFlags...)
 	for _, f := range d.fetches {
+		// Paths come from Nix's JSON; never let one read as an option.
+		if !storePathRe.MatchString(f.DrvPath) || !strings.HasSuffix(f.DrvPath, ".drv") {
+			return failure.New(failure.InvalidSource, "fixed-output derivation %s has no valid .drv path", quoteName(f.Name))
+		}
 		args = append(args, d.installable(f.DrvPath))
 	}
 	if err := d.run(ctx, w, &sandbox.Cmd{Args: args, Dir: d.job.work, Network: true}); err != nil {
@@ -488,7 +492,10 @@ func (d *Driver) runLogged(ctx context.Context, w *toolchain.Workspace, c *sandb
 	c.Env = toolchain.SetEnv(d.job.env(w.Env), extra...)
 	c.Mounts = append(c.Mounts, sandbox.Mount{Source: d.job.store, Target: "/nix", Writable: true})
 	c.ReadOnly = append(c.ReadOnly, d.job.conf)
-	c.Writable = append(c.Writable, d.job.home)
+	// The store is also listed as writable (bound a second time at its own
+	// path): the sandbox counts the disk use of Dir and Writable, and a job
+	// must not fill the disk through /nix.
+	c.Writable = append(c.Writable, d.job.home, d.job.store)
 	c.Limits = w.Limits
 	log := w.Log
 	sw := *w
