@@ -297,3 +297,21 @@ func TestNixHostileFlakes(t *testing.T) {
 		t.Errorf("the loopback server got %d requests", n)
 	}
 }
+
+// TestNixDiskLimit: what a build writes into the job's Nix store counts
+// against the disk limit like the project directory.
+func TestNixDiskLimit(t *testing.T) {
+	env := toolEnv(t)
+	needTool(t, env, "nix")
+	runner := bwrapRunner(t)
+	dir := filepath.Join(t.TempDir(), "flake")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(`{ outputs = { self }: { packages.x86_64-linux.default = derivation {
+  name = "big"; system = "x86_64-linux"; builder = "/bin/sh";
+  args = [ "-c" "/bin/mkdir -p $out/bin; /usr/bin/head -c 67108864 /dev/urandom > $out/bin/big; /bin/chmod 755 $out/bin/big" ]; }; }; }`), 0o644)
+	_, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{},
+		Limits: sandbox.Limits{Disk: 16 << 20, Wall: 2 * time.Minute}})
+	if err == nil || !strings.Contains(failure.Message(err), "disk") {
+		t.Fatalf("err %v (%s: %q), want the disk limit", err, failure.KindOf(err), failure.Message(err))
+	}
+}
