@@ -146,6 +146,17 @@ func TestNixWithoutLock(t *testing.T) {
 		t.Errorf("merkle root %s, want %s", got, want)
 	}
 
+	// A flake.lock that is a symlink out of the project is refused, never
+	// taken for "no lockfile".
+	dir = filepath.Join(t.TempDir(), "flake")
+	copyTree(t, filepath.Join(projectsDir(), "nix-noinputs"), dir)
+	outside := filepath.Join(t.TempDir(), "flake.lock")
+	os.WriteFile(outside, []byte(`{"nodes":{"root":{}},"root":"root","version":7}`), 0o644)
+	os.Symlink(outside, filepath.Join(dir, "flake.lock"))
+	if _, err = Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}}); err == nil || strings.Contains(failure.Message(err), outside) {
+		t.Fatalf("flake.lock symlinked out of the project: err %v", err)
+	}
+
 	// With an input and no lock: refused, whatever the input is.
 	dir = filepath.Join(t.TempDir(), "flake")
 	copyTree(t, filepath.Join(projectsDir(), "nix-flake"), dir)
