@@ -44,6 +44,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
@@ -472,10 +473,24 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 	return out, nil
 }
 
-// Cleanup removes the job's Nix store and state (toolchain.Cleaner).
+// Cleanup removes the job's Nix store and state (toolchain.Cleaner). Store
+// paths are read-only and belong to the sandbox's user; when this process
+// cannot make them writable itself (it is not root), the sandbox user does
+// it, in one more sandbox step.
 func (d *Driver) Cleanup(w *toolchain.Workspace) error {
 	if d.job == nil {
 		return nil
+	}
+	err := d.job.remove()
+	if err == nil || w.Runner == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := &sandbox.Cmd{Args: []string{"/bin/chmod", "-R", "u+w", "/nix"}, Dir: d.job.work, Env: []string{"PATH=/usr/bin:/bin"},
+		Mounts: []sandbox.Mount{{Source: d.job.store, Target: "/nix", Writable: true}}, Output: io.Discard}
+	if rerr := w.Runner.Run(ctx, c); rerr != nil {
+		return fmt.Errorf("%w (making it writable in the sandbox: %v)", err, rerr)
 	}
 	return d.job.remove()
 }
