@@ -258,6 +258,8 @@ func TestNixHostileFlakes(t *testing.T) {
 			kind: failure.BuildFailed, log: "forbidden"},
 		{name: "input missing from the lock", flakeNix: `{ inputs.sub.url = "path:./sub"; outputs = { self, sub }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
 			lock: `{"nodes":{"root":{}},"root":"root","version":7}`, kind: failure.InvalidSource},
+		{name: "flake.nix input differs from the lock", flakeNix: `{ inputs.greeting = { url = "path:/etc"; flake = false; }; outputs = { self, greeting }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
+			lock: lockOf(t, "nix-flake"), kind: failure.InvalidSource},
 		{name: "remote input missing from the lock", flakeNix: `{ inputs.x = { url = "` + srv.URL + `/x.tar.gz"; flake = false; }; outputs = { self, x }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
 			lock: `{"nodes":{"root":{}},"root":"root","version":7}`, kind: failure.BuildFailed},
 		{name: "registry input missing from the lock", flakeNix: `{ inputs.nixpkgs.url = "nixpkgs"; outputs = { self, nixpkgs }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
@@ -277,6 +279,7 @@ func TestNixHostileFlakes(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "flake")
 			os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
 			os.WriteFile(filepath.Join(dir, "sub", "flake.nix"), []byte("{ outputs = { self }: { }; }\n"), 0o644)
+			copyTree(t, filepath.Join(projectsDir(), "nix-flake", "greeting"), filepath.Join(dir, "greeting"))
 			os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(tc.flakeNix), 0o644)
 			if tc.lock != "" {
 				os.WriteFile(filepath.Join(dir, "flake.lock"), []byte(tc.lock), 0o644)
@@ -325,4 +328,12 @@ func TestNixDiskLimit(t *testing.T) {
 	if err == nil || !strings.Contains(failure.Message(err), "disk") {
 		t.Fatalf("err %v (%s: %q), want the disk limit", err, failure.KindOf(err), failure.Message(err))
 	}
+}
+
+func lockOf(t *testing.T, project string) string {
+	b, err := os.ReadFile(filepath.Join(projectsDir(), project, "flake.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -213,7 +214,17 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 // inputs must hash (NAR, through os.Root) to the lock's narHash, and remote
 // hosts must pass the address policy.
 func (d *Driver) checkInputs(ctx context.Context, w *toolchain.Workspace) error {
+	seen := map[string]bool{}
 	for _, u := range d.lock.URLs {
+		// One check per scheme and host: a lock of thousands of inputs on
+		// one host costs one lookup.
+		if pu, err := url.Parse(u); err == nil && pu.Host != "" {
+			key := strings.ToLower(pu.Scheme + "://" + pu.Host)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+		}
 		if err := d.checkURL(ctx, u); err != nil {
 			if ctx.Err() != nil {
 				return toolchain.CommandFailed(ctx, failure.InvalidSource, "flake.lock check", ctx.Err())
