@@ -163,6 +163,11 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "nix is not usable on this builder")
 	}
+	if path == "/nix" || strings.HasPrefix(path, "/nix/") {
+		// The job's store replaces /nix in the sandbox: a nix installed
+		// into the machine's store would not be there.
+		return nil, failure.New(failure.UnsupportedToolchain, "the builder's nix lives in /nix; kettle needs a nix installed outside /nix (e.g. Debian's nix-bin)")
+	}
 	d.nix, d.newCLI = path, hasDerivationShow(tool.Version)
 	if d.job, err = newJobStore(w.CacheDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the job's Nix store")
