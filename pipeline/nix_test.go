@@ -18,13 +18,14 @@ import (
 	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/toolchain"
 )
 
 // TestNixFlake builds the flake (a fixed-output derivation, a path: input,
 // builders /bin/sh) twice from two directories.
 func TestNixFlake(t *testing.T) {
 	env := toolEnv(t)
-	needTool(t, env, "nix")
+	needNix(t, env)
 	runner := bwrapRunner(t)
 	base := t.TempDir()
 	dirA := filepath.Join(base, "a", "flake")
@@ -121,7 +122,7 @@ func TestNixFlake(t *testing.T) {
 // flake with inputs but no flake.lock is refused as InvalidSource.
 func TestNixWithoutLock(t *testing.T) {
 	env := toolEnv(t)
-	needTool(t, env, "nix")
+	needNix(t, env)
 	runner := bwrapRunner(t)
 	dir := filepath.Join(t.TempDir(), "flake")
 	commit := gitProject(t, "nix-noinputs", dir)
@@ -212,7 +213,7 @@ func newEntries(before, after []string) []string {
 // collected without following symlinks.
 func TestNixHostileFlakes(t *testing.T) {
 	env := toolEnv(t)
-	needTool(t, env, "nix")
+	needNix(t, env)
 	runner := bwrapRunner(t)
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -316,7 +317,7 @@ func TestNixHostileFlakes(t *testing.T) {
 // against the disk limit like the project directory.
 func TestNixDiskLimit(t *testing.T) {
 	env := toolEnv(t)
-	needTool(t, env, "nix")
+	needNix(t, env)
 	runner := bwrapRunner(t)
 	dir := filepath.Join(t.TempDir(), "flake")
 	os.MkdirAll(dir, 0o755)
@@ -336,4 +337,11 @@ func lockOf(t *testing.T, project string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// needNix skips without nix, or fails with CI=true.
+func needNix(t *testing.T, env []string) {
+	t.Helper()
+	_, err := toolchain.LookPath(env, "nix")
+	testenv.Need(t, err == nil, "nix is not installed")
 }
