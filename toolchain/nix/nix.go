@@ -169,7 +169,7 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		return nil, failure.New(failure.UnsupportedToolchain, "the builder's nix lives in /nix; kettle needs a nix installed outside /nix (e.g. Debian's nix-bin)")
 	}
 	d.nix, d.newCLI = path, hasDerivationShow(tool.Version)
-	if d.job, err = newJobStore(w.CacheDir); err != nil {
+	if d.job, err = newJobStore(w.CacheDir, d.lock.InputURLs); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the job's Nix store")
 	}
 	if err := d.fetchInputs(ctx, w); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/kettle-build/kettle/toolchain"
 )
@@ -28,8 +29,11 @@ type jobStore struct {
 // builders run in that sandbox (sandbox = false: Nix's own sandbox cannot
 // nest in bubblewrap without user namespaces), no build users, no binary
 // caches or remote builders, no hooks or plugins. Evaluation is pure and
-// restricted: no import-from-derivation, no builtins.fetch* of URLs
-// (allowed-uris empty), no registry lookups; nixConfig of the flake is not
+// restricted: no import-from-derivation, no builtins.fetch* of URLs but
+// the lock's own (allowed-uris: flake.lock's tarball, file and git inputs
+// pass Nix's URI check with their exact URL; evaluation is offline anyway),
+// no registry lookups, no evaluation cache (a builder of the fetch phase
+// could write one for the build's evaluation); nixConfig of the flake is not
 // accepted (Nix then only warns, and honours just bash-prompt* and
 // flake-registry, which use-registries = false makes moot).
 const storeConf = `# written by kettle for one job
@@ -46,11 +50,12 @@ accept-flake-config = false
 allow-import-from-derivation = false
 pure-eval = true
 restrict-eval = true
-allowed-uris =
+allowed-uris = %s
 allow-unsafe-native-code-during-evaluation = false
 use-registries = false
 flake-registry = %s
 auto-optimise-store = false
+eval-cache = false
 keep-failed = false
 fallback = false
 warn-dirty = false
@@ -69,11 +74,21 @@ const emptyRegistry = `{"flakes":[],"version":2}` + "\n"
 
 // newJobStore creates the job's Nix directories under cacheDir. A leftover
 // of an earlier attempt is removed first: nothing of it may be reused.
-func newJobStore(cacheDir string) (*jobStore, error) {
+// allowedURIs are the lock's input URLs (checked by ParseLock: https, no
+// space, control character or '#', so none can break a nix.conf line).
+func newJobStore(cacheDir string, allowedURIs []string) (*jobStore, error) {
+	for _, u := range allowedURIs {
+		if strings.ContainsAny(u, " \t\r\n#\x00") {
+			return nil, fmt.Errorf("URL %q cannot go into nix.conf", u)
+		}
+	}
 	base := filepath.Join(cacheDir, "nix")
 	j := &jobStore{base: base, store: filepath.Join(base, "store"), conf: filepath.Join(base, "conf"),
 		home: filepath.Join(base, "home"), eval: filepath.Join(base, "eval"), work: filepath.Join(base, "work")}
 	if err := j.remove(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, err
 	}
 	for _, d := range []string{base, j.store, j.conf, j.home, j.eval, j.work} {
@@ -85,7 +100,7 @@ func newJobStore(cacheDir string) (*jobStore, error) {
 	if err := os.WriteFile(reg, []byte(emptyRegistry), 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(j.conf, "nix.conf"), []byte(fmt.Sprintf(storeConf, reg)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(j.conf, "nix.conf"), []byte(fmt.Sprintf(storeConf, strings.Join(allowedURIs, " "), reg)), 0o644); err != nil {
 		return nil, err
 	}
 	return j, nil
