@@ -334,3 +334,22 @@ func TestSecurityNixFODNet(t *testing.T) {
 	}
 	wantHonest(t, c)
 }
+
+// TestNixWithoutLockVerify: a flake without inputs and without flake.lock
+// builds through kettle serve; its result has no build-config/, its
+// provenance no lockfileHash, and kettle verify accepts it.
+func TestNixWithoutLockVerify(t *testing.T) {
+	_, c := nixServer(t)
+	j := submitNix(t, c, nixProject(t, "projects/nix-noinputs"))
+	if j.res.Status != "ok" {
+		t.Fatalf("%+v\n%s", j.res, j.log)
+	}
+	if _, err := os.Stat(filepath.Join(j.dir, "build-config")); !os.IsNotExist(err) {
+		t.Errorf("build-config/ without a lockfile: %v", err)
+	}
+	prov, err := os.ReadFile(filepath.Join(j.dir, "provenance.json"))
+	if err != nil || strings.Contains(string(prov), "lockfileHash") {
+		t.Errorf("provenance: %v, lockfileHash present: %v", err, strings.Contains(string(prov), "lockfileHash"))
+	}
+	kettleVerify(t, j.dir, "--allow-insecure")
+}
