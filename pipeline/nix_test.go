@@ -345,3 +345,26 @@ func needNix(t *testing.T, env []string) {
 	_, err := toolchain.LookPath(env, "nix")
 	testenv.Need(t, err == nil, "nix is not installed")
 }
+
+// TestNixGitFsmonitor: a git checkout whose config names a program for
+// core.fsmonitor (which `git ls-files`, run by Nix to copy a git flake,
+// would start) builds without running it.
+func TestNixGitFsmonitor(t *testing.T) {
+	env := toolEnv(t)
+	needNix(t, env)
+	runner := bwrapRunner(t)
+	dir := filepath.Join(t.TempDir(), "flake")
+	gitProject(t, "nix-noinputs", dir)
+	marker := filepath.Join(dir, "fsmonitor-ran")
+	gitRun(t, dir, "config", "core.fsmonitor", "touch "+marker+"; false")
+	res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !hasArtifact(res, "kettle-noinputs") {
+		t.Errorf("artifacts %+v", res.Artifacts)
+	}
+	if _, err := os.Lstat(marker); err == nil {
+		t.Errorf("core.fsmonitor ran")
+	}
+}

@@ -112,14 +112,22 @@ func (j *jobStore) env(base []string) []string {
 	env := toolchain.UnsetEnv(base, "NIX_PATH", "NIX_REMOTE", "NIX_STORE_DIR", "NIX_STORE", "NIX_STATE_DIR",
 		"NIX_LOG_DIR", "NIX_DATA_DIR", "NIX_CONF_DIR", "NIX_USER_CONF_FILES", "NIX_DAEMON_SOCKET_PATH",
 		"NIX_SSL_CERT_FILE", "NIX_SHOW_STATS", "XDG_CONFIG_DIRS", "XDG_DATA_DIRS", "XDG_RUNTIME_DIR",
-		"GIT_CONFIG_SYSTEM", "GIT_CONFIG_GLOBAL", "GIT_DIR", "GIT_WORK_TREE", "TMPDIR")
+		"GIT_CONFIG_SYSTEM", "GIT_CONFIG_GLOBAL", "GIT_DIR", "GIT_WORK_TREE", "GIT_CONFIG_PARAMETERS", "TMPDIR")
 	h := j.home
 	return toolchain.SetEnv(env, "HOME="+h, "XDG_CACHE_HOME="+h+"/cache", "XDG_STATE_HOME="+h+"/state",
 		"XDG_DATA_HOME="+h+"/data", "XDG_CONFIG_HOME="+h+"/config",
 		"NIX_CONF_DIR="+j.conf, "NIX_USER_CONF_FILES="+filepath.Join(j.conf, "nix.conf"),
 		// The sandbox's /tmp: the host's TMPDIR is not mounted.
 		"TMPDIR=/tmp",
-		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_TERMINAL_PROMPT=0")
+		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_TERMINAL_PROMPT=0",
+		// Nix runs git on the project (a git flake): settings that run a
+		// program are overridden above any repository config (kettle's
+		// extraction already keeps only inert keys).
+		"GIT_CONFIG_COUNT=4",
+		"GIT_CONFIG_KEY_0=core.fsmonitor", "GIT_CONFIG_VALUE_0=false",
+		"GIT_CONFIG_KEY_1=core.hooksPath", "GIT_CONFIG_VALUE_1=/dev/null",
+		"GIT_CONFIG_KEY_2=core.untrackedCache", "GIT_CONFIG_VALUE_2=false",
+		"GIT_CONFIG_KEY_3=core.sshCommand", "GIT_CONFIG_VALUE_3=false")
 }
 
 // remove deletes the job's Nix state. Store paths are read-only
