@@ -22,6 +22,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -365,4 +367,35 @@ func clip(s string) string {
 		return s[:120] + "…"
 	}
 	return s
+}
+
+// ProjectDir returns the directory of the project to build: root itself,
+// or root/c.Dir after checking through os.Root that every component of
+// c.Dir is a real directory (a symlink at any component is refused, not
+// followed).
+func (c *Config) ProjectDir(root string) (string, error) {
+	if c == nil || c.Dir == "" {
+		return root, nil
+	}
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return "", fmt.Errorf("open project: %w", err)
+	}
+	defer r.Close()
+	cur := ""
+	for _, e := range strings.Split(strings.TrimSuffix(c.Dir, "/"), "/") {
+		cur = path.Join(cur, e)
+		fi, err := r.Lstat(cur)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return "", errf("dir %s: %s does not exist in the source", quote(c.Dir), quote(cur))
+		case err != nil:
+			return "", errf("dir %s: %s cannot be read", quote(c.Dir), quote(cur))
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return "", errf("dir %s: %s is a symlink; name the real directory", quote(c.Dir), quote(cur))
+		case !fi.IsDir():
+			return "", errf("dir %s: %s is not a directory", quote(c.Dir), quote(cur))
+		}
+	}
+	return filepath.Join(root, filepath.FromSlash(c.Dir)), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -128,7 +129,11 @@ func (r *run) msg(t events.Type, format string, args ...any) {
 
 func (r *run) run(ctx context.Context) (*Result, error) {
 	o := r.opts
-	drv, err := Detect(o.Dir)
+	cfg, projDir, err := loadConfig(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	drv, err := Detect(projDir)
 	if err != nil {
 		return nil, err
 	}
@@ -145,9 +150,14 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if src.Dirty {
 		r.msg(events.Init, "Warning: the working tree has uncommitted changes: it differs from commit %s, so the provenance records no commit, only the git tree of what was built", src.HeadCommit)
 	}
+	if cfg != nil {
+		if err := r.configure(drv, cfg, src); err != nil {
+			return nil, err
+		}
+	}
 	// lockBytes stays nil for a driver that builds without its lockfile
 	// (a Nix flake without inputs): no lockfileHash, no build-config/.
-	lockBytes, err := toolchain.ReadProjectFile(o.Dir, drv.Lockfile())
+	lockBytes, err := toolchain.ReadProjectFile(projDir, drv.Lockfile())
 	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
 		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
 	}
@@ -170,7 +180,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l), Cont: cont})
 	}}
 	w := &toolchain.Workspace{
-		Dir:       o.Dir,
+		Dir:       projDir,
 		CacheDir:  cacheDir,
 		Runner:    o.Runner,
 		Limits:    o.Limits,
@@ -234,6 +244,9 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot compute the input Merkle root")
 	}
 	st := r.statement(drv, in, src, self, arts, root, meta)
+	if cfg != nil {
+		st.Predicate.BuildDefinition.InternalParameters.BuildConfig, _ = json.Marshal(cfg)
+	}
 	provBytes, err := provenance.Marshal(st)
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot write provenance.json")

@@ -56,6 +56,8 @@ type Driver struct {
 	sum      *Sum              // parsed go.sum (nil when modOnly)
 	names    map[string]string // artifact name → import path of its main package
 	local    bool              // go.mod replaces a module by a project directory
+	patterns []string          // kettle.toml [go] packages (nil: ./...)
+	ldflags  string            // kettle.toml [go] ldflags, placeholders filled in
 }
 
 // New returns the driver for a module with a go.sum (the lockfile).
@@ -68,7 +70,6 @@ func NewModOnly() toolchain.Driver { return &Driver{modOnly: true} }
 
 func (d *Driver) Name() string         { return "go" }
 func (d *Driver) Title() string        { return "Go" }
-func (d *Driver) BuildCommand() string { return BuildCommand }
 
 // Lockfile is go.sum, or go.mod for NewModOnly.
 func (d *Driver) Lockfile() string {
@@ -411,6 +412,11 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 	if err != nil {
 		return err
 	}
+	if len(mains) == 0 {
+		return failure.New(failure.NoArtifacts,
+			"no main package in %s: a Go library has no binary to ship; name the commands to build in kettle.toml ([go] packages)",
+			strings.Join(d.targets(), " "))
+	}
 	names, err := ArtifactNames(d.module, mains)
 	if err != nil {
 		return failure.Wrap(failure.BuildFailed, err, err.Error())
@@ -427,8 +433,8 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 		}
 		return nil
 	}
-	flags := []string{"build", "-trimpath", "-buildvcs=false", "-o"}
-	if err := run("go build", append(flags, ScratchDir+"/bin/", "./...")...); err != nil {
+	flags := append(d.buildFlags(), "-o")
+	if err := run("go build", append(append(flags, ScratchDir+"/bin/"), d.targets()...)...); err != nil {
 		return err
 	}
 	d.names = names
@@ -464,7 +470,7 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 func (d *Driver) listMains(ctx context.Context, w *toolchain.Workspace, env, ro []string) ([]string, error) {
 	var out bytes.Buffer
 	err := w.Runner.Run(ctx, &sandbox.Cmd{
-		Args:     []string{d.goBin, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./..."},
+		Args:     append([]string{d.goBin, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "--"}, d.targets()...),
 		Dir:      w.Dir,
 		Env:      env,
 		Output:   &limitedBuffer{b: &out, max: 4 << 20},
@@ -475,7 +481,7 @@ func (d *Driver) listMains(ctx context.Context, w *toolchain.Workspace, env, ro 
 		lw := toolchain.NewLineWriter(w.Log)
 		lw.Write(out.Bytes())
 		lw.Flush()
-		return nil, toolchain.CommandFailed(ctx, failure.BuildFailed, "go list ./...", err)
+		return nil, toolchain.CommandFailed(ctx, failure.BuildFailed, "go list "+strings.Join(d.targets(), " "), err)
 	}
 	var mains []string
 	for _, l := range strings.Split(out.String(), "\n") {
