@@ -13,8 +13,8 @@ package main
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"log"
 	"os"
