@@ -183,6 +183,10 @@ func Bundle(ctx context.Context, dir string, opts ...BundleOption) (*Report, err
 			dir = filepath.Join(dir, "kettle-build")
 		}
 	}
+	if err := o.image.load(); err != nil {
+		return nil, err
+	}
+	defer o.image.close()
 	provRaw, err := readLimited(filepath.Join(dir, ProvenanceFile), maxProvenance)
 	if err != nil {
 		return nil, err
@@ -208,12 +212,15 @@ func Bundle(ctx context.Context, dir string, opts ...BundleOption) (*Report, err
 	}
 	if r.Claims != nil && r.evidenceOK {
 		r.Checks = append(r.Checks, evidencePolicy(r.Claims, o.policy)...)
-		r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
+		if o.image.igvmPath == "" {
+			r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
+		}
 	} else {
 		for _, c := range evidencePolicy(&Claims{Platform: r.Platform}, o.policy) {
 			r.add(Check{Name: c.Name, Detail: "not checked: the evidence is not genuine", Skipped: true})
 		}
 	}
+	r.Checks = append(r.Checks, o.image.checks(ctx, r)...)
 	if stmt != nil {
 		r.Checks = append(r.Checks, provenanceChecks(stmt, o.expect)...)
 	} else {

@@ -111,6 +111,7 @@ type serveConfig struct {
 	retention                 serveDuration
 	buildTimeout, shutdownMax time.Duration
 	attester, sandboxMode     string
+	simMeas                   simMeasurementFlag
 	singleBuild               bool
 	allowLocal, allowPrivate  bool
 	authTokenFile, builderID  string
@@ -135,6 +136,7 @@ func runServe(ctx context.Context, args []string) int {
 	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long running builds may finish before they are marked Interrupted")
 	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
+	fs.Var(&c.simMeas, "sim-measurement", simMeasurementUsage)
 	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
 	fs.BoolVar(&c.singleBuild, "single-build", false, "accept exactly one build, ever (confidential-VM mode)")
 	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
@@ -155,6 +157,10 @@ func runServe(ctx context.Context, args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "kettle serve: unexpected argument %q\n", fs.Arg(0))
+		return exitBadArgs
+	}
+	if _, err := c.simMeas.options(c.attester); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle serve:", err)
 		return exitBadArgs
 	}
 	set := map[string]bool{}
@@ -311,7 +317,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 		}
-		att, err := attest.New(ctx, c.attester)
+		simOpts, err := c.simMeas.options(c.attester)
+		if err != nil {
+			return err
+		}
+		att, err := attest.New(ctx, c.attester, simOpts...)
 		if err != nil {
 			return fmt.Errorf("--attester %s: %w", c.attester, err)
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/igvm"
 	"github.com/kettle-build/kettle/verify"
 )
 
@@ -74,6 +76,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.PrintDefaults()
 	}
 	nonceHex := fs.String("nonce", "", "the nonce (hex of 1-16 bytes, or a UUID) the evidence must bind")
+	igvmFile := fs.String("igvm", "", "require the SNP launch measurement to be the launch digest of this IGVM file (as QEMU/KVM loads it)")
+	igvmLoader := fs.String("igvm-loader", "qemu", "with --igvm: how the VMM loads it: qemu (QEMU's IGVM backend on KVM) or direct (one launch update per page, zero pages as PAGE_TYPE_ZERO: sev-snp-measure's OVMF model)")
+	imageFile := fs.String("image", "", "with --igvm: require this GPT disk image's root-verity hash to be the roothash= of the IGVM's kernel command line (and its root partition to hash to it)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var policy policyFlags
 	policy.register(fs)
@@ -97,6 +102,20 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	opts, expects, err := policy.options()
 	if err != nil {
 		return bad("%v", err)
+	}
+	if *imageFile != "" && *igvmFile == "" {
+		return bad("--image needs --igvm: the image's root hash is checked against the IGVM's kernel command line")
+	}
+	if *igvmFile != "" {
+		l, err := igvm.ParseLoader(*igvmLoader)
+		if err != nil {
+			return bad("--igvm-loader: %v", err)
+		}
+		opts = append(opts, verify.WithIGVM(*igvmFile), verify.WithIGVMLoader(l))
+		if *imageFile != "" {
+			opts = append(opts, verify.WithImage(*imageFile))
+		}
+		expects = true
 	}
 	if *nonceHex != "" {
 		h := strings.TrimPrefix(*nonceHex, "0x")
@@ -139,4 +158,42 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	return exitOK
+}
+
+const simMeasurementUsage = "with --attester sim-snp: the MEASUREMENT of the simulated reports (96 hex digits, e.g. `kettle verify --igvm`'s launch digest of a test IGVM)"
+
+// simMeasurementFlag is --sim-measurement of `kettle attest` and `kettle
+// serve`: 48 bytes as 96 hex digits.
+type simMeasurementFlag struct {
+	set bool
+	m   [48]byte
+}
+
+func (f *simMeasurementFlag) String() string {
+	if !f.set {
+		return ""
+	}
+	return hex.EncodeToString(f.m[:])
+}
+
+func (f *simMeasurementFlag) Set(v string) error {
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(v), "0x"))
+	if err != nil || len(b) != 48 {
+		return fmt.Errorf("want 96 hex digits (a 48-byte SNP measurement), got %q", v)
+	}
+	copy(f.m[:], b)
+	f.set = true
+	return nil
+}
+
+// options: the attest options for attester name; --sim-measurement with any
+// other attester is an error (it would be silently ignored).
+func (f *simMeasurementFlag) options(attester string) ([]attest.Option, error) {
+	if !f.set {
+		return nil, nil
+	}
+	if attester != attest.NameSimSNP {
+		return nil, fmt.Errorf("--sim-measurement needs --attester %s (got %q)", attest.NameSimSNP, attester)
+	}
+	return []attest.Option{attest.WithSimMeasurement(f.m)}, nil
 }
