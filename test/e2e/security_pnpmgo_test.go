@@ -187,6 +187,7 @@ func TestSecurityPnpmGo(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, ".pnpmfile.cjs"), []byte(js+"module.exports = { hooks: { readPackage(p) { "+js+" return p } } };\n"), 0o644)
 		os.WriteFile(filepath.Join(dir, ".npmrc"), []byte("registry=http://127.0.0.1:9/\ngit=./evil.sh\nscript-shell=./evil.sh\nnode-options=--require ./evil.js\n"), 0o644)
 		res, evs, out := submitDir(t, c, dir, "pnpm-hostile")
+		t.Logf("hostile pnpm project: %s %s %s", res.Status, res.ErrorType, res.Error)
 		if _, err := os.Stat(marker); err == nil {
 			t.Fatal("project code wrote a marker on the host")
 		}

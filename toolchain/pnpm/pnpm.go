@@ -68,11 +68,22 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	sum := sha256.Sum256(data)
 	lockHash := hex.EncodeToString(sum[:])
 
-	pnpm, pnpmPath, err := toolchain.ResolveTool(ctx, w, "pnpm")
+	// `pnpm --version` and `node --version` run in this trusted process:
+	// in a private empty directory with kettle's environment, so that no
+	// package.json (packageManager), .npmrc or .pnpmfile.cjs of the
+	// project is anywhere near them.
+	tmp, err := os.MkdirTemp("", "kettle-pnpm-version-")
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create a temporary directory")
+	}
+	defer os.RemoveAll(tmp)
+	hw := *w
+	hw.Dir, hw.Env = tmp, d.env(w, tmp)
+	pnpm, pnpmPath, err := toolchain.ResolveTool(ctx, &hw, "pnpm")
 	if err != nil {
 		return nil, toolMissing("pnpm", err)
 	}
-	node, nodePath, err := toolchain.ResolveTool(ctx, w, "node")
+	node, nodePath, err := toolchain.ResolveTool(ctx, &hw, "node")
 	if err != nil {
 		return nil, toolMissing("node", err)
 	}
