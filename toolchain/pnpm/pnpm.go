@@ -107,6 +107,13 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 // each resolved inside the project and recorded as local code with its
 // digest; sorted by uri.
 func (d *Driver) localInputs(w *toolchain.Workspace, lock *Lock) ([]provenance.Dependency, error) {
+	if ws, err := toolchain.ReadProjectFile(w.Dir, WorkspaceFile); err == nil {
+		if _, err := WorkspacePackages(ws); err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read "+WorkspaceFile+" (it must be a regular file in the project root)")
+	}
 	refs := append([]LocalRef(nil), lock.Local...)
 	if pj, err := toolchain.ReadProjectFile(w.Dir, "package.json"); err == nil {
 		more, err := PatchFiles(pj)

@@ -162,6 +162,13 @@ func TestLocalInputsRefused(t *testing.T) {
 			f.Write([]byte("x"))
 			f.Close()
 		}, "does not match its integrity"},
+		{"workspace glob outside", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, WorkspaceFile), "packages:\n  - 'packages/*'\n  - '../*'\n", 0o644)
+		}, "outside the project"},
+		{"workspace file symlink", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, WorkspaceFile))
+			os.Symlink(filepath.Join(outside, "package.json"), filepath.Join(dir, WorkspaceFile))
+		}, "cannot read pnpm-workspace.yaml"},
 		{"missing directory", func(t *testing.T, dir string) { os.RemoveAll(filepath.Join(dir, "packages", "wa")) }, "not a directory inside the project"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
