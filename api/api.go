@@ -12,7 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
+	"net/url"
 	"strings"
 	"time"
 
@@ -55,8 +55,9 @@ type config struct {
 // uploads answer 413.
 func WithMaxUpload(n int64) Option { return func(c *config) { c.maxUpload = n } }
 
-// WithSpoolDir is where uploads are decoded to while they arrive (default
-// os.TempDir()). It should be on the same disk as the store's data.
+// WithSpoolDir is where uploads are decoded to while they arrive: a
+// directory private to the server (0700, in its data dir, never TMPDIR,
+// where a build could name it). Without it, archive uploads are refused.
 func WithSpoolDir(dir string) Option { return func(c *config) { c.spoolDir = dir } }
 
 // WithAuthToken requires `Authorization: Bearer <token>` on POST routes.
@@ -67,9 +68,20 @@ func WithAuthToken(token string) Option { return func(c *config) { c.authToken =
 // their own policy when cloning.
 func WithRepoChecker(f RepoChecker) Option { return func(c *config) { c.checkRepo = f } }
 
-// WithCORS sets the origins allowed to call the API from a browser ("*" for
-// any, the default). No origins disables CORS headers.
-func WithCORS(origins ...string) Option { return func(c *config) { c.corsOrigin = origins } }
+// WithCORS sets the origins (scheme://host[:port]) whose web pages may call
+// the API from a browser; "*" allows any. By default there are none: no
+// CORS headers are sent, and a POST from another origin's page (a plain
+// HTML form needs no preflight) is refused with 403.
+func WithCORS(origins ...string) Option {
+	return func(c *config) {
+		c.corsOrigin = nil
+		for _, o := range origins {
+			if o = strings.TrimSuffix(strings.TrimSpace(o), "/"); o != "" {
+				c.corsOrigin = append(c.corsOrigin, o)
+			}
+		}
+	}
+}
 
 // WithLogger sets the structured logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -120,7 +132,6 @@ type Server struct {
 func New(svc jobs.Service, opts ...Option) *Server {
 	c := config{
 		maxUpload:  DefaultMaxUpload,
-		corsOrigin: []string{"*"},
 		keepAlive:  DefaultKeepAlive,
 		retryAfter: 30 * time.Second,
 		writeWait:  2 * time.Minute,
@@ -128,9 +139,6 @@ func New(svc jobs.Service, opts ...Option) *Server {
 	}
 	for _, o := range opts {
 		o(&c)
-	}
-	if c.spoolDir == "" {
-		c.spoolDir = os.TempDir()
 	}
 	if c.logger == nil {
 		c.logger = slog.Default()
@@ -222,12 +230,16 @@ func (w *respWriter) Write(b []byte) (int, error) {
 
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// cors sets the CORS headers and answers preflight requests; it reports
-// whether the request still needs routing.
+// cors sets the CORS headers for allowed origins and answers their
+// preflight requests; it reports whether the request still needs routing.
+// A state-changing request that a browser sends from a page of another,
+// unlisted origin is refused: without it any web site a user visits could
+// submit builds to a kettle on their machine (the response being unreadable
+// does not stop the build).
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" || len(s.cfg.corsOrigin) == 0 {
-		return true
+	if origin == "" {
+		return true // not a cross-origin browser request
 	}
 	allowed := ""
 	for _, o := range s.cfg.corsOrigin {
@@ -240,8 +252,15 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 			break
 		}
 	}
+	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 	if allowed == "" {
-		return true // no CORS headers: the browser refuses the response
+		safe := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if !safe && !sameOrigin(r, origin) || preflight {
+			s.log.Info("cross-origin request refused", "origin", oneLine(origin), "method", r.Method, "path", r.URL.Path)
+			httpError(w, http.StatusForbidden, "cross-origin request refused: this origin is not allowed (--cors-origins)")
+			return false
+		}
+		return true // no CORS headers: the browser keeps the response from the page
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", allowed)
@@ -249,7 +268,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 		h.Add("Vary", "Origin")
 	}
 	h.Set("Access-Control-Expose-Headers", "Content-Disposition, Content-Length, Retry-After, ETag")
-	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+	if preflight {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
 		h.Set("Access-Control-Max-Age", "600")
@@ -257,6 +276,17 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// sameOrigin reports whether a browser's Origin names the host the request
+// was sent to (the service's own web page). Only the host is compared: a
+// TLS-terminating proxy changes the scheme.
+func sameOrigin(r *http.Request, origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return false // includes "null" (sandboxed frames, file:// pages)
+	}
+	return strings.EqualFold(u.Host, r.Host)
 }
 
 // auth enforces the bearer token on POST routes when one is configured.

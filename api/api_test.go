@@ -170,21 +170,140 @@ func TestAuth(t *testing.T) {
 	}
 }
 
+// TestCORS: no CORS headers unless --cors-origins names the origin;
+// preflight answered for listed origins only; "*" when configured.
 func TestCORS(t *testing.T) {
-	srv, _ := newTest(t)
-	resp, _ := do(t, "OPTIONS", srv.URL+"/build", "", "", "Origin", "https://app.example", "Access-Control-Request-Method", "POST")
-	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
-		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
-		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	off, _ := newTest(t)
+	resp, _ := do(t, "GET", off.URL+"/health", "", "", "Origin", "https://app.example")
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("CORS on by default: %d %v", resp.StatusCode, resp.Header)
 	}
-	srv2, _ := newTest(t, WithCORS("https://ok.example"))
-	resp, _ = do(t, "GET", srv2.URL+"/health", "", "", "Origin", "https://ok.example")
-	if resp.Header.Get("Access-Control-Allow-Origin") != "https://ok.example" {
+	resp, _ = do(t, "OPTIONS", off.URL+"/build", "", "", "Origin", "https://app.example", "Access-Control-Request-Method", "POST")
+	if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" || resp.Header.Get("Access-Control-Allow-Methods") != "" {
+		t.Fatalf("preflight with CORS off: %d %v", resp.StatusCode, resp.Header)
+	}
+
+	srv, _ := newTest(t, WithCORS("https://ok.example/", " https://two.example"))
+	resp, _ = do(t, "OPTIONS", srv.URL+"/build", "", "", "Origin", "https://ok.example", "Access-Control-Request-Method", "POST")
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://ok.example" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") || resp.Header.Get("Vary") != "Origin" {
+		t.Fatalf("preflight of a listed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp, _ = do(t, "GET", srv.URL+"/health", "", "", "Origin", "https://two.example")
+	if resp.Header.Get("Access-Control-Allow-Origin") != "https://two.example" {
 		t.Fatalf("allowed origin: %v", resp.Header)
 	}
-	resp, _ = do(t, "GET", srv2.URL+"/health", "", "", "Origin", "https://evil.example")
-	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
-		t.Fatalf("foreign origin allowed: %v", resp.Header)
+	for _, evil := range []string{"https://evil.example", "https://ok.example.evil.example", "http://ok.example", "null"} {
+		resp, _ = do(t, "GET", srv.URL+"/health", "", "", "Origin", evil)
+		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Fatalf("foreign origin %s allowed: %v", evil, resp.Header)
+		}
+		resp, _ = do(t, "OPTIONS", srv.URL+"/build", "", "", "Origin", evil, "Access-Control-Request-Method", "POST")
+		if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Fatalf("preflight of %s: %d %v", evil, resp.StatusCode, resp.Header)
+		}
+	}
+
+	any, _ := newTest(t, WithCORS("*"))
+	resp, _ = do(t, "OPTIONS", any.URL+"/build", "", "", "Origin", "https://app.example", "Access-Control-Request-Method", "POST")
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("preflight with '*': %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestCrossOriginPost: a page of another origin cannot submit a build even
+// with a form that needs no preflight; the service's own page (same
+// origin), a listed origin and non-browser clients (no Origin) can.
+func TestCrossOriginPost(t *testing.T) {
+	srv, f := newTest(t, WithCORS("https://ok.example"))
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ct, body := multipartBody(t, map[string]string{"repo_url": "https://x/y"}, nil)
+	for _, tc := range []struct {
+		origin string
+		code   int
+	}{
+		{"https://evil.example", 403},
+		{"null", 403},
+		{"http://localhost.evil.example", 403},
+		{"http://" + host + ".evil.example", 403},
+	} {
+		resp, got := do(t, "POST", srv.URL+"/build/stream", ct, body, "Origin", tc.origin)
+		if resp.StatusCode != tc.code || !strings.Contains(got, "cross-origin request refused") {
+			t.Errorf("multipart POST from %s: %d %q", tc.origin, resp.StatusCode, got)
+		}
+		resp, got = do(t, "POST", srv.URL+"/build", "application/json", `{"nonce":"00","repo_url":"https://x/y"}`, "Origin", tc.origin)
+		if resp.StatusCode != tc.code {
+			t.Errorf("JSON POST from %s: %d %q", tc.origin, resp.StatusCode, got)
+		}
+	}
+	if n := len(f.submitted); n != 0 {
+		t.Fatalf("%d builds submitted from foreign origins", n)
+	}
+	for _, origin := range []string{"http://" + host, "https://ok.example", ""} {
+		resp, got := do(t, "POST", srv.URL+"/build", "application/json", `{"nonce":"00","repo_url":"https://x/y"}`, "Origin", origin)
+		if resp.StatusCode != 200 {
+			t.Errorf("POST with Origin %q: %d %q", origin, resp.StatusCode, got)
+		}
+	}
+}
+
+// TestStatusNoncePadded: GET /build/{id} says when the evidence binds a
+// zero-padded nonce (none, or shorter than 16 bytes), beside the usual
+// fields.
+func TestStatusNoncePadded(t *testing.T) {
+	srv, _ := newTest(t)
+	for _, tc := range []struct {
+		name, ct, body string
+		padded         bool
+		note           string
+	}{
+		{"json 1 byte", "application/json", `{"nonce":"00","repo_url":"https://x/y"}`, true, "the nonce is 1 byte,"},
+		{"json 16 bytes", "application/json", `{"nonce":"000102030405060708090a0b0c0d0e0f","repo_url":"https://x/y"}`, false, ""},
+	} {
+		resp, got := do(t, "POST", srv.URL+"/build", tc.ct, tc.body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", tc.name, resp.StatusCode, got)
+		}
+		var sub struct {
+			JobID string `json:"job_id"`
+		}
+		json.Unmarshal([]byte(got), &sub)
+		checkNoncePadded(t, srv.URL, sub.JobID, tc.padded, tc.note)
+	}
+	// Multipart without a nonce (the older synchronous API).
+	testTarball = tarballWith(t, "hello", testProvenance)
+	msrv, f := newTest(t)
+	f.onSubmit = fakeWorker(f, nil)
+	ct, body := multipartBody(t, map[string]string{"repo_url": "https://x/y"}, nil)
+	resp, _ := do(t, "POST", msrv.URL+"/build", ct, body)
+	id := resp.Header.Get("X-Kettle-Job-Id")
+	if resp.StatusCode != 200 || id == "" {
+		t.Fatalf("multipart build: %d %v", resp.StatusCode, resp.Header)
+	}
+	checkNoncePadded(t, msrv.URL, id, true, "no nonce was sent")
+}
+
+func checkNoncePadded(t *testing.T, base, id string, padded bool, note string) {
+	t.Helper()
+	resp, got := do(t, "GET", base+"/build/"+id, "", "")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(got), &st); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d %s", resp.StatusCode, got)
+	}
+	for _, k := range []string{"job_id", "status", "position", "created_at", "source", "error_type", "result_sha256"} {
+		if _, ok := st[k]; !ok {
+			t.Errorf("status JSON lost %q: %s", k, got)
+		}
+	}
+	if st["nonce_padded"] != padded {
+		t.Errorf("nonce_padded = %v, want %v: %s", st["nonce_padded"], padded, got)
+	}
+	n, _ := st["nonce_note"].(string)
+	if note == "" && n != "" || note != "" && !strings.Contains(n, note) {
+		t.Errorf("nonce_note %q, want %q", n, note)
+	}
+	if _, ok := st["nonce"]; ok {
+		t.Errorf("status JSON shows the nonce: %s", got)
 	}
 }
 

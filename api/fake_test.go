@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"io"
 	"sync"
 	"time"
@@ -50,7 +51,7 @@ func (f *fakeStore) Submit(ctx context.Context, req jobs.Request) (*jobs.Job, er
 		return nil, err
 	}
 	id := uuid.NewString()
-	j := &jobs.Job{ID: id, Status: jobs.StatusQueued, CreatedAt: time.Now().UTC(),
+	j := &jobs.Job{ID: id, Status: jobs.StatusQueued, CreatedAt: time.Now().UTC(), Nonce: hex.EncodeToString(req.Nonce),
 		Source: jobs.Source{URL: req.RepoURL, Ref: req.RepoRef, ArchiveName: req.SourceName, ArchiveSHA256: req.ArchiveSHA256, ArchiveSize: req.ArchiveSize}}
 	f.jobs[id] = j
 	f.logs[id] = []events.Event{{Type: events.Queued, Position: 0}}

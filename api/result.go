@@ -150,6 +150,10 @@ type statusJSON struct {
 	Error        *string     `json:"error"`
 	ErrorType    *string     `json:"error_type"`
 	ResultSHA256 *string     `json:"result_sha256"`
+	// NoncePadded: the job's nonce is absent or shorter than 16 bytes,
+	// so the evidence binds it zero-padded (NonceNote says so in words).
+	NoncePadded bool   `json:"nonce_padded"`
+	NonceNote   string `json:"nonce_note,omitempty"`
 }
 
 type sourceJSON struct {
@@ -176,7 +180,9 @@ func publicJob(j *jobs.Job) statusJSON {
 		ResultSHA256: strOrNil(j.ResultSHA256),
 		Source: sourceJSON{URL: j.Source.URL, Ref: j.Source.Ref, ArchiveName: j.Source.ArchiveName,
 			ArchiveSHA256: j.Source.ArchiveSHA256, ArchiveSize: j.Source.ArchiveSize},
+		NonceNote: jobs.NonceNote(j.Nonce),
 	}
+	v.NoncePadded = v.NonceNote != ""
 	if j.Status == jobs.StatusQueued {
 		p := j.Position
 		v.Position = &p

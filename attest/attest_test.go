@@ -41,8 +41,10 @@ func testRD(nonce string) [ReportDataSize]byte {
 	return ReportData([]byte(`{"_type":"https://in-toto.io/Statement/v1"}`), []byte(nonce))
 }
 
+// fixture names a file of testdata/: evidence captured on real hardware
+// (testdata/README.md).
 func fixture(parts ...string) string {
-	return filepath.Join(append([]string{"..", "..", "shared", "fixtures"}, parts...)...)
+	return filepath.Join(append([]string{"testdata"}, parts...)...)
 }
 
 // decodeEnvelope writes ev to a file, reads it back and decodes it strictly.

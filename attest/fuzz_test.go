@@ -10,9 +10,11 @@ import (
 
 func FuzzParseHCLReport(f *testing.F) {
 	for _, p := range []string{"az_snp/hcl-report.bin", "az_tdx/hcl-report.bin"} {
-		if b, err := os.ReadFile(fixture("attestation", p)); err == nil {
-			f.Add(b)
+		b, err := os.ReadFile(fixture("attestation", p))
+		if err != nil {
+			f.Fatal(err)
 		}
+		f.Add(b)
 	}
 	f.Add([]byte("HCLA"))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -32,9 +34,11 @@ func FuzzParseHCLReport(f *testing.F) {
 
 func FuzzTDXQuoteReportData(f *testing.F) {
 	for _, p := range []string{"tdx_quote_4.dat", "tdx_quote_5.dat", "az_tdx/td-quote.bin"} {
-		if b, err := os.ReadFile(fixture("attestation", p)); err == nil {
-			f.Add(b)
+		b, err := os.ReadFile(fixture("attestation", p))
+		if err != nil {
+			f.Fatal(err)
 		}
+		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		rd, err := TDXQuoteReportData(b)

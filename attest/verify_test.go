@@ -35,20 +35,20 @@ func simRoots(t *testing.T) *verify.TrustRoots {
 
 // checkVerdicts: passes with the test roots and the right report data; fails
 // with the embedded (real) roots; fails with another nonce.
-func checkVerdicts(t *testing.T, ev []byte, rd [ReportDataSize]byte, extra ...verify.Option) *verify.Claims {
+func checkVerdicts(t *testing.T, ev []byte, rd [ReportDataSize]byte, extra ...verify.EvidenceOption) *verify.Claims {
 	t.Helper()
 	roots := simRoots(t)
-	opts := append([]verify.Option{verifyNow, verify.WithTrustRoots(roots), verify.WithExpectedReportData(rd[:])}, extra...)
+	opts := append([]verify.EvidenceOption{verifyNow, verify.WithTrustRoots(roots), verify.WithExpectedReportData(rd[:])}, extra...)
 	c, err := verify.Evidence(context.Background(), ev, opts...)
 	if err != nil {
 		t.Fatalf("verify with the test roots: %v", err)
 	}
-	if _, err := verify.Evidence(context.Background(), ev, append([]verify.Option{verifyNow, verify.WithExpectedReportData(rd[:])}, extra...)...); !errors.Is(err, verify.ErrChain) {
+	if _, err := verify.Evidence(context.Background(), ev, append([]verify.EvidenceOption{verifyNow, verify.WithExpectedReportData(rd[:])}, extra...)...); !errors.Is(err, verify.ErrChain) {
 		t.Fatalf("verify with the real AMD roots: err = %v, want ErrChain", err)
 	}
 	wrong := rd
 	wrong[40] ^= 1 // another nonce
-	if _, err := verify.Evidence(context.Background(), ev, append([]verify.Option{verifyNow, verify.WithTrustRoots(roots), verify.WithExpectedReportData(wrong[:])}, extra...)...); !errors.Is(err, verify.ErrReportDataMismatch) {
+	if _, err := verify.Evidence(context.Background(), ev, append([]verify.EvidenceOption{verifyNow, verify.WithTrustRoots(roots), verify.WithExpectedReportData(wrong[:])}, extra...)...); !errors.Is(err, verify.ErrReportDataMismatch) {
 		t.Fatalf("verify with a wrong nonce: err = %v, want ErrReportDataMismatch", err)
 	}
 	return c

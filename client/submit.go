@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -30,26 +31,48 @@ type Request struct {
 	SourceName string
 }
 
+// Submission is an accepted build request.
+type Submission struct {
+	JobID string
+	// ArchiveSHA256 (hex) and ArchiveSize describe the archive bytes the
+	// accepted request carried, hashed as they were sent; empty for a
+	// repository source. An honest build's provenance names this digest
+	// (externalParameters.source.digest.sha256): check it
+	// (verify.WithSourceSHA256), or a server can attest another source.
+	ArchiveSHA256 string
+	ArchiveSize   int64
+}
+
 // Submit sends req and returns the new job's id. It is retried only when
 // the server cannot have accepted it: the connection was refused (nothing
 // was sent) or the server answered 503/429 (queue full) with Retry-After.
 func (c *Client) Submit(ctx context.Context, req Request) (string, error) {
+	s, err := c.SubmitSource(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	return s.JobID, nil
+}
+
+// SubmitSource is Submit that also returns the digest of the archive
+// uploaded, for binding the result to it.
+func (c *Client) SubmitSource(ctx context.Context, req Request) (*Submission, error) {
 	if len(req.Nonce) == 0 || len(req.Nonce) > 16 {
-		return "", fmt.Errorf("submit: nonce must be 1-16 bytes, got %d", len(req.Nonce))
+		return nil, fmt.Errorf("submit: nonce must be 1-16 bytes, got %d", len(req.Nonce))
 	}
 	if (req.RepoURL == "") == (req.Archive == nil) {
-		return "", errors.New("submit: exactly one of RepoURL or Archive is required")
+		return nil, errors.New("submit: exactly one of RepoURL or Archive is required")
 	}
-	var id string
+	var sub *Submission
 	err := c.retry(ctx, "submit", func() (bool, error) {
 		var err error
-		id, err = c.submitOnce(ctx, req)
+		sub, err = c.submitOnce(ctx, req)
 		return false, err
 	}, submitRetryable)
 	if err != nil {
-		return "", fmt.Errorf("submit: %w", err)
+		return nil, fmt.Errorf("submit: %w", err)
 	}
-	return id, nil
+	return sub, nil
 }
 
 // submitRetryable: a refused connection carried nothing; 503 and 429 with
@@ -74,15 +97,16 @@ type notSent struct{ err error }
 func (n notSent) Error() string   { return n.err.Error() }
 func (n notSent) Unwrap() []error { return []error{n.err, errNotSent} }
 
-func (c *Client) submitOnce(ctx context.Context, r Request) (string, error) {
-	body, contentLength, finish, err := requestBody(ctx, r)
+func (c *Client) submitOnce(ctx context.Context, r Request) (*Submission, error) {
+	var sum archiveSum
+	body, contentLength, finish, err := requestBody(ctx, r, &sum)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	req, err := c.newRequest(ctx, http.MethodPost, c.url("/build", nil), body)
 	if err != nil {
 		finish(nil)
-		return "", err
+		return nil, err
 	}
 	req.ContentLength = contentLength
 	req.Header.Set("Content-Type", "application/json")
@@ -100,7 +124,7 @@ func (c *Client) submitOnce(ctx context.Context, r Request) (string, error) {
 		if resp != nil {
 			resp.Body.Close()
 		}
-		return "", perr
+		return nil, perr
 	}
 	if err != nil {
 		mu.Lock()
@@ -108,27 +132,46 @@ func (c *Client) submitOnce(ctx context.Context, r Request) (string, error) {
 		mu.Unlock()
 		err = c.netError(err)
 		if !sent && isDialError(err) {
-			return "", notSent{err}
+			return nil, notSent{err}
 		}
-		return "", err
+		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		return "", readError(resp)
+		return nil, readError(resp)
 	}
 	defer resp.Body.Close()
 	var out struct {
 		JobID string `json:"job_id"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&out); err != nil || out.JobID == "" {
-		return "", fmt.Errorf("%w: POST /build answered %d without a job_id", ErrProtocol, resp.StatusCode)
+		return nil, fmt.Errorf("%w: POST /build answered %d without a job_id", ErrProtocol, resp.StatusCode)
 	}
-	return out.JobID, nil
+	sub := &Submission{JobID: out.JobID}
+	if r.Archive != nil {
+		// A server that accepts before it has read the whole archive
+		// cannot be building what we sent.
+		if !sum.complete {
+			return nil, fmt.Errorf("%w: POST /build accepted the job before receiving the whole source archive", ErrProtocol)
+		}
+		sub.ArchiveSHA256, sub.ArchiveSize = sum.sha256, sum.size
+	}
+	return sub, nil
+}
+
+// archiveSum is the digest of the archive bytes written into one request
+// body; complete once the archive's end was written (io.Pipe hands each
+// write to the transport, so the server was sent every byte).
+type archiveSum struct {
+	sha256   string
+	size     int64
+	complete bool
 }
 
 // requestBody returns the JSON body. An archive is streamed through a pipe:
 // `{"nonce":…,"source_name":…,"source_data":"<base64>"}`. finish(err) waits
-// for the writer and returns the archive's own error, if any.
-func requestBody(ctx context.Context, r Request) (io.Reader, int64, func(error) error, error) {
+// for the writer and returns the archive's own error, if any; sum is
+// filled before finish returns.
+func requestBody(ctx context.Context, r Request, sum *archiveSum) (io.Reader, int64, func(error) error, error) {
 	nonce := hex.EncodeToString(r.Nonce)
 	if r.Archive == nil {
 		b, err := json.Marshal(struct {
@@ -156,7 +199,7 @@ func requestBody(ctx context.Context, r Request) (io.Reader, int64, func(error) 
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := writeArchiveJSON(ctx, pw, head, src)
+		err := writeArchiveJSON(ctx, pw, head, src, sum)
 		src.Close()
 		pw.CloseWithError(err)
 		done <- err
@@ -176,7 +219,7 @@ func requestBody(ctx context.Context, r Request) (io.Reader, int64, func(error) 
 
 var errBodyAbandoned = errors.New("request body abandoned")
 
-func writeArchiveJSON(ctx context.Context, w io.Writer, head []byte, src io.Reader) error {
+func writeArchiveJSON(ctx context.Context, w io.Writer, head []byte, src io.Reader, sum *archiveSum) error {
 	// head is `{"nonce":"…",…}`: reopen it to append source_data.
 	if _, err := w.Write(head[:len(head)-1]); err != nil {
 		return err
@@ -185,6 +228,8 @@ func writeArchiveJSON(ctx context.Context, w io.Writer, head []byte, src io.Read
 		return err
 	}
 	enc := base64.NewEncoder(base64.StdEncoding, w)
+	h := sha256.New()
+	var size int64
 	buf := make([]byte, 96<<10) // a multiple of 3: no padding mid-stream
 	for {
 		if err := ctx.Err(); err != nil {
@@ -195,6 +240,8 @@ func writeArchiveJSON(ctx context.Context, w io.Writer, head []byte, src io.Read
 			if _, err := enc.Write(buf[:n]); err != nil {
 				return err
 			}
+			h.Write(buf[:n])
+			size += int64(n)
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			break
@@ -206,8 +253,11 @@ func writeArchiveJSON(ctx context.Context, w io.Writer, head []byte, src io.Read
 	if err := enc.Close(); err != nil {
 		return err
 	}
-	_, err := io.WriteString(w, `"}`)
-	return err
+	if _, err := io.WriteString(w, `"}`); err != nil {
+		return err
+	}
+	sum.sha256, sum.size, sum.complete = hex.EncodeToString(h.Sum(nil)), size, true
+	return nil
 }
 
 // archiveError marks a failure of the archive reader, as opposed to the

@@ -24,6 +24,9 @@ const (
 	Canceled              Kind = "Canceled"
 	Interrupted           Kind = "Interrupted"
 	InternalError         Kind = "InternalError"
+	// LimitExceeded: the job went over one of its budgets (the message
+	// names the limit and the flag that sets it).
+	LimitExceeded Kind = "LimitExceeded"
 )
 
 // Error is a classified build failure. Msg is shown to clients; Err (which may

@@ -133,7 +133,7 @@ func TestKill9(t *testing.T) {
 	if r := evA[len(evA)-1].ev.Result; r.Status != "failed" || r.ErrorType != "Interrupted" {
 		t.Fatalf("building job: complete %+v (%s)", r, types(evA))
 	}
-	if !strings.HasPrefix(types(evA), "queued,vm,init,detect,complete") {
+	if !strings.HasPrefix(types(evA), "queued,vm,vm,init,detect,complete") { // vm: the 1-byte nonce note
 		t.Fatalf("building job log %s", types(evA))
 	}
 	for _, id := range []string{ids.Fetching, ids.Queued} {
@@ -150,7 +150,8 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("finished result changed: %q vs %q", got, ids.Result)
 	}
 	evF := collect(t, s, ids.Finished, 0)
-	if types(evF) != "queued,vm,init,detect,build,build,build,build,provenance,complete" {
+	// vm twice: the 1-byte nonce gets a note
+	if types(evF) != "queued,vm,vm,init,detect,build,build,build,build,provenance,complete" {
 		t.Fatalf("finished log %s", types(evF))
 	}
 	// New builds work.

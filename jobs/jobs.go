@@ -7,6 +7,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -96,4 +97,27 @@ type Service interface {
 	Result(ctx context.Context, id string) (io.ReadCloser, *Job, error)
 	// Ready reports whether the store and at least one worker are up.
 	Ready(ctx context.Context) error
+}
+
+// NonceSize is the nonce length the evidence binds (SPEC §6); shorter
+// nonces are zero-padded to it.
+const NonceSize = 16
+
+// NonceNote says, for a job's hex nonce, that the evidence will be bound to
+// a zero-padded nonce: "" for a full 16-byte nonce. Such builds are
+// accepted (the older multipart API makes the nonce optional), but a
+// client must not mistake their evidence for a fresh one.
+func NonceNote(nonceHex string) string {
+	n := len(nonceHex) / 2
+	switch {
+	case n >= NonceSize:
+		return ""
+	case n == 0:
+		return "no nonce was sent: the evidence is bound to an all-zero nonce (16 zero bytes), so it does not show that this build is fresh; send 16 random bytes"
+	}
+	unit := "bytes"
+	if n == 1 {
+		unit = "byte"
+	}
+	return fmt.Sprintf("the nonce is %d %s, shorter than 16: the evidence is bound to it zero-padded to 16 bytes; send 16 random bytes", n, unit)
 }

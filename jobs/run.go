@@ -41,6 +41,9 @@ func (s *Store) runWorker(ctx context.Context, name string, b Builder, once bool
 	if name == "" {
 		name = "worker"
 	}
+	if s.cfg.tempDir == "" {
+		return errors.New("jobs: a worker needs a private spool directory for uploaded sources (WithTempDir)")
+	}
 	wid := keyUnsafe.ReplaceAllString(name, "_") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
 	log := s.log.With("worker", name, "worker_id", wid)
 	beat := func(ctx context.Context) error {
@@ -254,6 +257,9 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 		attempt = fmt.Sprintf(" (attempt %d)", j.Attempts)
 	}
 	sink.Emit(events.Msgf(events.VM, "worker %s took the job%s", j.Worker, attempt))
+	if note := NonceNote(j.Nonce); note != "" {
+		sink.Emit(events.Msgf(events.VM, "%s", note))
+	}
 	log.Info("build started", "attempt", j.Attempts)
 
 	var out *Outcome
@@ -294,7 +300,9 @@ func (s *Store) build(ctx context.Context, b Builder, j *Job, src *SourceSpec, s
 	return b.Build(ctx, &jc, src, sink)
 }
 
-// materialize fetches an uploaded archive into a temporary file.
+// materialize fetches an uploaded archive into a file of the spool dir
+// (0700 dir, 0600 file, never TMPDIR: see WithTempDir); the returned
+// cleanup removes it, and the caller runs it whatever the build's outcome.
 func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), error) {
 	src := &SourceSpec{RepoURL: j.Source.URL, RepoRef: j.Source.Ref, ArchiveSHA256: j.Source.ArchiveSHA256, SourceName: j.Source.ArchiveName}
 	if j.Source.URL != "" {
@@ -305,7 +313,10 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
 	}
 	defer r.Close()
-	f, err := os.CreateTemp(s.cfg.tempDir, "kettle-source-*")
+	if err := os.MkdirAll(s.cfg.tempDir, 0o700); err != nil {
+		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("spool dir: %w", err), "internal error")
+	}
+	f, err := os.CreateTemp(s.cfg.tempDir, "source-*")
 	if err != nil {
 		return nil, nil, failure.Wrap(failure.InternalError, err, "internal error")
 	}
@@ -335,16 +346,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		berr = failure.Wrap(failure.InternalError, errors.New("builder returned no result"), "internal error")
 	}
 	if berr == nil {
-		f, err := os.Open(out.ResultPath)
-		if err == nil {
-			hw := &hashingWriter{h: sha256.New()}
-			_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(j.ID)}, s.paced(ctx, io.TeeReader(f, hw)))
-			f.Close()
-			sum, size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
-		}
-		if err != nil {
-			berr = failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
-		}
+		berr = s.storeResult(ctx, j.ID, out.ResultPath, &sum, &size)
 	}
 	if out != nil && out.ResultPath != "" {
 		os.Remove(out.ResultPath)
@@ -384,30 +386,94 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	return s.ensureComplete(ctx, fj)
 }
 
+// storeResult copies the result tarball at p into the object store, unless
+// it is over the result size limit: then the job fails with LimitExceeded
+// and nothing is stored.
+func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size *int64) error {
+	max := s.cfg.maxResult
+	tooLarge := func(size string) error {
+		return failure.New(failure.LimitExceeded, "result too large: the result tarball is %s, over the result size limit of %s (--max-result)",
+			size, formatBytes(max))
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return failure.Wrap(failure.InternalError, fmt.Errorf("open result: %w", err), "internal error")
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return failure.Wrap(failure.InternalError, fmt.Errorf("stat result: %w", err), "internal error")
+	} else if fi.Size() > max {
+		return tooLarge(formatBytes(fi.Size()))
+	}
+	hw := &hashingWriter{h: sha256.New()}
+	// The limit holds even if the file grew after the check.
+	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(id)}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
+	if err == nil && hw.n > max {
+		_ = s.objs.Delete(ctx, resultObject(id))
+		return tooLarge("more than " + formatBytes(max))
+	}
+	if err != nil {
+		return failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
+	}
+	*sum, *size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
+	return nil
+}
+
 // sink appends a build's events to its job's log from one goroutine, in
-// order, without blocking the build; it caps `build` output lines.
+// order, without blocking the build. It caps `build` output lines by count
+// (maxEvents) and by stored bytes (maxLogBytes): once either is reached,
+// further output lines are dropped, the build goes on, and the next other
+// event (or the end) is preceded by one summary of what was dropped.
 type sink struct {
-	s     *Store
-	id    string
-	wid   string
-	log   *slog.Logger
-	cur   *logCursor
-	max   int
-	mu    sync.Mutex
-	queue []events.Event
-	wake  chan struct{}
-	done  chan struct{}
-	// state of the line cap
-	lines, dropped int
-	closed         bool
-	building       bool
+	s        *Store
+	id       string
+	wid      string
+	log      *slog.Logger
+	cur      *logCursor
+	max      int
+	maxBytes int64
+	mu       sync.Mutex
+	queue    []events.Event
+	wake     chan struct{}
+	done     chan struct{}
+	// state of the caps
+	lines, dropped      int
+	bytes, droppedBytes int64
+	full                string // the limit reached ("" while under both)
+	closed              bool
+	building            bool
 }
 
 func (s *Store) newSink(id, wid string) *sink {
 	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: newCursor(id), max: s.cfg.maxEvents,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		maxBytes: s.cfg.maxLogBytes, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go k.publish()
 	return k
+}
+
+// eventOverhead is what one stored event costs besides its message: the
+// JSON around it, the index header and JetStream's per-message record.
+const eventOverhead = 96
+
+// storedSize is an upper bound of what ev's message occupies once stored:
+// JSON escaping turns a control character or <, >, & into six bytes, so a
+// line of them counts six times its length.
+func storedSize(msg string) int64 {
+	n := int64(eventOverhead)
+	for i := 0; i < len(msg); i++ {
+		switch c := msg[i]; {
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			n += 6
+		case c == '"' || c == '\\':
+			n += 2
+		case c == 0xe2 && i+2 < len(msg) && msg[i+1] == 0x80 && (msg[i+2] == 0xa8 || msg[i+2] == 0xa9):
+			n += 6 // U+2028, U+2029
+			i += 2
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 // Emit implements events.Sink.
@@ -423,24 +489,53 @@ func (k *sink) Emit(ev events.Event) {
 	if k.closed {
 		return
 	}
+	n := storedSize(ev.Msg)
 	if ev.Type == events.Build {
-		if k.lines >= k.max {
+		if k.full == "" && k.lines >= k.max {
+			k.full = fmt.Sprintf("%d lines", k.max)
+		}
+		if k.full == "" && k.bytes+n > k.maxBytes {
+			k.full = formatBytes(k.maxBytes)
+		}
+		if k.full != "" {
 			k.dropped++
+			k.droppedBytes += n - eventOverhead
 			return
 		}
 		k.lines++
 	} else {
 		k.summaryLocked()
 	}
+	// Other events are few and short; they count but are never dropped.
+	k.bytes += n
 	k.queue = append(k.queue, ev)
 	k.signal()
 }
 
 func (k *sink) summaryLocked() {
 	if k.dropped > 0 {
-		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (log limit %d lines)", k.dropped, k.max))
-		k.dropped = 0
+		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (%s; log limit %s reached)",
+			k.dropped, formatBytes(k.droppedBytes), k.full))
+		k.dropped, k.droppedBytes = 0, 0
 	}
+}
+
+// formatBytes is n in the largest binary unit that keeps it ≥ 1.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %ciB", int64(v), "KMGTP"[exp])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[exp])
 }
 
 func (k *sink) signal() {

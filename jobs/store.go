@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,9 +41,15 @@ const (
 	DefaultQueueLimit = 1000
 	DefaultRetention  = 7 * 24 * time.Hour
 	DefaultMaxEvents  = 100_000
-	defaultAckWait    = 30 * time.Second
-	defaultWorkerTTL  = 10 * time.Second
-	maxAttempts       = 3 // takes of a job whose worker died before building
+	// DefaultMaxLogBytes bounds the build output one job stores: a log
+	// is kept for the whole retention, and the line cap alone still
+	// lets a job store 100,000 × 16 KiB.
+	DefaultMaxLogBytes int64 = 64 << 20
+	// DefaultMaxResult bounds one job's result tarball in the store.
+	DefaultMaxResult int64 = 2 << 30
+	defaultAckWait         = 30 * time.Second
+	defaultWorkerTTL       = 10 * time.Second
+	maxAttempts            = 3 // takes of a job whose worker died before building
 )
 
 // Option configures a Store.
@@ -60,6 +67,11 @@ type config struct {
 	ackWait     time.Duration
 	workerTTL   time.Duration
 	tempDir     string
+	clientAuth  ClientAuth
+	listenCert  string
+	listenKey   string
+	maxLogBytes int64
+	maxResult   int64
 }
 
 // WithQueueLimit bounds the number of waiting jobs; Submit answers
@@ -78,6 +90,15 @@ func WithSingleBuild() Option { return func(c *config) { c.singleBuild = true } 
 // WithMaxEvents caps the `build` output lines kept per job (default
 // DefaultMaxEvents); the rest are summarised in one event.
 func WithMaxEvents(n int) Option { return func(c *config) { c.maxEvents = n } }
+
+// WithMaxLogBytes caps the bytes of output lines stored per job (default
+// DefaultMaxLogBytes); further lines are dropped and summarised in one
+// event, and the build goes on.
+func WithMaxLogBytes(n int64) Option { return func(c *config) { c.maxLogBytes = n } }
+
+// WithMaxResult bounds a job's result tarball (default DefaultMaxResult);
+// a larger one fails the job with error_type LimitExceeded.
+func WithMaxResult(n int64) Option { return func(c *config) { c.maxResult = n } }
 
 // WithLogger sets the structured logger; every job line carries its id.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -102,7 +123,13 @@ func WithAckWait(d time.Duration) Option { return func(c *config) { c.ackWait = 
 // worker is gone is recovered within about this time.
 func WithWorkerTTL(d time.Duration) Option { return func(c *config) { c.workerTTL = d } }
 
-// WithTempDir sets where workers spool uploaded sources (default os.TempDir).
+// WithTempDir sets the spool directory where workers copy an uploaded
+// source out of the object store for the duration of its build. It must be
+// private to the server (created 0700, never bound into a sandbox, never
+// TMPDIR: a build that names a path there must find nothing of another
+// job's). Default for OpenEmbedded: "spool" inside its data dir, emptied
+// when the store opens; a store from Connect has no default, and its
+// RunWorker fails without one.
 func WithTempDir(dir string) Option { return func(c *config) { c.tempDir = dir } }
 
 func newConfig(opts []Option) config {
@@ -127,11 +154,14 @@ func newConfig(opts []Option) config {
 	if c.maxEvents <= 0 {
 		c.maxEvents = DefaultMaxEvents
 	}
+	if c.maxLogBytes <= 0 {
+		c.maxLogBytes = DefaultMaxLogBytes
+	}
+	if c.maxResult <= 0 {
+		c.maxResult = DefaultMaxResult
+	}
 	if c.replicas <= 0 {
 		c.replicas = 1
-	}
-	if c.tempDir == "" {
-		c.tempDir = os.TempDir()
 	}
 	return c
 }
@@ -143,8 +173,11 @@ type Store struct {
 	log  *slog.Logger
 	ns   *server.Server // nil after Connect
 	lock *os.File       // data dir lock of an embedded server
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	// seedPath is the member credentials file of an embedded server
+	// with a listener.
+	seedPath string
+	nc       *nats.Conn
+	js       jetstream.JetStream
 
 	work, evs jetstream.Stream
 	cons      jetstream.Consumer
@@ -198,6 +231,15 @@ func OpenEmbedded(ctx context.Context, dataDir string, opts ...Option) (*Store, 
 	if err != nil {
 		return nil, err
 	}
+	if cfg.tempDir == "" {
+		// Spooled sources of a killed process are garbage (their jobs are
+		// in the store); the lock says no one else uses this spool.
+		cfg.tempDir = filepath.Join(dataDir, "spool")
+		if err := os.RemoveAll(cfg.tempDir); err != nil {
+			lock.Close()
+			return nil, fmt.Errorf("jobs: clear spool dir: %w", err)
+		}
+	}
 	sopts := &server.Options{
 		ServerName: "kettle",
 		JetStream:  true,
@@ -207,38 +249,51 @@ func OpenEmbedded(ctx context.Context, dataDir string, opts ...Option) (*Store, 
 		NoLog:      true,
 		MaxPayload: 8 << 20,
 	}
+	fail := func(err error) (*Store, error) {
+		lock.Close()
+		return nil, err
+	}
+	self, seedPath, err := embeddedAuth(sopts, dataDir, cfg.listen != "")
+	if err != nil {
+		return fail(err)
+	}
 	if cfg.listen != "" {
 		host, port, err := net.SplitHostPort(cfg.listen)
 		if err != nil {
-			lock.Close()
-			return nil, fmt.Errorf("jobs: listen address: %w", err)
+			return fail(fmt.Errorf("jobs: listen address: %w", err))
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
-			lock.Close()
-			return nil, fmt.Errorf("jobs: listen port: %w", err)
+			return fail(fmt.Errorf("jobs: listen port: %w", err))
 		}
 		sopts.Host, sopts.Port = host, p
 		if p == 0 {
 			sopts.Port = server.RANDOM_PORT
 		}
+		if cfg.listenCert != "" || cfg.listenKey != "" {
+			tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: cfg.listenCert, KeyFile: cfg.listenKey})
+			if err != nil {
+				return fail(fmt.Errorf("jobs: listener TLS: %w", err))
+			}
+			sopts.TLS, sopts.TLSConfig, sopts.TLSTimeout = true, tc, 5
+			self = inProcessTLS(self, tc)
+		}
+	} else if cfg.listenCert != "" || cfg.listenKey != "" {
+		return fail(errors.New("jobs: listener TLS without a listener"))
 	}
 	ns, err := server.NewServer(sopts)
 	if err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("jobs: embedded nats: %w", err)
+		return fail(fmt.Errorf("jobs: embedded nats: %w", err))
 	}
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
-		lock.Close()
-		return nil, errors.New("jobs: embedded nats did not start")
+		return fail(errors.New("jobs: embedded nats did not start"))
 	}
-	nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), nats.Name("kettle"), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(ns.ClientURL(), nats.InProcessServer(ns), self, nats.Name("kettle"), nats.MaxReconnects(-1))
 	if err != nil {
 		ns.Shutdown()
-		lock.Close()
-		return nil, fmt.Errorf("jobs: connect embedded nats: %w", err)
+		return fail(fmt.Errorf("jobs: connect embedded nats: %w", err))
 	}
 	s, err := open(ctx, nc, cfg, ns, lock)
 	if err != nil {
@@ -248,6 +303,7 @@ func OpenEmbedded(ctx context.Context, dataDir string, opts ...Option) (*Store, 
 		lock.Close()
 		return nil, err
 	}
+	s.seedPath = seedPath
 	return s, nil
 }
 
@@ -255,9 +311,20 @@ func OpenEmbedded(ctx context.Context, dataDir string, opts ...Option) (*Store, 
 // (front ends and workers of clustered mode).
 func Connect(ctx context.Context, natsURL string, opts ...Option) (*Store, error) {
 	cfg := newConfig(opts)
-	nc, err := nats.Connect(natsURL, nats.Name("kettle"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	nopts, err := cfg.clientAuth.natsOptions(cfg.logger)
 	if err != nil {
-		return nil, fmt.Errorf("jobs: connect %s: %w", natsURL, err)
+		return nil, fmt.Errorf("jobs: %w", err)
+	}
+	if cfg.clientAuth.CredsFile != "" && strings.Contains(natsURL, "@") {
+		return nil, errors.New("jobs: NATS credentials given both in the URL and in a credentials file")
+	}
+	nopts = append(nopts, nats.Name("kettle"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(false))
+	nc, err := nats.Connect(natsURL, nopts...)
+	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) {
+			err = fmt.Errorf("%w (give the store's credentials: --nats-creds FILE or user info in the URL)", err)
+		}
+		return nil, fmt.Errorf("jobs: connect %s: %w", RedactURL(natsURL), err)
 	}
 	s, err := open(ctx, nc, cfg, nil, nil)
 	if err != nil {
@@ -275,6 +342,12 @@ func (s *Store) URL() string {
 	}
 	return s.ns.ClientURL()
 }
+
+// CredsFile is the credentials file (an nkey user seed) that workers and
+// front ends joining the embedded server's listener present with
+// WithClientAuth ("" without WithListen or after Connect). It is created
+// in the data dir on first start and kept across restarts.
+func (s *Store) CredsFile() string { return s.seedPath }
 
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)

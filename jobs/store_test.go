@@ -69,6 +69,12 @@ func (f *fakeBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink e
 	return &Outcome{ResultPath: p, ResultName: "demo", Toolchain: "cargo"}, nil
 }
 
+// testNonce is a full 16-byte nonce: shorter ones add a `vm` note.
+const (
+	testNonce    = "0123456789abcdef"
+	testNonceHex = "30313233343536373839616263646566"
+)
+
 func openTest(t *testing.T, dir string, opts ...Option) *Store {
 	t.Helper()
 	opts = append([]Option{WithWorkerTTL(3 * time.Second), WithAckWait(3 * time.Second)}, opts...)
@@ -98,7 +104,7 @@ func startWorker(t *testing.T, s *Store, name string, b Builder) context.CancelF
 
 func submitArchive(t *testing.T, s Service, body string) *Job {
 	t.Helper()
-	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1, 2, 3}, Archive: strings.NewReader(body), SourceName: "demo.zip"})
+	j, err := s.Submit(context.Background(), Request{Nonce: []byte(testNonce), Archive: strings.NewReader(body), SourceName: "demo.zip"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +189,7 @@ func TestSubmitBuildResult(t *testing.T) {
 		t.Fatalf("complete %+v", r)
 	}
 	got := readResult(t, s, j.ID)
-	if string(got) != "result of "+j.ID+" nonce 010203" {
+	if string(got) != "result of "+j.ID+" nonce "+testNonceHex {
 		t.Fatalf("result %q", got)
 	}
 	g, err := s.Get(context.Background(), j.ID)
@@ -529,7 +535,7 @@ func TestCrashRecovery(t *testing.T) {
 	if !bytes.Equal(readResult(t, s, finished.ID), resultBefore) {
 		t.Fatal("finished result changed across restart")
 	}
-	if string(readResult(t, s, b.ID)) != "result of "+b.ID+" nonce 010203" {
+	if string(readResult(t, s, b.ID)) != "result of "+b.ID+" nonce "+testNonceHex {
 		t.Fatal("B result wrong")
 	}
 }
@@ -543,7 +549,7 @@ func TestTwoProcesses(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	back, err := Connect(ctx, front.URL(), WithWorkerTTL(3*time.Second))
+	back, err := Connect(ctx, front.URL(), WithWorkerTTL(3*time.Second), WithTempDir(t.TempDir()), WithClientAuth(ClientAuth{CredsFile: front.CredsFile()}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +567,7 @@ func TestTwoProcesses(t *testing.T) {
 	if evs[1].ev.Msg != "worker remote took the job" {
 		t.Fatalf("vm %q", evs[1].ev.Msg)
 	}
-	if string(readResult(t, front, j.ID)) != "result of "+j.ID+" nonce 010203" {
+	if string(readResult(t, front, j.ID)) != "result of "+j.ID+" nonce "+testNonceHex {
 		t.Fatal("result wrong")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/toolchain"
 	"github.com/kettle-build/kettle/toolchain/cargo"
 )
@@ -30,9 +31,8 @@ func BenchmarkRunOverhead(b *testing.B) {
 // the manifests, `rustup which` and `--version` of cargo and rustc.
 func BenchmarkCargoInputs(b *testing.B) {
 	env := toolEnv(b)
-	if _, err := toolchain.LookPath(env, "cargo"); err != nil {
-		b.Skip("cargo not installed")
-	}
+	_, err := toolchain.LookPath(env, "cargo")
+	testenv.Need(b, err == nil, "cargo is not installed")
 	dir := filepath.Join(projectsDir(), "cargo-workspace")
 	w := &toolchain.Workspace{Dir: dir, Env: env}
 	for i := 0; i < b.N; i++ {

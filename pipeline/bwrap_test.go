@@ -1,10 +1,12 @@
 package pipeline
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/sandbox"
 )
 
@@ -12,9 +14,7 @@ import (
 // (skipped where bubblewrap cannot run).
 func TestBwrap(t *testing.T) {
 	runner, err := sandbox.New("bwrap")
-	if err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
+	testenv.Need(t, err == nil, fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	env := toolEnv(t)
 	for _, tc := range []struct{ project, tool, artifact string }{
 		{"cargo-workspace", "cargo", "hello"},

@@ -35,7 +35,7 @@ var Detectors = []Detector{
 
 // Detect picks the driver of the project in dir: the first Detectors entry
 // whose marker is a regular file inside dir. The chosen driver's lockfile
-// must exist too. Errors are failure.UnsupportedToolchain with a message
+// must exist too, unless the driver builds without one (toolchain.OptionalLockfile). Errors are failure.UnsupportedToolchain with a message
 // naming the files looked for (no server paths).
 func Detect(dir string) (toolchain.Driver, error) {
 	for _, d := range Detectors {
@@ -43,7 +43,7 @@ func Detect(dir string) (toolchain.Driver, error) {
 			continue
 		}
 		drv := d.New()
-		if lf := drv.Lockfile(); lf != d.Marker && !toolchain.ProjectFileExists(dir, lf) {
+		if lf := drv.Lockfile(); lf != d.Marker && !toolchain.LockfileOptional(drv) && !toolchain.ProjectFileExists(dir, lf) {
 			return nil, failure.New(failure.UnsupportedToolchain,
 				"%s project has %s but no %s: commit the lockfile", drv.Title(), d.Marker, lf)
 		}

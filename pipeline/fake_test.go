@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kettle-build/kettle/source/gitid"
 	"os"
 	"path/filepath"
 	"strings"
@@ -198,9 +199,12 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 	}
 }
 
-// TestDirtyWorkingTree: a second build of the same checkout (with build
-// outputs ignored by .gitignore) is clean; a modified tracked file is
-// reported.
+// TestDirtyWorkingTree: a clean checkout records its commit; the output
+// directory is not content; anything else the commit lacks — a modified
+// file, or the outputs an earlier build left in the tree, even if
+// .gitignore names them (they are inputs of this build) — makes it dirty:
+// a warning, no gitCommit, and gitTree the tree of what was built. No git
+// runs: a fake git on PATH that would leave a marker stays unused.
 func TestDirtyWorkingTree(t *testing.T) {
 	d := &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/a"}
 	dir := withShDriver(t, d)
@@ -208,21 +212,63 @@ func TestDirtyWorkingTree(t *testing.T) {
 	gitRun(t, dir, "init", "-q")
 	gitRun(t, dir, "add", "-A")
 	gitRun(t, dir, "commit", "-q", "-m", "x")
-	for i := 0; i < 2; i++ {
+	commit, tree := gitRun(t, dir, "rev-parse", "HEAD"), gitRun(t, dir, "rev-parse", "HEAD^{tree}")
+	bin := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "git-ran")
+	os.WriteFile(filepath.Join(bin, "git"), []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755)
+	env := []string{"PATH=" + bin + ":/usr/bin:/bin"}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	build := func() (*Result, []string) {
+		t.Helper()
 		rec := &recorder{}
-		if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec}); err != nil {
+		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, Env: env})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if w := rec.msgs(events.Init); len(w) != 0 {
-			t.Fatalf("build %d of a clean checkout warned: %q", i, w)
+		return res, rec.msgs(events.Init)
+	}
+	res, w := build()
+	src := res.Statement.Predicate.BuildDefinition.ExternalParameters.Source
+	if len(w) != 0 || src.Digest["gitCommit"] != commit || src.Digest["gitTree"] != tree {
+		t.Fatalf("clean checkout: warnings %q, source %+v, want %s %s", w, src, commit, tree)
+	}
+	res, w = build() // out/a is now in the tree
+	src = res.Statement.Predicate.BuildDefinition.ExternalParameters.Source
+	if len(w) != 1 || !strings.Contains(w[0], "uncommitted changes") || !strings.Contains(w[0], commit) ||
+		src.Digest["gitCommit"] != "" || src.Digest["gitTree"] == tree || len(src.Digest["gitTree"]) != 40 {
+		t.Fatalf("left-over outputs: warnings %q, source %+v", w, src)
+	}
+	os.RemoveAll(filepath.Join(dir, "out"))
+	os.WriteFile(filepath.Join(dir, "sh.lock"), []byte("changed"), 0o644)
+	if _, w = build(); len(w) != 1 || !strings.Contains(w[0], "uncommitted changes") {
+		t.Fatalf("no warning for a modified checkout: %q", w)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the pipeline ran git")
+	}
+}
+
+// TestGivenIdentity: an identity computed where the source was
+// materialised is recorded as is (the tree is not re-read), SourceURI
+// overriding its URI.
+func TestGivenIdentity(t *testing.T) {
+	dir := withShDriver(t, &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/a"})
+	id := &gitid.Identity{URI: "https://git.example/a.git", Commit: strings.Repeat("c", 40), Tree: strings.Repeat("e", 40)}
+	for _, uri := range []string{"", "https://override.example/b.git"} {
+		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Source: id, SourceURI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := res.Statement.Predicate.BuildDefinition.ExternalParameters.Source
+		want := id.URI
+		if uri != "" {
+			want = uri
+		}
+		if src.Digest["gitCommit"] != id.Commit || src.Digest["gitTree"] != id.Tree || src.URI != want {
+			t.Errorf("source %+v", src)
 		}
 	}
-	os.WriteFile(filepath.Join(dir, "sh.lock"), []byte("changed"), 0o644)
-	rec := &recorder{}
-	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec}); err != nil {
-		t.Fatal(err)
-	}
-	if w := rec.msgs(events.Init); len(w) != 1 || !strings.Contains(w[0], "uncommitted changes") {
-		t.Fatalf("no warning for a modified checkout: %q", w)
+	if id.URI != "https://git.example/a.git" {
+		t.Error("the caller's identity was modified")
 	}
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +11,9 @@ import (
 
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
 )
 
 // TestNixFlake builds the flake (a fixed-output derivation, a path: input,
@@ -18,17 +21,22 @@ import (
 func TestNixFlake(t *testing.T) {
 	env := toolEnv(t)
 	needTool(t, env, "nix")
+	runner := bwrapRunner(t)
 	base := t.TempDir()
 	dirA := filepath.Join(base, "a", "flake")
 	dirB := filepath.Join(base, "b", "other", "flake")
 	commit := gitProject(t, "nix-flake", dirA)
 	gitProject(t, "nix-flake", dirB)
 
+	before := hostStore(t)
 	var results []*Result
 	var rec *recorder
-	for _, dir := range []string{dirA, dirB} {
+	var caches []string
+	for i, dir := range []string{dirA, dirB} {
 		rec = &recorder{}
-		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, Events: rec})
+		cache := filepath.Join(base, fmt.Sprint("cache", i))
+		caches = append(caches, cache)
+		res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec, CacheDir: cache})
 		if err != nil {
 			t.Fatalf("Run: %v (%s)\nevents: %v", err, failure.KindOf(err), rec.ev)
 		}
@@ -61,9 +69,23 @@ func TestNixFlake(t *testing.T) {
 	if len(st.Subject) != 1 || st.Subject[0].Name != "kettle-hello" {
 		t.Fatalf("subjects %+v", st.Subject)
 	}
-	out, err := exec.Command(filepath.Join(dirA, OutDirName, "artifacts", "kettle-hello")).Output()
-	if err != nil || string(out) != "Hello from a path input\nHello from a fixed-output derivation\n" {
-		t.Errorf("artifact output %q %v", out, err)
+	// The artifact names its share/ file in the job's store, which is gone
+	// after the job: only the first line comes from the script itself.
+	out, _ := exec.Command(filepath.Join(dirA, OutDirName, "artifacts", "kettle-hello")).Output()
+	if !strings.HasPrefix(string(out), "Hello from a path input\n") {
+		t.Errorf("artifact output %q", out)
+	}
+	for _, c := range caches {
+		if _, err := os.Lstat(filepath.Join(c, "nix")); !os.IsNotExist(err) {
+			t.Errorf("the job's Nix store is still there after the job: %v", err)
+		}
+	}
+	// (Other processes on the machine may use the host's store: only this
+	// flake's own names must not appear there.)
+	for _, n := range newEntries(before, hostStore(t)) {
+		if strings.Contains(n, "kettle-hello") || strings.Contains(n, "kettle-greeting") {
+			t.Errorf("the build wrote %s to the host's /nix/store", n)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dirA, OutDirName, "build-config", "flake.lock")); err != nil {
 		t.Error(err)
@@ -89,13 +111,81 @@ func TestNixFlake(t *testing.T) {
 	}
 }
 
-// TestNixWithoutLock: flake.nix without flake.lock is refused.
+// TestNixWithoutLock: a flake without inputs builds without flake.lock
+// (Nix 2.8 writes none for it); the provenance then has no lockfileHash,
+// the result no build-config/, and the lockfile's Merkle leaf is "". A
+// flake with inputs but no flake.lock is refused as InvalidSource.
 func TestNixWithoutLock(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte("{ outputs = { self }: { }; }"), 0o644)
-	os.WriteFile(filepath.Join(dir, "Cargo.lock"), []byte("version = 4\n"), 0o644)
-	_, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox()})
-	if failure.KindOf(err) != failure.UnsupportedToolchain || !strings.Contains(failure.Message(err), "flake.lock") {
-		t.Fatalf("err %v", err)
+	env := toolEnv(t)
+	needTool(t, env, "nix")
+	runner := bwrapRunner(t)
+	dir := filepath.Join(t.TempDir(), "flake")
+	commit := gitProject(t, "nix-noinputs", dir)
+	rec := &recorder{}
+	res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
+	if err != nil {
+		t.Fatalf("Run: %v (%s)\nevents: %v", err, failure.KindOf(err), rec.ev)
 	}
+	if !hasArtifact(res, "kettle-noinputs") {
+		t.Errorf("artifacts %+v", res.Artifacts)
+	}
+	bd := res.Statement.Predicate.BuildDefinition
+	if bd.InternalParameters.LockfileHash != nil || bytes.Contains(res.Provenance, []byte("lockfileHash")) {
+		t.Errorf("provenance records a lockfile hash without a lockfile:\n%s", res.Provenance)
+	}
+	if _, err := os.Stat(filepath.Join(dir, OutDirName, "build-config")); !os.IsNotExist(err) {
+		t.Errorf("build-config/ without a lockfile: %v", err)
+	}
+	nix, _ := bd.InternalParameters.Toolchain.Get("nix")
+	want, _ := provenance.MerkleRoot([]string{commit, bd.ExternalParameters.Source.Digest["gitTree"], "", nix.SHA256, nix.Version})
+	if got := res.Statement.Predicate.RunDetails.Byproducts[0].Digest["sha256"]; got != want {
+		t.Errorf("merkle root %s, want %s", got, want)
+	}
+
+	// With an input and no lock: refused, whatever the input is.
+	dir = filepath.Join(t.TempDir(), "flake")
+	copyTree(t, filepath.Join(projectsDir(), "nix-flake"), dir)
+	os.Remove(filepath.Join(dir, "flake.lock"))
+	_, err = Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
+	if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(failure.Message(err), "flake.lock") {
+		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), failure.Message(err))
+	}
+}
+
+// bwrapRunner is the bubblewrap runner (Nix builds need it: the job's store
+// is mounted at /nix); missing bubblewrap skips, or fails with CI=true.
+func bwrapRunner(t *testing.T) sandbox.Runner {
+	t.Helper()
+	r, err := sandbox.New("bwrap")
+	testenv.Need(t, err == nil, fmt.Sprintf("bubblewrap cannot run here (%v)", err))
+	return r
+}
+
+// hostStore lists the machine's /nix/store (nil when there is none): no job
+// may add to it.
+func hostStore(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/nix/store")
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func newEntries(before, after []string) []string {
+	old := map[string]bool{}
+	for _, n := range before {
+		old[n] = true
+	}
+	var out []string
+	for _, n := range after {
+		if !old[n] {
+			out = append(out, n)
+		}
+	}
+	return out
 }

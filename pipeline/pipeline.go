@@ -11,6 +11,7 @@ import (
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/source/gitid"
 	"github.com/kettle-build/kettle/toolchain"
 )
 
@@ -32,8 +33,14 @@ type Options struct {
 	// is BuildTypeBase + "<toolchain>@v1".
 	BuilderID     string
 	BuildTypeBase string
-	// SourceURI overrides `git remote get-url origin` (e.g. the repo_url
-	// the service cloned from).
+	// Source is the source's identity (commit, tree, dirty), computed once
+	// where the source was materialised (source.Tree.Identity). nil: Run
+	// computes it over Dir with the same Go code (gitid.Identify, output
+	// directory excluded); git never runs on the project.
+	Source *gitid.Identity
+	// SourceURI, when set, is the source uri recorded (e.g. the repo_url
+	// the service cloned from); else Source.URI, else for a nil Source
+	// the checkout's remote.origin.url read from .git/config.
 	SourceURI string
 	// ArchiveSHA256 names the uploaded archive of a non-git source.
 	ArchiveSHA256 string

@@ -16,15 +16,15 @@ import (
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/toolchain"
 )
 
 func needTool(t *testing.T, env []string, name string) {
 	t.Helper()
-	if _, err := toolchain.LookPath(env, name); err != nil {
-		t.Skipf("%s not installed", name)
-	}
+	_, err := toolchain.LookPath(env, name)
+	testenv.Need(t, err == nil, name+" is not installed")
 }
 
 // withoutMetadata blanks runDetails.metadata, the only part of two builds'
@@ -252,28 +252,6 @@ func TestNonGitSource(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, OutDirName, "evidence.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("evidence.json written without an attester")
-	}
-}
-
-func TestTreeHashMatchesGit(t *testing.T) {
-	dir := t.TempDir()
-	for name, content := range map[string]string{"a": "x", "b/c": "y", "b-c": "z", "b/d/e": "", "empty/.keep": "k"} {
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
-		os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
-	}
-	os.MkdirAll(filepath.Join(dir, "really-empty", "sub"), 0o755)
-	os.Chmod(filepath.Join(dir, "a"), 0o700)
-	got, err := TreeHash(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gitRun(t, dir, "init", "-q")
-	gitRun(t, dir, "add", "-A")
-	if want := gitRun(t, dir, "write-tree"); got != want {
-		t.Fatalf("TreeHash %s, git write-tree %s", got, want)
-	}
-	if got, _ := TreeHash(t.Context(), t.TempDir()); got != "4b825dc642cb6eb9a060e54bf8d69288fbee4904" {
-		t.Fatalf("empty tree %s", got)
 	}
 }
 

@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/source/gitid"
 	"github.com/kettle-build/kettle/toolchain"
 )
 
@@ -56,6 +58,7 @@ func DefaultEnv() []string {
 }
 
 type run struct {
+	fetched hostSet // destinations of the fetch phase's egress proxy
 	opts    Options
 	emit    func(events.Event)
 	partial *Result // what is known so far, returned with an error
@@ -131,15 +134,17 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := recreate(o.OutDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
 	}
-	src, err := sourceContext(ctx, o)
+	src, err := sourceIdentity(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	if src.dirty {
-		r.msg(events.Init, "Warning: the working tree has uncommitted changes; the provenance names commit %s, not exactly what was built", src.commit)
+	if src.Dirty {
+		r.msg(events.Init, "Warning: the working tree has uncommitted changes: it differs from commit %s, so the provenance records no commit, only the git tree of what was built", src.HeadCommit)
 	}
+	// lockBytes stays nil for a driver that builds without its lockfile
+	// (a Nix flake without inputs): no lockfileHash, no build-config/.
 	lockBytes, err := toolchain.ReadProjectFile(o.Dir, drv.Lockfile())
-	if err != nil {
+	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
 		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
 	}
 
@@ -159,18 +164,22 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
 	lines := &lineCap{max: o.MaxLogLines, emit: func(l string) { r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l)}) }}
 	w := &toolchain.Workspace{
-		Dir:      o.Dir,
-		CacheDir: cacheDir,
-		Runner:   o.Runner,
-		Limits:   o.Limits,
-		Log:      lines.log,
-		Env:      o.Env,
+		Dir:       o.Dir,
+		CacheDir:  cacheDir,
+		Runner:    o.Runner,
+		Limits:    o.Limits,
+		Log:       lines.log,
+		Env:       o.Env,
+		Contacted: r.fetched.add,
+	}
+	if c, ok := drv.(toolchain.Cleaner); ok {
+		defer c.Cleanup(w)
 	}
 	in, err := drv.Inputs(ctx, w)
 	if err != nil {
 		return nil, err
 	}
-	if in.LockfileSHA256 != sha256hex(lockBytes) {
+	if (lockBytes == nil) != (in.LockfileSHA256 == "") || lockBytes != nil && in.LockfileSHA256 != sha256hex(lockBytes) {
 		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
 	}
 	self, err := kettleTool()
@@ -182,10 +191,14 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	meta := provenance.Metadata{InvocationID: invocationID(start), StartedOn: timestamp(start)}
 
 	r.msg(events.Build, "Fetching dependencies pinned by %s", drv.Lockfile())
-	if err := drv.Fetch(ctx, w); err != nil {
+	err = drv.Fetch(ctx, w)
+	lines.summary()
+	if hs := r.fetched.list(); len(hs) > 0 {
+		r.msg(events.Build, "Fetch contacted: %s", fetchHostsLine(hs))
+	}
+	if err != nil {
 		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)
 	}
-	lines.summary()
 	r.msg(events.Build, "Running `%s`", drv.BuildCommand())
 	err = drv.Build(ctx, w)
 	lines.summary()
@@ -209,7 +222,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	finished := timestamp(time.Now())
 	meta.FinishedOn = &finished
 
-	root, err := provenance.MerkleRoot(in.MerkleLeaves(src.commit, src.tree))
+	root, err := provenance.MerkleRoot(in.MerkleLeaves(src.Commit, src.Tree))
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot compute the input Merkle root")
 	}
@@ -221,8 +234,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := writeFile(filepath.Join(o.OutDir, "provenance.json"), provBytes); err != nil {
 		return nil, err
 	}
-	if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
-		return nil, err
+	if lockBytes != nil {
+		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
+			return nil, err
+		}
 	}
 	manifest, err := provenance.MarshalManifest(provenance.NewManifest(st))
 	if err != nil {
@@ -275,10 +290,10 @@ func (r *run) attest(ctx context.Context, prov []byte) ([]byte, error) {
 	return ev, nil
 }
 
-func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *source, self provenance.Tool,
+func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.Identity, self provenance.Tool,
 	arts []toolchain.Artifact, root string, meta provenance.Metadata) *provenance.Statement {
 	o := r.opts
-	digest := provenance.Digest{"gitCommit": src.commit, "gitTree": src.tree}
+	digest := provenance.Digest{"gitCommit": src.Commit, "gitTree": src.Tree}
 	if o.ArchiveSHA256 != "" {
 		digest["sha256"] = o.ArchiveSHA256
 	}
@@ -292,14 +307,17 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *source,
 		subjects = append(subjects, provenance.Subject{Digest: provenance.Digest{"sha256": a.SHA256}, Name: a.Name})
 	}
 	ip := provenance.InternalParameters{
-		Evaluation:   in.Evaluation,
-		FlakeInputs:  in.FlakeInputs,
-		LockfileHash: provenance.Digest{"sha256": in.LockfileSHA256},
-		Toolchain:    tools,
+		Evaluation:  in.Evaluation,
+		FlakeInputs: in.FlakeInputs,
+		Toolchain:   tools,
+	}
+	if in.LockfileSHA256 != "" {
+		ip.LockfileHash = provenance.Digest{"sha256": in.LockfileSHA256}
 	}
 	if o.Runner.Name() == "none" {
 		ip.Sandbox = "none"
 	}
+	ip.FetchHosts = r.fetched.list()
 	return &provenance.Statement{
 		Type: provenance.StatementType,
 		Predicate: provenance.Predicate{
@@ -307,7 +325,7 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *source,
 				BuildType: o.BuildTypeBase + drv.Name() + "@v1",
 				ExternalParameters: provenance.ExternalParameters{
 					BuildCommand: drv.BuildCommand(),
-					Source:       provenance.Source{Digest: digest, URI: src.uri},
+					Source:       provenance.Source{Digest: digest, URI: src.URI},
 				},
 				InternalParameters:   ip,
 				ResolvedDependencies: deps,
@@ -333,65 +351,52 @@ func artifactRule(name string) string {
 	return "nothing to collect"
 }
 
-// source is the git context of the project.
-type source struct {
-	uri, commit, tree string
-	dirty             bool
-}
-
-// sourceContext reads origin, HEAD and HEAD^{tree} of a git checkout, or
-// for a plain directory the git tree id of its content and no commit.
-func sourceContext(ctx context.Context, o Options) (*source, error) {
-	s := &source{uri: o.SourceURI}
-	if _, err := os.Lstat(filepath.Join(o.Dir, ".git")); err != nil {
-		tree, err := TreeHash(ctx, o.Dir)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, failure.Wrap(failure.InvalidSource, err, "cannot hash the source tree: "+safeTreeErr(err, o.Dir))
+// sourceIdentity is the source's identity: the one computed where the
+// source was materialised (Options.Source), else SourceIdentity of o.Dir.
+// SourceURI, when set, names the source.
+func sourceIdentity(ctx context.Context, o Options) (*gitid.Identity, error) {
+	id := o.Source
+	if id == nil {
+		var err error
+		if id, err = SourceIdentity(ctx, o.Dir, o.OutDir, o.SourceURI == ""); err != nil {
+			return nil, err
 		}
-		s.tree = tree
-		return s, nil
 	}
-	if s.uri == "" {
-		s.uri, _ = git(ctx, o.Dir, "remote", "get-url", "origin")
+	cp := *id
+	if o.SourceURI != "" {
+		cp.URI = o.SourceURI
 	}
-	var err error
-	if s.commit, err = git(ctx, o.Dir, "rev-parse", "--verify", "HEAD^{commit}"); err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "the source is a git checkout without a HEAD commit")
-	}
-	if s.tree, err = git(ctx, o.Dir, "rev-parse", "--verify", "HEAD^{tree}"); err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read the HEAD tree of the git checkout")
-	}
-	rel, _ := filepath.Rel(o.Dir, o.OutDir)
-	args := []string{"status", "--porcelain", "--untracked-files=normal", "--", "."}
-	if rel != "" && !strings.HasPrefix(rel, "..") {
-		args = append(args, ":(exclude)"+filepath.ToSlash(rel))
-	}
-	if st, err := git(ctx, o.Dir, args...); err == nil && st != "" {
-		s.dirty = true
-	}
-	return s, nil
+	return &cp, nil
 }
 
-// safeTreeErr makes a tree-hashing error project-relative.
-func safeTreeErr(err error, dir string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(err.Error(), dir+"/", ""), dir, ".")
-}
-
-// git runs git on a checkout kettle did not write: no system or global
-// config, and no setting of the checkout may run a program.
-func git(ctx context.Context, dir string, args ...string) (string, error) {
-	full := append([]string{"-C", dir, "-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false",
-		"-c", "safe.directory=*", "-c", "core.hooksPath=/dev/null"}, args...)
-	cmd := exec.CommandContext(ctx, "git", full...)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_OPTIONAL_LOCKS=0", "GIT_TERMINAL_PROMPT=0")
-	out, err := cmd.Output()
+// SourceIdentity computes the identity of a local project directory with
+// Go code only (gitid.Identify; git never runs on the project): the git
+// tree of its content without .git and outDir (default dir/kettle-build),
+// HEAD's commit when dir/.git is a directory, dirty when they differ; with
+// origin, the URI is the checkout's remote.origin.url. Errors are
+// *failure.Error.
+func SourceIdentity(ctx context.Context, dir, outDir string, origin bool) (*gitid.Identity, error) {
+	if outDir == "" {
+		outDir = filepath.Join(dir, OutDirName)
+	}
+	var exclude []string
+	absDir, err1 := filepath.Abs(dir)
+	absOut, err2 := filepath.Abs(outDir)
+	if rel, err := filepath.Rel(absDir, absOut); err1 == nil && err2 == nil && err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+		exclude = append(exclude, filepath.ToSlash(rel))
+	}
+	id, err := gitid.Identify(ctx, dir, gitid.Options{Exclude: exclude, Origin: origin})
 	if err != nil {
-		return "", fmt.Errorf("git %s: %w", args[0], err)
+		if ctx.Err() != nil {
+			return nil, classify(ctx, ctx.Err())
+		}
+		reason := gitid.Reason(err)
+		if reason == "" {
+			return nil, failure.Wrap(failure.InternalError, err, "cannot hash the source tree")
+		}
+		return nil, failure.Wrap(failure.InvalidSource, err, "cannot compute the source's git identity: "+reason)
 	}
-	return strings.TrimSpace(string(out)), nil
+	return id, nil
 }
 
 var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {
@@ -515,4 +520,48 @@ func classify(ctx context.Context, err error) error {
 		return failure.Wrap(failure.Canceled, err, "build canceled")
 	}
 	return failure.Wrap(failure.InternalError, err, "internal error")
+}
+
+// hostSet collects the destinations the fetch phase asked the egress proxy
+// for; a destination refused once is reported as refused.
+type hostSet struct {
+	mu    sync.Mutex
+	hosts map[string]bool // address → refused
+}
+
+func (h *hostSet) add(c egress.Contact) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hosts == nil {
+		h.hosts = map[string]bool{}
+	}
+	if _, ok := h.hosts[c.Addr]; !ok && len(h.hosts) >= maxFetchHosts {
+		return
+	}
+	h.hosts[c.Addr] = h.hosts[c.Addr] || c.Refused
+}
+
+// maxFetchHosts bounds what a hostile fetch can make the provenance list.
+const maxFetchHosts = 1000
+
+func (h *hostSet) list() []provenance.FetchHost {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]provenance.FetchHost, 0, len(h.hosts))
+	for a, refused := range h.hosts {
+		out = append(out, provenance.FetchHost{Address: a, Refused: refused})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Address < out[j].Address })
+	return out
+}
+
+func fetchHostsLine(hs []provenance.FetchHost) string {
+	parts := make([]string, len(hs))
+	for i, h := range hs {
+		parts[i] = h.Address
+		if h.Refused {
+			parts[i] += " (refused)"
+		}
+	}
+	return strings.Join(parts, ", ")
 }

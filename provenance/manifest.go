@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"slices"
+	"strings"
 )
 
 // Manifest is manifest.json (SPEC §4): a human summary derived from the
@@ -59,8 +62,11 @@ func (t ManifestToolchain) MarshalJSON() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// ManifestDependency is one resolved dependency; Digest is its sha256 (or
-// sha512, or git commit) value, empty when it has none.
+// ManifestDependency is one resolved dependency. Name is the provenance's
+// name or, when it has none, the package name of its URI (pkg:golang/M@V →
+// M, pkg:npm/@s/n@V → @s/n). Digest is its sha256 value, else the sha512
+// integrity, the Go module hash as go.sum writes it ("h1:…"), the git
+// commit, or another algorithm as "algo:value"; empty only when it has none.
 type ManifestDependency struct {
 	Name   string `json:"name"`
 	Digest string `json:"digest"`
@@ -100,14 +106,11 @@ func NewManifest(s *Statement) *Manifest {
 		}
 	}
 	for _, d := range bd.ResolvedDependencies {
-		var dig string
-		for _, k := range []string{"sha256", "sha512", "gitCommit", "h1"} {
-			if v, ok := d.Digest[k]; ok {
-				dig = v
-				break
-			}
+		name := d.Name
+		if name == "" {
+			name = PackageName(d.URI)
 		}
-		m.Dependencies = append(m.Dependencies, ManifestDependency{Name: d.Name, Digest: dig, URI: d.URI})
+		m.Dependencies = append(m.Dependencies, ManifestDependency{Name: name, Digest: manifestDigest(d.Digest), URI: d.URI})
 	}
 	for _, sub := range s.Subject {
 		m.Artifacts = append(m.Artifacts, ManifestArtifact{Name: sub.Name, Hash: sub.Digest["sha256"]})
@@ -125,4 +128,61 @@ func MarshalManifest(m *Manifest) ([]byte, error) {
 		return nil, fmt.Errorf("marshal manifest: %w", err)
 	}
 	return b.Bytes(), nil
+}
+
+// manifestDigest picks one digest of a dependency for the manifest.
+func manifestDigest(d Digest) string {
+	for _, k := range []string{"sha256", "sha512", "gitCommit"} {
+		if v, ok := d[k]; ok && v != "" {
+			return v
+		}
+	}
+	if v, ok := d["h1"]; ok && v != "" {
+		return "h1:" + strings.TrimPrefix(v, "h1:") // go.sum's notation
+	}
+	keys := make([]string, 0, len(d))
+	for k, v := range d {
+		if v != "" {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return ""
+	}
+	slices.Sort(keys)
+	return keys[0] + ":" + d[keys[0]]
+}
+
+// PackageName is the package name of a package URL without its version,
+// qualifiers and subpath ("pkg:golang/github.com/a/b@v1.0.0" →
+// "github.com/a/b", "pkg:npm/%40scope/name@1.0.0" → "@scope/name",
+// "pkg:nix-fetch/src.tar.gz?hash=…" → "src.tar.gz"). Another URI is
+// returned without its query and fragment.
+func PackageName(uri string) string {
+	rest, ok := strings.CutPrefix(uri, "pkg:")
+	if !ok {
+		if i := strings.IndexAny(uri, "?#"); i >= 0 {
+			uri = uri[:i]
+		}
+		return uri
+	}
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	_, path, ok := strings.Cut(strings.TrimLeft(rest, "/"), "/") // drop the type
+	if !ok {
+		return ""
+	}
+	// The version follows the last '@' that is not the first character
+	// of a path segment (an npm scope is "@scope").
+	for i := len(path) - 1; i > 0; i-- {
+		if path[i] == '@' && path[i-1] != '/' {
+			path = path[:i]
+			break
+		}
+	}
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
+	}
+	return path
 }

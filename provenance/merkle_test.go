@@ -91,9 +91,9 @@ func TestMerkleRootEmpty(t *testing.T) {
 // TestMerkleRootKex recomputes the peer's input_merkle_root of its kex
 // bundle from the provenance alone (Cargo leaves, reference §D.1).
 func TestMerkleRootKex(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "shared", "fixtures", "kettle-v1", "kex", "provenance.json"))
+	b, err := os.ReadFile(filepath.Join("testdata", "kex-provenance.json"))
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	s, err := Parse(b)
 	if err != nil {

@@ -60,13 +60,23 @@ type Source struct {
 
 // InternalParameters are the builder-controlled inputs.
 type InternalParameters struct {
-	Evaluation   *Evaluation  `json:"evaluation,omitempty"`  // nix only
-	FlakeInputs  []FlakeInput `json:"flakeInputs,omitempty"` // nix only
-	LockfileHash Digest       `json:"lockfileHash"`
+	Evaluation   *Evaluation  `json:"evaluation,omitempty"`   // nix only
+	FlakeInputs  []FlakeInput `json:"flakeInputs,omitempty"`  // nix only
+	LockfileHash Digest       `json:"lockfileHash,omitempty"` // absent: no lockfile (a Nix flake without inputs)
 	Toolchain    Toolchain    `json:"toolchain"`
 	// Sandbox is set only when the build ran without isolation
 	// (`--sandbox=none`); absent means the bubblewrap sandbox was used.
 	Sandbox string `json:"sandbox,omitempty"`
+	// FetchHosts are the destinations the fetch phase asked kettle's
+	// egress proxy for, sorted, refused ones marked; absent when it asked
+	// for none.
+	FetchHosts []FetchHost `json:"fetchHosts,omitempty"`
+}
+
+// FetchHost is one destination of the fetch phase ("host:port").
+type FetchHost struct {
+	Address string `json:"address"`
+	Refused bool   `json:"refused,omitempty"`
 }
 
 // Evaluation summarises a Nix evaluation.

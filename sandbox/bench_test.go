@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 // BenchmarkCargoSandboxOverhead is issue 7.4: the same `cargo build --locked
@@ -30,9 +33,7 @@ func BenchmarkCargoSandboxOverhead(b *testing.B) {
 	// alike (rusage misses what runs in bwrap's pid namespace).
 	acct := benchCPUGroup(b)
 	bw, err := NewBwrap()
-	if err != nil {
-		b.Skipf("bubblewrap unavailable: %v", err)
-	}
+	testenv.Need(b, err == nil, fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	w, err := os.MkdirTemp("/var/tmp", "kettle-sandbox-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -54,7 +55,7 @@ func BenchmarkCargoSandboxOverhead(b *testing.B) {
 	}
 	cargo, err := lookPath("cargo", env, "/")
 	if err != nil {
-		b.Skip("cargo not installed")
+		testenv.Need(b, false, "cargo is not installed")
 	}
 	if err := os.MkdirAll(filepath.Join(w, "cargo-home"), 0o755); err != nil {
 		b.Fatal(err)
@@ -154,9 +155,7 @@ func median(ds []time.Duration) time.Duration {
 // BenchmarkBwrapTrue is the fixed cost of one sandboxed command.
 func BenchmarkBwrapTrue(b *testing.B) {
 	bw, err := NewBwrap()
-	if err != nil {
-		b.Skipf("bubblewrap unavailable: %v", err)
-	}
+	testenv.Need(b, err == nil, fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	dir := b.TempDir()
 	c := &Cmd{Args: []string{"true"}, Dir: dir, Env: testEnv, Limits: Limits{Memory: 1 << 30, Procs: 64, Disk: 1 << 30, Wall: time.Minute}}
 	for i := 0; i < b.N; i++ {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kettle-build/kettle/egress"
 )
 
 // Bwrap runs each command under bubblewrap:
@@ -38,6 +40,10 @@ type Bwrap struct {
 	cgs      *cgroups
 	probeErr error
 	once     sync.Once
+
+	egressOnce sync.Once
+	egress     *egress.Proxy
+	egressErr  error
 }
 
 // Default hidden paths: the TEE guest devices and configfs-tsm. Bwrap never
@@ -127,7 +133,7 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		return err
 	}
 	watch := append([]string{c.Dir}, c.Writable...)
-	return b.cfg.run(ctx, b.cgs, &proc{
+	p := &proc{
 		path:   b.cfg.bwrapPath,
 		args:   args,
 		env:    c.Env, // bubblewrap passes its environment on unchanged
@@ -138,7 +144,43 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		bwrap:  true,
 		files:  etcData,
 		name:   filepath.Base(c.Args[0]),
+	}
+	if c.Network {
+		proxy, err := b.proxy()
+		if err != nil {
+			return err
+		}
+		p.env = withEnv(c.Env, proxyEnv()...)
+		var sess *egress.Session
+		p.prepare = func() error {
+			ln, err := privateNetns()
+			if err != nil {
+				return err
+			}
+			sess = proxy.Serve(ln, c.Contacted)
+			return nil
+		}
+		// cfg.run returns only after the start goroutine reported, so
+		// sess is set (or prepare failed) by then.
+		defer func() {
+			if sess != nil {
+				sess.Close()
+			}
+		}()
+	}
+	return b.cfg.run(ctx, b.cgs, p)
+}
+
+// proxy is the egress proxy of Network commands.
+func (b *Bwrap) proxy() (*egress.Proxy, error) {
+	b.egressOnce.Do(func() {
+		if b.cfg.egress != nil {
+			b.egress = b.cfg.egress
+			return
+		}
+		b.egress, b.egressErr = egress.New(egress.Policy{Logger: b.cfg.logger})
 	})
+	return b.egress, b.egressErr
 }
 
 // Synthetic identity files: the sandbox user exists by name, nobody else does.
@@ -180,6 +222,9 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 		"--die-with-parent", "--new-session",
 	}
 	if c.Network {
+		// The network namespace bubblewrap shares is not the host's: run
+		// starts it from a thread that privateNetns moved into a fresh
+		// one whose only exit is the egress proxy.
 		a = append(a, "--share-net")
 	}
 
@@ -200,12 +245,6 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 	}
 	for _, f := range etcFiles {
 		a = append(a, "--ro-bind-try", f, f)
-	}
-	if c.Network {
-		a = append(a, "--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf")
-	}
-	if c.Nix {
-		a = append(a, "--ro-bind-try", "/etc/nix", "/etc/nix")
 	}
 	a = append(a, "--proc", "/proc", "--dev", "/dev")
 	tmpSize := b.cfg.tmpfsSize
@@ -259,11 +298,6 @@ func (b *Bwrap) args(c *Cmd, path string) ([]string, error) {
 			if err := add(p, false); err != nil {
 				return nil, err
 			}
-		}
-	}
-	if c.Nix {
-		if err := add("/nix", true); err != nil {
-			return nil, err
 		}
 	}
 	for _, p := range c.ReadOnly {

@@ -15,14 +15,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/egress"
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 func newTestBwrap(t *testing.T, opts ...Option) *Bwrap {
 	t.Helper()
 	b, err := NewBwrap(opts...)
-	if err != nil {
-		t.Skipf("bubblewrap unavailable: %v", err)
-	}
+	testenv.Need(t, err == nil, fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	return b
 }
 
@@ -166,10 +167,16 @@ func TestBwrapView(t *testing.T) {
 	}
 }
 
-// TestBwrapNetwork: without Network the host's loopback is unreachable;
-// with it (fetch phase) it is, which shows the probe works.
+// TestBwrapNetwork: the host's loopback is unreachable without Network and
+// with it (the fetch phase has its own network namespace); the control
+// reaches the listener through the egress proxy when the policy allows
+// loopback, which shows the probe works.
 func TestBwrapNetwork(t *testing.T) {
-	b := newTestBwrap(t)
+	proxy, err := egress.New(egress.Policy{AllowPrivate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newTestBwrap(t, WithEgress(proxy))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -187,21 +194,26 @@ func TestBwrapNetwork(t *testing.T) {
 		}
 	}()
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-	script := "exec bash -c 'echo hi > /dev/tcp/127.0.0.1/" + port + "'"
-	for _, network := range []bool{false, true} {
-		out, err := runSh(t, b, &Cmd{Dir: workDir(t), Network: network}, script)
+	direct := "exec bash -c 'echo hi > /dev/tcp/127.0.0.1/" + port + "'"
+	viaProxy := "exec curl -s -p --max-time 5 http://127.0.0.1:" + port + "/"
+	for _, tc := range []struct {
+		network bool
+		script  string
+		reach   bool
+	}{{false, direct, false}, {true, direct, false}, {true, viaProxy, true}} {
+		out, err := runSh(t, b, &Cmd{Dir: workDir(t), Network: tc.network}, tc.script)
 		select {
 		case <-accepted:
-			if !network {
-				t.Fatalf("a connection arrived from the sandbox without network")
+			if !tc.reach {
+				t.Fatalf("network=%v: a connection arrived from the sandbox: %s", tc.network, tc.script)
 			}
 		case <-time.After(500 * time.Millisecond):
-			if network {
-				t.Fatalf("control: no connection with Network=true (%v: %s)", err, out)
+			if tc.reach {
+				t.Fatalf("control: no connection through the proxy (%v: %s)", err, out)
 			}
 		}
-		if !network && err == nil {
-			t.Fatalf("connect succeeded without network: %s", out)
+		if !tc.reach && err == nil {
+			t.Fatalf("network=%v: connect succeeded: %s", tc.network, out)
 		}
 	}
 }

@@ -33,6 +33,12 @@ type proc struct {
 	// files are given to the process as descriptors 3, 4, … (pipes it
 	// reads to the end).
 	files []string
+	// prepare runs on the OS thread that starts the process, before it
+	// does; it may change that thread's namespaces (which the process then
+	// inherits), so the thread is never handed back to other goroutines.
+	prepare func() error
+	// cred, when set, is the identity the process starts with.
+	cred *syscall.Credential
 }
 
 // run starts p and waits for it, enforcing p.limits. How the limits apply:
@@ -82,9 +88,10 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 		Stdout: pw,
 		Stderr: pw,
 		SysProcAttr: &syscall.SysProcAttr{
-			Setpgid:   true,
-			Pdeathsig: syscall.SIGKILL, // the server dies, so does the build
-			Ptrace:    true,            // stop at execve until limits are in place
+			Setpgid:    true,
+			Pdeathsig:  syscall.SIGKILL, // the server dies, so does the build
+			Ptrace:     true,            // stop at execve until limits are in place
+			Credential: p.cred,
 		},
 	}
 	for _, data := range p.files {
@@ -109,7 +116,12 @@ func (cfg *config) run(ctx context.Context, cgs *cgroups, p *proc) error {
 		// child, and Pdeathsig fires when that thread exits: keep it until
 		// the child is gone.
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if p.prepare == nil {
+			defer runtime.UnlockOSThread()
+		} else if err := p.prepare(); err != nil {
+			startc <- err
+			return
+		}
 		err := cmd.Start()
 		if err != nil {
 			startc <- err
@@ -336,8 +348,8 @@ func setupStopped(pid int, g *cgroup, l Limits) error {
 	return nil
 }
 
-// diskUsage sums the allocated size of everything under dirs, counting hard
-// links once. It returns how long the walk took.
+// diskUsage sums, for everything under dirs, the larger of its allocated
+// and (for regular files) apparent size, counting hard links once. It returns how long the walk took.
 func diskUsage(dirs []string) (int64, time.Duration) {
 	start := time.Now()
 	var total int64
@@ -363,7 +375,15 @@ func diskUsage(dirs []string) (int64, time.Duration) {
 				}
 				seen[k] = true
 			}
-			total += st.Blocks * 512
+			// The larger of allocated and apparent size: a sparse file
+			// costs no blocks here but its full size wherever it is
+			// copied (artifacts, a client's disk); a preallocated one
+			// costs blocks beyond its size.
+			used := st.Blocks * 512
+			if e.Type().IsRegular() && st.Size > used {
+				used = st.Size
+			}
+			total += used
 			return nil
 		})
 	}

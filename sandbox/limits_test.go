@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 // runners returns every runner that works here, by name.
@@ -48,6 +50,12 @@ func TestLimits(t *testing.T) {
 		{"file size", "head -c 100000000 /dev/zero > big", Limits{FileSize: 1 << 20}, ErrFileSizeLimit, ""},
 		{"disk", "i=0; while :; do head -c 1048576 /dev/zero > f$i || exit 1; i=$((i+1)); done",
 			Limits{Disk: 16 << 20}, ErrDiskLimit, ""},
+		// Sparse files cost no blocks but their full size wherever they
+		// are copied (sparse-artifact-disk-amplification): apparent size counts.
+		{"disk sparse", "i=0; while :; do truncate -s 8M s$i || exit 1; i=$((i+1)); sleep 0.05; done",
+			Limits{Disk: 16 << 20, FileSize: 1 << 30}, ErrDiskLimit, ""},
+		{"disk sparse at once", "truncate -s 1G s0 && truncate -s 1G s1 && truncate -s 1G s2",
+			Limits{Disk: 16 << 20, FileSize: 2 << 30}, ErrDiskLimit, ""},
 		{"memory", "head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null", Limits{Memory: 64 << 20}, ErrMemoryLimit, "memory"},
 		{"processes", "for i in $(seq 100); do sleep 100 & done; wait", Limits{Procs: 16}, ErrProcessLimit, "pids"},
 	}
@@ -57,9 +65,9 @@ func TestLimits(t *testing.T) {
 			t.Run(name+"/"+tc.name, func(t *testing.T) {
 				switch {
 				case tc.needs == "memory" && (cg == nil || cg.memory == ""):
-					t.Skip("no memory cgroup: memory is bounded as address space, not classified")
+					testenv.Capability(t, false, "no memory cgroup: memory is bounded as address space, not classified")
 				case tc.needs == "pids" && (cg == nil || cg.pids == ""):
-					t.Skip("no pids cgroup")
+					testenv.Capability(t, false, "no pids cgroup: processes are bounded by RLIMIT_NPROC, not classified")
 				}
 				dir := t.TempDir()
 				var out bytes.Buffer
@@ -126,5 +134,30 @@ func TestLimitsNotOnServer(t *testing.T) {
 	read(&after)
 	if before != after {
 		t.Fatalf("server limits changed: %q → %q", before, after)
+	}
+}
+
+// TestMemoryPerWorker: the default memory limit leaves headroom and divides
+// the rest between the workers.
+func TestMemoryPerWorker(t *testing.T) {
+	for _, tc := range []struct {
+		ram     int64
+		workers int
+		want    int64
+	}{
+		{24 << 30, 1, 21 << 30}, // headroom 3 GiB (RAM/8)
+		{24 << 30, 4, 21 << 30 / 4},
+		{64 << 30, 2, 30 << 30},  // headroom capped at 4 GiB
+		{4 << 30, 1, 3 << 30},    // headroom at least 1 GiB
+		{2 << 30, 16, 256 << 20}, // never below 256 MiB
+		{24 << 30, 0, 21 << 30},  // 0 workers counts as 1
+	} {
+		got := memoryPerWorker(tc.ram, tc.workers)
+		if got != tc.want {
+			t.Errorf("memoryPerWorker(%d GiB, %d) = %d, want %d", tc.ram>>30, tc.workers, got, tc.want)
+		}
+		if int64(tc.workers)*got > tc.ram-(1<<30) && got > 256<<20 {
+			t.Errorf("%d workers at %d bytes leave the host less than 1 GiB", tc.workers, got)
+		}
 	}
 }

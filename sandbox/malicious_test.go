@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 // The malicious Cargo projects of testdata/malicious (issue 7.2), each built
@@ -41,7 +43,7 @@ func newCargoEnv(t *testing.T, w string) cargoEnv {
 	t.Helper()
 	home, err := os.UserHomeDir()
 	if err != nil {
-		t.Skip("no home directory")
+		t.Fatalf("no home directory: %v", err)
 	}
 	path := filepath.Join(home, ".cargo", "bin") + ":/usr/local/bin:/usr/bin:/bin"
 	env := []string{
@@ -55,7 +57,7 @@ func newCargoEnv(t *testing.T, w string) cargoEnv {
 		"LANG=C.UTF-8",
 	}
 	if _, err := lookPath("cargo", env, "/"); err != nil {
-		t.Skip("cargo not installed")
+		testenv.Need(t, false, "cargo is not installed")
 	}
 	return cargoEnv{env: env, cargoHome: mkdir(t, filepath.Join(w, "cargo-home"))}
 }
@@ -259,9 +261,9 @@ func TestMaliciousLimits(t *testing.T) {
 			t.Parallel()
 			switch {
 			case tc.needs == "memory" && (b.cgs == nil || b.cgs.memory == ""):
-				t.Skip("no memory cgroup")
+				testenv.Capability(t, false, "no memory cgroup: a memory hog would not be contained")
 			case tc.needs == "pids" && (b.cgs == nil || b.cgs.pids == ""):
-				t.Skip("no pids cgroup: a fork bomb would not be contained")
+				testenv.Capability(t, false, "no pids cgroup: a fork bomb would not be contained")
 			}
 			out, err := buildCargo(t, workDir(t), cargoRun{project: tc.project, limits: tc.limits})
 			if !errors.Is(err, tc.want) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kettle-build/kettle/egress"
 )
 
 // Option configures a Runner made by New, NewNone or NewBwrap.
@@ -27,6 +29,8 @@ type config struct {
 	defaults   Limits // fill the zero fields of Cmd.Limits
 	// defaultsSet: WithDefaultLimits was given.
 	defaultsSet bool
+	egress      *egress.Proxy // nil: a public-only proxy made on first use
+	workers     int           // builds at once, for DefaultLimitsFor
 }
 
 func newConfig(opts []Option) *config {
@@ -66,6 +70,20 @@ func WithHiddenPaths(paths ...string) Option {
 // bound read-only without this option.
 func WithSystemPaths(paths ...string) Option {
 	return func(c *config) { c.system = append(c.system, paths...) }
+}
+
+// WithWorkers tells New how many builds run at once on this machine, so
+// its default memory limit leaves the host alive with all of them at it
+// (DefaultLimitsFor). Default 1.
+func WithWorkers(n int) Option {
+	return func(c *config) { c.workers = n }
+}
+
+// WithEgress sets the proxy through which Bwrap's Network commands reach
+// the outside (default: egress.New(egress.Policy{}), public addresses only).
+// The server passes one that denies its own listeners.
+func WithEgress(p *egress.Proxy) Option {
+	return func(c *config) { c.egress = p }
 }
 
 // WithBwrapPath sets the bubblewrap binary (default /usr/bin/bwrap).
@@ -110,16 +128,31 @@ func WithDefaultLimits(l Limits) Option {
 
 // DefaultLimits bound a build that does not set its own, so that one
 // runaway build cannot take the machine (and the server, and the builds
-// beside it) down: memory 3/4 of RAM, 8192 processes, 16 GiB per file,
-// 64 GiB written under the writable directories. CPU and wall-clock time are
-// left to the caller (the service's --build-timeout).
-func DefaultLimits() Limits {
+// beside it) down; DefaultLimitsFor(1).
+func DefaultLimits() Limits { return DefaultLimitsFor(1) }
+
+// DefaultLimitsFor are the default limits when workers builds run at once:
+// memory (RAM − headroom) / workers, where the headroom (an eighth of RAM,
+// at least 1 GiB, at most 4 GiB) is left to the server and the kernel, so
+// the host stays alive with every worker at its limit; 8192 processes,
+// 16 GiB per file, 64 GiB written under the writable directories. CPU and
+// wall-clock time are left to the caller (the service's --build-timeout).
+func DefaultLimitsFor(workers int) Limits {
 	l := Limits{Procs: 8192, FileSize: 16 << 30, Disk: 64 << 30}
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) == nil && si.Totalram > 0 {
-		l.Memory = int64(si.Totalram) * int64(si.Unit) / 4 * 3
+		l.Memory = memoryPerWorker(int64(si.Totalram)*int64(si.Unit), workers)
 	}
 	return l
+}
+
+func memoryPerWorker(ram int64, workers int) int64 {
+	if workers < 1 {
+		workers = 1
+	}
+	headroom := min(max(ram/8, 1<<30), 4<<30)
+	m := (ram - headroom) / int64(workers)
+	return max(m, 256<<20) // below this nothing builds; the cgroup still bounds it
 }
 
 // withDefaults fills the zero fields of l from d.
@@ -218,12 +251,12 @@ func ParseSize(v string) (int64, error) {
 // New returns the runner for mode: "bwrap", "none" or "auto" (bwrap when it
 // works on this machine, else none with a loud warning). Unless
 // WithDefaultLimits says otherwise, its commands are bounded by
-// DefaultLimits, as overridden by the KETTLE_SANDBOX_* environment variables,
+// DefaultLimitsFor(WithWorkers), as overridden by the KETTLE_SANDBOX_* environment variables,
 // where their Cmd.Limits leave a field zero.
 func New(mode string, opts ...Option) (Runner, error) {
 	cfg := newConfig(opts)
 	if !cfg.defaultsSet {
-		l, err := LimitsFromEnv(DefaultLimits(), os.Getenv)
+		l, err := LimitsFromEnv(DefaultLimitsFor(cfg.workers), os.Getenv)
 		if err != nil {
 			return nil, err
 		}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"github.com/kettle-build/kettle/egress"
 )
 
 // Limits bound one command. Zero means "no limit" for that resource.
@@ -28,8 +30,16 @@ type Cmd struct {
 	// Output receives stdout and stderr through one pipe, so lines keep
 	// their order as the command wrote them.
 	Output io.Writer
-	// Network is true only in the fetch phase.
+	// Network is true only in the fetch phase. Under Bwrap the command then
+	// gets a network namespace of its own whose only way out is the egress
+	// proxy of the runner (WithEgress), which the command's HTTP_PROXY,
+	// HTTPS_PROXY, ALL_PROXY (both cases) name; NO_PROXY is empty. None
+	// ignores it: commands there have the host's network.
 	Network bool
+	// Contacted, when set, receives every destination a Network command
+	// asked the egress proxy for, allowed or refused (called from the
+	// proxy's goroutines, possibly concurrently).
+	Contacted func(egress.Contact)
 	// Writable lists further directories the command may write (e.g. the
 	// job's dependency cache during fetch). Dir is always writable.
 	Writable []string
@@ -42,12 +52,6 @@ type Cmd struct {
 	// job's own Nix store at /nix). Sources must be directories the trusted
 	// process created for this job; targets are absolute.
 	Mounts []Mount
-	// Nix gives the command the machine's Nix store: /nix read-write (the
-	// store, its database and the daemon socket) and /etc/nix read-only, so
-	// that `nix build` can realise derivations. Derivation builders then run
-	// inside the same sandbox, as the sandbox user, and can write to the
-	// store; set it only for Nix commands.
-	Nix bool
 }
 
 // Mount binds Source (host) at Target (sandbox), read-only unless Writable.

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test: gofmt, go vet, and the whole suite under -race.
+# Runs every check and test: gofmt, go vet, and the whole suite under -race,
+# with TMPDIR set to a fresh empty directory that must be empty again
+# afterwards (docs/testing.md). Extra arguments go to `go test`; arguments
+# naming packages (./x/..., github.com/...) replace ./... .
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
@@ -12,4 +15,32 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
-go test -race -count=1 -timeout 14m ./... "$@"
+
+pkgs=() flags=()
+for a in "$@"; do
+  case "$a" in
+  ./* | github.com/*) pkgs+=("$a") ;;
+  *) flags+=("$a") ;;
+  esac
+done
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+
+# A fresh TMPDIR beside the caller's: whatever a test, a kettle process it
+# started or a tool they ran leaves behind shows up here. go's own build
+# files go elsewhere (GOTMPDIR), so that anything found is ours.
+parent="${TMPDIR:-/tmp}"
+tmp=$(mktemp -d "$parent/kettle-test.XXXXXX")
+gotmp=$(mktemp -d "$parent/kettle-test-go.XXXXXX")
+cleanup() { rm -rf "$tmp" "$gotmp"; }
+trap cleanup EXIT
+
+status=0
+TMPDIR="$tmp" GOTMPDIR="$gotmp" go test -race -count=1 -timeout 14m ${flags[@]+"${flags[@]}"} "${pkgs[@]}" || status=$?
+
+left=$(find "$tmp" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
+if [ -n "$left" ]; then
+  echo "test.sh: the tests left these in TMPDIR (nothing may be left; spools belong in the data dir):" >&2
+  find "$tmp" -mindepth 1 -maxdepth 2 -printf '  %P\n' | sort | head -50 >&2
+  [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/source/gitid"
 )
 
 // Limits bound an archive's extraction; zero fields take the defaults.
@@ -128,7 +129,28 @@ func Extract(ctx context.Context, archivePath, workDir string, lim Limits) (*Tre
 	if top, ok := singleTopDir(rootDir); ok {
 		t.Dir, t.Top = filepath.Join(rootDir, top), top
 	}
+	if t.Identity, err = identify(ctx, t.Dir); err != nil {
+		os.RemoveAll(rootDir)
+		return nil, err
+	}
 	return t, nil
+}
+
+// identify computes an extracted tree's identity with gitid (Go code over
+// the tree; git never runs on it). A .git without a verifiable HEAD commit
+// is refused with the reason.
+func identify(ctx context.Context, dir string) (*gitid.Identity, error) {
+	id, err := gitid.Identify(ctx, dir, gitid.Options{})
+	if err == nil {
+		return id, nil
+	}
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("identify source: %w", ctx.Err())
+	}
+	if r := gitid.Reason(err); r != "" {
+		return nil, refuse(ErrIdentity, err, "cannot compute the source's git identity: %s", r)
+	}
+	return nil, failure.Wrap(failure.InternalError, err, "could not hash the extracted source")
 }
 
 // singleTopDir reports the name of dir's only entry when it is a directory.
@@ -344,6 +366,12 @@ func (e *extractor) symlink(name, target string) error {
 	}
 	if p == "" {
 		return refuse(ErrUnsafePath, nil, "archive entry %s: a symlink cannot replace the root directory", quote(name))
+	}
+	if gitIndex(strings.Split(p, "/")) >= 0 {
+		// .git holds only directories and regular files: a link there (or
+		// a .git that is a link) would make the identity reader or a tool
+		// see data the sanitiser never saw (host-rce-gitconfig-symlink-archive).
+		return refuse(ErrUnsafeLink, nil, "archive entry %s: symbolic links are not allowed in or as .git", quote(name))
 	}
 	if skip, err := gitEntry(p, name, false); err != nil || skip {
 		if skip {

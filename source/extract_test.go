@@ -3,8 +3,12 @@ package source
 import (
 	"archive/tar"
 	"bytes"
+	"compress/zlib"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -48,7 +52,26 @@ const saneGitConfig = `[core]
 	merge = refs/heads/main
 `
 
+// aCommit is a loose commit object (of the empty tree) for test .git
+// directories: its path under .git and its zlib bytes.
+func aCommit() (id, path, body string) {
+	return aCommitOf("tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n")
+}
+
+func aCommitOf(treeLine string) (id, path, body string) {
+	content := treeLine + "author a <a> 0 +0000\ncommitter a <a> 0 +0000\n\nm\n"
+	raw := fmt.Sprintf("commit %d\x00%s", len(content), content)
+	sum := sha1.Sum([]byte(raw))
+	id = hex.EncodeToString(sum[:])
+	var b bytes.Buffer
+	zw := zlib.NewWriter(&b)
+	zw.Write([]byte(raw))
+	zw.Close()
+	return id, "objects/" + id[:2] + "/" + id[2:], b.String()
+}
+
 func TestExtractGood(t *testing.T) {
+	commit, objPath, objBody := aCommit()
 	zipData := zipOf(t,
 		zent{name: "proj/", mode: fs.ModeDir | 0o755},
 		zent{name: "proj/run.sh", body: "#!/bin/sh\necho hi\n", mode: 0o755},
@@ -58,6 +81,8 @@ func TestExtractGood(t *testing.T) {
 		zent{name: "proj/up", body: "../proj/src", mode: fs.ModeSymlink | 0o777},
 		zent{name: "proj/.git/config", body: evilGitConfig},
 		zent{name: "proj/.git/HEAD", body: "ref: refs/heads/main\n"},
+		zent{name: "proj/.git/refs/heads/main", body: commit + "\n"},
+		zent{name: "proj/.git/" + objPath, body: objBody},
 		zent{name: "proj/.git/hooks/pre-commit", body: "#!/bin/sh\ntouch /tmp/kettle-pwned\n", mode: 0o755},
 		zent{name: "proj/.git/objects/info/alternates", body: "/var/lib/other-job/.git/objects\n"},
 		zent{name: "proj/sub/.git", body: "gitdir: /var/lib/other-job/.git\n"},
@@ -72,6 +97,8 @@ func TestExtractGood(t *testing.T) {
 		tent{name: "./proj/up", typ: tar.TypeSymlink, link: "../proj/src"},
 		tent{name: "./proj/.git/config", body: evilGitConfig},
 		tent{name: "./proj/.git/HEAD", body: "ref: refs/heads/main\n"},
+		tent{name: "./proj/.git/refs/heads/main", body: commit + "\n"},
+		tent{name: "./proj/.git/" + objPath, body: objBody},
 		tent{name: "./proj/.git/hooks/", typ: tar.TypeDir, mode: 0o755},
 		tent{name: "./proj/.git/hooks/pre-commit", body: "#!/bin/sh\ntouch /tmp/kettle-pwned\n", mode: 0o755},
 		tent{name: "./proj/.git/objects/info/alternates", body: "/var/lib/other-job/.git/objects\n"},
@@ -92,9 +119,14 @@ func TestExtractGood(t *testing.T) {
 			if tree.Top != "proj" || filepath.Base(tree.Dir) != "proj" || filepath.Dir(filepath.Dir(tree.Dir)) != work {
 				t.Errorf("tree = %+v", tree)
 			}
-			// run.sh, main.go, .git/config, .git/HEAD, sub/x.txt
-			if tree.Files != 5 {
-				t.Errorf("Files = %d, want 5", tree.Files)
+			// run.sh, main.go, .git/config, .git/HEAD, the ref, the object, sub/x.txt
+			if tree.Files != 7 {
+				t.Errorf("Files = %d, want 7", tree.Files)
+			}
+			// The identity comes from Go code over the tree: HEAD's commit
+			// names the empty tree, so the content is dirty.
+			if id := tree.Identity; id == nil || !id.Dirty || id.HeadCommit != commit || id.Commit != "" || len(id.Tree) != 40 {
+				t.Errorf("identity %+v", id)
 			}
 			mode := func(p string) fs.FileMode {
 				st, err := os.Lstat(filepath.Join(tree.Dir, p))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/source/gitid"
 )
 
 // Clone fetches url at ref into a new directory under workDir: depth 1, the
@@ -109,10 +110,18 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 		}
 	}()
 	err := g.fetch(ctx, fetchURL, ref, commit, dir)
-	var head string
+	var head, tree string
 	if err == nil {
-		head, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{commit}")
-		head = strings.TrimSpace(head)
+		// kettle's own clone, before anything else touched it: the commit
+		// it fetched and that commit's tree. (The content is not re-hashed:
+		// git checked the commit out itself.)
+		var out string
+		out, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{commit}")
+		head = strings.TrimSpace(out)
+		if err == nil {
+			out, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{tree}")
+			tree = strings.TrimSpace(out)
+		}
 	}
 	if err == nil && dirSize(root) > p.maxRepoBytes() {
 		tooLarge.Store(true)
@@ -145,7 +154,7 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 	if err != nil {
 		return nil, err
 	}
-	return &Tree{Dir: dir, Top: name, Commit: head, Files: files}, nil
+	return &Tree{Dir: dir, Top: name, Commit: head, Files: files, Identity: &gitid.Identity{Commit: head, Tree: tree, HeadCommit: head}}, nil
 }
 
 // repoName is the checkout's directory name: the URL's last path element

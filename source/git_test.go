@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/source/gitid"
 )
 
 // testRepo is a bare repository served by the tests' git servers.
@@ -161,6 +162,18 @@ func checkTree(t *testing.T, tree *Tree, r *testRepo, want string) {
 	t.Helper()
 	if tree.Commit != want || tree.Top != r.name || filepath.Base(tree.Dir) != r.name {
 		t.Fatalf("tree = %+v, want commit %s", tree, want)
+	}
+	// The identity comes from kettle's clone; gitid's Go reader of the
+	// same (shallow, packed) .git and its content hash agree with it.
+	id := tree.Identity
+	if id == nil || id.Commit != want || id.HeadCommit != want || len(id.Tree) != 40 || id.Dirty {
+		t.Fatalf("identity %+v", id)
+	}
+	if h, err := gitid.ReadHead(filepath.Join(tree.Dir, ".git")); err != nil || h.Commit != want || h.Tree != id.Tree {
+		t.Errorf("gitid.ReadHead of the clone: %+v %v, want tree %s", h, err, id.Tree)
+	}
+	if got, err := gitid.TreeHash(t.Context(), tree.Dir, gitid.SHA1); err != nil || got != id.Tree {
+		t.Errorf("gitid.TreeHash of the checkout %s %v, want %s", got, err, id.Tree)
 	}
 	st, err := os.Stat(filepath.Join(tree.Dir, "run.sh"))
 	if err != nil || st.Mode().Perm()&0o100 == 0 {

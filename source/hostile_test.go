@@ -173,6 +173,61 @@ func hostileCases() []hostileCase {
 		}, Limits{}, ErrCorrupt, "gzip stream is corrupt"},
 		{"tgz-bad-header.tar.gz", func(t testing.TB) []byte { return []byte{0x1f, 0x8b, 0x99, 0, 0, 0, 0, 0, 0, 0} }, Limits{}, ErrCorrupt, "not a valid gzip stream"},
 		{"tgz-truncated.tar.gz", func(t testing.TB) []byte { z := goodTar(t); return z[:len(z)*2/3] }, Limits{}, ErrCorrupt, "truncated"},
+		// .git holds only directories and regular files (host-rce-gitconfig-symlink-archive)
+		{"tar-git-config-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/gitcfg", body: "[filter \"rt\"]\n\tclean = touch /tmp/kettle-evil\n"},
+				tent{name: "p/.git/", typ: tar.TypeDir, mode: 0o755}, tent{name: "p/.git/config", typ: tar.TypeSymlink, link: "../gitcfg"})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"zip-git-config-symlink.zip", func(t testing.TB) []byte {
+			return zipOf(t, zent{name: "p/gitcfg", body: "[core]\n\tfsmonitor = touch /tmp/kettle-evil\n"},
+				zent{name: "p/.git/config", body: "../gitcfg", mode: fs.ModeSymlink | 0o777})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"tar-git-is-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/real/HEAD", body: "ref: refs/heads/main\n"}, tent{name: "p/.git", typ: tar.TypeSymlink, link: "real"})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"tar-git-dir-then-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/.git/", typ: tar.TypeDir, mode: 0o755}, tent{name: "p/.git", typ: tar.TypeSymlink, link: "other"})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"tar-git-uppercase-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/x", body: "x"}, tent{name: "p/.GIT/config", typ: tar.TypeSymlink, link: "../x"})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"tar-git-nested-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/HEAD", body: "x"}, tent{name: "p/vendor/x/.git/HEAD", typ: tar.TypeSymlink, link: "../../../HEAD"})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"tar-git-objects-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/objs/x", body: "x"}, tent{name: "p/.git/objects", typ: tar.TypeSymlink, link: "../objs"})
+		}, Limits{}, ErrUnsafeLink, "symbolic links are not allowed in or as .git"},
+		{"tar-git-hardlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/gitcfg", body: "[core]\n"}, tent{name: "p/.git/config", typ: tar.TypeLink, link: "p/gitcfg"})
+		}, Limits{}, ErrUnsafeLink, "hard link"},
+		{"tar-git-fifo.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/.git/HEAD", typ: tar.TypeFifo})
+		}, Limits{}, ErrSpecialFile, "device or FIFO"},
+		// The identity is read by Go code; a .git that proves no commit is refused.
+		{"tar-git-no-commit.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/a", body: "x"}, tent{name: "p/.git/HEAD", body: "ref: refs/heads/main\n"})
+		}, Limits{}, ErrIdentity, "HEAD does not name a commit that exists in .git"},
+		{"tar-git-head-outside.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/a", body: "x"}, tent{name: "p/.git/HEAD", body: "ref: ../../../../etc/hostname\n"})
+		}, Limits{}, ErrIdentity, "malformed"},
+		{"tar-git-symref-loop.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/.git/HEAD", body: "ref: refs/heads/a\n"}, tent{name: "p/.git/refs/heads/a", body: "ref: refs/heads/b\n"},
+				tent{name: "p/.git/refs/heads/b", body: "ref: refs/heads/a\n"})
+		}, Limits{}, ErrIdentity, "loop"},
+		{"tar-git-forged-object.tar.gz", func(t testing.TB) []byte {
+			// A commit stored under another commit's id.
+			id, path, _ := aCommit()
+			_, _, other := aCommitOf("tree 0000000000000000000000000000000000000000\n")
+			return tgzOf(t, tent{name: "p/.git/HEAD", body: id + "\n"}, tent{name: "p/.git/" + path, body: other})
+		}, Limits{}, ErrIdentity, "corrupt"},
+		{"tar-git-alternates-only.tar.gz", func(t testing.TB) []byte {
+			// The object lives only in an alternate: dropped at extraction, never read.
+			id, _, _ := aCommit()
+			return tgzOf(t, tent{name: "p/.git/HEAD", body: id + "\n"}, tent{name: "p/.git/objects/info/alternates", body: "/var/lib/other/.git/objects\n"})
+		}, Limits{}, ErrIdentity, "not stored in .git"},
+		{"tar-nested-git-dir.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/a", body: "x"}, tent{name: "p/vendor/x/.git/HEAD", body: "ref: refs/heads/main\n"})
+		}, Limits{}, ErrIdentity, "vendor/x/.git: a .git entry inside the source tree"},
 		// Neither
 		{"not-an-archive.bin", func(t testing.TB) []byte { return []byte("#!/bin/sh\necho this is not an archive\n") }, Limits{}, ErrNotArchive, "neither a ZIP archive"},
 		{"empty.bin", func(t testing.TB) []byte { return nil }, Limits{}, ErrNotArchive, "neither a ZIP archive"},

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/source/gitid"
 )
 
 // Sentinel errors of repository checks and clones.
@@ -39,6 +40,7 @@ var (
 	ErrTooManyEntries = errors.New("too many archive entries")
 	ErrRatio          = errors.New("archive compression ratio too high")
 	ErrUnsupported    = errors.New("unsupported archive feature")
+	ErrIdentity       = errors.New("cannot compute the source's git identity")
 )
 
 // Tree is a materialised source.
@@ -54,6 +56,12 @@ type Tree struct {
 	Commit string
 	// Files counts the regular files materialised (a clone's .git excluded).
 	Files int
+	// Identity is the source's git identity, computed once here, before
+	// anything else touched the tree: for a clone the commit kettle fetched
+	// and its tree (from kettle's own clone); for an archive the tree hash
+	// of its content and, with a .git, HEAD's commit read by Go code
+	// (gitid) — no git runs on uploaded data. URI is left to the caller.
+	Identity *gitid.Identity
 }
 
 // refuse builds the client-facing refusal: msg is shown to the client, the

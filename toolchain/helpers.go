@@ -409,12 +409,16 @@ func (l *LineWriter) Flush() {
 }
 
 // Run runs c through w.Runner with its output logged line by line to w.Log
-// (c.Output is replaced), and its Dir defaulting to w.Dir.
+// (c.Output is replaced), its Dir defaulting to w.Dir and, for a Network
+// command, the proxy's destinations reported to w.Contacted.
 func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
 	lw := NewLineWriter(w.Log)
 	c.Output = lw
 	if c.Dir == "" {
 		c.Dir = w.Dir
+	}
+	if c.Network && c.Contacted == nil {
+		c.Contacted = w.Contacted
 	}
 	err := w.Runner.Run(ctx, c)
 	lw.Flush()

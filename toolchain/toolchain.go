@@ -7,6 +7,7 @@ package toolchain
 import (
 	"context"
 
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 )
@@ -22,6 +23,9 @@ type Workspace struct {
 	// Env is the base environment (PATH, HOME, LANG…) for commands; drivers
 	// add their own variables (CARGO_HOME, GOFLAGS…).
 	Env []string
+	// Contacted receives every destination a fetch-phase command asked the
+	// egress proxy for (Run passes it on as sandbox.Cmd.Contacted).
+	Contacted func(egress.Contact)
 }
 
 // Inputs is everything a driver knows about what goes into the build.
@@ -56,4 +60,25 @@ type Driver interface {
 	Build(ctx context.Context, w *Workspace) error
 	// Artifacts copies the outputs into dst and hashes them.
 	Artifacts(ctx context.Context, w *Workspace, dst string) ([]Artifact, error)
+}
+
+// Cleaner is implemented by drivers that keep per-job state outside the
+// project and the cache's plain files (the Nix driver's store, whose
+// directories are read-only). The pipeline calls Cleanup once the job is
+// over, whatever its outcome.
+type Cleaner interface {
+	Cleanup(w *Workspace) error
+}
+
+// OptionalLockfile is implemented by drivers whose lockfile may be absent
+// (a flake without inputs has no flake.lock). Without one, Inputs returns
+// an empty LockfileSHA256 and the provenance records no lockfile hash.
+type OptionalLockfile interface {
+	LockfileOptional() bool
+}
+
+// LockfileOptional reports whether d builds without its lockfile.
+func LockfileOptional(d Driver) bool {
+	o, ok := d.(OptionalLockfile)
+	return ok && o.LockfileOptional()
 }

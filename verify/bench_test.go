@@ -13,7 +13,7 @@ import (
 // without artifact hashing. Budget: ≤ 3 ms/op.
 func BenchmarkBundleKexNoHash(b *testing.B) {
 	ctx := context.Background()
-	skip := func(o *options) { o.skipArtifacts = true }
+	skip := bundleOpt(func(o *options) error { o.skipArtifacts = true; return nil })
 	for b.Loop() {
 		r, err := Bundle(ctx, kexDir, skip, WithNonce(make([]byte, 16)))
 		if err != nil || !r.Passed() {
@@ -26,7 +26,7 @@ func BenchmarkBundleKexNoHash(b *testing.B) {
 // emptied before every verification (a process verifying one bundle).
 func BenchmarkBundleKexNoHashCold(b *testing.B) {
 	ctx := context.Background()
-	skip := func(o *options) { o.skipArtifacts = true }
+	skip := bundleOpt(func(o *options) error { o.skipArtifacts = true; return nil })
 	amd := DefaultTrustRoots().AMD()
 	for b.Loop() {
 		amd.ResetCache()
@@ -41,7 +41,7 @@ func BenchmarkBundleKexNoHashCold(b *testing.B) {
 func BenchmarkBundleKex(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
-		if r, err := Bundle(ctx, kexDir); err != nil || !r.Passed() {
+		if r, err := Bundle(ctx, kexDir, anything); err != nil || !r.Passed() {
 			b.Fatal(err)
 		}
 	}
@@ -51,7 +51,7 @@ func BenchmarkEvidenceAzSNP(b *testing.B) {
 	ev := mustRead(b, filepath.Join(kexDir, EvidenceFile))
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := Evidence(ctx, ev); err != nil {
+		if _, err := Evidence(ctx, ev, anything); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -61,7 +61,7 @@ func BenchmarkEvidenceTDX(b *testing.B) {
 	ev := tdxEnvelope(b, readFixture(b, "tdx_quote_live.dat"))
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := Evidence(ctx, ev); err != nil {
+		if _, err := Evidence(ctx, ev, anything); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -83,32 +83,41 @@ func lockfileCheck(ctx context.Context, dir string, stmt *provenance.Statement) 
 
 // Check is one verification step of a bundle.
 type Check struct {
-	Name    string `json:"name"`
-	OK      bool   `json:"ok"`
-	Detail  string `json:"detail,omitempty"`
-	Skipped bool   `json:"skipped,omitempty"` // not evaluated because a prerequisite failed
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+	// Warning marks a passed check that proves less than its name
+	// suggests: with insecure evidence (accepted by --allow-insecure) the
+	// "attested" checksum and nonce are unsigned bytes anyone can write.
+	Warning bool `json:"warning,omitempty"`
+	Skipped bool `json:"skipped,omitempty"` // not evaluated because a prerequisite failed
 }
 
 // Report is the outcome of Bundle. The header fields come from the
 // provenance (empty when it cannot be parsed).
 type Report struct {
-	Dir              string   `json:"dir"`
-	BuildID          string   `json:"build_id"`
-	BuiltAt          string   `json:"built_at"`
-	FinishedAt       string   `json:"finished_at,omitempty"`
-	Toolchain        string   `json:"toolchain"`
-	GitCommit        string   `json:"git_commit"`
-	GitTree          string   `json:"git_tree,omitempty"`
-	SourceURI        string   `json:"source_uri,omitempty"`
-	BuilderID        string   `json:"builder_id,omitempty"`
-	BuildType        string   `json:"build_type,omitempty"`
-	Platform         string   `json:"platform"`
-	ProvenanceSHA256 string   `json:"provenance_sha256"`
-	Nonce            string   `json:"nonce,omitempty"` // the bound nonce (hex), when the binding has one
-	Claims           *Claims  `json:"claims,omitempty"`
-	Checks           []Check  `json:"checks"`
-	Warnings         []string `json:"warnings,omitempty"`
-	PassedAll        bool     `json:"passed"`
+	Dir              string `json:"dir"`
+	BuildID          string `json:"build_id"`
+	BuiltAt          string `json:"built_at"`
+	FinishedAt       string `json:"finished_at,omitempty"`
+	Toolchain        string `json:"toolchain"`
+	GitCommit        string `json:"git_commit"`
+	GitTree          string `json:"git_tree,omitempty"`
+	SourceSHA256     string `json:"source_sha256,omitempty"` // the uploaded archive's sha256, when the source was one
+	SourceURI        string `json:"source_uri,omitempty"`
+	BuilderID        string `json:"builder_id,omitempty"`
+	BuildType        string `json:"build_type,omitempty"`
+	Platform         string `json:"platform"`
+	ProvenanceSHA256 string `json:"provenance_sha256"`
+	Nonce            string `json:"nonce,omitempty"` // the bound nonce (hex), when the binding has one
+	// Attested: the evidence is genuine TEE evidence (not "insecure").
+	Attested  bool     `json:"attested"`
+	Claims    *Claims  `json:"claims,omitempty"`
+	Checks    []Check  `json:"checks"`
+	Warnings  []string `json:"warnings,omitempty"`
+	PassedAll bool     `json:"passed"`
+
+	evidenceOK bool // the evidence check passed (genuine, or insecure and allowed)
 }
 
 // Passed reports whether every check passed (and there is at least one).
@@ -151,10 +160,16 @@ func (r *Report) add(c Check) { r.Checks = append(r.Checks, c) }
 // is SLSA v1 provenance, the evidence binds sha256(provenance.json) (and the
 // nonce, with WithNonce), every subject is in artifacts/ (or the directory
 // root) with its digest and nothing unlisted hides in artifacts/, and every
-// policy option holds. The error is non-nil only when the inputs cannot be
-// read (errors.Is(err, ErrUnreadable)); failed checks are in the Report.
-func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
-	o := collect(opts)
+// expectation holds. At least one expectation (WithNonce, WithSourceSHA256,
+// WithGitCommit, WithGitTree, WithBuilderID, WithSourceURI, a measurement or
+// PCR policy) is required, or WithoutExpectationsUnsafe. The error is non-nil
+// only when the options are invalid (ErrOption) or the inputs cannot be read
+// (ErrUnreadable); failed checks are in the Report.
+func Bundle(ctx context.Context, dir string, opts ...BundleOption) (*Report, error) {
+	o, err := collectBundle(opts)
+	if err != nil {
+		return nil, err
+	}
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
@@ -191,7 +206,7 @@ func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 	if o.hasNonce {
 		r.add(nonceCheck(r, o.nonce))
 	}
-	if r.Claims != nil && r.genuine() {
+	if r.Claims != nil && r.evidenceOK {
 		r.Checks = append(r.Checks, evidencePolicy(r.Claims, o.policy)...)
 		r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
 	} else {
@@ -200,26 +215,30 @@ func Bundle(ctx context.Context, dir string, opts ...Option) (*Report, error) {
 		}
 	}
 	if stmt != nil {
-		r.Checks = append(r.Checks, provenancePolicy(stmt, o.policy)...)
+		r.Checks = append(r.Checks, provenanceChecks(stmt, o.expect)...)
 	} else {
-		for _, c := range provenancePolicy(&provenance.Statement{}, o.policy) {
+		for _, c := range provenanceChecks(&provenance.Statement{}, o.expect) {
 			r.add(Check{Name: c.Name, Detail: "not checked: the provenance cannot be parsed", Skipped: true})
 		}
+	}
+	if o.noExpectations {
+		r.Warnings = append(r.Warnings, NoExpectationsWarning)
 	}
 	r.PassedAll = r.Passed()
 	return r, nil
 }
 
-const checkEvidence = "Evidence is genuine TEE evidence"
+// NoExpectationsWarning is the Report warning of a verification that
+// expected nothing (WithoutExpectationsUnsafe).
+const NoExpectationsWarning = "nothing was expected of this build (no nonce, source digest, git commit or tree, builder, source URI or measurement): it is self-consistent and its evidence is checked, but it may be anyone's build of anything"
 
-func (r *Report) genuine() bool {
-	for _, c := range r.Checks {
-		if strings.HasPrefix(c.Name, checkEvidence) {
-			return c.OK
-		}
-	}
-	return false
-}
+// Row names of the evidence check.
+const (
+	checkEvidence         = "Evidence is genuine TEE evidence"
+	checkInsecure         = "Evidence: none — the build ran without a TEE"
+	checkInsecureAccepted = checkInsecure + " (accepted: --allow-insecure)"
+	unsignedDetail        = "not attested: insecure evidence is unsigned, anyone can write it"
+)
 
 // verifyDocs runs every check that needs only provenance.json and evidence.json.
 func verifyDocs(ctx context.Context, dir string, provRaw, evRaw []byte, o *options) (*Report, *provenance.Statement) {
@@ -234,15 +253,27 @@ func verifyDocs(ctx context.Context, dir string, provRaw, evRaw []byte, o *optio
 		r.Warnings = append(r.Warnings, claims.Warnings...)
 	}
 	ev := Check{Name: checkEvidence}
-	if r.Platform != "" {
+	insecure := r.Platform == PlatformInsecure
+	switch {
+	case insecure && err == nil:
+		// Accepted, but nothing genuine about it: never a ✅.
+		ev.Name, ev.Warning = checkInsecureAccepted, true
+		ev.Detail = "the evidence is unsigned report data; it proves nothing about where or how this was built"
+	case insecure:
+		ev.Name = checkInsecure
+	case r.Platform != "":
 		ev.Name += " (" + r.Platform + ")"
 	}
 	if err != nil {
 		ev.Detail = err.Error()
 	} else {
 		ev.OK = true
-		ev.Detail = evidenceSummary(claims)
+		if !insecure {
+			ev.Detail = evidenceSummary(claims)
+		}
 	}
+	r.evidenceOK = ev.OK
+	r.Attested = ev.OK && !insecure
 	r.add(ev)
 
 	// 2. Statement.
@@ -267,6 +298,9 @@ func verifyDocs(ctx context.Context, dir string, provRaw, evRaw []byte, o *optio
 		cc.OK, cc.Detail = checksumBinding(claims.ReportData, provRaw, sum[:])
 		if nonce, ok := boundNonce(claims.ReportData); ok {
 			r.Nonce = hex.EncodeToString(nonce)
+		}
+		if cc.OK && insecure {
+			cc.Warning, cc.Detail = true, cc.Detail+"; "+unsignedDetail
 		}
 	}
 	r.add(cc)
@@ -330,6 +364,7 @@ func fillHeader(r *Report, s *provenance.Statement) {
 	}
 	src := s.Predicate.BuildDefinition.ExternalParameters.Source
 	r.GitCommit, r.GitTree, r.SourceURI = src.Digest["gitCommit"], src.Digest["gitTree"], src.URI
+	r.SourceSHA256 = src.Digest["sha256"]
 	r.BuilderID = s.Predicate.RunDetails.Builder.ID
 	r.BuildType = s.Predicate.BuildDefinition.BuildType
 	tc := s.Predicate.BuildDefinition.InternalParameters.Toolchain
@@ -396,7 +431,7 @@ func nonceCheck(r *Report, nonce []byte) Check {
 		c.Detail = fmt.Sprintf("the nonce is %d bytes; at most 16", len(nonce))
 		return c
 	}
-	if r.Claims == nil || !r.genuine() {
+	if r.Claims == nil || !r.evidenceOK {
 		c.Skipped, c.Detail = true, "not checked: the evidence is not genuine"
 		return c
 	}
@@ -409,6 +444,9 @@ func nonceCheck(r *Report, nonce []byte) Check {
 	copy(want, nonce)
 	c.OK = subtle.ConstantTimeCompare(bound, want) == 1
 	c.Detail = "bound nonce " + hex.EncodeToString(bound)
+	if c.OK && !r.Attested {
+		c.Warning, c.Detail = true, c.Detail+"; "+unsignedDetail
+	}
 	return c
 }
 

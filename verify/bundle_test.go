@@ -44,7 +44,7 @@ func firstFailed(r *Report) string {
 	return ""
 }
 
-func mustBundle(t testing.TB, dir string, opts ...Option) *Report {
+func mustBundle(t testing.TB, dir string, opts ...BundleOption) *Report {
 	t.Helper()
 	r, err := Bundle(context.Background(), dir, opts...)
 	if err != nil {
@@ -60,7 +60,7 @@ func dump(t testing.TB, r *Report) string {
 }
 
 func TestBundleKex(t *testing.T) {
-	r := mustBundle(t, kexDir)
+	r := mustBundle(t, kexDir, anything)
 	if !r.Passed() {
 		t.Fatalf("kex bundle failed:\n%s", dump(t, r))
 	}
@@ -127,11 +127,11 @@ func TestBundleTamper(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := copyBundle(t)
-			if r := mustBundle(t, dir); !r.Passed() {
+			if r := mustBundle(t, dir, anything); !r.Passed() {
 				t.Fatalf("copy does not pass:\n%s", dump(t, r))
 			}
 			tc.mutate(t, dir)
-			r := mustBundle(t, dir)
+			r := mustBundle(t, dir, anything)
 			if r.Passed() {
 				t.Fatalf("tampered bundle passed:\n%s", dump(t, r))
 			}
@@ -146,7 +146,7 @@ func TestBundleUnreadable(t *testing.T) {
 	dir := copyBundle(t)
 	os.Remove(filepath.Join(dir, EvidenceFile))
 	for _, d := range []string{dir, filepath.Join(t.TempDir(), "nope"), filepath.Join(kexDir, ProvenanceFile)} {
-		if _, err := Bundle(context.Background(), d); !errors.Is(err, ErrUnreadable) {
+		if _, err := Bundle(context.Background(), d, anything); !errors.Is(err, ErrUnreadable) {
 			t.Errorf("%s: %v, want ErrUnreadable", d, err)
 		}
 	}
@@ -189,12 +189,33 @@ func reportData(prov, nonce []byte) []byte {
 
 func TestBundleInsecure(t *testing.T) {
 	dir, _ := writeBundle(t, nil, func(p []byte) []byte { return insecureEvidence(t, reportData(p, nil)) })
-	r := mustBundle(t, dir)
-	if got := firstFailed(r); !strings.HasPrefix(got, "Evidence is genuine") || !strings.Contains(r.Checks[0].Detail, "without a TEE") {
+	r := mustBundle(t, dir, anything)
+	if got := firstFailed(r); got != "Evidence: none — the build ran without a TEE" || !strings.Contains(r.Checks[0].Detail, "without a TEE") ||
+		!strings.Contains(r.Checks[0].Detail, "--allow-insecure") {
 		t.Errorf("insecure evidence: first failed %q detail %q", got, r.Checks[0].Detail)
 	}
-	if r := mustBundle(t, dir, WithAllowInsecureUnsafe()); !r.Passed() || len(r.Warnings) == 0 {
+	r = mustBundle(t, dir, WithAllowInsecureUnsafe(), WithNonce(make([]byte, 16)))
+	if !r.Passed() || len(r.Warnings) == 0 || r.Attested {
 		t.Errorf("insecure evidence with allow-insecure:\n%s", dump(t, r))
+	}
+	// Accepted, but never shown as genuine: the evidence row and every row
+	// that trusts the unsigned report data are warnings, not ✅.
+	table := dump(t, r)
+	for _, c := range r.Checks {
+		attested := strings.HasPrefix(c.Name, "Evidence") || strings.HasPrefix(c.Name, "Attested") || strings.HasPrefix(c.Name, "Nonce")
+		if attested != c.Warning {
+			t.Errorf("check %q: warning %v", c.Name, c.Warning)
+		}
+	}
+	for _, bad := range []string{"✅ Evidence", "genuine", "✅ Attested", "✅ Nonce"} {
+		if strings.Contains(table, bad) {
+			t.Errorf("insecure table shows %q:\n%s", bad, table)
+		}
+	}
+	for _, want := range []string{"⚠️  Evidence: none — the build ran without a TEE (accepted: --allow-insecure)", "WITHOUT A TEE", "insecure (no TEE"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("insecure table lacks %q:\n%s", want, table)
+		}
 	}
 }
 
@@ -214,7 +235,7 @@ func TestBundleFullChecksum(t *testing.T) {
 	}
 	setID := func(s *provenance.Statement) { s.Predicate.RunDetails.Metadata.InvocationID = id }
 	dir, _ := writeBundle(t, setID, func(p []byte) []byte { return insecureEvidence(t, reportData(p, nil)) })
-	if r := mustBundle(t, dir, WithAllowInsecureUnsafe()); !r.Passed() {
+	if r := mustBundle(t, dir, WithAllowInsecureUnsafe(), anything); !r.Passed() {
 		t.Errorf("checksum ending in 0x00:\n%s", dump(t, r))
 	}
 	dir, _ = writeBundle(t, setID, func(p []byte) []byte {
@@ -222,7 +243,7 @@ func TestBundleFullChecksum(t *testing.T) {
 		rd[31] = 1
 		return insecureEvidence(t, rd)
 	})
-	if got := firstFailed(mustBundle(t, dir, WithAllowInsecureUnsafe())); got != "Attested checksum matches provenance.json" {
+	if got := firstFailed(mustBundle(t, dir, WithAllowInsecureUnsafe(), anything)); got != "Attested checksum matches provenance.json" {
 		t.Errorf("last checksum byte changed: first failed %q", got)
 	}
 }
@@ -245,7 +266,7 @@ func TestBundleCompactBinding(t *testing.T) {
 		sum := sha256.Sum256(c.Bytes())
 		return insecureEvidence(t, sum[:])
 	})
-	r := mustBundle(t, dir, WithAllowInsecureUnsafe())
+	r := mustBundle(t, dir, WithAllowInsecureUnsafe(), anything)
 	if !r.Passed() || !strings.Contains(r.Checks[2].Detail, "compact") {
 		t.Fatalf("compact 32-byte binding:\n%s", dump(t, r))
 	}
@@ -273,11 +294,11 @@ func TestBundleSimSNP(t *testing.T) {
 			if r := mustBundle(t, dir, WithTrustRoots(tr), WithNonce(nonce)); !r.Passed() {
 				t.Errorf("sim-snp with test roots:\n%s", dump(t, r))
 			}
-			r := mustBundle(t, dir)
+			r := mustBundle(t, dir, anything)
 			if got := firstFailed(r); !strings.HasPrefix(got, "Evidence is genuine") {
 				t.Errorf("sim-snp with the embedded roots: first failed %q", got)
 			}
-			if _, err := Evidence(context.Background(), mustRead(t, filepath.Join(dir, EvidenceFile))); !errors.Is(err, ErrChain) {
+			if _, err := Evidence(context.Background(), mustRead(t, filepath.Join(dir, EvidenceFile)), anything); !errors.Is(err, ErrChain) {
 				t.Errorf("sim-snp with the embedded roots: %v, want ErrChain", err)
 			}
 			if got := firstFailed(mustBundle(t, dir, WithTrustRoots(tr), WithNonce([]byte("another nonce")))); got != "Nonce matches the attestation" {
@@ -294,7 +315,7 @@ func TestBundleBuildConfig(t *testing.T) {
 	// The kex provenance records lockfileHash 1cfa007a…; no lockfile content is
 	// at hand, so a mismatch must be reported, and a matching file must pass.
 	os.WriteFile(lock, []byte("not the lockfile"), 0o644)
-	if got := firstFailed(mustBundle(t, dir)); got != "Lockfile in build-config/ matches lockfileHash" {
+	if got := firstFailed(mustBundle(t, dir, anything)); got != "Lockfile in build-config/ matches lockfileHash" {
 		t.Errorf("wrong lockfile: first failed %q", got)
 	}
 	d2, _ := writeBundle(t, func(s *provenance.Statement) {
@@ -303,7 +324,7 @@ func TestBundleBuildConfig(t *testing.T) {
 	}, func(p []byte) []byte { return insecureEvidence(t, reportData(p, nil)) })
 	os.MkdirAll(filepath.Join(d2, BuildConfigDir), 0o755)
 	os.WriteFile(filepath.Join(d2, BuildConfigDir, "Cargo.lock"), []byte("lock"), 0o644)
-	if r := mustBundle(t, d2, WithAllowInsecureUnsafe()); !r.Passed() {
+	if r := mustBundle(t, d2, WithAllowInsecureUnsafe(), anything); !r.Passed() {
 		t.Errorf("matching lockfile:\n%s", dump(t, r))
 	}
 }
@@ -314,7 +335,7 @@ func TestBundleProjectDir(t *testing.T) {
 	if err := os.Rename(dir, filepath.Join(proj, "kettle-build")); err != nil {
 		t.Fatal(err)
 	}
-	r := mustBundle(t, proj)
+	r := mustBundle(t, proj, anything)
 	if !r.Passed() || r.Dir != filepath.Join(proj, "kettle-build") {
 		t.Errorf("project dir: %s\n%s", r.Dir, dump(t, r))
 	}

@@ -188,9 +188,9 @@ func (r *run) insecure(env *Envelope) error {
 	}
 	r.c.ReportData = rd
 	if !r.o.allowInsecure {
-		return fmt.Errorf("%w: the evidence proves nothing about where or how it was built; pass --allow-insecure (WithAllowInsecureUnsafe) only for testing", ErrInsecure)
+		return fmt.Errorf("%w: the evidence proves nothing about where or how it was built; accept it (--allow-insecure) only for testing", ErrInsecure)
 	}
-	r.c.Warnings = append(r.c.Warnings, "INSECURE: the build ran without a TEE; the evidence proves nothing")
+	r.c.Warnings = append(r.c.Warnings, "INSECURE: the build ran without a TEE; the evidence is unsigned and proves nothing (anyone can write it)")
 	r.ok("insecure evidence accepted (--allow-insecure)")
 	return nil
 }

@@ -20,7 +20,7 @@ func FuzzEvidence(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := Evidence(context.Background(), b, WithNow(pinned), WithAllowInsecureUnsafe())
+		c, err := Evidence(context.Background(), b, WithNow(pinned), WithAllowInsecureUnsafe(), anything)
 		if err == nil {
 			switch c.Platform {
 			case PlatformAzSNP, PlatformAzTDX, PlatformSNP, PlatformTDX, PlatformGCPSNP, PlatformGCPTDX, PlatformDstack, PlatformInsecure:

@@ -28,11 +28,11 @@ func (g *fakeGetter) Get(_ context.Context, u string) ([]byte, http.Header, erro
 
 func TestOnlineVCEK(t *testing.T) {
 	ev := snpEnvelope(t, readFixture(t, "snp/live-report-v5-genoa.bin"), "vcek", nil)
-	if _, err := Evidence(context.Background(), ev); !errors.Is(err, ErrNoEndorsement) {
+	if _, err := Evidence(context.Background(), ev, anything); !errors.Is(err, ErrNoEndorsement) {
 		t.Fatalf("offline without VCEK: %v, want ErrNoEndorsement", err)
 	}
 	g := &fakeGetter{bodies: map[string][]byte{}}
-	_, err := Evidence(context.Background(), ev, WithGetter(g))
+	_, err := Evidence(context.Background(), ev, WithGetter(g), anything)
 	if len(g.asked) != 1 || !strings.HasPrefix(g.asked[0], kdsBase+"Genoa/") || !strings.Contains(g.asked[0], "?blSPL=") {
 		t.Fatalf("asked %v (err %v)", g.asked, err)
 	}
@@ -60,7 +60,7 @@ func TestOnlineCollateral(t *testing.T) {
 		},
 	}
 	ev := tdxEnvelope(t, readFixture(t, "tdx_quote_4.dat"))
-	c, err := Evidence(context.Background(), ev, WithGetter(g), WithNow(pinned), WithAllowDebugUnsafe())
+	c, err := Evidence(context.Background(), ev, WithGetter(g), WithNow(pinned), WithAllowDebugUnsafe(), anything)
 	if err != nil {
 		t.Fatalf("%v (asked %v)", err, g.asked)
 	}
@@ -68,7 +68,7 @@ func TestOnlineCollateral(t *testing.T) {
 		t.Errorf("status %q, asked %v", c.TCBStatus, g.asked)
 	}
 	// No network unless a Getter is given: without one the status is not evaluated.
-	c, err = Evidence(context.Background(), ev, WithNow(pinned), WithAllowDebugUnsafe())
+	c, err = Evidence(context.Background(), ev, WithNow(pinned), WithAllowDebugUnsafe(), anything)
 	if err != nil || c.TCBStatus != "" || len(c.Warnings) == 0 {
 		t.Errorf("offline: %v %q %v", err, c.TCBStatus, c.Warnings)
 	}

@@ -23,6 +23,11 @@ type Policy struct {
 	SourceURI string `json:"source-uri,omitempty"`
 	// GitCommit must equal the source's gitCommit (full hash, any case).
 	GitCommit string `json:"git-commit,omitempty"`
+	// GitTree must equal the source's gitTree (full hash, any case).
+	GitTree string `json:"git-tree,omitempty"`
+	// SourceSHA256 must equal the source's sha256 digest: the sha256 of the
+	// uploaded source archive.
+	SourceSHA256 string `json:"source-sha256,omitempty"`
 	// Measurements is an allow-list (hex) of launch measurements: SNP
 	// MEASUREMENT or TDX MRTD.
 	Measurements []string `json:"measurement,omitempty"`
@@ -38,33 +43,49 @@ type Policy struct {
 	AllowInsecure bool `json:"allow-insecure,omitempty"`
 }
 
-func (p Policy) merge(q Policy) Policy {
-	if q.BuilderID != "" {
-		p.BuilderID = q.BuilderID
+// HasExpectations reports whether p expects something of the build itself
+// (builder, source, commit, tree, archive digest, measurement or PCR), as
+// opposed to only bounding the TCB or relaxing checks.
+func (p Policy) HasExpectations() bool {
+	return len(p.provenanceFields()) > 0 || len(p.Measurements) > 0 || len(p.PCRs) > 0
+}
+
+// provenanceFields names the fields set that concern the provenance.
+func (p Policy) provenanceFields() []string {
+	var out []string
+	for _, kv := range [][2]string{{keyBuilderID, p.BuilderID}, {keySourceURI, p.SourceURI},
+		{keyGitCommit, p.GitCommit}, {keyGitTree, p.GitTree}, {keySourceSHA256, p.SourceSHA256}} {
+		if kv[1] != "" {
+			out = append(out, kv[0])
+		}
 	}
-	if q.SourceURI != "" {
-		p.SourceURI = q.SourceURI
+	return out
+}
+
+// mergeEvidence combines the evidence fields of p and q: measurement lists
+// are joined; a PCR or min-tcb given twice with different values is an
+// ErrOption (a requirement is never silently replaced).
+func (p Policy) mergeEvidence(q Policy) (Policy, error) {
+	out := Policy{Measurements: append(slices.Clip(p.Measurements), q.Measurements...), MinTCB: p.MinTCB}
+	if q.MinTCB != "" {
+		if p.MinTCB != "" && !strings.EqualFold(p.MinTCB, q.MinTCB) {
+			return p, optErr("two different min-tcb values: %q and %q", p.MinTCB, q.MinTCB)
+		}
+		out.MinTCB = q.MinTCB
 	}
-	if q.GitCommit != "" {
-		p.GitCommit = q.GitCommit
-	}
-	p.Measurements = append(slices.Clip(p.Measurements), q.Measurements...)
-	if len(q.PCRs) > 0 {
-		m := map[int]string{}
+	if len(p.PCRs)+len(q.PCRs) > 0 {
+		out.PCRs = map[int]string{}
 		for k, v := range p.PCRs {
-			m[k] = v
+			out.PCRs[k] = v
 		}
 		for k, v := range q.PCRs {
-			m[k] = v
+			if old, ok := out.PCRs[k]; ok && !strings.EqualFold(old, v) {
+				return p, optErr("two different values for PCR %d", k)
+			}
+			out.PCRs[k] = v
 		}
-		p.PCRs = m
 	}
-	if q.MinTCB != "" {
-		p.MinTCB = q.MinTCB
-	}
-	p.AllowDebug = p.AllowDebug || q.AllowDebug
-	p.AllowInsecure = p.AllowInsecure || q.AllowInsecure
-	return p
+	return out, nil
 }
 
 // Validate checks the syntax of every field.
@@ -82,9 +103,11 @@ func (p Policy) Validate() error {
 			return fmt.Errorf("%w: PCR %d value is not 32 bytes of hex", ErrPolicy, i)
 		}
 	}
-	if p.GitCommit != "" {
-		if b, err := hex.DecodeString(p.GitCommit); err != nil || (len(b) != 20 && len(b) != 32) {
-			return fmt.Errorf("%w: git commit %q is not a full 40- or 64-hex hash", ErrPolicy, p.GitCommit)
+	for _, kv := range [][2]string{{keyGitCommit, p.GitCommit}, {keyGitTree, p.GitTree}, {keySourceSHA256, p.SourceSHA256}} {
+		if kv[1] != "" {
+			if err := checkHexField(kv[0], strings.ToLower(kv[1])); err != nil {
+				return err
+			}
 		}
 	}
 	if p.MinTCB != "" {
@@ -96,7 +119,8 @@ func (p Policy) Validate() error {
 }
 
 // LoadPolicy reads a JSON policy file (keys as the flags: "builder-id",
-// "source-uri", "git-commit", "measurement" [list], "pcr" {"N": hex},
+// "source-uri", "git-commit", "git-tree", "source-sha256", "measurement"
+// [list], "pcr" {"N": hex},
 // "min-tcb", "allow-debug", "allow-insecure"). Unknown keys are an error, so
 // a typo cannot silently drop a requirement.
 func LoadPolicy(path string) (Policy, error) {
@@ -240,20 +264,36 @@ func minTCBCheck(c *Claims, s string) Check {
 	return ch
 }
 
-// provenancePolicy evaluates the policy fields that concern the statement.
-func provenancePolicy(s *provenance.Statement, p Policy) []Check {
-	var out []Check
-	if p.BuilderID != "" {
-		got := s.Predicate.RunDetails.Builder.ID
-		out = append(out, Check{Name: "Builder id is " + p.BuilderID, OK: got == p.BuilderID, Detail: "builder id " + strconv.Quote(got)})
+// check evaluates one provenance expectation.
+func (e expectation) check(s *provenance.Statement) Check {
+	src := s.Predicate.BuildDefinition.ExternalParameters.Source
+	var name, what, got string
+	exact := true
+	switch e.key {
+	case keyBuilderID:
+		name, what, got = "Builder id is "+e.want, "builder id", s.Predicate.RunDetails.Builder.ID
+	case keySourceURI:
+		name, what, got = "Source URI is "+e.want, "source uri", src.URI
+	case keyGitCommit:
+		name, what, got, exact = "Git commit is "+e.want, "git commit", src.Digest["gitCommit"], false
+	case keyGitTree:
+		name, what, got, exact = "Git tree is "+e.want, "git tree", src.Digest["gitTree"], false
+	case keySourceSHA256:
+		name, what, got, exact = "Source archive sha256 is "+e.want, "source archive sha256", src.Digest["sha256"], false
 	}
-	if p.SourceURI != "" {
-		got := s.Predicate.BuildDefinition.ExternalParameters.Source.URI
-		out = append(out, Check{Name: "Source URI is " + p.SourceURI, OK: got == p.SourceURI, Detail: "source uri " + strconv.Quote(got)})
+	ok := got == e.want || (!exact && got != "" && strings.EqualFold(got, e.want))
+	c := Check{Name: name, OK: ok, Detail: what + " " + strconv.Quote(got)}
+	if got == "" {
+		c.Detail = "the provenance names no " + what
 	}
-	if p.GitCommit != "" {
-		got := s.Predicate.BuildDefinition.ExternalParameters.Source.Digest["gitCommit"]
-		out = append(out, Check{Name: "Git commit is " + p.GitCommit, OK: got != "" && strings.EqualFold(got, p.GitCommit), Detail: "git commit " + strconv.Quote(got)})
+	return c
+}
+
+// provenanceChecks evaluates every provenance expectation, in order given.
+func provenanceChecks(s *provenance.Statement, exp []expectation) []Check {
+	out := make([]Check, 0, len(exp))
+	for _, e := range exp {
+		out = append(out, e.check(s))
 	}
 	return out
 }

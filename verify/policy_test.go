@@ -13,7 +13,7 @@ import (
 
 func kexClaims(t *testing.T) *Claims {
 	t.Helper()
-	c, err := Evidence(context.Background(), mustRead(t, filepath.Join(kexDir, EvidenceFile)))
+	c, err := Evidence(context.Background(), mustRead(t, filepath.Join(kexDir, EvidenceFile)), anything)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,6 +37,9 @@ func TestPolicyKex(t *testing.T) {
 		{"git-commit accept", Policy{GitCommit: "0FC9CFA2D7CF98BF1D6C370A5359CD4AC451540A"}, ""},
 		{"git-commit reject", Policy{GitCommit: strings.Repeat("1", 40)}, "Git commit is"},
 		{"source-uri reject", Policy{SourceURI: "https://github.com/x/kex"}, "Source URI is"},
+		{"git-tree accept", Policy{GitTree: "40097E700EABF1C2CFACD538AB1D921678419862"}, ""},
+		{"git-tree reject", Policy{GitTree: strings.Repeat("1", 40)}, "Git tree is"},
+		{"source-sha256 reject (a git build names no archive)", Policy{SourceSHA256: strings.Repeat("ab", 32)}, "Source archive sha256 is"},
 		{"measurement accept (one of a list)", Policy{Measurements: []string{other48, meas}}, ""},
 		{"measurement reject", Policy{Measurements: []string{other48}}, "Launch measurement"},
 		{"pcr accept", Policy{PCRs: map[int]string{7: pcr7}}, ""},
@@ -51,23 +54,46 @@ func TestPolicyKex(t *testing.T) {
 			if err := tc.policy.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			r := mustBundle(t, kexDir, WithPolicy(tc.policy))
+			opts := []BundleOption{WithPolicy(tc.policy)}
+			eopts := []EvidenceOption{WithPolicy(tc.policy)}
+			if !tc.policy.HasExpectations() { // min-tcb alone expects nothing of the build
+				opts, eopts = append(opts, anything), append(eopts, anything)
+			}
+			r := mustBundle(t, kexDir, opts...)
 			if got := firstFailed(r); !strings.HasPrefix(got, tc.reject) || (tc.reject == "") != (got == "") {
 				t.Errorf("first failed %q, want %q\n%s", got, tc.reject, dump(t, r))
 			}
-			_, err := Evidence(context.Background(), mustRead(t, filepath.Join(kexDir, EvidenceFile)), WithPolicy(tc.policy))
-			evidenceField := tc.policy.BuilderID == "" && tc.policy.GitCommit == "" && tc.policy.SourceURI == ""
-			if evidenceField && (tc.reject != "") != errors.Is(err, ErrPolicy) {
+			_, err := Evidence(context.Background(), mustRead(t, filepath.Join(kexDir, EvidenceFile)), eopts...)
+			if len(tc.policy.provenanceFields()) > 0 {
+				// A provenance field does not apply to Evidence: an error, never ignored.
+				if !errors.Is(err, ErrOption) {
+					t.Errorf("Evidence with a provenance policy: %v, want ErrOption", err)
+				}
+			} else if (tc.reject != "") != errors.Is(err, ErrPolicy) {
 				t.Errorf("Evidence with policy: %v", err)
 			}
 		})
 	}
 }
 
-func TestPolicySourceURIAccept(t *testing.T) {
+// TestPolicySourceAccept: source-uri and source-sha256 on a bundle whose
+// provenance names an archive (the kex bundle names none).
+func TestPolicySourceAccept(t *testing.T) {
+	sum := strings.Repeat("5e", 32)
 	dir, _ := writeBundle(t, func(s *provenance.Statement) {
 		s.Predicate.BuildDefinition.ExternalParameters.Source.URI = "https://github.com/x/kex"
+		s.Predicate.BuildDefinition.ExternalParameters.Source.Digest["sha256"] = sum
 	}, func(p []byte) []byte { return insecureEvidence(t, reportData(p, nil)) })
+	if r := mustBundle(t, dir, WithAllowInsecureUnsafe(), WithPolicy(Policy{SourceSHA256: strings.ToUpper(sum)})); !r.Passed() {
+		t.Errorf("source-sha256 accept:\n%s", dump(t, r))
+	}
+	if r := mustBundle(t, dir, WithAllowInsecureUnsafe(), WithSourceSHA256(sum)); !r.Passed() {
+		t.Errorf("WithSourceSHA256 accept:\n%s", dump(t, r))
+	}
+	r := mustBundle(t, dir, WithAllowInsecureUnsafe(), WithSourceSHA256(strings.Repeat("00", 32)))
+	if got := firstFailed(r); got != "Source archive sha256 is "+strings.Repeat("00", 32) || r.Failed()[0].Detail != `source archive sha256 "`+sum+`"` {
+		t.Errorf("source-sha256 reject: %q\n%s", got, dump(t, r))
+	}
 	if r := mustBundle(t, dir, WithAllowInsecureUnsafe(), WithPolicy(Policy{SourceURI: "https://github.com/x/kex"})); !r.Passed() {
 		t.Errorf("source-uri accept:\n%s", dump(t, r))
 	}
@@ -80,7 +106,7 @@ func TestPolicySourceURIAccept(t *testing.T) {
 func TestPolicyNonAzure(t *testing.T) {
 	ev, roots := simSNP(t, "Milan-B1", nil, false)
 	tr, _ := ParseTrustRoots(roots)
-	c, err := Evidence(context.Background(), ev, WithTrustRoots(tr))
+	c, err := Evidence(context.Background(), ev, WithTrustRoots(tr), anything)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +115,11 @@ func TestPolicyNonAzure(t *testing.T) {
 		{Measurements: []string{strings.Repeat("11", 48)}},
 		{MinTCB: "bl=1"},
 	} {
-		if _, err := Evidence(context.Background(), ev, WithTrustRoots(tr), WithPolicy(p)); !errors.Is(err, ErrPolicy) {
+		opts := []EvidenceOption{WithTrustRoots(tr), WithPolicy(p)}
+		if !p.HasExpectations() {
+			opts = append(opts, anything)
+		}
+		if _, err := Evidence(context.Background(), ev, opts...); !errors.Is(err, ErrPolicy) {
 			t.Errorf("%+v: %v, want ErrPolicy", p, err)
 		}
 	}
@@ -101,11 +131,11 @@ func TestPolicyNonAzure(t *testing.T) {
 func TestPolicyDebug(t *testing.T) {
 	ev, roots := simSNP(t, "Genoa-B1", nil, true)
 	tr, _ := ParseTrustRoots(roots)
-	if _, err := Evidence(context.Background(), ev, WithTrustRoots(tr)); !errors.Is(err, ErrDebug) {
+	if _, err := Evidence(context.Background(), ev, WithTrustRoots(tr), anything); !errors.Is(err, ErrDebug) {
 		t.Errorf("debug guest: %v, want ErrDebug", err)
 	}
 	for _, opt := range []Option{WithAllowDebugUnsafe(), WithPolicy(Policy{AllowDebug: true})} {
-		c, err := Evidence(context.Background(), ev, WithTrustRoots(tr), opt)
+		c, err := Evidence(context.Background(), ev, WithTrustRoots(tr), opt, anything)
 		if err != nil || !c.Debug || len(c.Warnings) == 0 {
 			t.Errorf("debug guest allowed: %v %+v", err, c)
 		}
@@ -114,10 +144,10 @@ func TestPolicyDebug(t *testing.T) {
 
 func TestPolicyTDXMinTCB(t *testing.T) {
 	ev := tdxEnvelope(t, readFixture(t, "tdx_quote_live.dat"))
-	if _, err := Evidence(context.Background(), ev, WithPolicy(Policy{MinTCB: strings.Repeat("00", 16)})); err != nil {
+	if _, err := Evidence(context.Background(), ev, WithPolicy(Policy{MinTCB: strings.Repeat("00", 16)}), anything); err != nil {
 		t.Errorf("min-tcb zeros: %v", err)
 	}
-	if _, err := Evidence(context.Background(), ev, WithPolicy(Policy{MinTCB: strings.Repeat("ff", 16)})); !errors.Is(err, ErrPolicy) {
+	if _, err := Evidence(context.Background(), ev, WithPolicy(Policy{MinTCB: strings.Repeat("ff", 16)}), anything); !errors.Is(err, ErrPolicy) {
 		t.Errorf("min-tcb ff: %v", err)
 	}
 }

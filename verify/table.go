@@ -8,7 +8,8 @@ import (
 )
 
 // WriteTable renders r for people: a header with the build's identity, one
-// row per check (✅ or ⛔) and the verdict, then warnings. `kettle verify` and
+// row per check (✅ passed, ⚠️ passed but proves less than it says, ⛔
+// failed) and the verdict, then warnings. `kettle verify` and
 // `kettle remote` print this.
 func WriteTable(w io.Writer, r *Report) error {
 	var b strings.Builder
@@ -23,10 +24,19 @@ func WriteTable(w io.Writer, r *Report) error {
 	row("Built at", r.BuiltAt)
 	row("Built with", r.Toolchain)
 	row("Git commit", r.GitCommit)
+	if r.GitTree != "" {
+		row("Git tree", r.GitTree)
+	}
+	if r.SourceSHA256 != "" {
+		row("Archive", "sha256 "+r.SourceSHA256)
+	}
 	if r.SourceURI != "" {
 		row("Source", r.SourceURI)
 	}
 	platform := r.Platform
+	if platform == PlatformInsecure {
+		platform += " (no TEE: nothing is attested)"
+	}
 	if r.Claims != nil && r.Claims.Generation != "" {
 		platform += " (" + r.Claims.Generation + ")"
 	}
@@ -37,17 +47,23 @@ func WriteTable(w io.Writer, r *Report) error {
 	b.WriteString("\nVerification results\n")
 	for _, c := range r.Checks {
 		mark := "✅"
-		if !c.OK {
+		switch {
+		case !c.OK:
 			mark = "⛔"
+		case c.Warning:
+			mark = "⚠️ "
 		}
 		fmt.Fprintf(&b, "  %s %s\n", mark, c.Name)
-		if !c.OK && c.Detail != "" {
+		if (!c.OK || c.Warning) && c.Detail != "" {
 			fmt.Fprintf(&b, "       %s\n", c.Detail)
 		}
 	}
-	if r.Passed() {
+	switch {
+	case r.Passed() && !r.Attested:
+		b.WriteString("  Verification PASSED, but WITHOUT A TEE: no evidence backs this build\n")
+	case r.Passed():
 		b.WriteString("  Verification PASSED\n")
-	} else {
+	default:
 		b.WriteString("  Verification FAILED\n")
 	}
 	for _, wmsg := range r.Warnings {

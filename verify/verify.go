@@ -5,8 +5,12 @@
 // the network is used only when a Getter is given.
 //
 // Two questions are kept apart, as in go-sev-guest: Evidence answers "is this
-// genuine?" (chains, signatures, bindings, debug and VMPL rules); policy
-// options (WithPolicy, WithNonce, …) answer "is it what I expect?".
+// genuine?" (chains, signatures, bindings, debug and VMPL rules);
+// expectations (WithNonce, WithSourceSHA256, WithGitCommit, WithPolicy, …)
+// answer "is it what I expect?". Options are typed per entry point
+// (BundleOption, EvidenceOption; an Option fits both), so one that does not
+// apply does not compile or is an ErrOption, and a call that expects nothing
+// must say so with WithoutExpectationsUnsafe.
 package verify
 
 import (
@@ -134,85 +138,6 @@ type Claims struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Option configures Evidence and Bundle.
-type Option func(*options)
-
-type options struct {
-	now           time.Time
-	roots         *TrustRoots
-	expectedRD    []byte
-	expectRD      bool
-	nonce         []byte
-	hasNonce      bool
-	allowInsecure bool
-	allowDebug    bool
-	policy        Policy
-	getter        Getter
-	collateral    *Collateral
-	skipArtifacts bool
-	requireSNPv3  bool
-}
-
-// WithNow pins the verification clock (certificate and collateral validity).
-func WithNow(t time.Time) Option { return func(o *options) { o.now = t } }
-
-// WithTrustRoots replaces the embedded AMD and Intel roots.
-func WithTrustRoots(r *TrustRoots) Option { return func(o *options) { o.roots = r } }
-
-// WithExpectedReportData makes Evidence fail with ErrReportDataMismatch unless
-// the evidence binds rd: REPORT_DATA == rd zero-padded to 64 (snp, tdx); the
-// TPM extraData (az-snp, az-tdx) or report_data (insecure) equals rd, possibly
-// zero-padded (the peer pads az-snp extraData to 50 bytes).
-func WithExpectedReportData(rd []byte) Option {
-	return func(o *options) { o.expectedRD, o.expectRD = append([]byte(nil), rd...), true }
-}
-
-// WithNonce makes Bundle check that the bound nonce (bytes 32..48 of the report
-// data) equals nonce zero-padded to 16 bytes.
-func WithNonce(nonce []byte) Option {
-	return func(o *options) { o.nonce, o.hasNonce = append([]byte(nil), nonce...), true }
-}
-
-// WithAllowInsecureUnsafe accepts "insecure" evidence, which proves nothing:
-// the build ran without a TEE.
-func WithAllowInsecureUnsafe() Option { return func(o *options) { o.allowInsecure = true } }
-
-// WithAllowDebugUnsafe accepts evidence from a debuggable TEE, whose memory
-// the host can read and write.
-func WithAllowDebugUnsafe() Option { return func(o *options) { o.allowDebug = true } }
-
-// WithPolicy adds policy requirements. Several WithPolicy options merge
-// (lists and PCR maps are combined; later scalar fields win).
-func WithPolicy(p Policy) Option { return func(o *options) { o.policy = o.policy.merge(p) } }
-
-// WithGetter allows network access through g: to fetch a VCEK that the
-// evidence lacks (AMD KDS) and current Intel collateral (PCS).
-func WithGetter(g Getter) Option { return func(o *options) { o.getter = g } }
-
-// WithCollateral gives Intel collateral for TDX TCB evaluation offline.
-func WithCollateral(c *Collateral) Option { return func(o *options) { o.collateral = c } }
-
-// WithRequireSNPReportV3 rejects bare-metal SNP reports older than v3 (which
-// carry no CPUID fields). Bare-metal "snp" evidence always requires it; this
-// extends the rule to az-snp.
-func WithRequireSNPReportV3() Option { return func(o *options) { o.requireSNPv3 = true } }
-
-func collect(opts []Option) *options {
-	o := &options{}
-	for _, f := range opts {
-		f(o)
-	}
-	if o.now.IsZero() {
-		o.now = time.Now()
-	}
-	if o.roots == nil {
-		o.roots = DefaultTrustRoots()
-	}
-	o.allowDebug = o.allowDebug || o.policy.AllowDebug
-	o.allowInsecure = o.allowInsecure || o.policy.AllowInsecure
-	return o
-}
-
 // Evidence checks that evidenceJSON (the {"platform","evidence"} envelope) is
 // genuine: the full chain to the trust roots, every signature, the platform's
 // bindings, the debug and VMPL rules, then any expected report data and the
@@ -221,8 +146,15 @@ func collect(opts []Option) *options {
 // WithGetter. On error the returned Claims, when not nil, hold what was parsed
 // before the failing step, for diagnostics only: trust them only when the
 // error is nil.
-func Evidence(ctx context.Context, evidenceJSON []byte, opts ...Option) (*Claims, error) {
-	o := collect(opts)
+//
+// Some expectation (WithExpectedReportData, a measurement or PCR policy) is
+// required, or WithoutExpectationsUnsafe; invalid or contradictory options
+// fail with ErrOption before anything is checked.
+func Evidence(ctx context.Context, evidenceJSON []byte, opts ...EvidenceOption) (*Claims, error) {
+	o, err := collectEvidence(opts)
+	if err != nil {
+		return nil, err
+	}
 	c, err := genuine(ctx, evidenceJSON, o)
 	if err != nil {
 		return c, err

@@ -3,13 +3,13 @@ package worker
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/sandbox"
 )
@@ -20,9 +20,7 @@ import (
 func TestThroughStore(t *testing.T) {
 	home, _ := os.UserHomeDir()
 	t.Setenv("PATH", os.Getenv("PATH")+":"+filepath.Join(home, ".cargo", "bin"))
-	if _, err := exec.LookPath("cargo"); err != nil {
-		t.Skip("cargo not installed")
-	}
+	testenv.NeedTool(t, "cargo")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s, err := jobs.OpenEmbedded(ctx, t.TempDir())

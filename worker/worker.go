@@ -135,9 +135,14 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 		Nonce:         nonce,
 		BuilderID:     b.cfg.BuilderID,
 		BuildTypeBase: b.cfg.BuildTypeBase,
+		Source:        tree.Identity,
 		SourceURI:     src.RepoURL,
 		ArchiveSHA256: src.ArchiveSHA256,
 		Env:           b.cfg.Env,
+		// The job store caps the log (--max-events, --max-log-bytes);
+		// a second, fixed cap here would make those flags unable to
+		// raise it.
+		MaxLogLines: -1,
 	})
 	var toolchain string
 	if res != nil {

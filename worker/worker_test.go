@@ -20,10 +20,12 @@ import (
 	"github.com/kettle-build/kettle/bundle"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/pipeline"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
+	"github.com/kettle-build/kettle/source/gitid"
 )
 
 func TestTopName(t *testing.T) {
@@ -93,10 +95,11 @@ func TestBuildGitGlue(t *testing.T) {
 	work := t.TempDir()
 	b := New(Config{WorkDir: work, BuilderID: "https://b/id", BuildTypeBase: "https://b/t/", Runner: sandbox.NewNone()})
 	var gotURL, gotRef string
+	ident := &gitid.Identity{Commit: "0123456789abcdef0123456789abcdef01234567", Tree: "4b825dc642cb6eb9a060e54bf8d69288fbee4904"}
 	b.clone = func(ctx context.Context, url, ref, dir string, p source.Policy) (*source.Tree, error) {
 		gotURL, gotRef = url, ref
 		d := filepath.Join(dir, "myrepo")
-		return &source.Tree{Dir: d, Top: "myrepo", Commit: "0123456789abcdef0123456789abcdef01234567", Files: 3}, os.Mkdir(d, 0o755)
+		return &source.Tree{Dir: d, Top: "myrepo", Commit: "0123456789abcdef0123456789abcdef01234567", Files: 3, Identity: ident}, os.Mkdir(d, 0o755)
 	}
 	var opts pipeline.Options
 	b.run = fakePipeline(t, &opts)
@@ -111,6 +114,9 @@ func TestBuildGitGlue(t *testing.T) {
 	}
 	if m := rec.msgs(events.Init); len(m) != 1 || m[0] != "Cloned https://example.com/myrepo.git at 0123456789abcdef0123456789abcdef01234567" {
 		t.Fatalf("init events %q", m)
+	}
+	if opts.Source != ident {
+		t.Fatalf("the pipeline did not get the identity computed at the clone: %+v", opts.Source)
 	}
 	if opts.SourceURI != "https://user:secret@example.com/myrepo.git" || opts.BuilderID != "https://b/id" || len(opts.Nonce) != 16 || opts.Nonce[15] != 0xff {
 		t.Fatalf("pipeline options %+v", opts)
@@ -205,9 +211,7 @@ func TestCargoArchiveEndToEnd(t *testing.T) {
 	home, _ := os.UserHomeDir()
 	path := os.Getenv("PATH") + ":" + filepath.Join(home, ".cargo", "bin")
 	t.Setenv("PATH", path)
-	if _, err := exec.LookPath("cargo"); err != nil {
-		t.Skip("cargo not installed")
-	}
+	testenv.NeedTool(t, "cargo")
 	archive := filepath.Join(t.TempDir(), "upload.tar.gz")
 	tarDir(t, filepath.Join("..", "testdata", "projects", "cargo-workspace"), "cargo-workspace", archive)
 	ctx := context.Background()
@@ -298,12 +302,8 @@ func tarDir(t *testing.T, dir, top, dst string) {
 func TestCargoGitEndToEnd(t *testing.T) {
 	home, _ := os.UserHomeDir()
 	t.Setenv("PATH", os.Getenv("PATH")+":"+filepath.Join(home, ".cargo", "bin"))
-	if _, err := exec.LookPath("cargo"); err != nil {
-		t.Skip("cargo not installed")
-	}
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testenv.NeedTool(t, "cargo")
+	testenv.NeedTool(t, "git")
 	repo := filepath.Join(t.TempDir(), "myproj")
 	archive := filepath.Join(t.TempDir(), "p.tar.gz")
 	tarDir(t, filepath.Join("..", "testdata", "projects", "cargo-workspace"), "myproj", archive)

@@ -150,6 +150,10 @@ type spool struct {
 }
 
 func newSpool(dir string, max int64) (*spool, error) {
+	if dir == "" {
+		// os.CreateTemp would pick TMPDIR, which builds may name.
+		return nil, &Error{Status: http.StatusInternalServerError, Msg: "could not store the upload", Err: errors.New("no spool directory configured")}
+	}
 	f, err := os.CreateTemp(dir, "upload-*")
 	if err != nil {
 		return nil, &Error{Status: http.StatusInternalServerError, Msg: "could not store the upload", Err: err}

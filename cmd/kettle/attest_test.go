@@ -8,15 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 // TestAttestSimSNPRoundTrip builds a real Cargo project with `kettle attest
 // --attester sim-snp --sim-roots-out`, then checks that `kettle verify`
 // accepts the bundle only with those roots and the right nonce.
 func TestAttestSimSNPRoundTrip(t *testing.T) {
-	if _, err := exec.LookPath("cargo"); err != nil {
-		t.Skip("cargo not installed")
-	}
+	testenv.NeedTool(t, "cargo")
 	dir := t.TempDir()
 	src := filepath.Join("..", "..", "testdata", "projects", "cargo-workspace")
 	if out, err := exec.Command("cp", "-a", src+"/.", dir).CombinedOutput(); err != nil {

@@ -48,7 +48,7 @@ func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
 	fs.StringVar(&b.buildType, "build-type", pipeline.DefaultBuildTypeBase, "buildType prefix (the toolchain and @v1 are appended)")
 	fs.DurationVar(&b.buildTimeout, "build-timeout", time.Hour, "time limit of the whole build (0: none)")
 	fs.StringVar(&b.outDir, "out", "", "result directory (default DIR/kettle-build)")
-	fs.StringVar(&b.sourceURI, "source-uri", "", "source uri recorded in provenance (default: git remote origin)")
+	fs.StringVar(&b.sourceURI, "source-uri", "", "source uri recorded in provenance (default: remote.origin.url of DIR/.git/config)")
 	if withAttest {
 		fs.StringVar(&b.nonce, "nonce", "", "nonce to bind into the evidence (hex, at most 16 bytes; dashes are ignored, so a UUID works)")
 		fs.StringVar(&b.attester, "attester", "auto", "evidence source: auto, az-snp, az-tdx, snp, tdx, sim-snp or insecure")
@@ -170,6 +170,12 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, f.buildTimeout)
 		defer cancel()
+	}
+	// The source identity (commit, tree, dirty) is computed here, once,
+	// by kettle's Go code over DIR: no git runs on the project.
+	if opts.Source, err = pipeline.SourceIdentity(ctx, dir, f.outDir, f.sourceURI == ""); err != nil {
+		fmt.Fprintf(stderr, "kettle %s: %s failed: %s\n", name, failure.KindOf(err), failure.Message(err))
+		return exitFailed
 	}
 	res, err := pipeline.Run(ctx, opts)
 	if err != nil {

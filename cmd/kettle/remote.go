@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,8 @@ commands:
   result JOB [-o FILE]                   download a job's result tarball
 
 The server is --server or KETTLE_SERVER (default http://localhost:8080); a
-bearer token is read from --token-file or KETTLE_TOKEN.
+bearer token is read from --token-file, KETTLE_TOKEN_FILE or KETTLE_TOKEN.
+Verification flags are read from the command line only.
 Run 'kettle remote <command> -h' for a command's flags.
 `
 
@@ -232,6 +234,9 @@ type remoteBuildReport struct {
 	ResultPath   string         `json:"result_path,omitempty"`
 	ResultSHA256 string         `json:"result_sha256,omitempty"`
 	Nonce        string         `json:"request_nonce"`
+	// UploadSHA256 is the sha256 of the archive uploaded, which the
+	// provenance must name.
+	UploadSHA256 string `json:"upload_sha256,omitempty"`
 	*verify.Report
 }
 
@@ -243,11 +248,15 @@ func runRemoteBuild(ctx context.Context, args []string, stdout, stderr io.Writer
 
 Submits DIR (default .) or a git repository to a kettle server with a fresh
 random nonce, follows the build, downloads and extracts the result, and
-verifies it like 'kettle verify' (same policy flags) with that nonce.
+verifies it like 'kettle verify' (same policy flags) with that nonce and
+the source it sent: an uploaded directory's archive sha256, --ref COMMIT's
+commit, the --repo URL (a branch or tag does not pin the commit).
 A git checkout is uploaded as what git tracks plus .git; build outputs and
-untracked files stay home.
+untracked files stay home. Policy flags are read from the command line only;
+--server and --token-file also from KETTLE_SERVER and KETTLE_TOKEN_FILE.
 Exit status: 0 the build succeeded and every check passed, 1 it failed or a
-check failed, 2 bad usage or unreadable input.
+check failed (the source built is not the one sent), 2 bad usage or
+unreadable input.
 
 flags:`)
 		fs.PrintDefaults()
@@ -262,12 +271,12 @@ flags:`)
 	)
 	sf.register(fs)
 	pf.register(fs)
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseCommandLine(fs, args, "server", "token-file")
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
-		return exitBadArgs
+		return exitBadArgs // the flag package printed why
 	}
 	bad := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "kettle remote build: "+format+"\n", a...)
@@ -280,14 +289,25 @@ flags:`)
 	if *ref != "" && *repo == "" {
 		return bad("--ref needs --repo (a local directory is uploaded as it is)")
 	}
-	defaults := verify.Policy{}
-	if isCommitHash(*ref) {
-		// The server must build exactly the commit we asked for.
-		defaults.GitCommit = strings.ToLower(*ref)
-	}
-	vopts, err := pf.options(defaults)
+	// The user's expectations, then always what we send: the result must
+	// be a build of that source, whatever the flags say (sourceMismatch
+	// names a difference).
+	vopts, _, err := pf.options()
 	if err != nil {
 		return bad("%v", err)
+	}
+	var unpinned string
+	if *repo != "" {
+		vopts = append(vopts, verify.WithSourceURI(*repo))
+		if isCommitHash(*ref) {
+			vopts = append(vopts, verify.WithGitCommit(strings.ToLower(*ref)))
+		} else {
+			what := "the remote HEAD"
+			if *ref != "" {
+				what = fmt.Sprintf("--ref %s (a branch or tag)", *ref)
+			}
+			unpinned = fmt.Sprintf("the commit was not pinned: %s lets the server choose which commit to build; the result is checked against --repo %s only (pass --ref <full commit hash> or --git-commit)", what, *repo)
+		}
 	}
 	if *out != "" {
 		if err := usableOut(*out); err != nil {
@@ -342,14 +362,24 @@ flags:`)
 	}
 	fmt.Fprintf(stderr, "kettle remote: submitting %s to %s, nonce %s\n", what, c.Server(), hex.EncodeToString(nonce))
 	stopUpload := showUpload(stderr, &sent)
-	id, err := c.Submit(ctx, req)
+	sub, err := c.SubmitSource(ctx, req)
 	stopUpload()
 	if err != nil {
 		fmt.Fprintf(stderr, "kettle remote build: %s\n", describe(err, c.Server()))
 		return exitFor(err)
 	}
+	id := sub.JobID
 	fmt.Fprintf(stderr, "kettle remote: job %s\n", id)
-	rep := &remoteBuildReport{JobID: id, Server: c.Server(), Nonce: hex.EncodeToString(nonce)}
+	rep := &remoteBuildReport{JobID: id, Server: c.Server(), Nonce: hex.EncodeToString(nonce), UploadSHA256: sub.ArchiveSHA256}
+	if dir != nil {
+		// The archive is hashed as it is sent: the provenance must name
+		// exactly these bytes, or another source was built.
+		fmt.Fprintf(stderr, "kettle remote: uploaded archive sha256 %s (%s)\n", sub.ArchiveSHA256, fmtBytes(sub.ArchiveSize))
+		vopts = append(vopts, verify.WithSourceSHA256(sub.ArchiveSHA256))
+	}
+	if unpinned != "" {
+		fmt.Fprintf(stderr, "kettle remote: note: %s\n", unpinned)
+	}
 	fail := func(code int) int {
 		if *asJSON {
 			b, _ := json.MarshalIndent(rep, "", "  ")
@@ -392,6 +422,12 @@ flags:`)
 		fmt.Fprintf(stderr, "kettle remote build: verify: %v\n", err)
 		return fail(exitFailed)
 	}
+	if unpinned != "" {
+		vr.Warnings = append(vr.Warnings, unpinned)
+	}
+	if msg := sourceMismatch(vr, sub.ArchiveSHA256, *repo, *ref); msg != "" {
+		fmt.Fprintf(stderr, "kettle remote build: FAILED: %s\n", msg)
+	}
 	rep.Report = vr
 	vr.PassedAll = vr.Passed()
 	if *asJSON {
@@ -401,6 +437,31 @@ flags:`)
 		return exitFailed
 	}
 	return passed(vr)
+}
+
+// sourceMismatch says how the result's source differs from what was sent,
+// or "" when the source checks passed.
+func sourceMismatch(r *verify.Report, upload, repo, ref string) string {
+	var want []string
+	switch {
+	case upload != "":
+		want = append(want, "Source archive sha256 is "+upload)
+	case repo != "":
+		want = append(want, "Source URI is "+repo)
+		if isCommitHash(ref) {
+			want = append(want, "Git commit is "+strings.ToLower(ref))
+		}
+	}
+	var out []string
+	for _, c := range r.Failed() {
+		if slices.Contains(want, c.Name) {
+			out = append(out, "expected: "+c.Name+"; the provenance has: "+c.Detail)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "the result is not a build of the source sent: " + strings.Join(out, "; ")
 }
 
 // countingReader counts the archive bytes handed to the upload.

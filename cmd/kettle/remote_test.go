@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 // remoteProject writes a zero-dependency Cargo crate; with sleep > 0 its
@@ -186,7 +187,7 @@ func remoteGitDaemon(t *testing.T, base string) string {
 	// kill together, and no pipes that a survivor could hold open.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Skipf("git daemon: %v", err)
+		t.Fatalf("git daemon: %v", err)
 	}
 	t.Cleanup(func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -253,15 +254,12 @@ func TestRemote(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds kettle and runs cargo builds")
 	}
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("no git")
-	}
+	testenv.NeedTool(t, "git")
 	home, _ := os.UserHomeDir()
 	path := filepath.Join(home, ".cargo", "bin") + string(os.PathListSeparator) + os.Getenv("PATH")
 	if _, err := exec.LookPath("cargo"); err != nil {
-		if _, err := os.Stat(filepath.Join(home, ".cargo", "bin", "cargo")); err != nil {
-			t.Skip("no cargo")
-		}
+		_, err := os.Stat(filepath.Join(home, ".cargo", "bin", "cargo"))
+		testenv.Need(t, err == nil, "cargo is not installed")
 	}
 	tmp := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

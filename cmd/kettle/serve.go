@@ -115,7 +115,8 @@ type serveConfig struct {
 	allowLocal, allowPrivate  bool
 	authTokenFile, builderID  string
 	cors, logFormat, logLevel string
-	maxEvents                 int
+	nats                      natsFlags
+	budget                    budgetFlags
 }
 
 func runServe(ctx context.Context, args []string) int {
@@ -140,10 +141,11 @@ func runServe(ctx context.Context, args []string) int {
 	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
 	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require this bearer token (file content) on POST routes")
 	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
-	fs.StringVar(&c.cors, "cors-origins", "*", "comma-separated origins allowed by CORS (empty: no CORS)")
+	fs.StringVar(&c.cors, "cors-origins", "", "comma-separated origins (https://host[:port]) whose web pages may call the API; default none")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.IntVar(&c.maxEvents, "max-events", 100000, "events kept per build log; the rest is summarised in one event")
+	c.nats.register(fs, true)
+	c.budget.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -253,9 +255,12 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	storeOpts := []jobs.Option{
 		jobs.WithQueueLimit(c.queueLimit),
 		jobs.WithRetention(time.Duration(c.retention)),
-		jobs.WithMaxEvents(c.maxEvents),
 		jobs.WithLogger(logger),
+		// Workers spool uploaded sources beside the API's uploads: in the
+		// data dir, hidden from builds, swept at start (never TMPDIR).
+		jobs.WithTempDir(spool),
 	}
+	storeOpts = append(storeOpts, c.budget.options()...)
 	if c.singleBuild {
 		storeOpts = append(storeOpts, jobs.WithSingleBuild())
 	}
@@ -263,11 +268,13 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		if c.natsURL != "" {
 			return errors.New("--nats-listen is for the embedded store; it cannot be combined with --nats")
 		}
-		storeOpts = append(storeOpts, jobs.WithListen(c.natsListen))
+		storeOpts = append(storeOpts, jobs.WithListen(c.natsListen), jobs.WithListenTLS(c.nats.listenCert, c.nats.listenKey))
+	} else if c.nats.listenCert != "" || c.nats.listenKey != "" {
+		return errors.New("--nats-listen-cert and --nats-listen-key need --nats-listen")
 	}
 	var store *jobs.Store
 	if c.natsURL != "" {
-		store, err = jobs.Connect(ctx, c.natsURL, storeOpts...)
+		store, err = jobs.Connect(ctx, c.natsURL, append(storeOpts, c.nats.options()...)...)
 	} else {
 		store, err = jobs.OpenEmbedded(ctx, filepath.Join(dataDir, "store"), storeOpts...)
 	}
@@ -276,7 +283,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	defer store.Close()
 	if u := store.URL(); u != "" {
-		logger.Info("embedded job store accepts workers", "nats", u)
+		storeJoinHint(logger, u, store.CredsFile())
 	}
 
 	reg := prometheus.NewRegistry()
@@ -295,7 +302,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	if c.workers > 0 {
 		// The project directory is the only part of the data dir a build
 		// sees; hiding the store and the upload spool is defence in depth.
-		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger),
+		eg, err := egressOption(logger, c.allowPrivate, c.listen, c.natsListen, c.natsURL)
+		if err != nil {
+			return err
+		}
+		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
 			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
@@ -329,12 +340,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		}
 	}
 
-	var origins []string
-	for _, o := range strings.Split(c.cors, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
+	origins, err := parseOrigins(c.cors)
+	if err != nil {
+		return err
 	}
+	warnOpenAccess(logger, c.listen, token != "", origins)
 	h := api.New(store,
 		api.WithMaxUpload(int64(c.maxUpload)),
 		api.WithSpoolDir(spool),
@@ -361,7 +371,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("kettle serve listening", "addr", ln.Addr().String(), "data_dir", dataDir, "nats", c.natsURL,
+	logger.Info("kettle serve listening", "addr", ln.Addr().String(), "data_dir", dataDir, "nats", jobs.RedactURL(c.natsURL),
 		"workers", c.workers, "queue_limit", c.queueLimit, "max_upload", int64(c.maxUpload),
 		"retention", time.Duration(c.retention).String(), "single_build", c.singleBuild, "auth", token != "")
 
@@ -392,6 +402,11 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	case <-time.After(5 * time.Second):
 		cancelHTTP()
 		srv.Close()
+	}
+	// Uploads cut by the shutdown were never accepted, and the workers are
+	// done: nothing in the spool is wanted, so none of it outlives us.
+	if err := os.RemoveAll(spool); err != nil {
+		logger.Warn("cannot empty the upload spool", "err", err)
 	}
 	logger.Info("kettle serve stopped")
 	return nil

@@ -70,14 +70,14 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: kettle verify [flags] DIR\n\nVerifies a result directory (provenance.json, evidence.json, artifacts/).\nExit status: 0 passed, 1 a check failed, 2 the inputs could not be read.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: kettle verify [flags] DIR\n\nVerifies a result directory (provenance.json, evidence.json, artifacts/).\nSay what you expect (--nonce, --source-sha256, --git-commit, --git-tree, ...);\nwithout any expectation it warns that the result may be anyone's build.\nFlags are read from the command line only, never from KETTLE_* variables.\nExit status: 0 passed, 1 a check failed, 2 bad usage or unreadable input.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	nonceHex := fs.String("nonce", "", "the nonce (hex of 1-16 bytes, or a UUID) the evidence must bind")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var policy policyFlags
 	policy.register(fs)
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseCommandLine(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -94,7 +94,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitBadArgs
 	}
 
-	opts, err := policy.options(verify.Policy{})
+	opts, expects, err := policy.options()
 	if err != nil {
 		return bad("%v", err)
 	}
@@ -111,11 +111,16 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return bad("--nonce must be 1-16 bytes, got %d", len(n))
 		}
 		opts = append(opts, verify.WithNonce(n))
+		expects = true
+	}
+	if !expects {
+		fmt.Fprint(stderr, noExpectationsWarning)
+		opts = append(opts, verify.WithoutExpectationsUnsafe())
 	}
 
 	rep, err := verify.Bundle(ctx, dir, opts...)
 	if err != nil {
-		if errors.Is(err, verify.ErrUnreadable) {
+		if errors.Is(err, verify.ErrUnreadable) || errors.Is(err, verify.ErrOption) {
 			return bad("%v", err)
 		}
 		fmt.Fprintf(stderr, "kettle verify: %v\n", err)

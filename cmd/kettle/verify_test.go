@@ -152,10 +152,101 @@ func TestVerifyCLIExitCodes(t *testing.T) {
 	}
 }
 
-func TestVerifyCLIEnv(t *testing.T) {
-	t.Setenv("KETTLE_NONCE", strings.Repeat("ff", 16))
-	if code, out, _ := runCLI(t, kexBundle); code != exitFailed {
-		t.Errorf("KETTLE_NONCE ignored: exit %d\n%s", code, out)
+// TestVerifyCLIEnvIgnored: no KETTLE_<FLAG> variable changes what
+// `kettle verify` accepts: not the trust roots, the clock, --allow-*, a
+// policy file, nor an expectation. Each is set to what would flip the
+// verdict if it were read.
+func TestVerifyCLIEnvIgnored(t *testing.T) {
+	tmp := t.TempDir()
+	roots := filepath.Join(tmp, "roots.pem")
+	debugRoots := filepath.Join(tmp, "debug-roots.pem")
+	insecureDir := copyKex(t, nil, insecure)
+	sim := copyKex(t, nil, simSNP(t, false, roots))
+	simDebug := copyKex(t, nil, simSNP(t, true, debugRoots))
+	policy := filepath.Join(tmp, "policy.json")
+	os.WriteFile(policy, []byte(`{"allow-insecure":true,"allow-debug":true}`), 0o644)
+
+	// Without the variables: rejected, rejected, rejected, passes.
+	for _, dir := range []string{insecureDir, sim, simDebug} {
+		if code, out, _ := runCLI(t, dir); code != exitFailed {
+			t.Fatalf("%s: exit %d before setting the environment\n%s", dir, code, out)
+		}
+	}
+	for k, v := range map[string]string{
+		"KETTLE_ALLOW_INSECURE": "true", "KETTLE_ALLOW_DEBUG": "true", "KETTLE_TRUST_ROOTS": roots,
+		"KETTLE_POLICY": policy, "KETTLE_AT": "2000-01-01", "KETTLE_ONLINE": "true",
+		"KETTLE_NONCE": strings.Repeat("ff", 16), "KETTLE_GIT_COMMIT": strings.Repeat("1", 40),
+		"KETTLE_GIT_TREE": strings.Repeat("2", 40), "KETTLE_SOURCE_SHA256": strings.Repeat("3", 64),
+		"KETTLE_BUILDER_ID": "https://example.com/b", "KETTLE_MEASUREMENT": strings.Repeat("ab", 48),
+		"KETTLE_JSON": "true",
+	} {
+		t.Setenv(k, v)
+	}
+	for _, dir := range []string{insecureDir, sim} {
+		code, out, _ := runCLI(t, dir)
+		if code != exitFailed || !strings.Contains(out, "Verification FAILED") {
+			t.Errorf("%s: the environment weakened verification: exit %d\n%s", dir, code, out)
+		}
+	}
+	if code, out, _ := runCLI(t, "--trust-roots", debugRoots, simDebug); code != exitFailed || !strings.Contains(out, "debug") {
+		t.Errorf("KETTLE_ALLOW_DEBUG honoured: exit %d\n%s", code, out)
+	}
+	// Nor do variables add or change expectations (nonce, commit, clock…):
+	// the kex bundle passes as if they were not there.
+	if code, out, _ := runCLI(t, "--nonce", strings.Repeat("00", 16), kexBundle); code != exitOK || strings.HasPrefix(out, "{") {
+		t.Errorf("a KETTLE_ variable changed the verdict on kex: exit %d\n%s", code, out)
+	}
+	// The flags themselves still work.
+	if code, out, stderr := runCLI(t, "--allow-insecure", "--nonce", strings.Repeat("00", 16), insecureDir); code != exitOK {
+		t.Errorf("--allow-insecure: exit %d\n%s%s", code, out, stderr)
+	}
+}
+
+// TestVerifyCLINoExpectations: verifying without any expectation works,
+// with a prominent warning naming the flags; any expectation silences it.
+func TestVerifyCLINoExpectations(t *testing.T) {
+	code, out, stderr := runCLI(t, kexBundle)
+	if code != exitOK || !strings.Contains(stderr, "WARNING: nothing is expected of this build") ||
+		!strings.Contains(stderr, "--source-sha256") || !strings.Contains(out, "nothing was expected of this build") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, stderr)
+	}
+	for _, args := range [][]string{
+		{"--nonce", strings.Repeat("00", 16)}, {"--git-commit", "0fc9cfa2d7cf98bf1d6c370a5359cd4ac451540a"},
+		{"--git-tree", "40097e700eabf1c2cfacd538ab1d921678419862"}, {"--builder-id", "https://lunal.dev/kettle-tee/v1"},
+	} {
+		code, out, stderr := runCLI(t, append(args, kexBundle)...)
+		if code != exitOK || strings.Contains(stderr, "WARNING") || strings.Contains(out, "nothing was expected") {
+			t.Errorf("%v: exit %d\n%s%s", args, code, out, stderr)
+		}
+	}
+	// --min-tcb bounds the TCB but does not say which build: still warned.
+	if _, _, stderr := runCLI(t, "--min-tcb", "bl=0", kexBundle); !strings.Contains(stderr, "WARNING") {
+		t.Errorf("--min-tcb alone: no warning\n%s", stderr)
+	}
+}
+
+// TestVerifyCLIMessages: what the CLI prints names flags, never the Go
+// API (WithAllowInsecureUnsafe and friends).
+func TestVerifyCLIMessages(t *testing.T) {
+	tmp := t.TempDir()
+	roots := filepath.Join(tmp, "debug-roots.pem")
+	simDebug := copyKex(t, nil, simSNP(t, true, roots))
+	ins := copyKex(t, nil, insecure)
+	var all strings.Builder
+	for _, args := range [][]string{
+		{ins}, {"--allow-insecure", ins}, {"--json", ins}, {"--trust-roots", roots, simDebug}, {kexBundle},
+		{"--source-sha256", "zz", kexBundle}, {"--git-tree", "abc", kexBundle}, {"-h"},
+	} {
+		_, out, stderr := runCLI(t, args...)
+		all.WriteString(out + stderr)
+	}
+	for _, bad := range []string{"Unsafe", "With", "verify.", "Option"} {
+		if strings.Contains(all.String(), bad) {
+			t.Errorf("output names the Go API (%q):\n%s", bad, all.String())
+		}
+	}
+	if !strings.Contains(all.String(), "--allow-insecure") || !strings.Contains(all.String(), "--allow-debug") {
+		t.Errorf("the refusals do not name their flags:\n%s", all.String())
 	}
 }
 
@@ -165,7 +256,7 @@ func TestVerifyCLIPolicyFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := verify.Evidence(context.Background(), ev)
+	c, err := verify.Evidence(context.Background(), ev, verify.WithoutExpectationsUnsafe())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +269,11 @@ func TestVerifyCLIPolicyFlags(t *testing.T) {
 	}, insecure)
 	sim := copyKex(t, nil, simSNP(t, false, roots))
 	simDebug := copyKex(t, nil, simSNP(t, true, debugRoots))
+	archiveSum := strings.Repeat("d8", 32)
+	withArchive := copyKex(t, func(p string) string {
+		return strings.Replace(p, `"gitTree": "40097e700eabf1c2cfacd538ab1d921678419862"`,
+			`"gitTree": "40097e700eabf1c2cfacd538ab1d921678419862",`+"\n          "+`"sha256": "`+archiveSum+`"`, 1)
+	}, insecure)
 	policy := func(body string) string {
 		f := filepath.Join(t.TempDir(), "policy.json")
 		os.WriteFile(f, []byte(body), 0o644)
@@ -196,6 +292,16 @@ func TestVerifyCLIPolicyFlags(t *testing.T) {
 		{"--git-commit accept", []string{"--git-commit", "0fc9cfa2d7cf98bf1d6c370a5359cd4ac451540a", kexBundle}, exitOK},
 		{"--git-commit reject", []string{"--git-commit", strings.Repeat("1", 40), kexBundle}, exitFailed},
 		{"--git-commit malformed", []string{"--git-commit", "0fc9cfa", kexBundle}, exitBadArgs},
+		{"--git-tree accept", []string{"--git-tree", "40097E700EABF1C2CFACD538AB1D921678419862", kexBundle}, exitOK},
+		{"--git-tree reject", []string{"--git-tree", strings.Repeat("1", 40), kexBundle}, exitFailed},
+		{"--git-tree malformed", []string{"--git-tree", "40097e7", kexBundle}, exitBadArgs},
+		{"--source-sha256 accept", []string{"--allow-insecure", "--source-sha256", archiveSum, withArchive}, exitOK},
+		{"--source-sha256 reject", []string{"--allow-insecure", "--source-sha256", strings.Repeat("00", 32), withArchive}, exitFailed},
+		{"--source-sha256 reject (a git build has no archive)", []string{"--source-sha256", archiveSum, kexBundle}, exitFailed},
+		{"--source-sha256 malformed", []string{"--source-sha256", archiveSum[:63], kexBundle}, exitBadArgs},
+		{"--policy source-sha256 and git-tree accept", []string{"--allow-insecure", "--policy", policy(`{"source-sha256":"` + archiveSum + `","git-tree":"40097e700eabf1c2cfacd538ab1d921678419862"}`), withArchive}, exitOK},
+		{"--policy source-sha256 reject", []string{"--allow-insecure", "--policy", policy(`{"source-sha256":"` + strings.Repeat("11", 32) + `"}`), withArchive}, exitFailed},
+		{"--policy and a flag disagree: both checked", []string{"--git-commit", "0fc9cfa2d7cf98bf1d6c370a5359cd4ac451540a", "--policy", policy(`{"git-commit":"` + strings.Repeat("3", 40) + `"}`), kexBundle}, exitFailed},
 		{"--measurement accept (comma list)", []string{"--measurement", other + "," + meas, kexBundle}, exitOK},
 		{"--measurement accept (repeated)", []string{"--measurement", other, "--measurement", meas, kexBundle}, exitOK},
 		{"--measurement reject", []string{"--measurement", other, kexBundle}, exitFailed},

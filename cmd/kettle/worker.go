@@ -26,6 +26,8 @@ type workerFlags struct {
 	natsURL, name, attester, sandboxMode, builderID, workDir, logLevel string
 	once, allowLocal, allowPrivate                                     bool
 	buildTimeout, shutdownMax                                          time.Duration
+	nats                                                               natsFlags
+	budget                                                             budgetFlags
 }
 
 func runWorkerCmd(ctx context.Context, args []string) int {
@@ -44,6 +46,8 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
 	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.nats.register(fs, false)
+	c.budget.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -69,7 +73,11 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 }
 
 func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
-	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger))
+	eg, err := egressOption(logger, c.allowPrivate, "", "", c.natsURL)
+	if err != nil {
+		return err
+	}
+	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg)
 	if err != nil {
 		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 	}
@@ -89,7 +97,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
 		return err
 	}
-	store, err := jobs.Connect(ctx, c.natsURL, jobs.WithLogger(logger), jobs.WithTempDir(c.workDir))
+	opts := append([]jobs.Option{jobs.WithLogger(logger), jobs.WithTempDir(filepath.Join(c.workDir, "spool"))}, c.nats.options()...)
+	store, err := jobs.Connect(ctx, c.natsURL, append(opts, c.budget.options()...)...)
 	if err != nil {
 		return err
 	}
@@ -103,7 +112,7 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 		BuildTimeout: c.buildTimeout,
 		Logger:       logger,
 	})
-	logger.Info("kettle worker joined", "nats", c.natsURL, "name", c.name, "once", c.once,
+	logger.Info("kettle worker joined", "nats", jobs.RedactURL(c.natsURL), "name", c.name, "once", c.once,
 		"sandbox", runner.Name(), "attester", att.Platform())
 
 	// The worker stops taking jobs when ctx ends (SIGTERM); a build in

@@ -31,7 +31,7 @@ func TestWorkerOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code := runWorkerCmd(ctx, []string{"--nats", s.URL(), "--once", "--name", "cvm-1",
+	code := runWorkerCmd(ctx, []string{"--nats", s.URL(), "--nats-creds", s.CredsFile(), "--once", "--name", "cvm-1",
 		"--sandbox", "none", "--attester", "insecure", "--work-dir", t.TempDir()})
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
@@ -39,7 +39,7 @@ func TestWorkerOnce(t *testing.T) {
 	var last events.Event
 	var vm string
 	if err := s.Watch(ctx, j.ID, 0, func(i int, ev events.Event) error {
-		if ev.Type == events.VM {
+		if ev.Type == events.VM && vm == "" {
 			vm = ev.Msg
 		}
 		last = ev

@@ -23,21 +23,18 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/sandbox"
 )
 
 var kettleBin string
 
 func TestMain(m *testing.M) {
-	if _, err := sandbox.NewBwrap(); err != nil {
-		fmt.Println("sandbox/e2e: bubblewrap unavailable, skipping:", err)
-		os.Exit(0)
-	}
+	_, err := sandbox.NewBwrap()
+	testenv.MainNeed(err == nil, "sandbox/e2e", fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	home, _ := os.UserHomeDir()
-	if _, err := os.Stat(filepath.Join(home, ".cargo", "bin", "cargo")); err != nil {
-		fmt.Println("sandbox/e2e: cargo not installed, skipping")
-		os.Exit(0)
-	}
+	_, err = os.Stat(filepath.Join(home, ".cargo", "bin", "cargo"))
+	testenv.MainNeed(err == nil, "sandbox/e2e", "cargo is not installed")
 	// The server finds cargo where rustup put it.
 	os.Setenv("PATH", filepath.Join(home, ".cargo", "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
 	dir, err := os.MkdirTemp("", "kettle-sandbox-e2e-bin-")

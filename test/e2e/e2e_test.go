@@ -28,6 +28,7 @@ import (
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/testenv"
 )
 
 func post(t *testing.T, c *harness.Client, path, ct, body string, hdr ...string) (int, http.Header, string) {
@@ -314,10 +315,8 @@ func TestEventsResume(t *testing.T) {
 // TestQuickStartCurl runs the seed Quick Start verbatim with real curl, and
 // the older /build/stream API.
 func TestQuickStartCurl(t *testing.T) {
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
+	curl := testenv.NeedTool(t, "curl")
+	testenv.NeedTool(t, "zip")
 	repo := serveRepo(t, "quick", 0)
 	_, c := server(t, "")
 	waitReady(t, c)
@@ -343,7 +342,7 @@ func TestQuickStartCurl(t *testing.T) {
 	os.WriteFile(filepath.Join(empty, "README"), []byte("no lockfile here\n"), 0o644)
 	zipPath := filepath.Join(t.TempDir(), "empty.zip")
 	if out, err := exec.Command("sh", "-c", "cd "+empty+" && zip -q -r "+zipPath+" .").CombinedOutput(); err != nil {
-		t.Skipf("zip: %v %s", err, out)
+		t.Fatalf("zip: %v %s", err, out)
 	}
 	out, _ := exec.Command(curl, "-sS", "-w", "\n%{http_code}", "-F", "source=@"+zipPath, c.URL+"/build").Output()
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
@@ -656,32 +655,16 @@ func TestRetention(t *testing.T) {
 	}
 }
 
-// TestUploadMemory streams a large source_data body and checks the
-// server's resident memory grows by far less than the upload (the 1 GiB
-// figure is measured by bench/upload).
-func TestUploadMemory(t *testing.T) {
-	const size = 256 << 20
-	s, c := server(t, "", "--max-upload", "300MiB")
+// TestUploadLarge streams a 64 MiB source_data body to a real server: it
+// is accepted with the exact archive size. The memory it costs is
+// BenchmarkUploadMemory (and bench/upload for 1 GiB), not an assertion here.
+func TestUploadLarge(t *testing.T) {
+	const size = 64 << 20
+	_, c := server(t, "", "--max-upload", "100MiB")
 	waitReady(t, c)
-	time.Sleep(200 * time.Millisecond)
-	before, err := harness.ReadMem(s.PID())
+	id, err := uploadNoise(c, size)
 	if err != nil {
 		t.Fatal(err)
-	}
-	harness.ResetHWM(s.PID())
-	sampler := harness.Sample(s.PID(), 20*time.Millisecond)
-	// A gzip magic followed by noise: the upload path must not care.
-	src := io.MultiReader(bytes.NewReader([]byte{0x1f, 0x8b}), io.LimitReader(zeroNoise{}, size-2))
-	id, err := c.SubmitRaw(context.Background(), "application/json", harness.Base64JSONBody(harness.NewNonce(), "big.tar.gz", src))
-	peak := sampler.Stop()
-	if err != nil {
-		t.Fatal(err)
-	}
-	after, _ := harness.ReadMem(s.PID())
-	growth := max(peak.RSS, peak.HWM, after.HWM) - before.RSS
-	t.Logf("upload %d MiB: RSS before %d MiB, peak %d MiB, growth %d MiB", size>>20, before.RSS>>20, max(peak.RSS, after.HWM)>>20, growth>>20)
-	if growth > 64<<20 {
-		t.Errorf("RSS grew by %d MiB for a %d MiB upload (budget 64 MiB)", growth>>20, size>>20)
 	}
 	st, err := c.Status(context.Background(), id)
 	if err != nil {
@@ -690,6 +673,48 @@ func TestUploadMemory(t *testing.T) {
 	if src, _ := st["source"].(map[string]any); src["archive_size"] != float64(size) {
 		t.Errorf("archive size recorded %v", st["source"])
 	}
+}
+
+// uploadNoise submits a gzip magic followed by size-2 bytes of noise as
+// source_data: the upload path must not care what the archive holds.
+func uploadNoise(c *harness.Client, size int64) (string, error) {
+	src := io.MultiReader(bytes.NewReader([]byte{0x1f, 0x8b}), io.LimitReader(zeroNoise{}, size-2))
+	return c.SubmitRaw(context.Background(), "application/json", harness.Base64JSONBody(harness.NewNonce(), "big.tar.gz", src))
+}
+
+// BenchmarkUploadMemory is SPEC §9's upload budget on a real server: a
+// 256 MiB source_data body (KETTLE_BENCH_UPLOAD_MIB sets another size)
+// should grow the server's resident memory by well under 64 MiB. It
+// reports the growth per upload (peak of VmRSS sampled every 20 ms and
+// VmHWM), for comparison by hand or with benchstat; never under -race.
+func BenchmarkUploadMemory(b *testing.B) {
+	size := int64(256 << 20)
+	if v, err := strconv.ParseInt(os.Getenv("KETTLE_BENCH_UPLOAD_MIB"), 10, 64); err == nil && v > 0 {
+		size = v << 20
+	}
+	s, c := server(b, "", "--max-upload", fmt.Sprintf("%dMiB", size>>20+1))
+	waitReady(b, c)
+	var growthMax int64
+	for b.Loop() {
+		b.StopTimer()
+		time.Sleep(200 * time.Millisecond)
+		before, err := harness.ReadMem(s.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		harness.ResetHWM(s.PID())
+		sampler := harness.Sample(s.PID(), 20*time.Millisecond)
+		b.StartTimer()
+		_, err = uploadNoise(c, size)
+		peak := sampler.Stop()
+		if err != nil {
+			b.Fatal(err)
+		}
+		after, _ := harness.ReadMem(s.PID())
+		growthMax = max(growthMax, max(peak.RSS, peak.HWM, after.HWM)-before.RSS)
+	}
+	b.SetBytes(size)
+	b.ReportMetric(float64(growthMax)/(1<<20), "RSS-growth-MiB")
 }
 
 // zeroNoise is a cheap non-repeating byte stream.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/kettle-build/kettle/bench/harness"
 	"github.com/kettle-build/kettle/bundle"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/verify"
 )
@@ -45,16 +45,9 @@ var toolchainProjects = []toolchainProject{
 func needToolchain(t *testing.T, p toolchainProject) {
 	t.Helper()
 	for _, tool := range p.tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+		testenv.NeedTool(t, tool)
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(p.probe)
-	if err != nil {
-		t.Skipf("registry unreachable: %v", err)
-	}
-	resp.Body.Close()
+	testenv.NeedReachable(t, p.probe)
 }
 
 // copyProject copies testdata/projects/<name> to a new directory, without

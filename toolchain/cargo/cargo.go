@@ -1,19 +1,28 @@
-// Package cargo is the Cargo toolchain driver: Cargo.lock pins every
-// dependency (registry checksum, git commit, or a clean git checkout for a
-// path dependency outside the project); `cargo fetch --locked` downloads them
-// with network, then `cargo build --locked --release --offline` runs in the
-// sandbox, and every binary of target/release is an artifact.
+// Package cargo is the Cargo toolchain driver. Inputs reads Cargo.lock, the
+// manifests and the project's cargo configuration with kettle's own Go code
+// (through os.Root: nothing outside the project is read, nothing of it is
+// run) and refuses anything that leaves the project. `cargo fetch --locked`
+// then downloads what Cargo.lock pins, with network, in a copy of the project
+// holding only the manifests and the lockfile (so no project configuration
+// can name a program for it); `cargo build --locked --release --offline`
+// runs in the sandbox with every configuration key that names a compiler
+// overridden; and every binary of target/release is collected without
+// following a symlink. See docs/security/cargo.md.
 package cargo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
+	"sync"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
@@ -37,8 +46,8 @@ const (
 
 // Driver builds Cargo projects. Use New; a Driver is for one build.
 type Driver struct {
-	cargo, rustc string                  // resolved binaries (set by Inputs)
-	local        map[string]LocalPackage // path dependencies outside the project
+	cargo, rustc, rustdoc string // resolved binaries (set by Inputs)
+	proj                  *Project
 }
 
 // New returns a Cargo driver.
@@ -49,29 +58,20 @@ func (d *Driver) Title() string        { return "Cargo" }
 func (d *Driver) Lockfile() string     { return LockfileName }
 func (d *Driver) BuildCommand() string { return BuildCommand }
 
-// Inputs reads Cargo.lock and the manifests, and hashes cargo and rustc.
+// Inputs reads Cargo.lock, the manifests and .cargo/config.toml, checks
+// vendored crates, and hashes cargo and rustc.
 func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	data, err := toolchain.ReadProjectFile(w.Dir, LockfileName)
-	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read Cargo.lock")
-	}
-	lockHash, err := toolchain.LockfileSHA256(w.Dir, LockfileName)
-	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read Cargo.lock")
-	}
-	lf, err := ParseLock(data)
-	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
-	}
-	local, err := ReadManifests(w.Dir)
+	proj, err := ReadProject(w.Dir)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, clientMsg(err))
 	}
-	deps, err := lf.Dependencies(local)
+	sum := sha256.Sum256(proj.LockData)
+	lockHash := hex.EncodeToString(sum[:])
+	deps, err := proj.Lock.Dependencies(proj)
 	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		return nil, failure.Wrap(failure.InvalidSource, err, clientMsg(err))
 	}
-	d.local = local
+	d.proj = proj
 
 	cargo, cargoPath, err := toolchain.ResolveTool(ctx, w, "cargo")
 	if err != nil {
@@ -82,6 +82,9 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		return nil, failure.Wrap(failure.InternalError, err, "rustc is not usable on this builder")
 	}
 	d.cargo, d.rustc = cargoPath, rustcPath
+	if rd := filepath.Join(filepath.Dir(rustcPath), "rustdoc"); isFile(rd) {
+		d.rustdoc = rd
+	}
 	return &toolchain.Inputs{
 		LockfileSHA256: lockHash,
 		Toolchain:      provenance.Toolchain{cargo, rustc},
@@ -92,13 +95,19 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	}, nil
 }
 
-// clientMsg keeps the part of an error kettle wrote itself (ErrLockfile
-// messages name only project-relative paths).
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// clientMsg keeps the part of an error kettle wrote itself (ErrLockfile and
+// ErrProject messages name only project-relative paths and the client's
+// own strings).
 func clientMsg(err error) string {
-	if errors.Is(err, ErrLockfile) {
+	if errors.Is(err, ErrLockfile) || errors.Is(err, ErrProject) {
 		return err.Error()
 	}
-	return "cannot read the Cargo manifests"
+	return "cannot read the Cargo project"
 }
 
 func (d *Driver) cargoHome(w *toolchain.Workspace) string {
@@ -111,7 +120,8 @@ func (d *Driver) env(w *toolchain.Workspace) []string {
 	// Flags from the server's environment would replace the project's
 	// build.rustflags and kettle's path remapping: cargo reads them first.
 	env := toolchain.UnsetEnv(w.Env, "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER",
-		"CARGO_BUILD_RUSTFLAGS", "RUSTDOCFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET")
+		"CARGO_BUILD_RUSTFLAGS", "RUSTDOCFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTUP_TOOLCHAIN", "RUSTDOC",
+		"CARGO_BUILD_RUSTC", "CARGO_BUILD_RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTDOC")
 	return toolchain.SetEnv(env,
 		"CARGO_HOME="+d.cargoHome(w),
 		"RUSTC="+d.rustc,
@@ -122,19 +132,48 @@ func (d *Driver) env(w *toolchain.Workspace) []string {
 	)
 }
 
-// readOnly lists what the commands read outside the project: the Rust
-// toolchain and the path dependencies recorded in the provenance.
+// overrides are the --config arguments of both phases that take every
+// configuration key naming a program of the compile away from the project:
+// --config beats the environment and every config file. (The fetch reads no
+// project config at all; these are for the build, and for the fetch in case
+// a config file reaches it anyway.)
+func (d *Driver) overrides(ctx context.Context) []string {
+	kv := []string{
+		"build.rustc=" + tomlString(d.rustc),
+		`build.rustc-wrapper=""`,
+		`build.rustc-workspace-wrapper=""`,
+		"net.git-fetch-with-cli=false",
+	}
+	if d.rustdoc != "" {
+		kv = append(kv, "build.rustdoc="+tomlString(d.rustdoc))
+	}
+	if d.proj != nil {
+		for _, r := range d.proj.Config.CredentialRegistries {
+			kv = append(kv, "registries."+r+`.credential-provider="cargo:token"`)
+		}
+		if d.proj.Config.Linker {
+			// A [target.<triple>] key beats a [target.'cfg(..)'] one;
+			// "cc" is rustc's own default on Linux.
+			if host := hostTriple(ctx, d.rustc); host != "" {
+				kv = append(kv, "target."+host+`.linker="cc"`)
+			}
+		}
+	}
+	out := make([]string, 0, 2*len(kv))
+	for _, s := range kv {
+		out = append(out, "--config", s)
+	}
+	return out
+}
+
+// readOnly lists what the commands read outside their working directory:
+// the Rust toolchain.
 func (d *Driver) readOnly() []string {
 	ro := []string{toolchainRoot(d.cargo)}
 	if r := toolchainRoot(d.rustc); r != ro[0] {
 		ro = append(ro, r)
 	}
-	var local []string
-	for _, lp := range d.local {
-		local = append(local, lp.Dir)
-	}
-	sort.Strings(local)
-	return append(ro, local...)
+	return ro
 }
 
 // toolchainRoot is the directory holding bin/<tool> and its lib/.
@@ -147,31 +186,88 @@ func toolchainRoot(bin string) string {
 }
 
 func (d *Driver) ready() error {
-	if d.cargo == "" {
+	if d.cargo == "" || d.proj == nil {
 		return errors.New("cargo driver: Inputs must run first")
 	}
 	return nil
 }
 
-// Fetch runs `cargo fetch --locked` with network into the job's CARGO_HOME;
-// cargo checks each crate against its Cargo.lock checksum.
+// kettleConfig is CARGO_HOME/config.toml: kettle's, written before the
+// fetch and checked before the build.
+const kettleConfig = "# kettle's cargo configuration: intentionally empty (see docs/security/cargo.md)\n"
+
+// Fetch runs `cargo fetch --locked` with network into the job's CARGO_HOME,
+// in a copy of the project holding only its manifests and Cargo.lock (see
+// writeFetchCopy); cargo checks each crate against its Cargo.lock checksum.
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(d.cargoHome(w), 0o755); err != nil {
+	home := d.cargoHome(w)
+	if err := os.MkdirAll(home, 0o755); err != nil {
 		return err
 	}
+	if err := writeKettleConfig(home); err != nil {
+		return err
+	}
+	copyDir := filepath.Join(w.CacheDir, "fetch-src")
+	// cargo reads .cargo/config.toml of its working directory's parents:
+	// none of them may be the project's.
+	if within(copyDir, w.Dir) {
+		return failure.New(failure.InternalError, "the dependency cache must not be inside the project")
+	}
+	if err := os.RemoveAll(copyDir); err != nil {
+		return err
+	}
+	defer os.RemoveAll(copyDir)
+	if err := d.proj.writeFetchCopy(copyDir); err != nil {
+		return err
+	}
+	ro := d.readOnly()
+	for _, dir := range d.proj.Config.dirs() {
+		ro = append(ro, filepath.Join(w.Dir, filepath.FromSlash(dir)))
+	}
+	args := append([]string{d.cargo, "fetch", "--locked"}, d.overrides(ctx)...)
+	args = append(args, d.proj.Config.fetchConfig(w.Dir)...)
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
-		Args:     []string{d.cargo, "fetch", "--locked"},
+		Args:     args,
+		Dir:      copyDir,
 		Env:      d.env(w),
 		Network:  true,
-		Writable: []string{d.cargoHome(w)},
-		ReadOnly: d.readOnly(),
+		Writable: []string{home},
+		ReadOnly: ro,
 		Limits:   w.Limits,
 	})
 	if err != nil {
 		return toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "cargo fetch --locked", err)
+	}
+	return checkKettleConfig(home)
+}
+
+func writeKettleConfig(home string) error {
+	for _, name := range []string{"config", "credentials", "credentials.toml"} {
+		if err := os.Remove(filepath.Join(home, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	p := filepath.Join(home, "config.toml")
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return os.WriteFile(p, []byte(kettleConfig), 0o644)
+}
+
+// checkKettleConfig refuses a CARGO_HOME whose configuration is not
+// kettle's any more (nothing in the fetch should write it).
+func checkKettleConfig(home string) error {
+	b, err := os.ReadFile(filepath.Join(home, "config.toml"))
+	if err != nil || string(b) != kettleConfig {
+		return failure.New(failure.DependencyFetchFailed, "cargo fetch changed kettle's cargo configuration")
+	}
+	for _, name := range []string{"config", "credentials", "credentials.toml"} {
+		if _, err := os.Lstat(filepath.Join(home, name)); err == nil {
+			return failure.New(failure.DependencyFetchFailed, "cargo fetch changed kettle's cargo configuration")
+		}
 	}
 	return nil
 }
@@ -184,12 +280,16 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(); err != nil {
 		return err
 	}
+	if err := checkKettleConfig(d.cargoHome(w)); err != nil {
+		return err
+	}
 	flags, _ := json.Marshal([]string{
 		"--remap-path-prefix=" + w.Dir + "=" + remapSource,
 		"--remap-path-prefix=" + d.cargoHome(w) + "=" + remapCargoHome,
 	})
+	args := []string{d.cargo, "build", "--locked", "--release", "--offline", "--config", "build.rustflags=" + string(flags)}
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
-		Args:     []string{d.cargo, "build", "--locked", "--release", "--offline", "--config", "build.rustflags=" + string(flags)},
+		Args:     append(args, d.overrides(ctx)...),
 		Env:      d.env(w),
 		ReadOnly: append([]string{d.cargoHome(w)}, d.readOnly()...),
 		Limits:   w.Limits,
@@ -201,15 +301,29 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 }
 
 // Artifacts copies every binary of target/release (regular files directly
-// in it, not hidden, with no extension or .exe: the peer's rule).
+// in it, not hidden, with no extension or .exe: the peer's rule), through
+// toolchain.Outputs: no symlink is followed at any component (target,
+// target/release, the file), only regular files, no hard link to a file
+// outside target/release, and a total size budget.
 func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst string) ([]toolchain.Artifact, error) {
-	dir := filepath.Join(w.Dir, "target", "release")
-	entries, err := os.ReadDir(dir)
+	const dir = "target/release"
+	o, err := toolchain.OpenOutputs(w.Dir, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open the project: %w", err)
+	}
+	defer o.Close()
+	entries, err := o.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, toolchain.ErrUnsafeOutput) {
+			return nil, failure.Wrap(failure.BuildFailed, err, "target or target/release is a symlink (or a mount point): artifacts are collected only from the build's own directories")
+		}
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("read target/release: %w", err)
+		return nil, failure.Wrap(failure.BuildFailed, err, "target/release cannot be read")
+	}
+	if err := o.ScanLinks(dir); err != nil {
+		return nil, failure.Wrap(failure.BuildFailed, err, "target/release cannot be read")
 	}
 	var out []toolchain.Artifact
 	for _, e := range entries {
@@ -220,11 +334,46 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		if ext := filepath.Ext(name); ext != "" && ext != ".exe" {
 			continue
 		}
-		a, err := toolchain.CopyArtifact(filepath.Join(dir, name), dst)
+		a, err := o.Copy(dir+"/"+name, dst, name)
 		if err != nil {
+			if errors.Is(err, toolchain.ErrUnsafeOutput) {
+				// Its message names only the project-relative path.
+				msg := strings.TrimPrefix(err.Error(), toolchain.ErrUnsafeOutput.Error()+": ")
+				return nil, failure.Wrap(failure.BuildFailed, err, "artifact refused: "+msg)
+			}
 			return nil, fmt.Errorf("copy artifact: %w", err)
 		}
 		out = append(out, a)
 	}
 	return out, nil
 }
+
+// hostTriple is rustc's host target ("x86_64-unknown-linux-gnu"), from
+// `rustc -vV` of kettle's own toolchain; "" when it cannot be run.
+func hostTriple(ctx context.Context, rustc string) string {
+	hostCache.Lock()
+	defer hostCache.Unlock()
+	if h, ok := hostCache.m[rustc]; ok {
+		return h
+	}
+	out, err := exec.CommandContext(ctx, rustc, "-vV").Output()
+	if err != nil {
+		return ""
+	}
+	h := ""
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "host: "); ok {
+			h = strings.TrimSpace(v)
+		}
+	}
+	if !nameRE.MatchString(strings.ReplaceAll(h, ".", "_")) {
+		return ""
+	}
+	hostCache.m[rustc] = h
+	return h
+}
+
+var hostCache = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}

@@ -3,7 +3,6 @@ package cargo
 import (
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -155,17 +154,6 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
 	}
 }
 
-func git(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"}, args...)...)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -173,99 +161,6 @@ func write(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestPathDependencies builds a project whose workspace member depends on a
-// crate in a sibling git checkout (outside the project), and one inside.
-func TestPathDependencies(t *testing.T) {
-	base := t.TempDir()
-	proj := filepath.Join(base, "my proj")
-	ext := filepath.Join(base, "ext#lib")
-	write(t, filepath.Join(proj, "Cargo.toml"), `[workspace]
-members = ["crates/*"]
-[workspace.dependencies]
-shared = { path = "vendor/shared" }
-`)
-	write(t, filepath.Join(proj, "crates/app/Cargo.toml"), `[package]
-name = "app"
-version = "0.1.0"
-[dependencies]
-shared.workspace = true
-[target.'cfg(unix)'.dependencies]
-extlib = { path = "../../../ext#lib", package = "extlib" }
-`)
-	write(t, filepath.Join(proj, "vendor/shared/Cargo.toml"), "[package]\nname = \"shared\"\nversion = \"0.3.0\"\n")
-	write(t, filepath.Join(ext, "Cargo.toml"), "[package]\nname = \"extlib\"\nversion = \"2.0.0\"\n[dependencies]\ndeeper = { path = \"../deeper\" }\n")
-	write(t, filepath.Join(base, "deeper/Cargo.toml"), "[package]\nname = \"deeper\"\nversion = \"0.0.1\"\n")
-	lock := `[[package]]
-name = "app"
-version = "0.1.0"
-[[package]]
-name = "shared"
-version = "0.3.0"
-[[package]]
-name = "extlib"
-version = "2.0.0"
-`
-	git(t, ext, "init", "-q")
-	git(t, ext, "add", ".")
-	git(t, ext, "commit", "-q", "-m", "x")
-	head := git(t, ext, "rev-parse", "HEAD")
-
-	local, err := ReadManifests(proj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := local["shared 0.3.0"]; ok {
-		t.Fatal("a path dependency inside the project was recorded")
-	}
-	if lp := local["deeper 0.0.1"]; lp.Rel != "../deeper" {
-		t.Fatalf("transitive path dependency: %+v", local)
-	}
-	lf, err := ParseLock([]byte(lock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deps, err := lf.Dependencies(local)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "pkg:cargo/extlib@2.0.0?vcs_url=git+file:../ext%23lib@" + head
-	if len(deps) != 1 || deps[0].URI != want || deps[0].Digest["gitCommit"] != head {
-		t.Fatalf("deps = %+v, want %s", deps, want)
-	}
-
-	// A dirty checkout cannot be pinned by a commit.
-	write(t, filepath.Join(ext, "src/lib.rs"), "// uncommitted\n")
-	_, err = lf.Dependencies(local)
-	if err == nil || !strings.Contains(err.Error(), "path dependency extlib@2.0.0 at ../ext#lib: git work tree has uncommitted changes") {
-		t.Fatalf("dirty: err = %v", err)
-	}
-	if strings.Contains(err.Error(), base) {
-		t.Fatalf("error names a server path: %v", err)
-	}
-
-	// Not a git checkout at all.
-	lf2, _ := ParseLock([]byte("[[package]]\nname = \"deeper\"\nversion = \"0.0.1\"\n"))
-	if _, err := lf2.Dependencies(local); err == nil || !strings.Contains(err.Error(), "not in a git repository") {
-		t.Fatalf("no git: err = %v", err)
-	}
-}
-
-func TestReadManifestsErrors(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := ReadManifests(dir); !errors.Is(err, ErrLockfile) {
-		t.Fatalf("no Cargo.toml: %v", err)
-	}
-	write(t, filepath.Join(dir, "Cargo.toml"), "[package]\nname = \"a\"\n[dependencies]\nb = { path = \"../missing\" }\n")
-	_, err := ReadManifests(dir)
-	if err == nil || !strings.Contains(err.Error(), "path dependency ../missing does not exist") {
-		t.Fatalf("missing path dep: %v", err)
-	}
-	write(t, filepath.Join(dir, "Cargo.toml"), "[package\n")
-	if _, err := ReadManifests(dir); !errors.Is(err, ErrLockfile) {
-		t.Fatalf("bad toml: %v", err)
 	}
 }
 

@@ -3,7 +3,6 @@ package gomod
 import (
 	"context"
 	"errors"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,9 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/toolchain"
@@ -132,9 +131,7 @@ func projectDir(t *testing.T, name string) string {
 
 func needGo(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("go not installed")
-	}
+	testenv.NeedTool(t, "go")
 }
 
 // needProxy skips when the Go module proxy cannot be reached: the fetch
@@ -142,12 +139,7 @@ func needGo(t *testing.T) {
 func needProxy(t *testing.T) {
 	t.Helper()
 	needGo(t)
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("https://proxy.golang.org/github.com/google/uuid/@v/v1.6.0.info")
-	if err != nil {
-		t.Skipf("Go module proxy unreachable: %v", err)
-	}
-	resp.Body.Close()
+	testenv.NeedReachable(t, "https://proxy.golang.org/github.com/google/uuid/@v/v1.6.0.info")
 }
 
 func workspace(t *testing.T, dir string) (*toolchain.Workspace, *[]string) {

@@ -2,16 +2,15 @@ package pnpm_test
 
 import (
 	"context"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/pipeline"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
@@ -25,16 +24,9 @@ import (
 // directory as `kettle verify --allow-insecure` does.
 func TestPipelinePnpm(t *testing.T) {
 	for _, tool := range []string{"pnpm", "node", "git"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+		testenv.NeedTool(t, tool)
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("https://registry.npmjs.org/ms")
-	if err != nil {
-		t.Skipf("npm registry unreachable: %v", err)
-	}
-	resp.Body.Close()
+	testenv.NeedReachable(t, "https://registry.npmjs.org/ms")
 
 	ctx := context.Background()
 	runner, err := sandbox.New("bwrap")
@@ -101,16 +93,9 @@ func TestPipelinePnpm(t *testing.T) {
 // match the registry's tarball fails the build with DependencyFetchFailed.
 func TestPipelinePnpmTampered(t *testing.T) {
 	for _, tool := range []string{"pnpm", "node"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+		testenv.NeedTool(t, tool)
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("https://registry.npmjs.org/ms")
-	if err != nil {
-		t.Skipf("npm registry unreachable: %v", err)
-	}
-	resp.Body.Close()
+	testenv.NeedReachable(t, "https://registry.npmjs.org/ms")
 	dir := filepath.Join(t.TempDir(), "pnpm-hello")
 	if err := exec.Command("cp", "-a", filepath.Join("..", "..", "testdata", "projects", "pnpm-hello"), dir).Run(); err != nil {
 		t.Fatal(err)
@@ -122,7 +107,7 @@ func TestPipelinePnpmTampered(t *testing.T) {
 		"sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlA==",
 		"sha512-GsCCIZDE/p3i96vtEqx+7dBUGXrc7zeSK3wwPHIaRThS+9OhWIXRqzs4d6k1SVU8g91DrNRWxWUGhp5KXQb2VA==", 1)), 0o644)
 	env := append(pipeline.DefaultEnv(), "npm_config_fetch_retries=0")
-	_, err = pipeline.Run(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env})
+	_, err := pipeline.Run(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env})
 	msg := failure.Message(err)
 	if failure.KindOf(err) != failure.DependencyFetchFailed || !strings.Contains(msg, "ERR_PNPM_TARBALL_INTEGRITY") {
 		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), msg)

@@ -13,9 +13,9 @@ var update = flag.Bool("update", false, "rewrite golden files")
 
 func openclaw(t testing.TB) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "fixtures", "lockfiles", "openclaw-pnpm-lock.yaml"))
+	b, err := os.ReadFile(filepath.Join("testdata", "openclaw-pnpm-lock.yaml"))
 	if err != nil {
-		t.Skipf("fixture: %v", err)
+		t.Fatal(err)
 	}
 	return b
 }

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/toolchain"
@@ -77,16 +77,9 @@ func copyTree(t *testing.T, src, dst string) {
 func needRegistry(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"pnpm", "node"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (scripts/setup.sh installs pnpm)", tool)
-		}
+		testenv.NeedTool(t, tool)
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get("https://registry.npmjs.org/ms")
-	if err != nil {
-		t.Skipf("npm registry unreachable: %v", err)
-	}
-	resp.Body.Close()
+	testenv.NeedReachable(t, "https://registry.npmjs.org/ms")
 }
 
 type logLines struct {

@@ -127,7 +127,7 @@ func TestPackDirRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := makeDist(t, time.Now(), 0o644)
 			if err := tc.setup(filepath.Join(dir, "dist")); err != nil {
-				t.Skip(err)
+				t.Fatal(err)
 			}
 			if _, err := pack(t, dir); !errors.Is(err, ErrUnsafeEntry) {
 				t.Fatalf("err %v, want ErrUnsafeEntry", err)
