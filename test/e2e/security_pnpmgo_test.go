@@ -19,8 +19,8 @@ import (
 	"github.com/kettle-build/kettle/provenance"
 )
 
-// securityProject copies testdata/security/<name> to a new directory.
-func securityProject(t *testing.T, name string) string {
+// pgProject copies testdata/security/<name> to a new directory.
+func pgProject(t *testing.T, name string) string {
 	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
@@ -50,9 +50,9 @@ func securityProject(t *testing.T, name string) string {
 	return dst
 }
 
-// submitDir uploads dir as an archive, follows the build and returns the
+// pgSubmit uploads dir as an archive, follows the build and returns the
 // complete result, the events and (when it succeeded) the extracted bundle.
-func submitDir(t *testing.T, c *harness.Client, dir, name string) (harness.Complete, []harness.Event, string) {
+func pgSubmit(t *testing.T, c *harness.Client, dir, name string) (harness.Complete, []harness.Event, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -82,7 +82,7 @@ func submitDir(t *testing.T, c *harness.Client, dir, name string) (harness.Compl
 	return res, evs, out
 }
 
-func resolvedDeps(t *testing.T, dir string) []provenance.Dependency {
+func pgDeps(t *testing.T, dir string) []provenance.Dependency {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, "provenance.json"))
 	if err != nil {
@@ -121,16 +121,16 @@ func TestSecurityPnpmGo(t *testing.T) {
 	t.Run("go-replace-lie", func(t *testing.T) {
 		t.Parallel()
 		needToolchain(t, toolchainProjects[0])
-		dir := securityProject(t, "go-replace-lie")
+		dir := pgProject(t, "go-replace-lie")
 		want, err := dirhash.HashDir(filepath.Join(dir, "fake"), "", dirhash.Hash1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, evs, out := submitDir(t, c, dir, "go-replace-lie")
+		res, evs, out := pgSubmit(t, c, dir, "go-replace-lie")
 		if res.Status != "ok" {
 			t.Fatalf("build: %+v\n%s", res, eventLog(evs))
 		}
-		deps := resolvedDeps(t, out)
+		deps := pgDeps(t, out)
 		if len(deps) != 1 || deps[0].URI != "file:fake" || deps[0].Name != "github.com/nats-io/nkeys" || "h1:"+deps[0].Digest["h1"] != want {
 			t.Fatalf("resolvedDependencies %+v, want file:fake (github.com/nats-io/nkeys) %s", deps, want)
 		}
@@ -152,10 +152,10 @@ func TestSecurityPnpmGo(t *testing.T) {
 	t.Run("go-replace-outside", func(t *testing.T) {
 		t.Parallel()
 		needToolchain(t, toolchainProjects[0])
-		dir := securityProject(t, "go-replace-lie")
+		dir := pgProject(t, "go-replace-lie")
 		mod := "module example.com/rtreplace\n\ngo 1.22\n\nrequire github.com/nats-io/nkeys v0.4.16\n\nreplace github.com/nats-io/nkeys v0.4.16 => ../../../../etc\n"
 		os.WriteFile(filepath.Join(dir, "go.mod"), []byte(mod), 0o644)
-		res, evs, _ := submitDir(t, c, dir, "go-replace-outside")
+		res, evs, _ := pgSubmit(t, c, dir, "go-replace-outside")
 		if res.Status != "failed" || res.ErrorType != "InvalidSource" || !strings.Contains(res.Error, "outside the project") {
 			t.Fatalf("result %+v, want InvalidSource\n%s", res, eventLog(evs))
 		}
@@ -170,7 +170,7 @@ func TestSecurityPnpmGo(t *testing.T) {
 		dir := copyProject(t, "go-hello")
 		b, _ := os.ReadFile(filepath.Join(dir, "go.mod"))
 		os.WriteFile(filepath.Join(dir, "go.mod"), append(b, "\ntoolchain go1.99.0\n"...), 0o644)
-		res, evs, _ := submitDir(t, c, dir, "go-toolchain")
+		res, evs, _ := pgSubmit(t, c, dir, "go-toolchain")
 		if res.Status != "failed" || res.ErrorType != "UnsupportedToolchain" || !strings.Contains(res.Error, "go1.99.0") {
 			t.Fatalf("result %+v, want UnsupportedToolchain\n%s", res, eventLog(evs))
 		}
@@ -186,7 +186,7 @@ func TestSecurityPnpmGo(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "evil.sh"), []byte("#!/bin/sh\necho ran > "+marker+"\n"), 0o755)
 		os.WriteFile(filepath.Join(dir, ".pnpmfile.cjs"), []byte(js+"module.exports = { hooks: { readPackage(p) { "+js+" return p } } };\n"), 0o644)
 		os.WriteFile(filepath.Join(dir, ".npmrc"), []byte("registry=http://127.0.0.1:9/\ngit=./evil.sh\nscript-shell=./evil.sh\nnode-options=--require ./evil.js\n"), 0o644)
-		res, evs, out := submitDir(t, c, dir, "pnpm-hostile")
+		res, evs, out := pgSubmit(t, c, dir, "pnpm-hostile")
 		t.Logf("hostile pnpm project: %s %s %s", res.Status, res.ErrorType, res.Error)
 		if _, err := os.Stat(marker); err == nil {
 			t.Fatal("project code wrote a marker on the host")
@@ -210,12 +210,12 @@ func TestSecurityPnpmGo(t *testing.T) {
 	t.Run("pnpm-local-inputs", func(t *testing.T) {
 		t.Parallel()
 		needToolchain(t, toolchainProjects[1])
-		res, evs, out := submitDir(t, c, securityProject(t, "pnpm-local-inputs"), "pnpm-local-inputs")
+		res, evs, out := pgSubmit(t, c, pgProject(t, "pnpm-local-inputs"), "pnpm-local-inputs")
 		if res.Status != "ok" {
 			t.Fatalf("build: %+v\n%s", res, eventLog(evs))
 		}
 		uris := map[string]provenance.Dependency{}
-		for _, d := range resolvedDeps(t, out) {
+		for _, d := range pgDeps(t, out) {
 			uris[d.URI] = d
 		}
 		for _, u := range []string{"file:linked", "file:localpkg", "file:packages/wa", "file:localpkg/localpkg-1.0.0.tgz", "file:patches/ms@2.1.3.patch"} {
@@ -229,14 +229,14 @@ func TestSecurityPnpmGo(t *testing.T) {
 		t.Run("honest-"+p.name, func(t *testing.T) {
 			t.Parallel()
 			needToolchain(t, p)
-			res, evs, out := submitDir(t, c, copyProject(t, p.name), p.name)
+			res, evs, out := pgSubmit(t, c, copyProject(t, p.name), p.name)
 			if res.Status != "ok" {
 				t.Fatalf("honest build: %+v\n%s", res, eventLog(evs))
 			}
 			if got := artifactNames(t, out); strings.Join(got, ",") != strings.Join(p.artifacts, ",") {
 				t.Errorf("artifacts %v", got)
 			}
-			for _, d := range resolvedDeps(t, out) {
+			for _, d := range pgDeps(t, out) {
 				if strings.HasPrefix(d.URI, "file:") {
 					t.Errorf("honest build records local code %+v", d)
 				}

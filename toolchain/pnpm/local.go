@@ -142,6 +142,11 @@ func fileDigests(root *os.Root, p, integrity string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// MaxTreeFiles bounds the files of one hashed tree (a local replacement,
+// a module in the cache, a local package): a submission cannot make the
+// trusted process list millions of names.
+const MaxTreeFiles = 200000
+
 // HashTree is dirhash.HashDir(dir, "", dirhash.Hash1) computed through
 // root: every file under dir, named by its slash path relative to dir. A
 // symlink is hashed as the regular file it names inside root (HashDir
@@ -162,6 +167,9 @@ func HashTree(root *os.Root, dir string) (string, error) {
 		rel := p
 		if dir != "." {
 			rel = strings.TrimPrefix(p, dir+"/")
+		}
+		if len(files) >= MaxTreeFiles {
+			return fmt.Errorf("more than %d files", MaxTreeFiles)
 		}
 		files = append(files, rel)
 		return nil
