@@ -257,3 +257,24 @@ func writeFile(t *testing.T, p, content string, mode os.FileMode) {
 }
 
 func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", "\\'") + "'" }
+
+// TestProjectRegistryIgnoredByFetch: a project .npmrc naming another
+// registry (here a closed local port) does not redirect the fetch, and the
+// offline install that reads it in the build still finds every package in
+// the store (pnpm's store is addressed by integrity).
+func TestProjectRegistryIgnoredByFetch(t *testing.T) {
+	needRegistry(t)
+	w, lines := workspace(t, "")
+	writeFile(t, filepath.Join(w.Dir, ".npmrc"), "registry=http://127.0.0.1:9/\n", 0o644)
+	d := New()
+	ctx := context.Background()
+	if _, err := d.Inputs(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Fetch(ctx, w); err != nil {
+		t.Fatalf("fetch: %v\n%s", err, lines)
+	}
+	if err := d.Build(ctx, w); err != nil {
+		t.Fatalf("build: %v\n%s", err, lines)
+	}
+}
