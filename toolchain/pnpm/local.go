@@ -193,7 +193,8 @@ func HashTree(root *os.Root, dir string) (string, error) {
 }
 
 // copyLocal copies the local inputs into the fetch directory, read through
-// root: pnpm fetch reads local packages' manifests and tarballs. Only
+// root: pnpm fetch reads local packages' manifests and tarballs. Files at
+// the top of the project are never copied (see copyFile). Only
 // regular files are written (a symlink inside the project becomes a copy
 // of the file it names there), so nothing in the fetch directory leads
 // back into the project or out of it. Nothing of them runs: scripts and
@@ -205,6 +206,12 @@ func copyLocal(root *os.Root, refs []LocalRef, dst string) error {
 	}
 	defer out.Close()
 	copyFile := func(rel string) error {
+		if !strings.Contains(rel, "/") {
+			// The top of the fetch directory holds kettle's files only:
+			// a local package at "." (link:.) must not bring the
+			// project's .npmrc, package.json or lockfile along.
+			return nil
+		}
 		in, err := root.Open(rel)
 		if err != nil {
 			return err

@@ -278,3 +278,33 @@ func TestProjectRegistryIgnoredByFetch(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, lines)
 	}
 }
+
+// TestFetchLinkToProjectRoot: a `link:.` dependency makes the project root
+// a local input. Copying it for the fetch must not bring the project's
+// .npmrc (here a closed registry and a git program) into the fetch
+// directory.
+func TestFetchLinkToProjectRoot(t *testing.T) {
+	needRegistry(t)
+	w, lines := workspace(t, "")
+	lock, _ := os.ReadFile(filepath.Join(w.Dir, LockfileName))
+	lock = []byte(strings.Replace(string(lock), "      ms:\n        specifier: 2.1.3\n        version: 2.1.3\n",
+		"      ms:\n        specifier: 2.1.3\n        version: 2.1.3\n      self:\n        specifier: link:.\n        version: link:.\n", 1))
+	writeFile(t, filepath.Join(w.Dir, LockfileName), string(lock), 0o644)
+	writeFile(t, filepath.Join(w.Dir, ".npmrc"), "registry=http://127.0.0.1:9/\ngit=/bin/false\n", 0o644)
+	d := New()
+	in, err := d.Inputs(context.Background(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep(in.Dependencies, "file:.") == nil {
+		t.Fatalf("link:. not recorded: %+v", in.Dependencies)
+	}
+	if err := d.Fetch(context.Background(), w); err != nil {
+		t.Fatalf("fetch: %v\n%s", err, lines)
+	}
+	for _, name := range []string{".npmrc", "package.json", "build.js"} {
+		if _, err := os.Lstat(filepath.Join(w.CacheDir, "pnpm-fetch", name)); err == nil {
+			t.Errorf("%s copied to the top of the fetch directory", name)
+		}
+	}
+}
