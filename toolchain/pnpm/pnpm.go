@@ -194,8 +194,13 @@ func (d *Driver) env(w *toolchain.Workspace, home string) []string {
 		}
 		base = append(base, kv)
 	}
+	tmp := filepath.Join(home, ".tmp")
+	_ = os.MkdirAll(tmp, 0o755)
 	return toolchain.SetEnv(base,
 		"HOME="+home,
+		// The server's TMPDIR does not exist in the sandbox (pnpm dies
+		// resolving it): a directory of the job instead.
+		"TMPDIR="+tmp,
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
 		"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),

@@ -224,7 +224,7 @@ func TestFetchIgnoresProjectConfig(t *testing.T) {
 		"onlyBuiltDependencies[]=ms",
 		"",
 	}, "\n"), 0o644)
-	w.Env = append(w.Env, "npm_config_git="+filepath.Join(w.Dir, "evil.sh"), "NODE_OPTIONS=--require "+filepath.Join(w.Dir, "evil.js"))
+	w.Env = append(w.Env, "TMPDIR=/nonexistent/server-tmp", "npm_config_git="+filepath.Join(w.Dir, "evil.sh"), "NODE_OPTIONS=--require "+filepath.Join(w.Dir, "evil.js"))
 	d := New()
 	if _, err := d.Inputs(context.Background(), w); err != nil {
 		t.Fatal(err)
@@ -241,6 +241,9 @@ func TestFetchIgnoresProjectConfig(t *testing.T) {
 		}
 	}
 	c := w.Runner.(*execRunner).cmds[0]
+	if tmp := toolchain.Getenv(c.Env, "TMPDIR"); !strings.HasPrefix(tmp, w.CacheDir+"/") {
+		t.Errorf("TMPDIR %q is not the job's (the server's does not exist in the sandbox)", tmp)
+	}
 	if toolchain.Getenv(c.Env, "npm_config_git") != "" || toolchain.Getenv(c.Env, "NODE_OPTIONS") != "" {
 		t.Errorf("server npm settings reached pnpm: %v", c.Env)
 	}
