@@ -283,7 +283,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	defer store.Close()
 	if u := store.URL(); u != "" {
-		storeJoinHint(logger, u, store.CredsFile())
+		storeJoinHint(logger, u, store.CredsFile(), c.natsListen, c.nats.listenCert != "")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -353,6 +353,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			return source.CheckRepo(ctx, url, ref, policy)
 		}),
 		api.WithCORS(origins...),
+		api.WithLoopbackHosts(loopbackListen(c.listen)),
 		api.WithLogger(logger),
 		api.WithMetrics(reg, reg),
 		api.WithMetricsCollector(metrics),

@@ -97,6 +97,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
 		return err
 	}
+	// Nor does anything outlive a clean exit (the default is under TMPDIR).
+	defer os.RemoveAll(c.workDir)
 	opts := append([]jobs.Option{jobs.WithLogger(logger), jobs.WithTempDir(filepath.Join(c.workDir, "spool"))}, c.nats.options()...)
 	store, err := jobs.Connect(ctx, c.natsURL, append(opts, c.budget.options()...)...)
 	if err != nil {
