@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kettle-build/kettle/egress"
@@ -53,6 +55,9 @@ var defaultHidden = []string{
 	"/dev/sev-guest", "/dev/sev", "/dev/tdx_guest", "/dev/tdx-guest",
 	"/dev/tpm*", "/dev/tpmrm*", "/sys/kernel/config",
 }
+
+// setprivPath drops bubblewrap to the sandbox user (util-linux).
+const setprivPath = "/usr/bin/setpriv"
 
 // sandboxUID is the uid and gid of commands inside the sandbox.
 const sandboxUID = 65534
@@ -145,6 +150,45 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		files:  etcData,
 		name:   filepath.Base(c.Args[0]),
 	}
+	var prepare []func() error
+	// Cmd.Nix (the machine's store, read-write, as root) cannot work as an
+	// unprivileged user; it is being replaced by per-job stores (Mounts).
+	if uid, gid, switchUser := b.cfg.sandboxUser(); switchUser && !c.Nix {
+		// bubblewrap runs as the sandbox user, in a user namespace of its
+		// own that maps 65534 to it: what the build writes on the host is
+		// owned by that user, and it can write only what is made its own.
+		own := append([]string{c.Dir}, c.Writable...)
+		for _, m := range c.Mounts {
+			if m.Writable {
+				own = append(own, m.Source)
+			}
+		}
+		for _, d := range own {
+			if err := chownTree(d, uid, gid); err != nil {
+				return err
+			}
+		}
+		root, err := stageRoot()
+		if err != nil {
+			return err
+		}
+		var st []staged
+		p.args, st = stageArgs(p.args, root, uid, gid)
+		if len(st) > 0 {
+			prepare = append(prepare, func() error { return mountStaged(root, st) })
+		}
+		if sp, err := os.Stat(setprivPath); err == nil && sp.Mode().IsRegular() {
+			// setpriv drops to the sandbox user only after the runner
+			// gave the stopped process its rlimits: prlimit on another
+			// user's process needs CAP_SYS_RESOURCE, which a root server
+			// in a container often lacks.
+			p.path = setprivPath
+			p.args = append([]string{setprivPath, "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid),
+				"--clear-groups", "--nnp", "--pdeathsig=SIGKILL", "--"}, p.args...)
+		} else {
+			p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		}
+	}
 	if c.Network {
 		proxy, err := b.proxy()
 		if err != nil {
@@ -152,14 +196,14 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		}
 		p.env = withEnv(c.Env, proxyEnv()...)
 		var sess *egress.Session
-		p.prepare = func() error {
+		prepare = append(prepare, func() error {
 			ln, err := privateNetns()
 			if err != nil {
 				return err
 			}
 			sess = proxy.Serve(ln, c.Contacted)
 			return nil
-		}
+		})
 		// cfg.run returns only after the start goroutine reported, so
 		// sess is set (or prepare failed) by then.
 		defer func() {
@@ -167,6 +211,16 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 				sess.Close()
 			}
 		}()
+	}
+	if len(prepare) > 0 {
+		p.prepare = func() error {
+			for _, f := range prepare {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 	}
 	return b.cfg.run(ctx, b.cgs, p)
 }

@@ -31,6 +31,8 @@ type config struct {
 	defaultsSet bool
 	egress      *egress.Proxy // nil: a public-only proxy made on first use
 	workers     int           // builds at once, for DefaultLimitsFor
+	uid, gid    int           // WithSandboxUser
+	uidSet      bool
 }
 
 func newConfig(opts []Option) *config {
