@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -186,5 +188,35 @@ func TestEgressPublicRegistry(t *testing.T) {
 	}
 	if c, ok := got.find("registry.npmjs.org:443"); !ok || c.Refused {
 		t.Errorf("registry.npmjs.org:443 reported as %+v, %v", c, ok)
+	}
+}
+
+// TestEgressGoModDownload: `go mod download` of a small module reaches
+// proxy.golang.org (and the checksum database) through the proxy.
+func TestEgressGoModDownload(t *testing.T) {
+	testenv.NeedTool(t, "bwrap")
+	goBin := testenv.NeedTool(t, "go")
+	if testing.Short() {
+		t.Skip("network")
+	}
+	b := newTestBwrap(t)
+	w := workDir(t)
+	cache := mkdir(t, filepath.Join(w, "modcache"))
+	env := []string{"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin", "HOME=" + w, "GOMODCACHE=" + cache,
+		"GOPROXY=https://proxy.golang.org", "GOFLAGS=-modcacherw", "GOTOOLCHAIN=local", "GOCACHE=off", "GOENV=off"}
+	var got contacts
+	var out bytes.Buffer
+	err := b.Run(context.Background(), &Cmd{Args: []string{"go", "mod", "download", "-json", "github.com/google/go-cmp@v0.6.0"},
+		Dir: w, Env: env, Output: &out, Network: true, Writable: []string{cache}, Contacted: got.add,
+		Limits: Limits{Wall: 3 * time.Minute}})
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := got.find("proxy.golang.org:443"); !ok || c.Refused {
+		t.Errorf("proxy.golang.org:443 reported as %+v, %v (all: %+v)", c, ok, got.list)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "github.com", "google", "go-cmp@v0.6.0", "go.mod")); err != nil {
+		t.Errorf("module not in the cache: %v", err)
 	}
 }
