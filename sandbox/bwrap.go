@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -196,21 +198,37 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		}
 		p.env = withEnv(c.Env, proxyEnv()...)
 		var sess *egress.Session
-		prepare = append(prepare, func() error {
-			ln, err := privateNetns()
-			if err != nil {
-				return err
-			}
-			sess = proxy.Serve(ln, c.Contacted)
-			return nil
-		})
-		// cfg.run returns only after the start goroutine reported, so
-		// sess is set (or prepare failed) by then.
 		defer func() {
 			if sess != nil {
 				sess.Close()
 			}
 		}()
+		if os.Geteuid() != 0 {
+			// No private namespace of our making: bubblewrap makes it
+			// and the shim bridges it to the proxy's Unix socket.
+			dir, exe, err := shimSetup()
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			ln, err := net.Listen("unix", filepath.Join(dir, filepath.Base(shimSocket)))
+			if err != nil {
+				return fmt.Errorf("sandbox: egress socket: %w", err)
+			}
+			sess = proxy.Serve(ln, c.Contacted)
+			p.args = shimArgs(p.args, dir, exe)
+		} else {
+			prepare = append(prepare, func() error {
+				ln, err := privateNetns()
+				if err != nil {
+					return err
+				}
+				// cfg.run returns only after the start goroutine
+				// reported, so sess is set by then.
+				sess = proxy.Serve(ln, c.Contacted)
+				return nil
+			})
+		}
 	}
 	if len(prepare) > 0 {
 		p.prepare = func() error {
@@ -223,6 +241,25 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		}
 	}
 	return b.cfg.run(ctx, b.cgs, p)
+}
+
+// shimArgs turns bubblewrap arguments a for the shim: a network namespace
+// of bubblewrap's own (no --share-net), the socket directory and the shim
+// bound in, and the shim running the command.
+func shimArgs(a []string, dir, exe string) []string {
+	end := slices.Index(a, "--") // bubblewrap's options end here (see args)
+	var out []string
+	for i, s := range a[:end] {
+		if s == "--share-net" {
+			continue
+		}
+		if s == "--remount-ro" && a[i+1] == "/" {
+			out = append(out, "--ro-bind", exe, shimExe, "--bind", dir, filepath.Dir(shimSocket))
+		}
+		out = append(out, s)
+	}
+	out = append(out, "--", shimExe, shimArg)
+	return append(out, a[end+1:]...)
 }
 
 // proxy is the egress proxy of Network commands.
