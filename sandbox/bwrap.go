@@ -79,7 +79,7 @@ func newBwrap(cfg *config) *Bwrap {
 	if !cfg.noCgroups {
 		cgs, err := detectCgroups(cfg.cgroupName)
 		if err != nil {
-			cfg.logger.Warn("sandbox: cgroups unavailable: memory is bounded as address space and the process limit cannot be enforced", "err", err)
+			cfg.logger.Warn("sandbox: cgroups unavailable: memory is bounded as address space (RLIMIT_AS) and processes by RLIMIT_NPROC of the sandbox user, which does not bind when that user is root", "err", err)
 		}
 		b.cgs = cgs
 	}
