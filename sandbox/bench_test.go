@@ -192,3 +192,19 @@ func benchCPUGroup(b *testing.B) string {
 	})
 	return dir
 }
+
+// BenchmarkBwrapTrueNetwork is the fixed cost of one fetch-phase command:
+// BenchmarkBwrapTrue plus its own network namespace and the egress proxy.
+func BenchmarkBwrapTrueNetwork(b *testing.B) {
+	bw, err := NewBwrap()
+	if err != nil {
+		b.Skipf("bubblewrap unavailable: %v", err)
+	}
+	dir := b.TempDir()
+	c := &Cmd{Args: []string{"true"}, Dir: dir, Env: testEnv, Network: true, Limits: Limits{Memory: 1 << 30, Procs: 64, Disk: 1 << 30, Wall: time.Minute}}
+	for i := 0; i < b.N; i++ {
+		if err := bw.Run(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
