@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -218,5 +220,49 @@ func TestEgressGoModDownload(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cache, "github.com", "google", "go-cmp@v0.6.0", "go.mod")); err != nil {
 		t.Errorf("module not in the cache: %v", err)
+	}
+}
+
+// TestEgressAbstractSocket: the host's abstract Unix sockets (per network
+// namespace) are out of reach of a Network command.
+func TestEgressAbstractSocket(t *testing.T) {
+	testenv.NeedTool(t, "bwrap")
+	testenv.NeedTool(t, "curl")
+	name := "kettle-test-abstract-" + strconv.Itoa(os.Getpid())
+	ln, err := net.Listen("unix", "@"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hits := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hits <- struct{}{}
+			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nABSTRACT\n"))
+			c.Close()
+		}
+	}()
+	// Control: the same curl outside the sandbox reaches it.
+	if out, err := exec.Command("curl", "-sS", "--max-time", "5", "--abstract-unix-socket", name, "http://x/").CombinedOutput(); !strings.Contains(string(out), "ABSTRACT") {
+		t.Fatalf("control: %v %s", err, out)
+	}
+	<-hits
+	b := newTestBwrap(t)
+	for _, network := range []bool{false, true} {
+		var out bytes.Buffer
+		_ = b.Run(context.Background(), &Cmd{Args: []string{"curl", "-sS", "--max-time", "5", "--abstract-unix-socket", name, "http://x/"},
+			Dir: t.TempDir(), Env: testEnv, Output: &out, Network: network})
+		if strings.Contains(out.String(), "ABSTRACT") {
+			t.Fatalf("network=%v: the host's abstract socket was reached", network)
+		}
+	}
+	select {
+	case <-hits:
+		t.Fatal("a connection arrived from the sandbox")
+	default:
 	}
 }
