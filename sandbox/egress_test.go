@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"net"
@@ -62,6 +63,7 @@ func hostListener(t *testing.T) (string, *int) {
 			mu.Lock()
 			n++
 			mu.Unlock()
+			http.ReadRequest(bufio.NewReader(c)) // unread data would reset the answer
 			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nKETTLE-HOST-SERVICE\n"))
 			c.Close()
 		}
@@ -242,6 +244,9 @@ func TestEgressAbstractSocket(t *testing.T) {
 				return
 			}
 			hits <- struct{}{}
+			// Read the request first: closing unread data resets the
+			// connection before curl sees the answer.
+			http.ReadRequest(bufio.NewReader(c))
 			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nABSTRACT\n"))
 			c.Close()
 		}

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -189,6 +191,7 @@ func listenCounting(t *testing.T) (string, func() int) {
 			mu.Lock()
 			n++
 			mu.Unlock()
+			http.ReadRequest(bufio.NewReader(conn)) // unread data would reset the answer
 			conn.Write([]byte("HTTP/1.0 200 OK\r\n\r\nok\n"))
 			conn.Close()
 		}
