@@ -111,6 +111,7 @@ type serveConfig struct {
 	retention                 serveDuration
 	buildTimeout, shutdownMax time.Duration
 	attester, sandboxMode     string
+	sandboxUID                int
 	singleBuild               bool
 	allowLocal, allowPrivate  bool
 	authTokenFile, builderID  string
@@ -136,6 +137,7 @@ func runServe(ctx context.Context, args []string) int {
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long running builds may finish before they are marked Interrupted")
 	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
 	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
 	fs.BoolVar(&c.singleBuild, "single-build", false, "accept exactly one build, ever (confidential-VM mode)")
 	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
 	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
@@ -307,6 +309,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			return err
 		}
 		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
+			sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID),
 			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
