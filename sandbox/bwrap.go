@@ -153,9 +153,7 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		name:   filepath.Base(c.Args[0]),
 	}
 	var prepare []func() error
-	// Cmd.Nix (the machine's store, read-write, as root) cannot work as an
-	// unprivileged user; it is being replaced by per-job stores (Mounts).
-	if uid, gid, switchUser := b.cfg.sandboxUser(); switchUser && !c.Nix {
+	if uid, gid, switchUser := b.cfg.sandboxUser(); switchUser {
 		// bubblewrap runs as the sandbox user, in a user namespace of its
 		// own that maps 65534 to it: what the build writes on the host is
 		// owned by that user, and it can write only what is made its own.
