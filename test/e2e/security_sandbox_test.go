@@ -50,36 +50,6 @@ func bwrapServer(t *testing.T, env []string, args ...string) (*harness.Server, *
 	return s, c
 }
 
-// securityProject copies testdata/security/<rel> into a new directory.
-func securityProject(t *testing.T, rel string) string {
-	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(root, "testdata", "security", rel)
-	dst := filepath.Join(t.TempDir(), filepath.Base(rel))
-	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		out := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(out, 0o755)
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		fi, _ := d.Info()
-		return os.WriteFile(out, b, fi.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
 
 // submitWait submits an archive of dir and waits for its end.
 func submitWait(t *testing.T, c *harness.Client, dir string) (string, []harness.Event, harness.Complete) {
@@ -144,7 +114,7 @@ func TestSecuritySparseArtifacts(t *testing.T) {
 			}
 		}
 	}()
-	attack := securityProject(t, "sparse-artifact-disk-amplification/sparse-artifacts")
+	attack := securityProject(t, "sparse-artifact-disk-amplification/sparse-artifacts", nil)
 	honest := filepath.Join(t.TempDir(), "honest")
 	project(t, honest, "honest", 0)
 	var (
@@ -221,7 +191,7 @@ func TestSecurityFetchPhaseKettlePorts(t *testing.T) {
 	s, c := bwrapServer(t, nil, "--workers", "2", "--nats-listen", natsAddr)
 	control, hits := listenCounting(t)
 
-	attack := securityProject(t, "fetch-phase-kettle-ports")
+	attack := securityProject(t, "fetch-phase-kettle-ports", nil)
 	conf := fmt.Sprintf("%s blocked\n%s blocked\n%s reached\n", s.Addr, natsAddr, control)
 	if err := os.WriteFile(filepath.Join(attack, "attack.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
