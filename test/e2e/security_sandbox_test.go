@@ -50,7 +50,6 @@ func bwrapServer(t *testing.T, env []string, args ...string) (*harness.Server, *
 	return s, c
 }
 
-
 // submitWait submits an archive of dir and waits for its end.
 func submitWait(t *testing.T, c *harness.Client, dir string) (string, []harness.Event, harness.Complete) {
 	t.Helper()
