@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -41,6 +42,7 @@ type config struct {
 	authToken  string
 	checkRepo  RepoChecker
 	corsOrigin []string
+	localOnly  bool
 	logger     *slog.Logger
 	registry   prometheus.Registerer
 	gatherer   prometheus.Gatherer
@@ -82,6 +84,14 @@ func WithCORS(origins ...string) Option {
 		}
 	}
 }
+
+// WithLoopbackHosts(true) is for a service that listens on loopback only: a
+// browser request (one with an Origin or Sec-Fetch-Site header) must then
+// name a loopback host (localhost, *.localhost, 127.0.0.0/8, ::1) or the
+// host of a --cors-origins origin in its Host header. A web page whose host
+// name an attacker rebinds to 127.0.0.1 (DNS rebinding) is same-origin for
+// the browser, so the Origin check alone would let it through.
+func WithLoopbackHosts(on bool) Option { return func(c *config) { c.localOnly = on } }
 
 // WithLogger sets the structured logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -238,6 +248,11 @@ func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // does not stop the build).
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
+	if s.cfg.localOnly && (origin != "" || r.Header.Get("Sec-Fetch-Site") != "") && !s.localHost(r.Host) {
+		s.log.Info("browser request for a foreign host name refused", "host", oneLine(r.Host), "origin", oneLine(origin))
+		httpError(w, http.StatusForbidden, "host name not allowed for browser requests to this local service (--cors-origins)")
+		return false
+	}
 	if origin == "" {
 		return true // not a cross-origin browser request
 	}
@@ -276,6 +291,28 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// localHost reports whether a Host header names this machine's loopback
+// interface, or the host of an allowed origin.
+func (s *Server) localHost(host string) bool {
+	h := host
+	if hh, _, err := net.SplitHostPort(host); err == nil {
+		h = hh
+	}
+	h = strings.ToLower(strings.Trim(h, "[]"))
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	for _, o := range s.cfg.corsOrigin {
+		if u, err := url.Parse(o); err == nil && u.Host != "" && strings.EqualFold(u.Host, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // sameOrigin reports whether a browser's Origin names the host the request

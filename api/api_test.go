@@ -728,3 +728,59 @@ func TestResultFileName(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSRebinding: on a loopback-only service, a browser request whose
+// Host is a foreign name (a page whose domain was rebound to 127.0.0.1 is
+// same-origin for the browser) is refused; loopback names, listed origins'
+// hosts and non-browser clients pass.
+func TestDNSRebinding(t *testing.T) {
+	srv, f := newTest(t, WithLoopbackHosts(true), WithCORS("https://kettle.example.com"))
+	send := func(method, path, host string, hdr ...string) int {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(`{"nonce":"00","repo_url":"https://x/y"}`))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		method, host string
+		hdr          []string
+		want         int
+	}{
+		{"POST", "rebind.evil.example:8080", []string{"Origin", "http://rebind.evil.example:8080"}, 403},
+		{"GET", "rebind.evil.example:8080", []string{"Sec-Fetch-Site", "same-origin"}, 403},
+		{"POST", "127.0.0.1.evil.example", []string{"Origin", "http://127.0.0.1.evil.example"}, 403},
+		{"POST", "localhost.evil.example", []string{"Origin", "http://localhost.evil.example"}, 403},
+		{"POST", "127.0.0.1:8080", []string{"Origin", "http://127.0.0.1:8080"}, 200},
+		{"POST", "localhost:8080", []string{"Origin", "http://localhost:8080", "Sec-Fetch-Site", "same-origin"}, 200},
+		{"POST", "[::1]:8080", []string{"Origin", "http://[::1]:8080"}, 200},
+		{"POST", "kettle.localhost", []string{"Origin", "http://kettle.localhost"}, 200},
+		{"POST", "kettle.example.com", []string{"Origin", "https://kettle.example.com"}, 200},
+		{"POST", "rebind.evil.example:8080", nil, 200}, // not a browser: curl through a proxy
+	} {
+		if got := send(tc.method, "/build", tc.host, tc.hdr...); got != tc.want && !(tc.method == "GET" && got == 405 && tc.want != 403) {
+			t.Errorf("%s Host %s %v: %d, want %d", tc.method, tc.host, tc.hdr, got, tc.want)
+		}
+	}
+	if n := len(f.submitted); n != 6 {
+		t.Errorf("%d builds submitted, want 6", n)
+	}
+	// Without the option (a service listening beyond loopback) the Host is
+	// not checked.
+	open, _ := newTest(t)
+	req, _ := http.NewRequest("GET", open.URL+"/health", nil)
+	req.Host = "kettle.example.org"
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("Host check without WithLoopbackHosts: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

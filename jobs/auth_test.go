@@ -10,15 +10,18 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/kettle-build/kettle/events"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -340,3 +343,69 @@ func testCerts(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 	return caFile, certFile, keyFile
 }
+
+// TestIDsNeverReachSubjects: ids that are not canonical UUIDs — NATS
+// wildcards, subject separators, another job's id in upper case — never
+// reach a subject or key: every entry point answers ErrNotFound.
+func TestIDsNeverReachSubjects(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir()})
+	j := submitArchive(t, s, "src")
+	collect(t, s, j.ID, 0)
+	ctx := connectCtx(t)
+	for _, id := range []string{">", "*", "kettle.events.>", j.ID + ".x", j.ID[:35] + "*", strings.ToUpper(j.ID), "../" + j.ID, ""} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(%q): %v", id, err)
+		}
+		if err := s.Watch(ctx, id, 0, func(int, events.Event) error { return nil }); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Watch(%q): %v", id, err)
+		}
+		if _, _, err := s.Result(ctx, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Result(%q): %v", id, err)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":               "nats://127.0.0.1:4222",
+		"nats://user:s3cret@h:4222":           "nats://user:REDACTED@h:4222",
+		"nats://t0ken@h:4222":                 "nats://REDACTED@h:4222",
+		"tls://a:b@h1:4222,tls://c:d@h2:4222": "tls://a:REDACTED@h1:4222,tls://c:REDACTED@h2:4222",
+		"nats://us%zzer:pw@h":                 "(unparsable URL)",
+		"":                                    "",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestConnectWarnsAnonymousServer: joining a NATS server that accepts
+// anonymous clients logs a warning.
+func TestConnectWarnsAnonymousServer(t *testing.T) {
+	buf := &lockedWriter{w: &strings.Builder{}}
+	log := slog.New(slog.NewTextHandler(buf, nil))
+	open := runServer(t, &server.Options{})
+	s, err := Connect(connectCtx(t), open.ClientURL(), WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if !strings.Contains(buf.String(), "accepts clients without credentials") {
+		t.Fatalf("no warning:\n%s", buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (l *lockedWriter) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.w.String() }

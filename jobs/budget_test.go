@@ -101,14 +101,13 @@ func TestMaxLogBytes(t *testing.T) {
 	}
 }
 
-// TestMaxEventsAboveDefault: --max-events above the old fixed 100,000 is
-// honoured by the store's own cap (the worker no longer caps first).
-func TestMaxEventsAboveDefault(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes 100,010 events")
-	}
-	s := openTest(t, t.TempDir(), WithMaxEvents(100_005))
-	startWorker(t, s, "w1", &floodBuilder{lines: 100_010, size: 1, char: 'x', resultSize: 10, dir: t.TempDir()})
+// TestMaxEventsGoverns: the store's own cap (--max-events) is the only line
+// cap: the worker runs the pipeline with no cap of its own (MaxLogLines -1),
+// so a value above the pipeline's old fixed 100,000 takes effect too. A
+// small cap shows the mechanism without writing 100,000 events.
+func TestMaxEventsGoverns(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithMaxEvents(105))
+	startWorker(t, s, "w1", &floodBuilder{lines: 110, size: 1, char: 'x', resultSize: 10, dir: t.TempDir()})
 	j := submitArchive(t, s, "src")
 	evs := collect(t, s, j.ID, 0)
 	var lines int
@@ -121,8 +120,8 @@ func TestMaxEventsAboveDefault(t *testing.T) {
 			summary = e.ev.Msg
 		}
 	}
-	// "Running …" is the first of the 100,005 kept lines.
-	if lines != 100_004 || !strings.Contains(summary, "6 more output lines omitted") || !strings.Contains(summary, "100005 lines") {
+	// "Running …" is the first of the 105 kept lines.
+	if lines != 104 || !strings.Contains(summary, "6 more output lines omitted") || !strings.Contains(summary, "105 lines") {
 		t.Fatalf("%d lines kept, summary %q", lines, summary)
 	}
 }

@@ -326,6 +326,11 @@ func Connect(ctx context.Context, natsURL string, opts ...Option) (*Store, error
 		}
 		return nil, fmt.Errorf("jobs: connect %s: %w", RedactURL(natsURL), err)
 	}
+	if !nc.AuthRequired() {
+		// Anyone who reaches it can rewrite what workers build.
+		cfg.logger.Warn("the NATS server accepts clients without credentials: anyone who can reach it can read and rewrite every job; configure authentication on it (docs/cluster.md)",
+			"nats", nc.ConnectedUrlRedacted())
+	}
 	s, err := open(ctx, nc, cfg, nil, nil)
 	if err != nil {
 		nc.Close()

@@ -43,10 +43,12 @@ const InsecureWarning = "WARNING: no TEE on this machine: evidence.json carries 
 
 // DefaultEnv is the base environment of toolchain commands when
 // Options.Env is empty: this process's PATH, HOME and rustup variables, a
-// UTF-8 C locale and UTC. Nothing else leaks from the server's environment.
+// UTF-8 C locale and UTC. Nothing else leaks from the server's environment;
+// not TMPDIR either: the server's names a host directory that the sandbox
+// does not have (tools there use its private /tmp).
 func DefaultEnv() []string {
 	env := []string{"LANG=C.UTF-8", "LC_ALL=C.UTF-8", "TZ=UTC", "TERM=dumb"}
-	for _, k := range []string{"PATH", "HOME", "USER", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "NIX_PATH", "NIX_REMOTE", "TMPDIR"} {
+	for _, k := range []string{"PATH", "HOME", "USER", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "NIX_PATH", "NIX_REMOTE"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -349,54 +351,6 @@ func artifactRule(name string) string {
 		return "no executable in bin/ of the outputs"
 	}
 	return "nothing to collect"
-}
-
-// sourceIdentity is the source's identity: the one computed where the
-// source was materialised (Options.Source), else SourceIdentity of o.Dir.
-// SourceURI, when set, names the source.
-func sourceIdentity(ctx context.Context, o Options) (*gitid.Identity, error) {
-	id := o.Source
-	if id == nil {
-		var err error
-		if id, err = SourceIdentity(ctx, o.Dir, o.OutDir, o.SourceURI == ""); err != nil {
-			return nil, err
-		}
-	}
-	cp := *id
-	if o.SourceURI != "" {
-		cp.URI = o.SourceURI
-	}
-	return &cp, nil
-}
-
-// SourceIdentity computes the identity of a local project directory with
-// Go code only (gitid.Identify; git never runs on the project): the git
-// tree of its content without .git and outDir (default dir/kettle-build),
-// HEAD's commit when dir/.git is a directory, dirty when they differ; with
-// origin, the URI is the checkout's remote.origin.url. Errors are
-// *failure.Error.
-func SourceIdentity(ctx context.Context, dir, outDir string, origin bool) (*gitid.Identity, error) {
-	if outDir == "" {
-		outDir = filepath.Join(dir, OutDirName)
-	}
-	var exclude []string
-	absDir, err1 := filepath.Abs(dir)
-	absOut, err2 := filepath.Abs(outDir)
-	if rel, err := filepath.Rel(absDir, absOut); err1 == nil && err2 == nil && err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
-		exclude = append(exclude, filepath.ToSlash(rel))
-	}
-	id, err := gitid.Identify(ctx, dir, gitid.Options{Exclude: exclude, Origin: origin})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, classify(ctx, ctx.Err())
-		}
-		reason := gitid.Reason(err)
-		if reason == "" {
-			return nil, failure.Wrap(failure.InternalError, err, "cannot hash the source tree")
-		}
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot compute the source's git identity: "+reason)
-	}
-	return id, nil
 }
 
 var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {

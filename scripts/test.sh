@@ -26,16 +26,14 @@ done
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
 
 # A fresh TMPDIR beside the caller's: whatever a test, a kettle process it
-# started or a tool they ran leaves behind shows up here. go's own build
-# files go elsewhere (GOTMPDIR), so that anything found is ours.
+# started or a tool they ran leaves behind shows up here. GOTMPDIR too:
+# t.TempDir follows it, and go removes its own build files when it exits.
 parent="${TMPDIR:-/tmp}"
 tmp=$(mktemp -d "$parent/kettle-test.XXXXXX")
-gotmp=$(mktemp -d "$parent/kettle-test-go.XXXXXX")
-cleanup() { rm -rf "$tmp" "$gotmp"; }
-trap cleanup EXIT
+trap 'rm -rf "$tmp"' EXIT
 
 status=0
-TMPDIR="$tmp" GOTMPDIR="$gotmp" go test -race -count=1 -timeout 14m ${flags[@]+"${flags[@]}"} "${pkgs[@]}" || status=$?
+TMPDIR="$tmp" GOTMPDIR="$tmp" go test -race -count=1 -timeout 14m ${flags[@]+"${flags[@]}"} "${pkgs[@]}" || status=$?
 
 left=$(find "$tmp" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
 if [ -n "$left" ]; then

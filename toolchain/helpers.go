@@ -205,7 +205,9 @@ func hashTool(ctx context.Context, w *Workspace, name, path string) (provenance.
 	}
 	cmd := exec.CommandContext(ctx, path, "--version")
 	cmd.Env = w.Env
-	cmd.Dir = w.Dir
+	// Never the project: cargo reads its .cargo/config.toml, go its go.mod
+	// toolchain line, corepack its packageManager field — all client data.
+	cmd.Dir = "/"
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -40,6 +40,8 @@ func TestTopName(t *testing.T) {
 		{"", "..", DefaultTop},
 		{"", "bad\nname.zip", DefaultTop},
 		{"..", "ok.zip", "ok"},
+		{".git", "x.zip", "x"},
+		{"", ".GIT.tar.gz", DefaultTop},
 	}
 	for _, tc := range tests {
 		if got := TopName(tc.top, tc.name); got != tc.want {

@@ -112,6 +112,7 @@ type serveConfig struct {
 	buildTimeout, shutdownMax time.Duration
 	attester, sandboxMode     string
 	simMeas                   simMeasurementFlag
+	sandboxUID                int
 	singleBuild               bool
 	allowLocal, allowPrivate  bool
 	authTokenFile, builderID  string
@@ -138,6 +139,7 @@ func runServe(ctx context.Context, args []string) int {
 	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
 	fs.Var(&c.simMeas, "sim-measurement", simMeasurementUsage)
 	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
 	fs.BoolVar(&c.singleBuild, "single-build", false, "accept exactly one build, ever (confidential-VM mode)")
 	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
 	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
@@ -289,7 +291,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	defer store.Close()
 	if u := store.URL(); u != "" {
-		storeJoinHint(logger, u, store.CredsFile())
+		storeJoinHint(logger, u, store.CredsFile(), c.natsListen, c.nats.listenCert != "")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -313,6 +315,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			return err
 		}
 		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
+			sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID),
 			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
@@ -363,6 +366,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			return source.CheckRepo(ctx, url, ref, policy)
 		}),
 		api.WithCORS(origins...),
+		api.WithLoopbackHosts(loopbackListen(c.listen)),
 		api.WithLogger(logger),
 		api.WithMetrics(reg, reg),
 		api.WithMetricsCollector(metrics),

@@ -105,8 +105,15 @@ func warnOpenAccess(logger *slog.Logger, listen string, token bool, origins []st
 
 // storeJoinHint is the log line that tells how workers join an embedded
 // store's listener.
-func storeJoinHint(logger *slog.Logger, url, creds string) {
+func storeJoinHint(logger *slog.Logger, url, creds, listen string, tls bool) {
+	if !tls && !loopbackListen(listen) {
+		logger.Warn("--nats-listen is reachable beyond loopback without TLS: sources, results and the session travel in clear text; give --nats-listen-cert/--nats-listen-key",
+			"nats_listen", listen)
+	}
+	join := fmt.Sprintf("kettle worker --nats %s --nats-creds %s", url, creds)
+	if tls {
+		join = fmt.Sprintf("kettle worker --nats %s --nats-ca CA_OF_THE_LISTENER_CERT --nats-creds %s", strings.Replace(url, "nats://", "tls://", 1), creds)
+	}
 	logger.Info("embedded job store accepts workers and front ends with its credentials",
-		"nats", url, "creds", creds,
-		"join", fmt.Sprintf("kettle worker --nats %s --nats-creds %s", url, creds))
+		"nats", url, "creds", creds, "join", join)
 }

@@ -25,6 +25,7 @@ func init() {
 type workerFlags struct {
 	natsURL, name, attester, sandboxMode, builderID, workDir, logLevel string
 	once, allowLocal, allowPrivate                                     bool
+	sandboxUID                                                         int
 	buildTimeout, shutdownMax                                          time.Duration
 	nats                                                               natsFlags
 	budget                                                             budgetFlags
@@ -39,6 +40,7 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	fs.StringVar(&c.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "worker name shown in job logs")
 	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
 	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
 	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long a running build may finish before it is marked Interrupted")
 	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
@@ -77,7 +79,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg)
+	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg,
+		sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID))
 	if err != nil {
 		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 	}
@@ -97,6 +100,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
 		return err
 	}
+	// Nor does anything outlive a clean exit (the default is under TMPDIR).
+	defer os.RemoveAll(c.workDir)
 	opts := append([]jobs.Option{jobs.WithLogger(logger), jobs.WithTempDir(filepath.Join(c.workDir, "spool"))}, c.nats.options()...)
 	store, err := jobs.Connect(ctx, c.natsURL, append(opts, c.budget.options()...)...)
 	if err != nil {

@@ -740,12 +740,14 @@ func TestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	_, cA := server(t, "", "--workers", "0", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port))
+	sA, cA := server(t, "", "--workers", "0", "--nats-listen", fmt.Sprintf("127.0.0.1:%d", port))
 	if code, _, body := get(t, cA, "/ready"); code != 503 {
 		t.Errorf("/ready without workers = %d %q", code, body)
 	}
-	_, cB := server(t, "", "--nats", natsURL)
-	w := exec.Command(kettleBin, "worker", "--nats", natsURL, "--attester", "insecure", "--sandbox", sandboxMode(),
+	// The embedded store's listener needs the credentials it generated.
+	creds := filepath.Join(sA.DataDir, "store", "auth", "member.nk")
+	_, cB := server(t, "", "--nats", natsURL, "--nats-creds", creds)
+	w := exec.Command(kettleBin, "worker", "--nats", natsURL, "--nats-creds", creds, "--attester", "insecure", "--sandbox", sandboxMode(),
 		"--allow-local-repos", "--allow-private-networks", "--work-dir", tempDir(t))
 	var wlog bytes.Buffer
 	w.Stdout, w.Stderr = &wlog, &wlog

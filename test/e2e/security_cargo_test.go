@@ -7,8 +7,8 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -201,7 +201,10 @@ func TestSecurityCargoReleaseSymlink(t *testing.T) {
 			dir := securityProject(t, "cargo-artifact-dir-symlink/cargo-release-symlink2", map[string]string{"@SECRET_DIR@": hostOnly})
 			id := submitDir(t, c, dir)
 			evs, res := waitJob(t, c, id)
-			if res.Status != "ok" && res.ErrorType != "BuildFailed" {
+			// Which way the race goes decides: honest artifacts, the
+			// symlink refused, or (killed between its mv and ln -s) no
+			// target/release at all.
+			if res.Status != "ok" && res.ErrorType != "BuildFailed" && res.ErrorType != "NoArtifacts" {
 				t.Fatalf("result %+v\n%s", res, eventLog(evs))
 			}
 			if all := resultText(t, c, id, evs, res); strings.Contains(all, secret) {

@@ -73,11 +73,16 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	}
 	d.proj = proj
 
-	cargo, cargoPath, err := toolchain.ResolveTool(ctx, w, "cargo")
+	// `cargo --version` reads .cargo/config.toml of its working directory
+	// (and what it includes): the trusted process must not run it in the
+	// project.
+	neutral := *w
+	neutral.Dir = "/"
+	cargo, cargoPath, err := toolchain.ResolveTool(ctx, &neutral, "cargo")
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cargo is not usable on this builder")
 	}
-	rustc, rustcPath, err := toolchain.ResolveTool(ctx, w, "rustc")
+	rustc, rustcPath, err := toolchain.ResolveTool(ctx, &neutral, "rustc")
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "rustc is not usable on this builder")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
 	"regexp"
@@ -46,7 +47,13 @@ type Source struct {
 	LocalRegistry string
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+var (
+	// nameRE is cargo's rule for registry names.
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// sourceRE admits source names like cargo vendor's
+	// "git+https://github.com/x/y?branch=main" (quoted on the command line).
+	sourceRE = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]{1,512}$`)
+)
 
 // ReadConfig reads .cargo/config.toml (or the legacy .cargo/config) of the
 // project root, the only project config file cargo reads (cargo reads those
@@ -128,7 +135,7 @@ func (c *Config) parse(root *os.Root, name string, data []byte) error {
 		if t == nil {
 			return refuse("%s: source.%s is not a table", name, clip(sname))
 		}
-		if !nameRE.MatchString(sname) {
+		if !sourceRE.MatchString(sname) {
 			return refuse("%s: source name %q is not supported", name, clip(sname))
 		}
 		s := &Source{}
@@ -223,11 +230,24 @@ const (
 	cratesIOSparse = "sparse+https://index.crates.io/"
 )
 
-// canonicalGit is cargo's canonical form of a git URL for source
-// identity: lower-case, no trailing slash or ".git".
+// canonicalGit is cargo's canonical form of a git URL for source identity
+// (CanonicalUrl): no trailing slash or ".git", host lower-case, and the
+// path lower-case on github.com only. Kept as strict as cargo's: when kettle
+// and cargo disagree, a vendored copy must end in a refusal (see
+// checkVendored), never in kettle recording a vendored crate that cargo
+// fetched from git.
 func canonicalGit(u string) string {
-	u = strings.ToLower(strings.TrimSuffix(u, "/"))
-	return strings.TrimSuffix(u, ".git")
+	pu, err := url.Parse(u)
+	if err != nil || pu.Host == "" {
+		return strings.TrimSuffix(strings.TrimSuffix(u, "/"), ".git")
+	}
+	pu.Scheme, pu.Host = strings.ToLower(pu.Scheme), strings.ToLower(pu.Host)
+	if pu.Host == "github.com" {
+		pu.Path = strings.ToLower(pu.Path)
+	}
+	pu.Path = strings.TrimSuffix(strings.TrimSuffix(pu.Path, "/"), ".git")
+	pu.RawPath = ""
+	return pu.String()
 }
 
 // sourceName finds the [source] table whose identity is the Cargo.lock
@@ -297,7 +317,7 @@ func (c *Config) fetchConfig(projectDir string) []string {
 		s := c.Sources[n]
 		kv := func(k, v string) {
 			if v != "" {
-				out = append(out, "--config", "source."+n+"."+k+"="+tomlString(v))
+				out = append(out, "--config", "source."+tomlString(n)+"."+k+"="+tomlString(v))
 			}
 		}
 		kv("replace-with", s.ReplaceWith)

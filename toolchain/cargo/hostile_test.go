@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/kettle-build/kettle/failure"
@@ -219,6 +220,37 @@ func TestArtifactsNoSymlink(t *testing.T) {
 			}
 		})
 	}
+	t.Run("sparse file over the budget", func(t *testing.T) {
+		dir := t.TempDir()
+		rel := filepath.Join(dir, "target", "release")
+		os.MkdirAll(rel, 0o755)
+		f, err := os.Create(filepath.Join(rel, "big"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(toolchain.DefaultMaxOutputBytes + 1); err != nil {
+			t.Skip(err)
+		}
+		f.Close()
+		_, err = cargo.New().Artifacts(t.Context(), &toolchain.Workspace{Dir: dir}, t.TempDir())
+		if failure.KindOf(err) != failure.BuildFailed || !strings.Contains(failure.Message(err), "exceed") {
+			t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), failure.Message(err))
+		}
+	})
+	t.Run("symlink and fifo named like binaries", func(t *testing.T) {
+		dir := t.TempDir()
+		rel := filepath.Join(dir, "target", "release")
+		os.MkdirAll(rel, 0o755)
+		os.Symlink("/etc/passwd", filepath.Join(rel, "passwd"))
+		if err := syscall.Mkfifo(filepath.Join(rel, "fifo"), 0o644); err != nil {
+			t.Skip(err)
+		}
+		os.WriteFile(filepath.Join(rel, "app"), []byte("ELF"), 0o755)
+		arts, err := cargo.New().Artifacts(t.Context(), &toolchain.Workspace{Dir: dir}, t.TempDir())
+		if err != nil || len(arts) != 1 || arts[0].Name != "app" {
+			t.Fatalf("arts %v, err %v", arts, err)
+		}
+	})
 	t.Run("cargo's own hard links", func(t *testing.T) {
 		dir := t.TempDir()
 		rel := filepath.Join(dir, "target", "release")

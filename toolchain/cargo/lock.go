@@ -119,7 +119,10 @@ func (lf *Lockfile) Dependencies(p *Project) ([]provenance.Dependency, error) {
 			if p == nil {
 				continue
 			}
-			info := p.find(pk.Name, pk.Version)
+			info, ok := p.find(pk.Name, pk.Version)
+			if !ok {
+				return nil, fmt.Errorf("%w: package %s has no source, and more than one directory of the project holds a package of that name and version", ErrLockfile, id)
+			}
 			if info == nil {
 				return nil, fmt.Errorf("%w: package %s has no source, and no manifest of the project (root, workspace members, path dependencies) declares it", ErrLockfile, id)
 			}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -26,7 +27,7 @@ const (
 	maxGlobMatches   = 10000
 )
 
-// Package is a package of the project found through its manifests.
+// pkgInfo is a package of the project found through its manifests.
 type pkgInfo struct {
 	Dir     string // slash path relative to the project root ("." for the root)
 	Name    string
@@ -61,22 +62,31 @@ type Project struct {
 }
 
 // find returns the package of the project named name at version (a
-// package whose version is unknown matches any).
-func (p *Project) find(name, version string) *pkgInfo {
-	var any *pkgInfo
+// package whose version is unknown matches any); ok is false when two
+// directories match, so kettle cannot tell which one cargo builds.
+func (p *Project) find(name, version string) (pk *pkgInfo, ok bool) {
+	var exact, any []*pkgInfo
 	for _, d := range sortedKeys(p.Packages) {
-		pk := p.Packages[d]
-		if pk.Name != name {
-			continue
-		}
-		if pk.Version == version {
-			return pk
-		}
-		if pk.Version == "*" && any == nil {
-			any = pk
+		c := p.Packages[d]
+		switch {
+		case c.Name != name:
+		case c.Version == version:
+			exact = append(exact, c)
+		case c.Version == "*":
+			any = append(any, c)
 		}
 	}
-	return any
+	switch {
+	case len(exact) == 1:
+		return exact[0], true
+	case len(exact) > 1:
+		return nil, false
+	case len(any) == 1:
+		return any[0], true
+	case len(any) > 1:
+		return nil, false
+	}
+	return nil, true
 }
 
 // refuse builds a client-facing refusal.
@@ -92,10 +102,16 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
+// openRegular opens name inside root for reading without blocking on a
+// FIFO (O_NONBLOCK; callers then refuse anything but a regular file).
+func openRegular(root *os.Root, name string) (*os.File, error) {
+	return root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+}
+
 // readFile reads the regular file rel inside root (symlinks that stay inside
 // are followed, as cargo in the sandbox follows them), at most max bytes.
 func readFile(root *os.Root, rel string, max int64) ([]byte, error) {
-	f, err := root.Open(rel)
+	f, err := openRegular(root, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +252,27 @@ func (p *Project) readManifests(root *os.Root) error {
 	}
 	queue := []item{{dir: ".", own: true}}
 	if ws != nil {
+		// workspace.exclude removes glob matches at or below its paths.
+		var exclude []string
+		if list, ok := ws["exclude"].([]any); ok {
+			for _, v := range list {
+				if s, ok := str(v); ok {
+					q, err := inside(root, ".", s, "workspace.exclude entry")
+					if err != nil {
+						return err
+					}
+					exclude = append(exclude, q)
+				}
+			}
+		}
+		excluded := func(d string) bool {
+			for _, e := range exclude {
+				if d == e || strings.HasPrefix(d, e+"/") || e == "." {
+					return true
+				}
+			}
+			return false
+		}
 		for _, key := range []string{"members", "default-members"} {
 			list, _ := ws[key].([]any)
 			for _, v := range list {
@@ -248,7 +285,15 @@ func (p *Project) readManifests(root *os.Root) error {
 					return err
 				}
 				for _, d := range dirs {
-					if fi, err := root.Stat(path.Join(d, "Cargo.toml")); err != nil || !fi.Mode().IsRegular() {
+					if hasMeta(pat) && excluded(d) {
+						continue
+					}
+					fi, err := root.Stat(path.Join(d, "Cargo.toml"))
+					if err != nil && !errors.Is(err, fs.ErrNotExist) {
+						// Never skipped: cargo would follow it out.
+						return refuse("workspace.%s entry %q matches a Cargo.toml that cannot be read inside the project (a symlink leading out of it?)", key, clip(pat))
+					}
+					if err != nil || !fi.Mode().IsRegular() {
 						if !hasMeta(pat) {
 							return refuse("workspace member %q has no Cargo.toml", clip(pat))
 						}
@@ -258,18 +303,7 @@ func (p *Project) readManifests(root *os.Root) error {
 				}
 			}
 		}
-		if list, ok := ws["exclude"].([]any); ok {
-			for _, v := range list {
-				if s, ok := str(v); ok {
-					if _, err := inside(root, ".", s, "workspace.exclude entry"); err != nil {
-						return err
-					}
-				}
-			}
-		}
 	}
-	// The root's [patch] and [replace] (cargo honours them only there,
-	// but kettle checks every manifest's).
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]
@@ -390,6 +424,22 @@ func (p *Project) readManifests(root *os.Root) error {
 // cargo will look for when it loads it (for the fetch copy's stubs).
 func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error {
 	add := func(rel string) { p.stubs[rel] = true }
+	// file stubs rel when it is a regular file; one that leads out of the
+	// project (cargo would follow it) is a refusal.
+	file := func(rel string) (bool, error) {
+		fi, err := root.Stat(rel)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+				return false, nil
+			}
+			return false, refuse("%s cannot be resolved inside the project (a symlink leading out of it?)", clip(rel))
+		}
+		if fi.Mode().IsRegular() {
+			add(rel)
+			return true, nil
+		}
+		return false, nil
+	}
 	pkg := table(m["package"])
 	switch b := pkg["build"].(type) {
 	case string:
@@ -400,8 +450,8 @@ func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error
 		add(q)
 	case bool:
 	default:
-		if fi, err := root.Stat(path.Join(dir, "build.rs")); err == nil && fi.Mode().IsRegular() {
-			add(path.Join(dir, "build.rs"))
+		if _, err := file(path.Join(dir, "build.rs")); err != nil {
+			return err
 		}
 	}
 	explicit := func(key string, t map[string]any) error {
@@ -429,22 +479,28 @@ func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error
 	}
 	// cargo's target auto-discovery.
 	for _, f := range []string{"src/lib.rs", "src/main.rs"} {
-		if fi, err := root.Stat(path.Join(dir, f)); err == nil && fi.Mode().IsRegular() {
-			add(path.Join(dir, f))
+		if _, err := file(path.Join(dir, f)); err != nil {
+			return err
 		}
 	}
 	for _, d := range []string{"src/bin", "examples", "tests", "benches"} {
+		if _, err := file(path.Join(dir, d)); err != nil {
+			return err
+		}
 		ents, err := readDir(root, path.Join(dir, d))
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
 			n := path.Join(dir, d, e.Name())
-			if strings.HasSuffix(e.Name(), ".rs") && e.Type().IsRegular() {
-				add(n)
-			} else if e.IsDir() {
-				if fi, err := root.Stat(path.Join(n, "main.rs")); err == nil && fi.Mode().IsRegular() {
-					add(path.Join(n, "main.rs"))
+			if strings.HasSuffix(e.Name(), ".rs") {
+				if _, err := file(n); err != nil {
+					return err
+				}
+			}
+			if e.IsDir() || e.Type()&fs.ModeSymlink != 0 {
+				if _, err := file(path.Join(n, "main.rs")); err != nil {
+					return err
 				}
 			}
 		}
@@ -453,7 +509,8 @@ func (p *Project) targets(root *os.Root, dir, mf string, m map[string]any) error
 }
 
 func readDir(root *os.Root, dir string) ([]fs.DirEntry, error) {
-	f, err := root.Open(dir)
+	// O_DIRECTORY: a FIFO in a directory's place fails instead of blocking.
+	f, err := root.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/dirhash"
 )
@@ -67,6 +69,7 @@ func TestProjectLocalCode(t *testing.T) {
 	files(t, dir, map[string]string{
 		"Cargo.toml": `[workspace]
 members = ["crates/*", "tools/gen"]
+exclude = ["crates/standalone"]
 [workspace.package]
 version = "0.7.0"
 [workspace.dependencies]
@@ -81,18 +84,24 @@ shared.workspace = true
 unixy = { path = "../../libs/unixy" }
 [build-dependencies]
 gen = { path = "../../tools/gen" }
+standalone = { path = "../standalone" }
 `,
-		"crates/app/src/main.rs":   "fn main() {}",
-		"crates/notacrate/README":  "no manifest: not a member",
-		"tools/gen/Cargo.toml":     "[package]\nname = \"gen\"\nversion = \"1.0.0\"\n",
-		"tools/gen/src/lib.rs":     "",
-		"libs/shared/Cargo.toml":   "[package]\nname = \"shared\"\nversion = \"0.3.0\"\n",
-		"libs/shared/src/lib.rs":   "pub fn f() {}",
-		"libs/unixy/Cargo.toml":    "[package]\nname = \"unixy\"\nversion = \"0.0.1\"\n[dependencies]\nshared = { path = \"../shared\" }\n",
-		"libs/unixy/src/lib.rs":    "",
-		"libs/unixy/build.rs":      "fn main() {}",
-		"libs/unixy/src/bin/x.rs":  "fn main() {}",
-		"libs/unixy/examples/e.rs": "fn main() {}",
+		"crates/standalone/Cargo.toml":      "[package]\nname = \"standalone\"\nversion = \"2.0.0\"\n",
+		"crates/standalone/src/lib.rs":      "",
+		"crates/app/src/main.rs":            "fn main() {}",
+		"crates/notacrate/README":           "no manifest: not a member",
+		"tools/gen/Cargo.toml":              "[package]\nname = \"gen\"\nversion = \"1.0.0\"\n",
+		"tools/gen/src/lib.rs":              "",
+		"libs/shared/Cargo.toml":            "[package]\nname = \"shared\"\nversion = \"0.3.0\"\n",
+		"libs/shared/src/lib.rs":            "pub fn f() {}",
+		"libs/unixy/Cargo.toml":             "[package]\nname = \"unixy\"\nversion = \"0.0.1\"\n[dependencies]\nshared = { path = \"../shared\" }\n",
+		"libs/unixy/src/lib.rs":             "",
+		"libs/unixy/build.rs":               "fn main() {}",
+		"libs/unixy/src/bin/x.rs":           "fn main() {}",
+		"libs/unixy/examples/e.rs":          "fn main() {}",
+		"libs/unixy/examples/README":        "not a target",
+		"libs/unixy/examples/multi/main.rs": "fn main() {}",
+		"libs/unixy/tests/t.rs":             "->../src/lib.rs",
 		"Cargo.lock": `version = 4
 [[package]]
 name = "app"
@@ -106,6 +115,9 @@ version = "0.3.0"
 [[package]]
 name = "unixy"
 version = "0.0.1"
+[[package]]
+name = "standalone"
+version = "2.0.0"
 `,
 	})
 	p, err := ReadProject(dir)
@@ -123,6 +135,8 @@ version = "0.0.1"
 	want := map[string]string{
 		"file:libs/shared": h1(t, filepath.Join(dir, "libs/shared")) + " shared",
 		"file:libs/unixy":  h1(t, filepath.Join(dir, "libs/unixy")) + " unixy",
+		// excluded from the member glob: a path dependency, not a member
+		"file:crates/standalone": h1(t, filepath.Join(dir, "crates/standalone")) + " standalone",
 	}
 	if len(got) != len(want) {
 		t.Fatalf("deps %v, want %v", got, want)
@@ -132,7 +146,7 @@ version = "0.0.1"
 			t.Errorf("%s: %q, want %q", k, got[k], v)
 		}
 	}
-	for _, s := range []string{"libs/unixy/build.rs", "libs/unixy/src/bin/x.rs", "libs/unixy/examples/e.rs", "crates/app/src/main.rs"} {
+	for _, s := range []string{"libs/unixy/build.rs", "libs/unixy/src/bin/x.rs", "libs/unixy/examples/e.rs", "libs/unixy/examples/multi/main.rs", "libs/unixy/tests/t.rs", "crates/app/src/main.rs"} {
 		if !p.stubs[s] {
 			t.Errorf("no stub for %s: %v", s, p.stubs)
 		}
@@ -182,6 +196,10 @@ func TestProjectRefusals(t *testing.T) {
 		{"relative symlink path dependency", map[string]string{"Cargo.toml": dep(`rt-stager = { path = "sub/link" }`), "sub/link": "->../../" + filepath.Base(outside), "Cargo.lock": lockStager}, "cannot be resolved inside the project"},
 		{"symlinked directory in a member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"link/*\"]\n", "link": "->" + secret, "Cargo.lock": lockStager}, "cannot be resolved inside the project"},
 		{"symlink matched by a member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"m/*\"]\n", "m/x": "->" + secret, "Cargo.lock": lockStager}, "matches a path that leads out of the project"},
+		{"member glob matching a manifest symlinked out", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"m/*\"]\n", "m/x/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": lockStager}, "matches a Cargo.toml that cannot be read inside the project"},
+		{"build script symlinked out", map[string]string{"Cargo.toml": appToml, "build.rs": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "build.rs cannot be resolved inside the project"},
+		{"src/main.rs symlinked out", map[string]string{"Cargo.toml": appToml, "src/main.rs": "->/etc/passwd", "Cargo.lock": appLock()}, "src/main.rs cannot be resolved inside the project"},
+		{"src/bin symlinked out", map[string]string{"Cargo.toml": appToml, "src/bin": "->" + secret, "Cargo.lock": appLock()}, "src/bin cannot be resolved"},
 		{"** member glob", map[string]string{"Cargo.toml": appToml + "[workspace]\nmembers = [\"**/x\"]\n", "Cargo.lock": lockStager}, "not supported"},
 		{"patch path", map[string]string{"Cargo.toml": appToml + "[patch.crates-io]\nitoa = { path = \"../itoa\" }\n", "Cargo.lock": appLock()}, "path of patch.crates-io.itoa"},
 		{"replace path", map[string]string{"Cargo.toml": appToml + "[replace]\n\"itoa:1.0.0\" = { path = \"/usr/src/itoa\" }\n", "Cargo.lock": appLock()}, "path of replace.itoa:1.0.0"},
@@ -197,10 +215,15 @@ func TestProjectRefusals(t *testing.T) {
 		{"registry-index file", map[string]string{"Cargo.toml": dep(`x = { version = "1", registry-index = "file:///srv/index" }`), "Cargo.lock": appLock()}, "local registry index"},
 		{"Cargo.lock local registry", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock("[[package]]\nname = \"x\"\nversion = \"1.0.0\"\nsource = \"registry+file:///srv/index\"\nchecksum = \"" + sumA + "\"\n")}, "local registry outside the project"},
 		{"unknown sourceless package", map[string]string{"Cargo.toml": appToml, "Cargo.lock": lockStager}, "package rt-stager@0.1.0 has no source, and no manifest"},
+		{"two path dependencies with one name and version", map[string]string{
+			"Cargo.toml":          appToml + "[target.'cfg(unix)'.dependencies]\nfoo = { path = \"unix/foo\" }\n[target.'cfg(windows)'.dependencies]\nfoo = { path = \"win/foo\" }\n",
+			"unix/foo/Cargo.toml": "[package]\nname = \"foo\"\nversion = \"0.1.0\"\n",
+			"win/foo/Cargo.toml":  "[package]\nname = \"foo\"\nversion = \"0.1.0\"\n",
+			"Cargo.lock":          appLock("[[package]]\nname = \"foo\"\nversion = \"0.1.0\"\n")}, "more than one directory"},
 		{"path dependency without manifest", map[string]string{"Cargo.toml": dep(`x = { path = "x" }`), "x/src/lib.rs": "", "Cargo.lock": appLock()}, "path dependency x has no Cargo.toml"},
 		{"Cargo.toml is a symlink out", map[string]string{"Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "cannot read Cargo.toml"},
 		{"Cargo.lock is a symlink out", map[string]string{"Cargo.toml": appToml, "Cargo.lock": "->" + filepath.Join(secret, "Cargo.toml")}, "cannot read Cargo.lock"},
-		{"member manifest is a symlink out", map[string]string{"Cargo.toml": "[workspace]\nmembers = [\"m\"]\n", "m/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "no Cargo.toml"},
+		{"member manifest is a symlink out", map[string]string{"Cargo.toml": "[workspace]\nmembers = [\"m\"]\n", "m/Cargo.toml": "->" + filepath.Join(secret, "Cargo.toml"), "Cargo.lock": appLock()}, "cannot be read inside the project"},
 
 		{"config paths", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "paths = [\"../x\"]\n"}, "path overrides"},
 		{"config patch", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "[patch.crates-io]\nx = { path = \"x\" }\n"}, "[patch] in cargo configuration"},
@@ -216,10 +239,43 @@ func TestProjectRefusals(t *testing.T) {
 		{"config and legacy config", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "", ".cargo/config": ""}, "both .cargo/config"},
 		{"config unknown source key", map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": "[source.x]\nfoo = \"bar\"\n"}, "source.x.foo is not supported"},
 	}
+	fifo := func(name string) map[string]string {
+		fs := map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(), ".cargo/config.toml": ""}
+		fs[name] = "fifo"
+		return fs
+	}
+	tests = append(tests, []struct {
+		name string
+		fs   map[string]string
+		want string
+	}{
+		{"Cargo.toml is a fifo", fifo("Cargo.toml"), "cannot read Cargo.toml"},
+		{"Cargo.lock is a fifo", fifo("Cargo.lock"), "cannot read Cargo.lock"},
+		{"config is a fifo", fifo(".cargo/config.toml"), ".cargo/config.toml cannot be read"},
+		{"glob directory is a fifo", map[string]string{"Cargo.toml": "[workspace]\nmembers = [\"m/*\"]\n", "m": "fifo", "Cargo.lock": appLock()}, "cannot be resolved inside the project"},
+	}...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "proj")
-			files(t, dir, tc.fs)
+			fifos := map[string]string{}
+			for n, c := range tc.fs {
+				if c == "fifo" {
+					fifos[n] = c
+				}
+			}
+			regular := map[string]string{}
+			for n, c := range tc.fs {
+				if c != "fifo" {
+					regular[n] = c
+				}
+			}
+			files(t, dir, regular)
+			for n := range fifos {
+				os.MkdirAll(filepath.Dir(filepath.Join(dir, n)), 0o755)
+				if err := syscall.Mkfifo(filepath.Join(dir, n), 0o644); err != nil {
+					t.Skip(err)
+				}
+			}
 			p, err := ReadProject(dir)
 			if err == nil {
 				_, err = p.Lock.Dependencies(p)
@@ -419,4 +475,73 @@ func FuzzChecksumJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestKettleCargoHome: CARGO_HOME's config is kettle's; one the fetch
+// changed, or a legacy config/credentials file beside it, stops the build.
+func TestKettleCargoHome(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		tamper func(home string)
+	}{
+		{"rewritten", func(home string) {
+			os.WriteFile(filepath.Join(home, "config.toml"), []byte("[build]\nrustc-wrapper = \"/tmp/x\"\n"), 0o644)
+		}},
+		{"removed", func(home string) { os.Remove(filepath.Join(home, "config.toml")) }},
+		{"legacy config", func(home string) { os.WriteFile(filepath.Join(home, "config"), nil, 0o644) }},
+		{"credentials", func(home string) { os.WriteFile(filepath.Join(home, "credentials.toml"), nil, 0o644) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			os.WriteFile(filepath.Join(home, "config"), []byte("stale"), 0o644)
+			if err := writeKettleConfig(home); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkKettleConfig(home); err != nil {
+				t.Fatalf("fresh: %v", err)
+			}
+			tc.tamper(home)
+			if err := checkKettleConfig(home); err == nil {
+				t.Fatal("tampered CARGO_HOME accepted")
+			}
+		})
+	}
+}
+
+// TestProjectFifoDoesNotBlock: a FIFO where kettle lists a directory (a
+// target directory, vendored crates) does not hang the trusted process.
+func TestProjectFifoDoesNotBlock(t *testing.T) {
+	for _, name := range []string{"src/bin", "examples", "vendor"} {
+		dir := t.TempDir()
+		files(t, dir, map[string]string{"Cargo.toml": appToml, "Cargo.lock": appLock(),
+			".cargo/config.toml": "[source.crates-io]\nreplace-with = \"v\"\n[source.v]\ndirectory = \"vendor2\"\n", "vendor2/README": ""})
+		os.MkdirAll(filepath.Join(dir, "src"), 0o755)
+		if err := syscall.Mkfifo(filepath.Join(dir, name), 0o644); err != nil {
+			t.Skip(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := ReadProject(dir); done <- err }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ReadProject blocked on a FIFO at %s", name)
+		}
+	}
+}
+
+func TestCanonicalGit(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"https://github.com/Foo/Bar.git", "https://github.com/foo/bar", true},
+		{"https://example.com/Foo/", "https://EXAMPLE.com/Foo", true},
+		{"https://example.com/Foo", "https://example.com/foo", false},
+		{"file:///tmp/dep", "file:///tmp/dep/", true},
+		{"https://example.com/a", "https://example.com/b", false},
+	} {
+		if got := canonicalGit(tc.a) == canonicalGit(tc.b); got != tc.same {
+			t.Errorf("%s vs %s: same = %v", tc.a, tc.b, got)
+		}
+	}
 }

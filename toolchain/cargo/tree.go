@@ -60,7 +60,7 @@ func TreeH1(root *os.Root, dir string) (string, error) {
 		return "", err
 	}
 	h, err := dirhash.Hash1(files, func(name string) (io.ReadCloser, error) {
-		f, err := root.Open(path.Join(dir, name))
+		f, err := openRegular(root, path.Join(dir, name))
 		if err != nil {
 			return nil, fmt.Errorf("%s: cannot be read inside the project (a symlink leading out of it?)", clip(name))
 		}

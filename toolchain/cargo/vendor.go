@@ -227,7 +227,7 @@ func parseChecksumJSON(data []byte) (map[string]string, string, error) {
 }
 
 func sha256Root(root *os.Root, name string) (string, error) {
-	f, err := root.Open(name)
+	f, err := openRegular(root, name)
 	if err != nil {
 		return "", err
 	}

@@ -197,6 +197,11 @@ func (m *Mod) Dependencies(sum *Sum, local map[string]string) []provenance.Depen
 	return deps
 }
 
+// MaxTreeFiles bounds the files of one hashed tree (a local replacement,
+// a module in the cache, a local package): a submission cannot make the
+// trusted process list millions of names.
+const MaxTreeFiles = 200000
+
 // HashTree is dirhash.HashDir(dir, prefix, dirhash.Hash1) computed through
 // root: every file under dir, named prefix/<slash path relative to dir>
 // (just the relative path when prefix is ""). With followLinks, a symlink
@@ -221,6 +226,9 @@ func HashTree(root *os.Root, dir, prefix string, followLinks bool) (string, erro
 		rel := strings.TrimPrefix(p, dir+"/")
 		if dir == "." {
 			rel = p
+		}
+		if len(files) >= MaxTreeFiles {
+			return fmt.Errorf("more than %d files", MaxTreeFiles)
 		}
 		if prefix != "" {
 			rel = prefix + "/" + rel

@@ -34,6 +34,9 @@ type Lock struct {
 	Remote map[string]map[string]any
 	// URLs are the addresses Remote names, for the address policy.
 	URLs []string
+	// InputURLs are the url attributes of the git, tarball and file
+	// inputs: evaluation (restrict-eval) may name exactly these.
+	InputURLs []string
 }
 
 // PathInput is one `path:./sub` input of the root flake.
@@ -170,6 +173,7 @@ func ParseLock(data []byte) (*Lock, error) {
 	l.Inputs = inputs
 	sort.Slice(l.Paths, func(i, j int) bool { return l.Paths[i].Node < l.Paths[j].Node })
 	sort.Strings(l.URLs)
+	sort.Strings(l.InputURLs)
 	return l, nil
 }
 
@@ -318,6 +322,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 			return refuseLock(name, "%v", err)
 		}
 		l.URLs = append(l.URLs, u)
+		l.InputURLs = append(l.InputURLs, u)
 	case "tarball", "file":
 		u, err := str("url")
 		if err != nil {
@@ -327,6 +332,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 			return refuseLock(name, "%v", err)
 		}
 		l.URLs = append(l.URLs, u)
+		l.InputURLs = append(l.InputURLs, u)
 	}
 	attrs := make(map[string]any, len(n.Locked))
 	for k, v := range n.Locked {
@@ -349,6 +355,13 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 func httpsURL(u string) error {
 	if len(u) > 2048 {
 		return errors.New("URL too long")
+	}
+	// Nor anything that could end a nix.conf value or line (the URL goes
+	// into allowed-uris) or hide part of the URL from a reader.
+	for _, c := range u {
+		if c <= ' ' || c == 0x7f || c == '#' || c == '\\' || (c >= 0x80 && c <= 0x9f) {
+			return errors.New("URL contains a space, control character, backslash or '#'")
+		}
 	}
 	scheme, _, ok := strings.Cut(u, "://")
 	if !ok {

@@ -142,6 +142,11 @@ func fileDigests(root *os.Root, p, integrity string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// MaxTreeFiles bounds the files of one hashed tree (a local replacement,
+// a module in the cache, a local package): a submission cannot make the
+// trusted process list millions of names.
+const MaxTreeFiles = 200000
+
 // HashTree is dirhash.HashDir(dir, "", dirhash.Hash1) computed through
 // root: every file under dir, named by its slash path relative to dir. A
 // symlink is hashed as the regular file it names inside root (HashDir
@@ -162,6 +167,9 @@ func HashTree(root *os.Root, dir string) (string, error) {
 		rel := p
 		if dir != "." {
 			rel = strings.TrimPrefix(p, dir+"/")
+		}
+		if len(files) >= MaxTreeFiles {
+			return fmt.Errorf("more than %d files", MaxTreeFiles)
 		}
 		files = append(files, rel)
 		return nil
@@ -185,7 +193,8 @@ func HashTree(root *os.Root, dir string) (string, error) {
 }
 
 // copyLocal copies the local inputs into the fetch directory, read through
-// root: pnpm fetch reads local packages' manifests and tarballs. Only
+// root: pnpm fetch reads local packages' manifests and tarballs. Files at
+// the top of the project are never copied (see copyFile). Only
 // regular files are written (a symlink inside the project becomes a copy
 // of the file it names there), so nothing in the fetch directory leads
 // back into the project or out of it. Nothing of them runs: scripts and
@@ -197,6 +206,12 @@ func copyLocal(root *os.Root, refs []LocalRef, dst string) error {
 	}
 	defer out.Close()
 	copyFile := func(rel string) error {
+		if !strings.Contains(rel, "/") {
+			// The top of the fetch directory holds kettle's files only:
+			// a local package at "." (link:.) must not bring the
+			// project's .npmrc, package.json or lockfile along.
+			return nil
+		}
 		in, err := root.Open(rel)
 		if err != nil {
 			return err
