@@ -91,6 +91,9 @@ type Check struct {
 	// "attested" checksum and nonce are unsigned bytes anyone can write.
 	Warning bool `json:"warning,omitempty"`
 	Skipped bool `json:"skipped,omitempty"` // not evaluated because a prerequisite failed
+	// Show prints Detail in the table even when the check passed (the
+	// computed digests of --igvm/--image are worth seeing).
+	Show bool `json:"-"`
 }
 
 // Report is the outcome of Bundle. The header fields come from the

@@ -149,7 +149,7 @@ func (ip *imagePolicy) checks(ctx context.Context, r *Report) []Check {
 		return nil
 	}
 	var out []Check
-	m := Check{Name: checkIGVM}
+	m := Check{Name: checkIGVM, Show: true}
 	want := ip.digest.Digest.String()
 	switch {
 	case r.Claims == nil || !r.evidenceOK:
@@ -167,7 +167,7 @@ func (ip *imagePolicy) checks(ctx context.Context, r *Report) []Check {
 	if ip.img == nil {
 		return out
 	}
-	c := Check{Name: checkImage}
+	c := Check{Name: checkImage, Show: true}
 	if ip.img.RootHash != ip.rootHash {
 		c.Detail = fmt.Sprintf("%s (partition %d) has root hash %s, the IGVM's kernel command line roothash=%s",
 			ip.imagePath, ip.img.Verity.Index, ip.img.RootHash, ip.rootHash)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/attest"
-	"github.com/kettle-build/kettle/igvm"
 	"github.com/kettle-build/kettle/verify"
 )
 
@@ -76,9 +75,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fs.PrintDefaults()
 	}
 	nonceHex := fs.String("nonce", "", "the nonce (hex of 1-16 bytes, or a UUID) the evidence must bind")
-	igvmFile := fs.String("igvm", "", "require the SNP launch measurement to be the launch digest of this IGVM file (as QEMU/KVM loads it)")
-	igvmLoader := fs.String("igvm-loader", "qemu", "with --igvm: how the VMM loads it: qemu (QEMU's IGVM backend on KVM) or direct (one launch update per page, zero pages as PAGE_TYPE_ZERO: sev-snp-measure's OVMF model)")
-	imageFile := fs.String("image", "", "with --igvm: require this GPT disk image's root-verity hash to be the roothash= of the IGVM's kernel command line (and its root partition to hash to it)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var policy policyFlags
 	policy.register(fs)
@@ -102,20 +98,6 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	opts, expects, err := policy.options()
 	if err != nil {
 		return bad("%v", err)
-	}
-	if *imageFile != "" && *igvmFile == "" {
-		return bad("--image needs --igvm: the image's root hash is checked against the IGVM's kernel command line")
-	}
-	if *igvmFile != "" {
-		l, err := igvm.ParseLoader(*igvmLoader)
-		if err != nil {
-			return bad("--igvm-loader: %v", err)
-		}
-		opts = append(opts, verify.WithIGVM(*igvmFile), verify.WithIGVMLoader(l))
-		if *imageFile != "" {
-			opts = append(opts, verify.WithImage(*imageFile))
-		}
-		expects = true
 	}
 	if *nonceHex != "" {
 		h := strings.TrimPrefix(*nonceHex, "0x")
