@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kettle-build/kettle/toolchain"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -102,11 +103,8 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
-// openRegular opens name inside root for reading without blocking on a
-// FIFO (O_NONBLOCK; callers then refuse anything but a regular file).
-func openRegular(root *os.Root, name string) (*os.File, error) {
-	return root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-}
+// openRegular is toolchain.OpenRegular: no open blocks on a FIFO.
+var openRegular = toolchain.OpenRegular
 
 // readFile reads the regular file rel inside root (symlinks that stay inside
 // are followed, as cargo in the sandbox follows them), at most max bytes.
