@@ -69,3 +69,26 @@ func TestHashTree(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReadProjectFileHostile: a lockfile that is a FIFO (directly or
+// through a symlink) or larger than the bound is an error, at once.
+func TestReadProjectFileHostile(t *testing.T) {
+	proj := t.TempDir()
+	syscall.Mkfifo(filepath.Join(proj, "Cargo.lock"), 0o644)
+	os.Symlink("Cargo.lock", filepath.Join(proj, "go.sum"))
+	f, _ := os.Create(filepath.Join(proj, "flake.lock"))
+	f.Truncate(MaxProjectFile + 1)
+	f.Close()
+	for _, name := range []string{"Cargo.lock", "go.sum", "flake.lock"} {
+		done := make(chan error, 1)
+		go func() { _, err := ReadProjectFile(proj, name); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s: read", name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: ReadProjectFile blocked", name)
+		}
+	}
+}
