@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/bytesize"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -393,7 +394,7 @@ func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size
 	max := s.cfg.maxResult
 	tooLarge := func(size string) error {
 		return failure.New(failure.LimitExceeded, "result too large: the result tarball is %s, over the result size limit of %s (--max-result)",
-			size, formatBytes(max))
+			size, bytesize.Format(max))
 	}
 	f, err := os.Open(p)
 	if err != nil {
@@ -403,14 +404,14 @@ func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size
 	if fi, err := f.Stat(); err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("stat result: %w", err), "internal error")
 	} else if fi.Size() > max {
-		return tooLarge(formatBytes(fi.Size()))
+		return tooLarge(bytesize.Format(fi.Size()))
 	}
 	hw := &hashingWriter{h: sha256.New()}
 	// The limit holds even if the file grew after the check.
 	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(id)}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
 	if err == nil && hw.n > max {
 		_ = s.objs.Delete(ctx, resultObject(id))
-		return tooLarge("more than " + formatBytes(max))
+		return tooLarge("more than " + bytesize.Format(max))
 	}
 	if err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
@@ -495,7 +496,7 @@ func (k *sink) Emit(ev events.Event) {
 			k.full = fmt.Sprintf("%d lines", k.max)
 		}
 		if k.full == "" && k.bytes+n > k.maxBytes {
-			k.full = formatBytes(k.maxBytes)
+			k.full = bytesize.Format(k.maxBytes)
 		}
 		if k.full != "" {
 			k.dropped++
@@ -515,27 +516,9 @@ func (k *sink) Emit(ev events.Event) {
 func (k *sink) summaryLocked() {
 	if k.dropped > 0 {
 		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (%s; log limit %s reached)",
-			k.dropped, formatBytes(k.droppedBytes), k.full))
+			k.dropped, bytesize.Format(k.droppedBytes), k.full))
 		k.dropped, k.droppedBytes = 0, 0
 	}
-}
-
-// formatBytes is n in the largest binary unit that keeps it ≥ 1.
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTP"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[exp])
 }
 
 func (k *sink) signal() {
