@@ -380,7 +380,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	}
 	_ = s.objs.Delete(ctx, sourceObject(j.ID))
 	if berr != nil {
-		log.Warn("build failed", "error_type", fj.ErrorType, "error", fj.Error, "cause", berr, "duration", took)
+		log.Warn("build failed", "error_type", fj.ErrorType, "error", fj.Error, "cause", failure.Detail(berr), "duration", took)
 	} else {
 		log.Info("build succeeded", "toolchain", fj.Toolchain, "result_sha256", sum, "result_size", size, "duration", took)
 	}
