@@ -223,6 +223,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, classifyAs(ctx, failure.BuildFailed, "build failed", err)
 	}
 	r.msg(events.Build, "Build command finished")
+	// The build could write the output directory when it lies inside the
+	// project (kettle build DIR): a planted symlink there would make this
+	// process write provenance.json or artifacts through it. Nothing of the
+	// build runs any more, so a fresh directory is one it never saw.
+	if err := recreate(o.OutDir); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
+	}
 
 	artDir := filepath.Join(o.OutDir, "artifacts")
 	if err := os.MkdirAll(artDir, 0o755); err != nil {

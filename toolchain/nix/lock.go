@@ -69,11 +69,13 @@ var lockedAttrs = map[string][]string{
 
 var defaultHosts = map[string]string{"github": "github.com", "gitlab": "gitlab.com", "sourcehut": "git.sr.ht"}
 
+// Lengths are checked apart from these: a counted repetition compiles to a
+// large program in every process's init.
 var (
 	revRe       = regexp.MustCompile(`^[0-9a-f]{40}$`)
-	ownerRepoRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]{0,99}$`)
-	hostRe      = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
-	refRe       = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,200}$`)
+	ownerRepoRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
+	hostRe      = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
+	refRe       = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
 )
 
 type lockFile struct {
@@ -263,7 +265,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 	}
 	if ref, err := str("ref"); err != nil {
 		return err
-	} else if ref != "" && (!refRe.MatchString(ref) || strings.Contains(ref, "..")) {
+	} else if ref != "" && (len(ref) > 200 || !refRe.MatchString(ref) || strings.Contains(ref, "..")) {
 		return refuseLock(name, "ref is not a plain branch or tag name")
 	}
 	switch typ {
@@ -289,7 +291,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 		if err != nil {
 			return err
 		}
-		if !ownerRepoRe.MatchString(owner) || !ownerRepoRe.MatchString(repo) {
+		if len(owner) > 100 || len(repo) > 100 || !ownerRepoRe.MatchString(owner) || !ownerRepoRe.MatchString(repo) {
 			return refuseLock(name, "owner and repo must be plain names")
 		}
 		if !revRe.MatchString(rev) {
@@ -302,7 +304,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 		if host == "" {
 			host = defaultHosts[typ]
 		}
-		if !hostRe.MatchString(host) {
+		if len(host) > 253 || !hostRe.MatchString(host) {
 			return refuseLock(name, "host is not a plain host name")
 		}
 		l.URLs = append(l.URLs, "https://"+host+"/")
