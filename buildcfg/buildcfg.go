@@ -377,25 +377,59 @@ func (c *Config) ProjectDir(root string) (string, error) {
 	if c == nil || c.Dir == "" {
 		return root, nil
 	}
+	if err := realDir(root, strings.TrimSuffix(c.Dir, "/")); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			return "", err
+		}
+		return "", errf("dir %s: %v", quote(c.Dir), err)
+	}
+	return filepath.Join(root, filepath.FromSlash(c.Dir)), nil
+}
+
+// CheckPaths checks, against the project directory proj (after Dir), that
+// every directory the configuration names is a real directory of the
+// project: no component is a symlink (which the toolchain would follow)
+// or missing.
+func (c *Config) CheckPaths(proj string) error {
+	if c == nil || c.Go == nil {
+		return nil
+	}
+	for _, p := range c.Go.Packages {
+		rel := strings.TrimSuffix(strings.TrimPrefix(p, "./"), "...")
+		rel = strings.TrimSuffix(rel, "/")
+		if rel == "" || rel == "." {
+			continue
+		}
+		if err := realDir(proj, rel); err != nil {
+			return errf("[go] packages %s: %v", quote(p), err)
+		}
+	}
+	return nil
+}
+
+// realDir walks rel under root through os.Root, refusing a symlink, a
+// missing entry or a non-directory at any component.
+func realDir(root, rel string) error {
 	r, err := os.OpenRoot(root)
 	if err != nil {
-		return "", fmt.Errorf("open project: %w", err)
+		return errors.New("the project cannot be opened")
 	}
 	defer r.Close()
 	cur := ""
-	for _, e := range strings.Split(strings.TrimSuffix(c.Dir, "/"), "/") {
+	for _, e := range strings.Split(rel, "/") {
 		cur = path.Join(cur, e)
 		fi, err := r.Lstat(cur)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return "", errf("dir %s: %s does not exist in the source", quote(c.Dir), quote(cur))
+			return fmt.Errorf("%s does not exist in the source", quote(cur))
 		case err != nil:
-			return "", errf("dir %s: %s cannot be read", quote(c.Dir), quote(cur))
+			return fmt.Errorf("%s cannot be read", quote(cur))
 		case fi.Mode()&fs.ModeSymlink != 0:
-			return "", errf("dir %s: %s is a symlink; name the real directory", quote(c.Dir), quote(cur))
+			return fmt.Errorf("%s is a symlink; name the real directory", quote(cur))
 		case !fi.IsDir():
-			return "", errf("dir %s: %s is not a directory", quote(c.Dir), quote(cur))
+			return fmt.Errorf("%s is not a directory", quote(cur))
 		}
 	}
-	return filepath.Join(root, filepath.FromSlash(c.Dir)), nil
+	return nil
 }

@@ -123,6 +123,15 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 			tree = strings.TrimSpace(out)
 		}
 	}
+	var tag string
+	if err == nil && hasConfig(dir) {
+		// kettle.toml may stamp {version}: the clone has no tags, so ask
+		// the remote which tag names the commit. Best effort: without an
+		// answer the version is the commit.
+		if out, lerr := g.run(ctx, dir, "ls-remote", "--tags", "--", "origin"); lerr == nil {
+			tag = gitid.RemoteTag(out, head)
+		}
+	}
 	if err == nil && dirSize(root) > p.maxRepoBytes() {
 		tooLarge.Store(true)
 	}
@@ -154,7 +163,14 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 	if err != nil {
 		return nil, err
 	}
-	return &Tree{Dir: dir, Top: name, Commit: head, Files: files, Identity: &gitid.Identity{Commit: head, Tree: tree, HeadCommit: head}}, nil
+	return &Tree{Dir: dir, Top: name, Commit: head, Files: files, Identity: &gitid.Identity{Commit: head, Tree: tree, HeadCommit: head, Tag: tag}}, nil
+}
+
+// hasConfig reports a kettle.toml at the checkout's root (Lstat: whatever
+// it is, buildcfg.Load judges it later).
+func hasConfig(dir string) bool {
+	_, err := os.Lstat(filepath.Join(dir, "kettle.toml"))
+	return err == nil
 }
 
 // repoName is the checkout's directory name: the URL's last path element

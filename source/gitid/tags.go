@@ -100,27 +100,36 @@ func ExactTag(gitDir, commit string) string {
 	}
 	walk("refs/tags", 0)
 
-	type match struct {
-		name      string
-		annotated bool
-	}
-	var found []match
+	var found []tagMatch
 	peels := 0
 	for _, c := range byName {
 		switch {
 		case c.id == commit:
 			// Lightweight, unless the id is a tag object whose own id
 			// equals the commit (impossible: different objects).
-			found = append(found, match{c.name, false})
+			found = append(found, tagMatch{c.name, false})
 		case c.peeled == commit:
-			found = append(found, match{c.name, true})
+			found = append(found, tagMatch{c.name, true})
 		case c.peeled == "" && peels < maxTagPeels:
 			peels++
 			if r.peelsTo(c.id, commit) {
-				found = append(found, match{c.name, true})
+				found = append(found, tagMatch{c.name, true})
 			}
 		}
 	}
+	return pick(found)
+}
+
+// tagMatch is a tag naming the commit.
+type tagMatch struct {
+	name      string // refs/tags/…
+	annotated bool
+}
+
+// pick chooses among the tags at one commit as ExactTag documents: an
+// annotated tag, then the highest semantic version, then byte order; ""
+// for none.
+func pick(found []tagMatch) string {
 	if len(found) == 0 {
 		return ""
 	}
@@ -139,6 +148,56 @@ func ExactTag(gitDir, commit string) string {
 		return a.name < b.name
 	})
 	return strings.TrimPrefix(found[0].name, "refs/tags/")
+}
+
+// RemoteTag is ExactTag for a shallow clone, which has no tags: it reads
+// `git ls-remote --tags` output (the remote's "<id>\trefs/tags/<name>" and
+// peeled "<id>\trefs/tags/<name>^{}" lines) and picks, by ExactTag's
+// rules, a tag whose target or peeled target is commit. The output is the
+// remote's word, so malformed lines and ref names are skipped.
+func RemoteTag(lsRemote, commit string) string {
+	f, ok := formatOf(commit)
+	if !ok {
+		return ""
+	}
+	commit = strings.ToLower(commit)
+	type ref struct{ id, peeled string }
+	refs := map[string]*ref{}
+	for n, line := range strings.Split(lsRemote, "\n") {
+		if n >= 2*maxTags {
+			break
+		}
+		id, name, ok := strings.Cut(strings.TrimRight(line, "\r"), "\t")
+		if !ok || !isID(id, f) {
+			continue
+		}
+		base, peeled := strings.CutSuffix(name, "^{}")
+		if !strings.HasPrefix(base, "refs/tags/") || !validRefName(base) {
+			continue
+		}
+		r := refs[base]
+		if r == nil {
+			r = &ref{}
+			refs[base] = r
+		}
+		if peeled {
+			r.peeled = strings.ToLower(id)
+		} else {
+			r.id = strings.ToLower(id)
+		}
+	}
+	var found []tagMatch
+	for name, r := range refs {
+		switch {
+		case r.peeled != "" && r.id != "":
+			if r.peeled == commit {
+				found = append(found, tagMatch{name, true})
+			}
+		case r.peeled == "" && r.id == commit:
+			found = append(found, tagMatch{name, false})
+		}
+	}
+	return pick(found)
 }
 
 func tagSemver(ref string) string {

@@ -417,9 +417,9 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 	if err != nil {
 		return err
 	}
-	if len(mains) == 0 {
+	if len(mains) == 0 && len(d.patterns) > 0 {
 		return failure.New(failure.NoArtifacts,
-			"no main package in %s: a Go library has no binary to ship; name the commands to build in kettle.toml ([go] packages)",
+			"no main package in %s: kettle.toml [go] packages must name commands (package main)",
 			strings.Join(d.targets(), " "))
 	}
 	names, err := ArtifactNames(d.module, mains)
