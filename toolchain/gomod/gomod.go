@@ -68,8 +68,8 @@ func New() toolchain.Driver { return &Driver{} }
 // requirements but no go.sum nothing would pin what gets downloaded).
 func NewModOnly() toolchain.Driver { return &Driver{modOnly: true} }
 
-func (d *Driver) Name() string         { return "go" }
-func (d *Driver) Title() string        { return "Go" }
+func (d *Driver) Name() string  { return "go" }
+func (d *Driver) Title() string { return "Go" }
 
 // Lockfile is go.sum, or go.mod for NewModOnly.
 func (d *Driver) Lockfile() string {
