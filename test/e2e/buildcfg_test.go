@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/testenv"
+)
+
+// buildConfigured builds repo through kettle serve and returns the
+// extracted result directory, failing on anything but success.
+func buildConfigured(t *testing.T, c *harness.Client, repo gitRepo, ref string) string {
+	t.Helper()
+	start := time.Now()
+	id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL, RepoRef: ref})
+	if res.Status != "ok" {
+		t.Fatalf("%+v\n%s", res, tail(eventLog(evs), 4000))
+	}
+	t.Logf("build of %s took %v", ref, time.Since(start).Round(time.Second))
+	tarball, _ := download(t, c, id)
+	return extract(t, tarball)
+}
+
+// buildConfig reads internalParameters.buildConfig and buildCommand from
+// the result's provenance.
+func buildConfig(t *testing.T, dir string) (map[string]any, string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "provenance.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Predicate struct {
+			BuildDefinition struct {
+				ExternalParameters struct {
+					BuildCommand string `json:"buildCommand"`
+				} `json:"externalParameters"`
+				InternalParameters struct {
+					BuildConfig map[string]any `json:"buildConfig"`
+				} `json:"internalParameters"`
+			} `json:"buildDefinition"`
+		} `json:"predicate"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	bd := st.Predicate.BuildDefinition
+	return bd.InternalParameters.BuildConfig, bd.ExternalParameters.BuildCommand
+}
+
+// runArtifact runs an artifact of the result with args and returns its
+// output.
+func runArtifact(t *testing.T, dir, name string, args ...string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "artifacts", name)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// TestBuildConfigFzf (issue 18): fzf at its tag with a kettle.toml that
+// builds the main package and stamps the version: `fzf --version` reports
+// the tag and commit, and the provenance records the configuration.
+func TestBuildConfigFzf(t *testing.T) {
+	testenv.NeedTool(t, "git")
+	const version = "v0.65.2"
+	repo := moduleRepo(t, "github.com/junegunn/fzf", version, map[string]string{"kettle.toml": `
+[go]
+packages = ["."]
+ldflags = ["-s", "-w", "-X main.version={version}", "-X main.revision={commit}"]
+`})
+	_, c := server(t, "")
+	waitReady(t, c)
+	dir := buildConfigured(t, c, repo, version)
+	ents, _ := os.ReadDir(filepath.Join(dir, "artifacts"))
+	if len(ents) != 1 || ents[0].Name() != "fzf" {
+		t.Fatalf("artifacts %v, want fzf only", ents)
+	}
+	got := strings.TrimSpace(runArtifact(t, dir, "fzf", "--version"))
+	if want := version + " (" + repo.Commit + ")"; got != want {
+		t.Fatalf("fzf --version = %q, want %q", got, want)
+	}
+	cfg, cmd := buildConfig(t, dir)
+	if g, _ := cfg["go"].(map[string]any); g == nil || len(g["ldflags"].([]any)) != 4 {
+		t.Fatalf("provenance buildConfig %v", cfg)
+	}
+	if !strings.Contains(cmd, "-X main.version="+version) || !strings.HasSuffix(cmd, " .") {
+		t.Fatalf("buildCommand %q", cmd)
+	}
+}
