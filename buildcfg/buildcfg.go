@@ -433,3 +433,28 @@ func realDir(root, rel string) error {
 	}
 	return nil
 }
+
+// Args are the cargo build options of the [cargo] section, each one
+// argument of the form --flag or --flag=value; nil for none.
+func (k *Cargo) Args() []string {
+	if k == nil {
+		return nil
+	}
+	var a []string
+	for _, p := range k.Packages {
+		a = append(a, "--package="+p)
+	}
+	for _, b := range k.Bins {
+		a = append(a, "--bin="+b)
+	}
+	if len(k.Features) > 0 {
+		a = append(a, "--features="+strings.Join(k.Features, ","))
+	}
+	if k.NoDefaultFeatures {
+		a = append(a, "--no-default-features")
+	}
+	if k.AllFeatures {
+		a = append(a, "--all-features")
+	}
+	return a
+}

@@ -96,3 +96,31 @@ ldflags = ["-s", "-w", "-X main.version={version}", "-X main.revision={commit}"]
 		t.Fatalf("buildCommand %q", cmd)
 	}
 }
+
+// TestBuildConfigGh (issue 18): cli/cli at its tag, building only ./cmd/gh
+// with the version stamped into internal/build.Version: `gh version`
+// reports the tag. gh is a large compile (see docs/toolchains.md); -short
+// skips it.
+func TestBuildConfigGh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("gh is a large compile; run without -short")
+	}
+	testenv.NeedTool(t, "git")
+	const version = "v2.83.1"
+	repo := moduleRepo(t, "github.com/cli/cli/v2", version, map[string]string{"kettle.toml": `
+[go]
+packages = ["./cmd/gh"]
+ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
+`})
+	_, c := server(t, "")
+	waitReady(t, c)
+	dir := buildConfigured(t, c, repo, version)
+	ents, _ := os.ReadDir(filepath.Join(dir, "artifacts"))
+	if len(ents) != 1 || ents[0].Name() != "gh" {
+		t.Fatalf("artifacts %v, want gh only", ents)
+	}
+	got := runArtifact(t, dir, "gh", "version")
+	if !strings.HasPrefix(got, "gh version "+strings.TrimPrefix(version, "v")+" ") && !strings.HasPrefix(got, "gh version "+version+" ") {
+		t.Fatalf("gh version = %q, want the tag %s", got, version)
+	}
+}
