@@ -45,15 +45,16 @@ const (
 type Driver struct {
 	pnpm, node string     // resolved binaries (set by Inputs)
 	local      []LocalRef // local inputs, checked by Inputs
+	script     string     // kettle.toml [pnpm] script ("": build)
+	pack       bool       // kettle.toml [pnpm] output = "pack"
 }
 
 // New returns a pnpm driver.
 func New() toolchain.Driver { return &Driver{} }
 
-func (d *Driver) Name() string         { return "pnpm" }
-func (d *Driver) Title() string        { return "Pnpm" }
-func (d *Driver) Lockfile() string     { return LockfileName }
-func (d *Driver) BuildCommand() string { return BuildCommand }
+func (d *Driver) Name() string     { return "pnpm" }
+func (d *Driver) Title() string    { return "Pnpm" }
+func (d *Driver) Lockfile() string { return LockfileName }
 
 // Inputs parses pnpm-lock.yaml and hashes pnpm and node.
 func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
@@ -390,14 +391,14 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	defer os.RemoveAll(scratch)
 	env := d.env(w, scratch)
-	for _, step := range []struct {
-		what string
-		args []string
-	}{
+	after, err := d.steps(w)
+	if err != nil {
+		return err
+	}
+	for _, step := range append([]buildStep{
 		{"pnpm install --offline --frozen-lockfile", []string{"install", "--offline", "--frozen-lockfile",
 			"--store-dir", d.store(w), "--reporter=append-only"}},
-		{"pnpm build", []string{"build"}},
-	} {
+	}, after...) {
 		cl := &codeLog{w: w}
 		err := toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
 			Args:     append([]string{d.pnpm}, step.args...),
@@ -423,6 +424,9 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
 	}
 	defer o.Close()
+	if d.pack {
+		return packArtifact(ctx, o, dst)
+	}
 	fi, err := o.Lstat(DistDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
