@@ -66,3 +66,41 @@ func TestExactTag(t *testing.T) {
 		t.Fatalf("no repo: %q", got)
 	}
 }
+
+// TestRemoteTag: ls-remote output of a shallow clone's remote; peeled
+// lines decide for annotated tags, and malformed lines are skipped.
+func TestRemoteTag(t *testing.T) {
+	c := "1111111111111111111111111111111111111111"
+	o := "2222222222222222222222222222222222222222"
+	tagObj := "3333333333333333333333333333333333333333"
+	tagObj2 := "4444444444444444444444444444444444444444"
+	for _, tc := range []struct{ name, out, want string }{
+		{"none", "", ""},
+		{"lightweight", c + "\trefs/tags/v1.0.0\n", "v1.0.0"},
+		{"annotated", tagObj + "\trefs/tags/v2.0.0\n" + tagObj + "\trefs/tags/v2.0.0^{}\n", ""},
+		{"annotated peeled", tagObj + "\trefs/tags/v2.0.0\n" + c + "\trefs/tags/v2.0.0^{}\n", "v2.0.0"},
+		{"annotated wins", c + "\trefs/tags/v9.0.0\n" + tagObj + "\trefs/tags/v2.0.0\n" + c + "\trefs/tags/v2.0.0^{}\n", "v2.0.0"},
+		{"highest semver", tagObj + "\trefs/tags/v1.10.0\n" + c + "\trefs/tags/v1.10.0^{}\n" + tagObj2 + "\trefs/tags/v1.9.0\n" + c + "\trefs/tags/v1.9.0^{}\n", "v1.10.0"},
+		{"other commit", o + "\trefs/tags/v1.0.0\n", ""},
+		{"branch", c + "\trefs/heads/main\n", ""},
+		{"bad name", c + "\trefs/tags/a..b\n" + c + "\trefs/tags/x y\n", ""},
+		{"short id", "111111\trefs/tags/v1\n", ""},
+		{"crlf", c + "\trefs/tags/v3\r\n", "v3"},
+	} {
+		if got := RemoteTag(tc.out, c); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func FuzzRemoteTag(f *testing.F) {
+	c := "1111111111111111111111111111111111111111"
+	f.Add(c + "\trefs/tags/v1.0.0\n" + c + "\trefs/tags/v1.0.0^{}\n")
+	f.Add("x\ty\n\t\n")
+	f.Fuzz(func(t *testing.T, out string) {
+		tag := RemoteTag(out, c)
+		if tag != "" && !validRefName("refs/tags/"+tag) {
+			t.Fatalf("tag %q", tag)
+		}
+	})
+}

@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +129,99 @@ ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
 	if !strings.HasPrefix(got, "gh version "+strings.TrimPrefix(version, "v")+" ") && !strings.HasPrefix(got, "gh version "+version+" ") {
 		t.Fatalf("gh version = %q, want the tag %s", got, version)
 	}
+}
+
+// submitProject uploads testdata/projects/<name> and returns the extracted
+// result of its successful build.
+func submitProject(t *testing.T, c *harness.Client, name string) string {
+	t.Helper()
+	archive := targz(t, copyProject(t, name), name)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	id, err := c.SubmitArchive(ctx, archive, name+".tar.gz", harness.NewNonce())
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := c.Wait(ctx, id)
+	if err != nil {
+		t.Fatalf("events of %s: %v", id, err)
+	}
+	res, err := harness.ParseComplete(evs[len(evs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "ok" {
+		t.Fatalf("build failed: %+v\n%s", res, tail(eventLog(evs), 4000))
+	}
+	tarball, _ := download(t, c, id)
+	return extract(t, tarball)
+}
+
+// TestBuildConfigCargoPnpm (issue 18): kettle.toml selecting a
+// subdirectory, one binary and a feature of a Cargo project
+// (testdata/projects/cargo-config), and a pnpm library built by its own
+// script and shipped as the `pnpm pack` tarball
+// (testdata/projects/pnpm-pack).
+func TestBuildConfigCargoPnpm(t *testing.T) {
+	_, c := server(t, "", "--workers", "2")
+	waitReady(t, c)
+	t.Run("cargo", func(t *testing.T) {
+		t.Parallel()
+		testenv.NeedTool(t, "cargo")
+		dir := submitProject(t, c, "cargo-config")
+		ents, _ := os.ReadDir(filepath.Join(dir, "artifacts"))
+		if len(ents) != 1 || ents[0].Name() != "tool" {
+			t.Fatalf("artifacts %v, want tool only (not tool-extra)", ents)
+		}
+		if got := strings.TrimSpace(runArtifact(t, dir, "tool")); got != "HELLO FROM TOOL" {
+			t.Fatalf("tool printed %q: the loud feature was not enabled", got)
+		}
+		cfg, cmd := buildConfig(t, dir)
+		if cfg["dir"] != "rust" || cfg["cargo"] == nil {
+			t.Fatalf("provenance buildConfig %v", cfg)
+		}
+		if want := "cargo build --locked --release --package=tool --bin=tool --features=loud"; cmd != want {
+			t.Fatalf("buildCommand %q, want %q", cmd, want)
+		}
+	})
+	t.Run("pnpm", func(t *testing.T) {
+		t.Parallel()
+		needToolchain(t, toolchainProjects[1])
+		dir := submitProject(t, c, "pnpm-pack")
+		ents, _ := os.ReadDir(filepath.Join(dir, "artifacts"))
+		if len(ents) != 1 || ents[0].Name() != "kettle-pnpm-pack-1.2.3.tgz" {
+			t.Fatalf("artifacts %v, want the pnpm pack tarball", ents)
+		}
+		data, err := os.ReadFile(filepath.Join(dir, "artifacts", ents[0].Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(zr)
+		var names []string
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, h.Name)
+		}
+		sort.Strings(names)
+		if want := "package/dist/day.json,package/dist/index.js,package/package.json"; strings.Join(names, ",") != want {
+			t.Fatalf("tarball holds %v, want %s", names, want)
+		}
+		cfg, cmd := buildConfig(t, dir)
+		if p, _ := cfg["pnpm"].(map[string]any); p == nil || p["output"] != "pack" || p["script"] != "compile" {
+			t.Fatalf("provenance buildConfig %v", cfg)
+		}
+		if !strings.HasSuffix(cmd, "pnpm run compile && pnpm pack") {
+			t.Fatalf("buildCommand %q", cmd)
+		}
+	})
 }
