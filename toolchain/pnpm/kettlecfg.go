@@ -49,10 +49,10 @@ func (d *Driver) BuildCommand() string {
 
 // steps are the sandboxed commands after install.
 func (d *Driver) steps(w *toolchain.Workspace) ([]buildStep, error) {
-	run := buildStep{"pnpm build", []string{"build"}}
+	run := buildStep{"pnpm build", []string{"build"}, nil}
 	if d.script != "" {
 		// buildcfg checked the name: it cannot start with "-" (an option).
-		run = buildStep{"pnpm run " + d.script, []string{"run", d.script}}
+		run = buildStep{"pnpm run " + d.script, []string{"run", d.script}, nil}
 	}
 	if !d.pack {
 		return []buildStep{run}, nil
@@ -64,12 +64,25 @@ func (d *Driver) steps(w *toolchain.Workspace) ([]buildStep, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return []buildStep{run, {"pnpm pack", []string{"pack", "--pack-destination", dir}}}, nil
+	// The build's home (ScratchDir) is inside the project, and pnpm
+	// pack packs every file a package without "files" holds: it is
+	// emptied before the pack so none of the build's caches ship (only
+	// the empty TMPDIR env names is recreated; pnpm pack writes nothing
+	// there, tested by TestBuildConfigCargoPnpm/pnpm).
+	home := filepath.Join(w.Dir, ScratchDir)
+	empty := func() error {
+		if err := os.RemoveAll(home); err != nil {
+			return err
+		}
+		return os.MkdirAll(filepath.Join(home, ".tmp"), 0o755)
+	}
+	return []buildStep{run, {"pnpm pack", []string{"pack", "--pack-destination", dir}, empty}}, nil
 }
 
 type buildStep struct {
-	what string
-	args []string
+	what   string
+	args   []string
+	before func() error // run first, in kettle's process (nil: nothing)
 }
 
 // packArtifact collects the one tarball pnpm pack wrote to PackDest,

@@ -397,8 +397,13 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	for _, step := range append([]buildStep{
 		{"pnpm install --offline --frozen-lockfile", []string{"install", "--offline", "--frozen-lockfile",
-			"--store-dir", d.store(w), "--reporter=append-only"}},
+			"--store-dir", d.store(w), "--reporter=append-only"}, nil},
 	}, after...) {
+		if step.before != nil {
+			if err := step.before(); err != nil {
+				return err
+			}
+		}
 		cl := &codeLog{w: w}
 		err := toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
 			Args:     append([]string{d.pnpm}, step.args...),
