@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/source/gitid"
 )
 
 // TestBuildConfigDir: kettle.toml's dir makes the pipeline detect and
@@ -111,4 +112,31 @@ func TestBuildConfigRefused(t *testing.T) {
 
 func write(dir, name, data string) {
 	os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644)
+}
+
+// TestStamp: {version} is the tag naming the commit (the remote's for a
+// clone, else the checkout's own tags), else the commit; a dirty tree has
+// none.
+func TestStamp(t *testing.T) {
+	dir := t.TempDir()
+	gitRun(t, dir, "init", "-q", "-b", "main")
+	write(dir, "a", "1")
+	gitRun(t, dir, "add", ".")
+	gitRun(t, dir, "commit", "-q", "-m", "one")
+	commit := strings.TrimSpace(gitRun(t, dir, "rev-parse", "HEAD"))
+	r := &run{opts: Options{Dir: dir}}
+	if s := r.stamp(&gitid.Identity{Commit: commit}); s.Version != commit || s.Commit != commit {
+		t.Fatalf("untagged: %+v", s)
+	}
+	gitRun(t, dir, "tag", "-a", "-m", "v", "v3.1.4")
+	gitRun(t, dir, "tag", "v3.1.4-light")
+	if s := r.stamp(&gitid.Identity{Commit: commit}); s.Version != "v3.1.4" {
+		t.Fatalf("tagged: %+v", s)
+	}
+	if s := r.stamp(&gitid.Identity{Commit: commit, Tag: "v9"}); s.Version != "v9" {
+		t.Fatalf("remote tag: %+v", s)
+	}
+	if s := r.stamp(&gitid.Identity{Dirty: true, HeadCommit: commit}); s.Version != "" || s.Commit != "" {
+		t.Fatalf("dirty: %+v", s)
+	}
 }

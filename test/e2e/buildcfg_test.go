@@ -26,7 +26,8 @@ func buildConfigured(t *testing.T, c *harness.Client, repo gitRepo, ref string, 
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	id, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL, RepoRef: ref})
+	nonce := harness.NewNonce()
+	id, err := c.Submit(ctx, harness.BuildRequest{Nonce: nonce, RepoURL: repo.URL, RepoRef: ref})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,10 @@ func buildConfigured(t *testing.T, c *harness.Client, repo gitRepo, ref string, 
 	}
 	t.Logf("build of %s took %v", ref, time.Since(start).Round(time.Second))
 	tarball, _ := download(t, c, id)
-	return extract(t, tarball)
+	dir := extract(t, tarball)
+	// The provenance with buildConfig verifies like any other.
+	kettleVerify(t, dir, "--nonce", nonce, "--allow-insecure")
+	return dir
 }
 
 // buildConfig reads internalParameters.buildConfig and buildCommand from
