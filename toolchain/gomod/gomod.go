@@ -615,15 +615,28 @@ type detail struct{ lines []string }
 
 func (det *detail) wrap(w *toolchain.Workspace) *toolchain.Workspace {
 	c := *w
-	log := w.Log
-	c.Log = func(line string) {
-		if log != nil {
-			log(line)
-		}
+	log, piece := w.Log, w.LogPiece
+	see := func(line string) {
 		t := strings.TrimSpace(line)
 		if strings.HasPrefix(t, "verifying ") || strings.HasPrefix(t, "go: ") {
 			if len(det.lines) < 3 {
 				det.lines = append(det.lines, t)
+			}
+		}
+	}
+	c.Log = func(line string) {
+		if log != nil {
+			log(line)
+		}
+		see(line)
+	}
+	if piece != nil {
+		// toolchain.Run sends output to LogPiece when it is set: watch
+		// it there too (a line's first piece is where go's text is).
+		c.LogPiece = func(p string, cont bool) {
+			piece(p, cont)
+			if !cont {
+				see(p)
 			}
 		}
 	}

@@ -244,21 +244,34 @@ type codeLog struct {
 
 func (c *codeLog) workspace() *toolchain.Workspace {
 	cw := *c.w
-	log := c.w.Log
+	log, piece := c.w.Log, c.w.LogPiece
 	cw.Log = func(line string) {
 		if log != nil {
 			log(line)
 		}
-		if m := errCode.FindString(line); m != "" && len(c.codes) < 3 {
-			for _, have := range c.codes {
-				if have == m {
-					return
-				}
-			}
-			c.codes = append(c.codes, m)
+		c.see(line)
+	}
+	if piece != nil {
+		// toolchain.Run sends output to LogPiece when it is set: watch
+		// it there too.
+		cw.LogPiece = func(p string, cont bool) {
+			piece(p, cont)
+			c.see(p)
 		}
 	}
 	return &cw
+}
+
+// see keeps the first error codes of pnpm's output.
+func (c *codeLog) see(line string) {
+	if m := errCode.FindString(line); m != "" && len(c.codes) < 3 {
+		for _, have := range c.codes {
+			if have == m {
+				return
+			}
+		}
+		c.codes = append(c.codes, m)
+	}
 }
 
 func (c *codeLog) fail(ctx context.Context, kind failure.Kind, what string, err error) error {
