@@ -46,7 +46,7 @@ func TestSecurityBuildConfig(t *testing.T) {
 	marker := filepath.Join(tempDir(t), "marker")
 	hostile := []struct {
 		name, cfg, want string
-		setup          func(work, outside string)
+		setup           func(work, outside string)
 	}{
 		{"extldflags through a space", "[go]\nldflags = [\"-X main.version=1 -extldflags=-static\"]\n", "value", nil},
 		{"toolexec", "[go]\nldflags = [\"-toolexec=/bin/touch " + marker + "\"]\n", "only", nil},
