@@ -571,8 +571,8 @@ func (k *sink) signal() {
 	}
 }
 
-// markBuilding records that the build phase started: from now on a lost
-// worker means Interrupted, not a retry.
+// markBuilding records that the build phase started (informational: a
+// lost worker's job is retried either way).
 func (k *sink) markBuilding() {
 	k.mu.Lock()
 	if k.building {

@@ -211,12 +211,15 @@ type Store struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	mu       sync.Mutex
-	active   map[string]activeJob // queued and running jobs
-	gone     map[string]uint64    // revision at which a job left active
-	lastPos  map[string]int       // last queue position this process published
-	hubs     map[string]*hub
-	posKick  chan struct{}
+	mu      sync.Mutex
+	active  map[string]activeJob // queued and running jobs
+	gone    map[string]uint64    // revision at which a job left active
+	lastPos map[string]int       // last queue position this process published
+	hubs    map[string]*hub
+	posKick chan struct{}
+	// suspects: running jobs (id/worker id) whose worker's heartbeat the
+	// janitor found missing, since when (janitor goroutine only)
+	suspects map[string]time.Time
 	submitMu sync.Mutex
 
 	// Worker control.
@@ -395,12 +398,13 @@ func open(ctx context.Context, nc *nats.Conn, cfg config, ns *server.Server, loc
 	}
 	s := &Store{
 		cfg: cfg, log: cfg.logger, ns: ns, lock: lock, nc: nc, js: js,
-		active:  map[string]activeJob{},
-		gone:    map[string]uint64{},
-		lastPos: map[string]int{},
-		hubs:    map[string]*hub{},
-		posKick: make(chan struct{}, 1),
-		builds:  map[string]context.CancelCauseFunc{},
+		active:   map[string]activeJob{},
+		gone:     map[string]uint64{},
+		lastPos:  map[string]int{},
+		hubs:     map[string]*hub{},
+		posKick:  make(chan struct{}, 1),
+		suspects: map[string]time.Time{},
+		builds:   map[string]context.CancelCauseFunc{},
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, err

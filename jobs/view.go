@@ -226,17 +226,40 @@ func (s *Store) janitor(ctx context.Context) {
 		delete(s.gone, id) // bound memory; stale revisions are rare by then
 	}
 	s.mu.Unlock()
-	if len(running) > 0 {
+	if len(running) == 0 {
+		clear(s.suspects)
+	} else {
 		alive, err := s.liveWorkers(ctx)
 		if err != nil {
+			clear(s.suspects) // no listing: no evidence either way
 			return
 		}
+		// A worker is lost only when its heartbeat is missing from
+		// listings at least half a TTL apart. After a NATS node dies, the
+		// new leader of the heartbeat bucket may find every key expired
+		// before workers could beat again (an election takes seconds);
+		// a live worker beats again within a quarter TTL of that.
+		now, seen := time.Now(), map[string]bool{}
 		for _, j := range running {
 			if alive[j.WorkerID] || s.buildingHere(j.ID) {
 				continue
 			}
+			k := j.ID + "/" + j.WorkerID
+			seen[k] = true
+			first, ok := s.suspects[k]
+			if !ok {
+				s.suspects[k] = now
+			}
+			if !ok || now.Sub(first) < s.cfg.workerTTL/2 {
+				continue
+			}
 			if err := s.recover(ctx, j); err != nil && ctx.Err() == nil {
 				s.log.Warn("recovering job failed", "job", j.ID, "err", err)
+			}
+		}
+		for k := range s.suspects {
+			if !seen[k] {
+				delete(s.suspects, k)
 			}
 		}
 	}
