@@ -293,6 +293,16 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 
 	var out *Outcome
 	src, cleanup, err := s.materialize(bctx, j)
+	for tries := 1; isStoreTrouble(err) && tries < 60 && bctx.Err() == nil; tries++ {
+		// NATS is unreachable or electing a leader (a node died): that
+		// is no reason to fail the build.
+		log.Warn("reading the source failed; retrying", "err", err)
+		select {
+		case <-bctx.Done():
+		case <-time.After(time.Second):
+		}
+		src, cleanup, err = s.materialize(bctx, j)
+	}
 	if err == nil {
 		out, err = s.build(bctx, b, j, src, sink)
 		cleanup()
@@ -317,10 +327,28 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 	// a wedged connection.
 	fctx, fcancel := context.WithTimeout(s.ctx, 15*time.Minute)
 	defer fcancel()
-	if err := s.finish(fctx, log, wid, j, out, err, time.Since(started)); err != nil {
-		log.Error("recording the build outcome failed; the work message will be redelivered", "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	took := time.Since(started)
+	for {
+		// NATS trouble (a node died, a leader is being elected) must not
+		// lose the outcome: the work message stays ours meanwhile, and
+		// this worker's heartbeat says it is alive.
+		ferr := s.finish(fctx, log, wid, j, out, err, took)
+		if ferr == nil {
+			break
+		}
+		if fctx.Err() != nil {
+			log.Error("recording the build outcome failed; the job is left for recovery", "err", ferr)
+			if out != nil && out.ResultPath != "" {
+				os.Remove(out.ResultPath)
+			}
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		log.Warn("recording the build outcome failed; retrying", "err", ferr)
+		select {
+		case <-fctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 	_ = msg.Ack()
 }
@@ -345,8 +373,11 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 		return src, func() {}, nil
 	}
 	r, err := s.objs.Get(ctx, sourceObject(j.ID))
-	if err != nil {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
+	}
+	if err != nil {
+		return nil, nil, storeTrouble{fmt.Errorf("open source object: %w", err)}
 	}
 	defer r.Close()
 	if err := os.MkdirAll(s.cfg.tempDir, 0o700); err != nil {
@@ -359,9 +390,12 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 	cleanup := func() { os.Remove(f.Name()) }
 	h := sha256.New()
 	_, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err != nil {
+		f.Close()
+		cleanup()
+		return nil, nil, storeTrouble{fmt.Errorf("read source object: %w", err)}
 	}
+	err = f.Close()
 	if err == nil && hex.EncodeToString(h.Sum(nil)) != j.Source.ArchiveSHA256 {
 		err = errors.New("source object digest mismatch")
 	}
@@ -382,17 +416,29 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		berr = failure.Wrap(failure.InternalError, errors.New("builder returned no result"), "internal error")
 	}
 	obj := attemptResultObject(j.ID, j.Attempts)
-	if berr == nil && !s.stillOurs(j.ID, wid) {
+	cur, _, err := s.getJob(ctx, j.ID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return storeTrouble{err}
+	}
+	if err == nil && cur.WorkerID == wid && cur.Attempts == j.Attempts && (cur.Status == StatusSucceeded || cur.Status == StatusFailed) {
+		// Recorded by an earlier try of this call whose answer was lost.
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		return s.ensureComplete(ctx, cur)
+	}
+	if berr == nil && (err != nil || cur.Status != StatusRunning || cur.WorkerID != wid) {
 		// Taken over meanwhile: storing would only be thrown away.
 		os.Remove(out.ResultPath)
 		log.Warn("job was taken over while building; outcome dropped")
 		return nil
 	}
 	if berr == nil {
-		berr = s.storeResult(ctx, obj, out.ResultPath, &sum, &size)
-	}
-	if out != nil && out.ResultPath != "" {
-		os.Remove(out.ResultPath)
+		if err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size); isStoreTrouble(err) {
+			return err // the caller tries again with the result file
+		} else if err != nil {
+			berr = err
+		}
 	}
 	fj, ok, err := s.update(ctx, j.ID, func(cur *Job) bool {
 		if cur.Status != StatusRunning || cur.WorkerID != wid {
@@ -412,6 +458,9 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	})
 	if err != nil {
 		return err
+	}
+	if out != nil && out.ResultPath != "" {
+		os.Remove(out.ResultPath)
 	}
 	if !ok {
 		log.Warn("job was taken over while building; outcome dropped", "status", fj.Status)
@@ -456,10 +505,22 @@ func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, siz
 		return tooLarge("more than " + bytesize.Format(max))
 	}
 	if err != nil {
-		return failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
+		return storeTrouble{fmt.Errorf("store result: %w", err)}
 	}
 	*sum, *size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
 	return nil
+}
+
+// storeTrouble is a failure to reach the job store (NATS unreachable, a
+// stream without a leader while a node is replaced), not of the build:
+// the step is tried again instead of failing the job.
+type storeTrouble struct{ error }
+
+func (e storeTrouble) Unwrap() error { return e.error }
+
+func isStoreTrouble(err error) bool {
+	var st storeTrouble
+	return errors.As(err, &st)
 }
 
 // sink appends a build's events to its job's log from one goroutine, in

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,6 +36,9 @@ const (
 	headerIndex   = "Kettle-Index"   // an event's 0-based index in its log
 	headerAttempt = "Kettle-Attempt" // the attempt that wrote it (see logCursor)
 	singleKey     = "single-build"
+	// probePrefix starts the heartbeat-bucket keys janitors write to
+	// learn that the bucket takes writes; worker ids never contain '.'.
+	probePrefix = "probe."
 )
 
 // Defaults of the options.
@@ -220,6 +224,7 @@ type Store struct {
 	// suspects: running jobs (id/worker id) whose worker's heartbeat the
 	// janitor found missing, since when (janitor goroutine only)
 	suspects map[string]time.Time
+	probeKey string // this process's write probe in the heartbeat bucket
 	submitMu sync.Mutex
 
 	// Worker control.
@@ -404,6 +409,7 @@ func open(ctx context.Context, nc *nats.Conn, cfg config, ns *server.Server, loc
 		hubs:     map[string]*hub{},
 		posKick:  make(chan struct{}, 1),
 		suspects: map[string]time.Time{},
+		probeKey: probePrefix + strings.ReplaceAll(uuid.NewString(), "-", ""),
 		builds:   map[string]context.CancelCauseFunc{},
 	}
 	if err := s.setup(ctx); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kettle-build/kettle/events"
@@ -229,16 +230,21 @@ func (s *Store) janitor(ctx context.Context) {
 	if len(running) == 0 {
 		clear(s.suspects)
 	} else {
-		alive, err := s.liveWorkers(ctx)
+		// A worker is lost only when its heartbeat is missing from
+		// listings at least half a TTL apart, while this process could
+		// write to the heartbeat bucket. After a NATS node dies, the new
+		// leader of the bucket may find every key expired before workers
+		// could beat again (an election takes seconds); a live worker
+		// beats again within a quarter TTL once the bucket takes writes.
+		_, err := s.workers.Put(ctx, s.probeKey, nil)
+		var alive map[string]bool
+		if err == nil {
+			alive, err = s.liveWorkers(ctx)
+		}
 		if err != nil {
-			clear(s.suspects) // no listing: no evidence either way
+			clear(s.suspects) // no evidence either way
 			return
 		}
-		// A worker is lost only when its heartbeat is missing from
-		// listings at least half a TTL apart. After a NATS node dies, the
-		// new leader of the heartbeat bucket may find every key expired
-		// before workers could beat again (an election takes seconds);
-		// a live worker beats again within a quarter TTL of that.
 		now, seen := time.Now(), map[string]bool{}
 		for _, j := range running {
 			if alive[j.WorkerID] || s.buildingHere(j.ID) {
@@ -284,7 +290,9 @@ func (s *Store) liveWorkers(ctx context.Context) (map[string]bool, error) {
 	}
 	alive := map[string]bool{}
 	for k := range lister.Keys() {
-		alive[k] = true
+		if !strings.HasPrefix(k, probePrefix) {
+			alive[k] = true
+		}
 	}
 	return alive, nil
 }
