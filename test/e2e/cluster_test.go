@@ -784,6 +784,9 @@ func TestNATSCluster(t *testing.T) {
 		}
 		// w3's builder may have finished its build while cut off (its own
 		// metrics say what it ran); the cluster recorded one completion.
+		m := httpGet(t, "http://"+workers["w3"].metrics+"/metrics")
+		n, _ := metricSum(m, "kettle_worker_builds_total", `status="succeeded"`)
+		t.Logf("w3's builder returned %v successful builds (refused by the cluster)", n)
 		for _, f := range []*frontEnd{A, B} {
 			checkBuildMetrics(t, f, 9, 2)
 		}
