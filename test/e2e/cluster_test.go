@@ -201,6 +201,38 @@ func (c *natsCluster) connect(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// leaders names the node leading each stream.
+func (c *natsCluster) leaders(t *testing.T, streams ...string) map[string]string {
+	t.Helper()
+	_, js := c.connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	for _, name := range streams {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatalf("stream %s: %v", name, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil || info.Cluster == nil {
+			t.Fatalf("stream %s info: %v", name, err)
+		}
+		out[name] = info.Cluster.Leader
+	}
+	return out
+}
+
+func (c *natsCluster) node(t *testing.T, name string) *natsNode {
+	t.Helper()
+	for _, n := range c.nodes {
+		if n.name == name {
+			return n
+		}
+	}
+	t.Fatalf("no NATS node %q", name)
+	return nil
+}
+
 // waitJetStream waits until a stream with that many replicas can be
 // created (a meta leader was elected and the peers are known).
 func (c *natsCluster) waitJetStream(t *testing.T, replicas int) {
@@ -643,13 +675,17 @@ func TestNATSCluster(t *testing.T) {
 			}
 			return nil
 		}
-		// 1. A NATS node dies while both workers build.
+		// 1. A NATS node dies while both workers build: the leader of
+		// the job state, so that recording both outcomes waits for an
+		// election.
 		waitFor(t, "both workers building", time.Minute, func() bool { return buildingOn("w1") != nil && buildingOn("w2") != nil })
-		nc.nodes[0].kill()
-		t.Logf("%v: kill -9 NATS node n1 while both workers build", time.Since(t0).Round(time.Millisecond))
+		leaders := nc.leaders(t, "KV_kettle-jobs", "KV_kettle-workers", "KETTLE_EVENTS", "KETTLE_WORK", "OBJ_kettle-objects")
+		victim := nc.node(t, leaders["KV_kettle-jobs"])
+		victim.kill()
+		t.Logf("%v: kill -9 NATS node %s (stream leaders %v) while both workers build", time.Since(t0).Round(time.Millisecond), victim.name, leaders)
 		time.Sleep(2 * time.Second)
-		nc.nodes[0].start(t)
-		t.Logf("%v: n1 restarted", time.Since(t0).Round(time.Millisecond))
+		victim.start(t)
+		t.Logf("%v: %s restarted", time.Since(t0).Round(time.Millisecond), victim.name)
 
 		// 2. Worker w1 dies in the middle of a build (a job it took after
 		// the node's death) and comes back as a new process.
