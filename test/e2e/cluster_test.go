@@ -297,13 +297,13 @@ type workerProc struct {
 	stopOnce                             sync.Once
 }
 
-func startWorker(t *testing.T, c *natsCluster, name, url, workDir, logPath string) *workerProc {
+func startWorker(t *testing.T, c *natsCluster, name, url, workDir, logPath string, extra ...string) *workerProc {
 	t.Helper()
 	w := &workerProc{name: name, url: url, workDir: workDir, logPath: logPath,
 		metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	args := append([]string{"worker", "--name", name, "--attester", "insecure", "--sandbox", sandboxMode(),
 		"--allow-local-repos", "--allow-private-networks", "--work-dir", workDir, "--metrics-listen", w.metrics,
-		"--shutdown-timeout", "10s", "--log-level", "debug"}, c.flags(url)...)
+		"--shutdown-timeout", "10s", "--log-level", "debug"}, append(c.flags(url), extra...)...)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -614,8 +614,8 @@ func TestNATSCluster(t *testing.T) {
 	}
 	A, B := fes["A"], fes["B"]
 	workers := map[string]*workerProc{}
-	startW := func(name, url string) *workerProc {
-		w := startWorker(t, nc, name, url, filepath.Join(dir, "work-"+name), filepath.Join(dir, name+".log"))
+	startW := func(name, url string, extra ...string) *workerProc {
+		w := startWorker(t, nc, name, url, filepath.Join(dir, "work-"+name), filepath.Join(dir, name+".log"), extra...)
 		workers[name] = w
 		return w
 	}
@@ -732,6 +732,13 @@ func TestNATSCluster(t *testing.T) {
 			total.Round(time.Millisecond), lostSeen.Sub(killedW1).Round(time.Millisecond),
 			retryStart.Sub(killedW1).Round(time.Millisecond), lostDone.Sub(killedW1).Round(time.Millisecond))
 
+		// What the NATS node's death cost: operations kettle retried.
+		for _, w := range []string{"w1", "w2"} {
+			l := readFile(filepath.Join(dir, w+".log"))
+			t.Logf("%s log: %d failed heartbeats, %d outcome records retried, %d source reads retried", w,
+				strings.Count(l, "worker heartbeat failed"), strings.Count(l, "recording the build outcome failed; retrying"),
+				strings.Count(l, "reading the source failed; retrying"))
+		}
 		for _, j := range all {
 			checkClusterJob(t, j, A, B, j == lost)
 		}
@@ -754,10 +761,11 @@ func TestNATSCluster(t *testing.T) {
 
 	t.Run("partition", func(t *testing.T) {
 		// Only w3 (behind a proxy that can cut it off) may take the job.
+		// It runs as in a confidential VM of its own: --once.
 		workers["w1"].stop(t)
 		workers["w2"].stop(t)
 		proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", nc.nodes[1].port))
-		startW("w3", "nats://"+proxy.addr())
+		w3 := startW("w3", "nats://"+proxy.addr(), "--once")
 		j := submit(A, "cutoff")
 		waitFor(t, "w3 building", time.Minute, func() bool { return j.f.building("w3") })
 		proxy.setPaused(true)
@@ -775,6 +783,10 @@ func TestNATSCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// w3's own metrics (its listener is not behind the proxy) say
+		// whether its builder finished while cut off.
+		m := httpGet(t, "http://"+w3.metrics+"/metrics")
+		w3built, _ := metricSum(m, "kettle_worker_builds_total", `status="succeeded"`)
 		// w3 comes back; whatever it built may not count.
 		proxy.setPaused(false)
 		back := time.Now()
@@ -789,9 +801,19 @@ func TestNATSCluster(t *testing.T) {
 			}
 			return false
 		})
-		t.Logf("cut %v → attempt 2 done %v (partition lasted %v); w3 back: %q after %v",
-			clusterTTL, done.Sub(cut).Round(time.Millisecond), back.Sub(cut).Round(time.Millisecond), seen,
+		t.Logf("cut (TTL %v) → attempt 2 done %v (partition lasted %v); w3's builder had returned %v successful builds; w3 back: %q after %v",
+			clusterTTL, done.Sub(cut).Round(time.Millisecond), back.Sub(cut).Round(time.Millisecond), w3built, seen,
 			time.Since(back).Round(time.Millisecond))
+		// Its one build spent, the --once worker leaves (the retry went to
+		// another CVM, never back to this one).
+		select {
+		case <-w3.done:
+			if err := w3.cmd.ProcessState; !err.Success() {
+				t.Errorf("kettle worker --once exited %v after the cut-off build", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("kettle worker --once still running after its cut-off build")
+		}
 		// Give a late write every chance to land, then look again.
 		time.Sleep(time.Second)
 		after := checkClusterJob(t, j, A, B, true)
@@ -820,9 +842,6 @@ func TestNATSCluster(t *testing.T) {
 		}
 		// w3's builder may have finished its build while cut off (its own
 		// metrics say what it ran); the cluster recorded one completion.
-		m := httpGet(t, "http://"+workers["w3"].metrics+"/metrics")
-		n, _ := metricSum(m, "kettle_worker_builds_total", `status="succeeded"`)
-		t.Logf("w3's builder returned %v successful builds (refused by the cluster)", n)
 		for _, f := range []*frontEnd{A, B} {
 			checkBuildMetrics(t, f, 9, 2)
 		}
