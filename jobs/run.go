@@ -324,9 +324,14 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 		err = failure.Wrap(failure.Interrupted, err, "build interrupted: the service shut down before the build finished")
 	}
 	// Storing a large result takes a while; the bound only guards against
-	// a wedged connection.
-	fctx, fcancel := context.WithTimeout(s.ctx, 15*time.Minute)
+	// a wedged connection. It is a timer, not a deadline: without one,
+	// JetStream bounds each request (and each chunk's ack) by its default
+	// timeout, so a reply lost with a NATS node fails in seconds and is
+	// retried below, instead of holding on for the whole bound.
+	fctx, fcancel := context.WithCancel(s.ctx)
 	defer fcancel()
+	bound := time.AfterFunc(15*time.Minute, fcancel)
+	defer bound.Stop()
 	took := time.Since(started)
 	for {
 		// NATS trouble (a node died, a leader is being elected) must not
