@@ -614,7 +614,7 @@ func TestNATSCluster(t *testing.T) {
 	}
 	A, B := fes["A"], fes["B"]
 	workers := map[string]*workerProc{}
-	startW := func(name, url string, extra ...string) *workerProc {
+	startW := func(t *testing.T, name, url string, extra ...string) *workerProc {
 		w := startWorker(t, nc, name, url, filepath.Join(dir, "work-"+name), filepath.Join(dir, name+".log"), extra...)
 		workers[name] = w
 		return w
@@ -628,8 +628,8 @@ func TestNATSCluster(t *testing.T) {
 			}
 		}
 	})
-	startW("w1", "")
-	startW("w2", "")
+	startW(t, "w1", "")
+	startW(t, "w2", "")
 	waitReady(t, A.c)
 	waitReady(t, B.c)
 	t.Logf("front ends and workers up at %v", time.Since(start).Round(time.Millisecond))
@@ -637,7 +637,7 @@ func TestNATSCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var all []*clusterJob
-	submit := func(via *frontEnd, name string) *clusterJob {
+	submit := func(t *testing.T, via *frontEnd, name string) *clusterJob {
 		src := t.TempDir()
 		project(t, src, name, clusterBuild)
 		id, err := via.c.SubmitArchive(ctx, targz(t, src, name), name+".tar.gz", harness.NewNonce())
@@ -665,7 +665,7 @@ func TestNATSCluster(t *testing.T) {
 			if i%2 == 1 {
 				via = B
 			}
-			submit(via, fmt.Sprintf("job%d", i+1))
+			submit(t, via, fmt.Sprintf("job%d", i+1))
 		}
 		buildingOn := func(w string) *clusterJob {
 			for _, j := range all {
@@ -703,7 +703,7 @@ func TestNATSCluster(t *testing.T) {
 		killedW1 = time.Now()
 		t.Logf("%v: kill -9 worker w1 building %s", time.Since(t0).Round(time.Millisecond), lost.id)
 		time.Sleep(time.Second)
-		startW("w1", "")
+		startW(t, "w1", "")
 
 		// 3. A front end dies (jobs it accepted live in NATS) and comes back.
 		time.Sleep(time.Second)
@@ -765,13 +765,13 @@ func TestNATSCluster(t *testing.T) {
 		workers["w1"].stop(t)
 		workers["w2"].stop(t)
 		proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", nc.nodes[1].port))
-		w3 := startW("w3", "nats://"+proxy.addr(), "--once")
-		j := submit(A, "cutoff")
+		w3 := startW(t, "w3", "nats://"+proxy.addr(), "--once")
+		j := submit(t, A, "cutoff")
 		waitFor(t, "w3 building", time.Minute, func() bool { return j.f.building("w3") })
 		proxy.setPaused(true)
 		cut := time.Now()
 		t.Logf("w3 cut off from NATS in the middle of %s", j.id)
-		startW("w2", "")
+		startW(t, "w2", "")
 		select {
 		case <-j.f.complete:
 		case <-ctx.Done():
