@@ -402,7 +402,7 @@ func (f *follower) events() []harness.Event {
 	return append([]harness.Event(nil), f.evs...)
 }
 
-// find returns the first event (from index from) whose data contains s.
+// find returns the first event whose data contains s.
 func (f *follower) find(s string) (harness.Event, bool) {
 	for _, e := range f.events() {
 		if strings.Contains(e.Data, s) {
@@ -415,7 +415,7 @@ func (f *follower) find(s string) (harness.Event, bool) {
 var attemptRE = regexp.MustCompile(`worker (\w+) took the job|lost; attempt \d+ on (\w+)|(lost; the job is queued again)`)
 
 // building reports whether the job is in its build phase on worker w:
-// its latest attempt was taken by w and cargo already printed a line.
+// its latest attempt was taken by w and logged a build-phase line.
 func (f *follower) building(w string) bool {
 	cur, built := "", false
 	for _, e := range f.events() {
