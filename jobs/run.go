@@ -422,17 +422,25 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	}
 	obj := attemptResultObject(j.ID, j.Attempts)
 	cur, _, err := s.getJob(ctx, j.ID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
+		// Expired or removed while it was built: nothing to record.
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		log.Warn("job no longer exists; outcome dropped")
+		return nil
+	}
+	if err != nil {
 		return storeTrouble{err}
 	}
-	if err == nil && cur.WorkerID == wid && cur.Attempts == j.Attempts && (cur.Status == StatusSucceeded || cur.Status == StatusFailed) {
+	if cur.WorkerID == wid && cur.Attempts == j.Attempts && (cur.Status == StatusSucceeded || cur.Status == StatusFailed) {
 		// Recorded by an earlier try of this call whose answer was lost.
 		if out != nil && out.ResultPath != "" {
 			os.Remove(out.ResultPath)
 		}
 		return s.ensureComplete(ctx, cur)
 	}
-	if berr == nil && (err != nil || cur.Status != StatusRunning || cur.WorkerID != wid) {
+	if berr == nil && (cur.Status != StatusRunning || cur.WorkerID != wid) {
 		// Taken over meanwhile: storing would only be thrown away.
 		os.Remove(out.ResultPath)
 		log.Warn("job was taken over while building; outcome dropped")
