@@ -223,7 +223,7 @@ type Store struct {
 	posKick chan struct{}
 	// suspects: running jobs (id/worker id) whose worker's heartbeat the
 	// janitor found missing, since when (janitor goroutine only)
-	suspects map[string]time.Time
+	suspects suspicion
 	probeKey string // this process's write probe in the heartbeat bucket
 	submitMu sync.Mutex
 
@@ -408,7 +408,7 @@ func open(ctx context.Context, nc *nats.Conn, cfg config, ns *server.Server, loc
 		lastPos:  map[string]int{},
 		hubs:     map[string]*hub{},
 		posKick:  make(chan struct{}, 1),
-		suspects: map[string]time.Time{},
+		suspects: suspicion{},
 		probeKey: probePrefix + strings.ReplaceAll(uuid.NewString(), "-", ""),
 		builds:   map[string]context.CancelCauseFunc{},
 	}

@@ -245,27 +245,9 @@ func (s *Store) janitor(ctx context.Context) {
 			clear(s.suspects) // no evidence either way
 			return
 		}
-		now, seen := time.Now(), map[string]bool{}
-		for _, j := range running {
-			if alive[j.WorkerID] || s.buildingHere(j.ID) {
-				continue
-			}
-			k := j.ID + "/" + j.WorkerID
-			seen[k] = true
-			first, ok := s.suspects[k]
-			if !ok {
-				s.suspects[k] = now
-			}
-			if !ok || now.Sub(first) < s.cfg.workerTTL/2 {
-				continue
-			}
+		for _, j := range s.suspects.lost(time.Now(), s.cfg.workerTTL/2, running, alive, s.buildingHere) {
 			if err := s.recover(ctx, j); err != nil && ctx.Err() == nil {
 				s.log.Warn("recovering job failed", "job", j.ID, "err", err)
-			}
-		}
-		for k := range s.suspects {
-			if !seen[k] {
-				delete(s.suspects, k)
 			}
 		}
 	}
@@ -281,6 +263,39 @@ func (s *Store) janitor(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// suspicion tracks the running jobs whose worker's heartbeat the janitor
+// found missing: job id/worker instance id → when first found missing.
+type suspicion map[string]time.Time
+
+// lost returns the jobs of running whose worker has been missing from
+// every listing (alive, taken at now) for at least grace, and forgets
+// those whose worker is back or that no longer run. here reports a job
+// this process builds itself (never lost).
+func (sp suspicion) lost(now time.Time, grace time.Duration, running []*Job, alive map[string]bool, here func(id string) bool) []*Job {
+	var out []*Job
+	seen := map[string]bool{}
+	for _, j := range running {
+		if alive[j.WorkerID] || here(j.ID) {
+			continue
+		}
+		k := j.ID + "/" + j.WorkerID
+		seen[k] = true
+		first, ok := sp[k]
+		if !ok {
+			sp[k] = now
+		}
+		if ok && now.Sub(first) >= grace {
+			out = append(out, j)
+		}
+	}
+	for k := range sp {
+		if !seen[k] {
+			delete(sp, k)
+		}
+	}
+	return out
 }
 
 func (s *Store) liveWorkers(ctx context.Context) (map[string]bool, error) {
