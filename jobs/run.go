@@ -48,6 +48,10 @@ func (s *Store) runWorker(ctx context.Context, name string, b Builder, once bool
 	wid := keyUnsafe.ReplaceAllString(name, "_") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
 	log := s.log.With("worker", name, "worker_id", wid)
 	beat := func(ctx context.Context) error {
+		// A request lost with a dying NATS node would otherwise hold the
+		// next beats for JetStream's 5 s timeout, past a short TTL.
+		ctx, cancel := context.WithTimeout(ctx, max(s.cfg.workerTTL/2, 250*time.Millisecond))
+		defer cancel()
 		_, err := s.workers.Put(ctx, wid, []byte(name))
 		return err
 	}
