@@ -170,3 +170,47 @@ func TestFinishedHookCountsCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestSuspicion: a worker counts as lost only when its heartbeat stays
+// missing from the janitor's listings for the grace period; one listing
+// without it (heartbeats expired while a NATS node was replaced) is not
+// enough, and a worker seen again starts over.
+func TestSuspicion(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := &Job{ID: "a", WorkerID: "wa"}
+	b := &Job{ID: "b", WorkerID: "wb"}
+	here := &Job{ID: "h", WorkerID: "wh"} // built by this process
+	running := []*Job{a, b, here}
+	building := func(id string) bool { return id == "h" }
+	steps := []struct {
+		at    time.Duration
+		alive []string
+		lost  string
+	}{
+		{0, nil, ""},                                  // first sighting of a, b missing
+		{400 * time.Millisecond, nil, ""},             // within the grace
+		{500 * time.Millisecond, []string{"wb"}, "a"}, // a missing for the grace; b is back
+		{600 * time.Millisecond, nil, "a"},            // a still lost; b's clock started again
+		{900 * time.Millisecond, nil, "a"},            // b: 300 ms
+		{1100 * time.Millisecond, nil, "a,b"},
+	}
+	sp := suspicion{}
+	for _, st := range steps {
+		alive := map[string]bool{}
+		for _, w := range st.alive {
+			alive[w] = true
+		}
+		var got []string
+		for _, j := range sp.lost(t0.Add(st.at), 500*time.Millisecond, running, alive, building) {
+			got = append(got, j.ID)
+		}
+		if g := strings.Join(got, ","); g != st.lost {
+			t.Errorf("at %v: lost %q, want %q", st.at, g, st.lost)
+		}
+	}
+	// A job that left running (recovered, finished) is forgotten.
+	sp.lost(t0.Add(2*time.Second), 500*time.Millisecond, []*Job{b}, map[string]bool{}, building)
+	if _, ok := sp["a/wa"]; ok || len(sp) != 1 {
+		t.Errorf("suspicions after a left running: %v", sp)
+	}
+}

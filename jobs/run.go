@@ -48,6 +48,10 @@ func (s *Store) runWorker(ctx context.Context, name string, b Builder, once bool
 	wid := keyUnsafe.ReplaceAllString(name, "_") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
 	log := s.log.With("worker", name, "worker_id", wid)
 	beat := func(ctx context.Context) error {
+		// A request lost with a dying NATS node would otherwise hold the
+		// next beats for JetStream's 5 s timeout, past a short TTL.
+		ctx, cancel := context.WithTimeout(ctx, max(s.cfg.workerTTL/2, 250*time.Millisecond))
+		defer cancel()
 		_, err := s.workers.Put(ctx, wid, []byte(name))
 		return err
 	}
@@ -293,6 +297,16 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 
 	var out *Outcome
 	src, cleanup, err := s.materialize(bctx, j)
+	for tries := 1; isStoreTrouble(err) && tries < 60 && bctx.Err() == nil; tries++ {
+		// NATS is unreachable or electing a leader (a node died): that
+		// is no reason to fail the build.
+		log.Warn("reading the source failed; retrying", "err", err)
+		select {
+		case <-bctx.Done():
+		case <-time.After(time.Second):
+		}
+		src, cleanup, err = s.materialize(bctx, j)
+	}
 	if err == nil {
 		out, err = s.build(bctx, b, j, src, sink)
 		cleanup()
@@ -314,13 +328,36 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 		err = failure.Wrap(failure.Interrupted, err, "build interrupted: the service shut down before the build finished")
 	}
 	// Storing a large result takes a while; the bound only guards against
-	// a wedged connection.
-	fctx, fcancel := context.WithTimeout(s.ctx, 15*time.Minute)
+	// a wedged connection. It is a timer, not a deadline: without one,
+	// JetStream bounds each request (and each chunk's ack) by its default
+	// timeout, so a reply lost with a NATS node fails in seconds and is
+	// retried below, instead of holding on for the whole bound.
+	fctx, fcancel := context.WithCancel(s.ctx)
 	defer fcancel()
-	if err := s.finish(fctx, log, wid, j, out, err, time.Since(started)); err != nil {
-		log.Error("recording the build outcome failed; the work message will be redelivered", "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	bound := time.AfterFunc(15*time.Minute, fcancel)
+	defer bound.Stop()
+	took := time.Since(started)
+	for {
+		// NATS trouble (a node died, a leader is being elected) must not
+		// lose the outcome: the work message stays ours meanwhile, and
+		// this worker's heartbeat says it is alive.
+		ferr := s.finish(fctx, log, wid, j, out, err, took)
+		if ferr == nil {
+			break
+		}
+		if fctx.Err() != nil {
+			log.Error("recording the build outcome failed; the job is left for recovery", "err", ferr)
+			if out != nil && out.ResultPath != "" {
+				os.Remove(out.ResultPath)
+			}
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		log.Warn("recording the build outcome failed; retrying", "err", ferr)
+		select {
+		case <-fctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 	_ = msg.Ack()
 }
@@ -345,8 +382,11 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 		return src, func() {}, nil
 	}
 	r, err := s.objs.Get(ctx, sourceObject(j.ID))
-	if err != nil {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
+	}
+	if err != nil {
+		return nil, nil, storeTrouble{fmt.Errorf("open source object: %w", err)}
 	}
 	defer r.Close()
 	if err := os.MkdirAll(s.cfg.tempDir, 0o700); err != nil {
@@ -359,9 +399,12 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 	cleanup := func() { os.Remove(f.Name()) }
 	h := sha256.New()
 	_, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err != nil {
+		f.Close()
+		cleanup()
+		return nil, nil, storeTrouble{fmt.Errorf("read source object: %w", err)}
 	}
+	err = f.Close()
 	if err == nil && hex.EncodeToString(h.Sum(nil)) != j.Source.ArchiveSHA256 {
 		err = errors.New("source object digest mismatch")
 	}
@@ -382,17 +425,37 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		berr = failure.Wrap(failure.InternalError, errors.New("builder returned no result"), "internal error")
 	}
 	obj := attemptResultObject(j.ID, j.Attempts)
-	if berr == nil && !s.stillOurs(j.ID, wid) {
+	cur, _, err := s.getJob(ctx, j.ID)
+	if errors.Is(err, ErrNotFound) {
+		// Expired or removed while it was built: nothing to record.
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		log.Warn("job no longer exists; outcome dropped")
+		return nil
+	}
+	if err != nil {
+		return storeTrouble{err}
+	}
+	if cur.WorkerID == wid && cur.Attempts == j.Attempts && (cur.Status == StatusSucceeded || cur.Status == StatusFailed) {
+		// Recorded by an earlier try of this call whose answer was lost.
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		return s.ensureComplete(ctx, cur)
+	}
+	if berr == nil && (cur.Status != StatusRunning || cur.WorkerID != wid) {
 		// Taken over meanwhile: storing would only be thrown away.
 		os.Remove(out.ResultPath)
 		log.Warn("job was taken over while building; outcome dropped")
 		return nil
 	}
 	if berr == nil {
-		berr = s.storeResult(ctx, obj, out.ResultPath, &sum, &size)
-	}
-	if out != nil && out.ResultPath != "" {
-		os.Remove(out.ResultPath)
+		if err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size); isStoreTrouble(err) {
+			return err // the caller tries again with the result file
+		} else if err != nil {
+			berr = err
+		}
 	}
 	fj, ok, err := s.update(ctx, j.ID, func(cur *Job) bool {
 		if cur.Status != StatusRunning || cur.WorkerID != wid {
@@ -412,6 +475,9 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	})
 	if err != nil {
 		return err
+	}
+	if out != nil && out.ResultPath != "" {
+		os.Remove(out.ResultPath)
 	}
 	if !ok {
 		log.Warn("job was taken over while building; outcome dropped", "status", fj.Status)
@@ -456,10 +522,22 @@ func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, siz
 		return tooLarge("more than " + bytesize.Format(max))
 	}
 	if err != nil {
-		return failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
+		return storeTrouble{fmt.Errorf("store result: %w", err)}
 	}
 	*sum, *size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
 	return nil
+}
+
+// storeTrouble is a failure to reach the job store (NATS unreachable, a
+// stream without a leader while a node is replaced), not of the build:
+// the step is tried again instead of failing the job.
+type storeTrouble struct{ error }
+
+func (e storeTrouble) Unwrap() error { return e.error }
+
+func isStoreTrouble(err error) bool {
+	var st storeTrouble
+	return errors.As(err, &st)
 }
 
 // sink appends a build's events to its job's log from one goroutine, in
@@ -571,8 +649,8 @@ func (k *sink) signal() {
 	}
 }
 
-// markBuilding records that the build phase started: from now on a lost
-// worker means Interrupted, not a retry.
+// markBuilding records that the build phase started (informational: a
+// lost worker's job is retried either way).
 func (k *sink) markBuilding() {
 	k.mu.Lock()
 	if k.building {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -256,8 +257,10 @@ func (s *Store) Ready(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrNotReady, err)
 	}
 	defer lister.Stop()
-	for range lister.Keys() {
-		return nil
+	for k := range lister.Keys() {
+		if !strings.HasPrefix(k, probePrefix) {
+			return nil
+		}
 	}
 	return fmt.Errorf("%w: no worker is running", ErrNotReady)
 }

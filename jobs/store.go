@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,6 +36,9 @@ const (
 	headerIndex   = "Kettle-Index"   // an event's 0-based index in its log
 	headerAttempt = "Kettle-Attempt" // the attempt that wrote it (see logCursor)
 	singleKey     = "single-build"
+	// probePrefix starts the heartbeat-bucket keys janitors write to
+	// learn that the bucket takes writes; worker ids never contain '.'.
+	probePrefix = "probe."
 )
 
 // Defaults of the options.
@@ -211,12 +215,16 @@ type Store struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	mu       sync.Mutex
-	active   map[string]activeJob // queued and running jobs
-	gone     map[string]uint64    // revision at which a job left active
-	lastPos  map[string]int       // last queue position this process published
-	hubs     map[string]*hub
-	posKick  chan struct{}
+	mu      sync.Mutex
+	active  map[string]activeJob // queued and running jobs
+	gone    map[string]uint64    // revision at which a job left active
+	lastPos map[string]int       // last queue position this process published
+	hubs    map[string]*hub
+	posKick chan struct{}
+	// suspects: running jobs (id/worker id) whose worker's heartbeat the
+	// janitor found missing, since when (janitor goroutine only)
+	suspects suspicion
+	probeKey string // this process's write probe in the heartbeat bucket
 	submitMu sync.Mutex
 
 	// Worker control.
@@ -395,12 +403,14 @@ func open(ctx context.Context, nc *nats.Conn, cfg config, ns *server.Server, loc
 	}
 	s := &Store{
 		cfg: cfg, log: cfg.logger, ns: ns, lock: lock, nc: nc, js: js,
-		active:  map[string]activeJob{},
-		gone:    map[string]uint64{},
-		lastPos: map[string]int{},
-		hubs:    map[string]*hub{},
-		posKick: make(chan struct{}, 1),
-		builds:  map[string]context.CancelCauseFunc{},
+		active:   map[string]activeJob{},
+		gone:     map[string]uint64{},
+		lastPos:  map[string]int{},
+		hubs:     map[string]*hub{},
+		posKick:  make(chan struct{}, 1),
+		suspects: suspicion{},
+		probeKey: probePrefix + strings.ReplaceAll(uuid.NewString(), "-", ""),
+		builds:   map[string]context.CancelCauseFunc{},
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, err

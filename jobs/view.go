@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kettle-build/kettle/events"
@@ -226,15 +227,25 @@ func (s *Store) janitor(ctx context.Context) {
 		delete(s.gone, id) // bound memory; stale revisions are rare by then
 	}
 	s.mu.Unlock()
-	if len(running) > 0 {
-		alive, err := s.liveWorkers(ctx)
+	if len(running) == 0 {
+		clear(s.suspects)
+	} else {
+		// A worker is lost only when its heartbeat is missing from
+		// listings at least half a TTL apart, while this process could
+		// write to the heartbeat bucket. After a NATS node dies, the new
+		// leader of the bucket may find every key expired before workers
+		// could beat again (an election takes seconds); a live worker
+		// beats again within a quarter TTL once the bucket takes writes.
+		_, err := s.workers.Put(ctx, s.probeKey, nil)
+		var alive map[string]bool
+		if err == nil {
+			alive, err = s.liveWorkers(ctx)
+		}
 		if err != nil {
+			clear(s.suspects) // no evidence either way
 			return
 		}
-		for _, j := range running {
-			if alive[j.WorkerID] || s.buildingHere(j.ID) {
-				continue
-			}
+		for _, j := range s.suspects.lost(time.Now(), s.cfg.workerTTL/2, running, alive, s.buildingHere) {
 			if err := s.recover(ctx, j); err != nil && ctx.Err() == nil {
 				s.log.Warn("recovering job failed", "job", j.ID, "err", err)
 			}
@@ -254,6 +265,39 @@ func (s *Store) janitor(ctx context.Context) {
 	}
 }
 
+// suspicion tracks the running jobs whose worker's heartbeat the janitor
+// found missing: job id/worker instance id → when first found missing.
+type suspicion map[string]time.Time
+
+// lost returns the jobs of running whose worker has been missing from
+// every listing (alive, taken at now) for at least grace, and forgets
+// those whose worker is back or that no longer run. here reports a job
+// this process builds itself (never lost).
+func (sp suspicion) lost(now time.Time, grace time.Duration, running []*Job, alive map[string]bool, here func(id string) bool) []*Job {
+	var out []*Job
+	seen := map[string]bool{}
+	for _, j := range running {
+		if alive[j.WorkerID] || here(j.ID) {
+			continue
+		}
+		k := j.ID + "/" + j.WorkerID
+		seen[k] = true
+		first, ok := sp[k]
+		if !ok {
+			sp[k] = now
+		}
+		if ok && now.Sub(first) >= grace {
+			out = append(out, j)
+		}
+	}
+	for k := range sp {
+		if !seen[k] {
+			delete(sp, k)
+		}
+	}
+	return out
+}
+
 func (s *Store) liveWorkers(ctx context.Context) (map[string]bool, error) {
 	lister, err := s.workers.ListKeys(ctx)
 	if err != nil {
@@ -261,7 +305,9 @@ func (s *Store) liveWorkers(ctx context.Context) (map[string]bool, error) {
 	}
 	alive := map[string]bool{}
 	for k := range lister.Keys() {
-		alive[k] = true
+		if !strings.HasPrefix(k, probePrefix) {
+			alive[k] = true
+		}
 	}
 	return alive, nil
 }

@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/bundle"
 	"github.com/kettle-build/kettle/events"
@@ -29,6 +27,8 @@ import (
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
 	"github.com/kettle-build/kettle/source/gitid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestTopName(t *testing.T) {

@@ -162,6 +162,10 @@ func runServe(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "kettle serve: unexpected argument %q\n", fs.Arg(0))
 		return exitBadArgs
 	}
+	if err := c.nats.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle serve:", err)
+		return exitBadArgs
+	}
 	if _, err := c.simMeas.options(c.attester); err != nil {
 		fmt.Fprintln(os.Stderr, "kettle serve:", err)
 		return exitBadArgs
@@ -245,6 +249,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	storeOpts := []jobs.Option{
 		jobs.WithFinished(metrics.ObserveJob),
 		jobs.WithMaxAttempts(c.maxAttempts),
+		jobs.WithWorkerTTL(c.nats.workerTTL),
 		jobs.WithQueueLimit(c.queueLimit),
 		jobs.WithRetention(time.Duration(c.retention)),
 		jobs.WithLogger(logger),

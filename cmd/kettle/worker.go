@@ -69,6 +69,10 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "kettle worker: --nats URL is required and no arguments are taken")
 		return exitBadArgs
 	}
+	if err := c.nats.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle worker:", err)
+		return exitBadArgs
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
 		fmt.Fprintln(os.Stderr, "kettle worker: --log-level:", err)

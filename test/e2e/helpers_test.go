@@ -30,6 +30,9 @@ import (
 var kettleBin string
 
 func TestMain(m *testing.M) {
+	if conf := os.Getenv(natsNodeEnv); conf != "" {
+		os.Exit(runNATSNode(conf)) // a node of TestNATSCluster's NATS cluster
+	}
 	if runtime.GOOS != "linux" {
 		fmt.Println("e2e: linux only")
 		os.Exit(0)
