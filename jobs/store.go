@@ -33,6 +33,7 @@ const (
 	objectBucket  = "kettle-objects" // source/<id> and result/<id>
 	consumerName  = "workers"        // the durable work-queue consumer
 	headerIndex   = "Kettle-Index"   // an event's 0-based index in its log
+	headerAttempt = "Kettle-Attempt" // the attempt that wrote it (see logCursor)
 	singleKey     = "single-build"
 )
 
@@ -49,7 +50,9 @@ const (
 	DefaultMaxResult int64 = 2 << 30
 	defaultAckWait         = 30 * time.Second
 	defaultWorkerTTL       = 10 * time.Second
-	maxAttempts            = 3 // takes of a job whose worker died before building
+	// DefaultMaxAttempts bounds the workers that may take one job: a job
+	// whose worker is lost is retried on another until then.
+	DefaultMaxAttempts = 3
 )
 
 // Option configures a Store.
@@ -72,6 +75,8 @@ type config struct {
 	listenKey   string
 	maxLogBytes int64
 	maxResult   int64
+	maxAttempts int
+	onFinished  func(*Job)
 }
 
 // WithQueueLimit bounds the number of waiting jobs; Submit answers
@@ -132,6 +137,19 @@ func WithWorkerTTL(d time.Duration) Option { return func(c *config) { c.workerTT
 // RunWorker fails without one.
 func WithTempDir(dir string) Option { return func(c *config) { c.tempDir = dir } }
 
+// WithMaxAttempts sets how many workers may take a job submitted through
+// this store (default DefaultMaxAttempts): a job whose worker is lost goes
+// back to the queue until then, and only then ends Interrupted. The value
+// is stored with the job, so whichever process recovers it applies the
+// submitter's. A single-build store allows 1: no other CVM may build it.
+func WithMaxAttempts(n int) Option { return func(c *config) { c.maxAttempts = n } }
+
+// WithFinished calls fn once for every job this store sees finished
+// (succeeded or failed): those in the store when it opens and those that
+// finish later, whichever process built them. Metrics of the whole cluster
+// come from it. fn runs on the store's watcher goroutine and must not block.
+func WithFinished(fn func(*Job)) Option { return func(c *config) { c.onFinished = fn } }
+
 func newConfig(opts []Option) config {
 	c := config{
 		queueLimit: DefaultQueueLimit,
@@ -162,6 +180,9 @@ func newConfig(opts []Option) config {
 	}
 	if c.replicas <= 0 {
 		c.replicas = 1
+	}
+	if c.maxAttempts <= 0 {
+		c.maxAttempts = DefaultMaxAttempts
 	}
 	return c
 }
@@ -216,6 +237,7 @@ type activeJob struct {
 var (
 	errInterrupted = errors.New("store shutting down")
 	errClosed      = errors.New("store closed")
+	errLost        = errors.New("job taken over by another worker")
 )
 
 // OpenEmbedded starts an in-process NATS server with JetStream storing its

@@ -87,7 +87,12 @@ func (s *Store) apply(j *Job, rev uint64) {
 	default:
 		delete(s.active, j.ID)
 		delete(s.lastPos, j.ID)
+		_, seen := s.gone[j.ID]
 		s.gone[j.ID] = rev
+		if !seen && s.cfg.onFinished != nil {
+			c := *j
+			s.cfg.onFinished(&c)
+		}
 	}
 	s.kick()
 }
@@ -268,43 +273,69 @@ func (s *Store) buildingHere(id string) bool {
 	return ok
 }
 
-// recover handles a running job whose worker is gone: Interrupted if it
-// had started building, otherwise back to the queue.
+// maxAttemptsOf is how many workers may take j.
+func (s *Store) maxAttemptsOf(j *Job) int {
+	if j.MaxAttempts > 0 {
+		return j.MaxAttempts
+	}
+	return s.cfg.maxAttempts
+}
+
+// recover handles a running job whose worker is gone (killed, machine
+// lost, cut off from NATS past its heartbeat): back to the queue for
+// another worker while attempts remain, else Interrupted. Only a lost
+// worker leads here; a build that failed on its own merits was recorded
+// by its worker and is never retried.
 func (s *Store) recover(ctx context.Context, dead *Job) error {
 	log := s.log.With("job", dead.ID)
-	if dead.Building {
-		err := failure.New(failure.Interrupted, "build interrupted: its worker stopped before the build finished")
+	max := s.maxAttemptsOf(dead)
+	if dead.Attempts >= max {
+		msg := fmt.Sprintf("build interrupted: its worker was lost on each of its %d attempts", dead.Attempts)
+		if max == 1 {
+			// --max-attempts 1, or a single-build CVM: no other CVM may
+			// build what this one accepted.
+			msg = "build interrupted: its worker was lost, and this job allows no other attempt"
+		}
+		err := failure.New(failure.Interrupted, "%s", msg)
 		j, ok, uerr := s.update(ctx, dead.ID, func(j *Job) bool {
 			if j.Status != StatusRunning || j.WorkerID != dead.WorkerID {
 				return false
 			}
+			j.LostWorkers = append(j.LostWorkers, dead.Worker)
 			s.fail(j, err)
 			return true
 		})
 		if uerr != nil || !ok {
 			return uerr
 		}
-		log.Warn("worker lost during the build: job interrupted", "worker", dead.Worker)
+		log.Warn("worker lost and no attempt left: job interrupted", "worker", dead.Worker, "attempts", j.Attempts)
+		// Fence the lost worker's log writes before the final event.
+		_, _ = s.appendEvent(ctx, attemptCursor(j.ID, j.Attempts+1), events.Msgf(events.VM,
+			"worker %s lost; no attempt left (%d of %d used)", dead.Worker, j.Attempts, max), notFinal)
 		_ = s.work.Purge(ctx, jetstream.WithPurgeSubject(workSubject+dead.ID))
 		_ = s.objs.Delete(ctx, sourceObject(dead.ID))
 		return s.ensureComplete(ctx, j)
 	}
 	j, ok, err := s.update(ctx, dead.ID, func(j *Job) bool {
-		if j.Status != StatusRunning || j.WorkerID != dead.WorkerID || j.Building {
+		if j.Status != StatusRunning || j.WorkerID != dead.WorkerID {
 			return false
 		}
-		j.Status, j.Worker, j.WorkerID, j.StartedAt = StatusQueued, "", "", nil
+		j.LostWorkers = append(j.LostWorkers, dead.Worker)
+		j.Status, j.Worker, j.WorkerID, j.StartedAt, j.Building = StatusQueued, "", "", nil, false
 		return true
 	})
 	if err != nil || !ok {
 		return err
 	}
-	log.Warn("worker lost before building: job queued again", "worker", dead.Worker, "attempts", j.Attempts)
-	c := newCursor(j.ID)
-	if _, err := s.appendEvent(ctx, c, events.Msgf(events.VM, "worker %s stopped before building; the job is queued again", dead.Worker), nil); err != nil {
+	log.Warn("worker lost: job queued again", "worker", dead.Worker, "attempts", j.Attempts, "max_attempts", max)
+	// Written as the next attempt: from here on the lost worker, should it
+	// come back, can add nothing to this log.
+	c := attemptCursor(j.ID, j.Attempts+1)
+	if _, err := s.appendEvent(ctx, c, events.Msgf(events.VM, "worker %s lost; the job is queued again for attempt %d of %d",
+		dead.Worker, j.Attempts+1, max), notFinal); err != nil {
 		return err
 	}
-	if _, err := s.appendEvent(ctx, c, events.Event{Type: events.Queued, Position: s.position(j.ID)}, nil); err != nil {
+	if _, err := s.appendEvent(ctx, c, events.Event{Type: events.Queued, Position: s.position(j.ID)}, notFinal); err != nil {
 		return err
 	}
 	if err := s.work.Purge(ctx, jetstream.WithPurgeSubject(workSubject+j.ID)); err != nil {

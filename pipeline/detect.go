@@ -35,8 +35,9 @@ var Detectors = []Detector{
 
 // Detect picks the driver of the project in dir: the first Detectors entry
 // whose marker is a regular file inside dir. The chosen driver's lockfile
-// must exist too, unless the driver builds without one (toolchain.OptionalLockfile). Errors are failure.UnsupportedToolchain with a message
-// naming the files looked for (no server paths).
+// must exist too, unless the driver builds without one
+// (toolchain.OptionalLockfile). Errors are failure.UnsupportedToolchain
+// with a message naming the files looked for (no server paths).
 func Detect(dir string) (toolchain.Driver, error) {
 	for _, d := range Detectors {
 		if !toolchain.ProjectFileExists(dir, d.Marker) {

@@ -272,3 +272,30 @@ func TestGivenIdentity(t *testing.T) {
 		t.Error("the caller's identity was modified")
 	}
 }
+
+// TestSourceIdentityPaths: `kettle build` may name the project through a
+// symlink, and its output directory inside the project is not content.
+func TestSourceIdentityPaths(t *testing.T) {
+	dir := withShDriver(t, &shDriver{fetch: "true", build: "true"})
+	gitRun(t, dir, "init", "-q")
+	gitRun(t, dir, "add", "-A")
+	gitRun(t, dir, "commit", "-q", "-m", "x")
+	gitRun(t, dir, "remote", "add", "origin", "https://example.com/p.git")
+	commit := gitRun(t, dir, "rev-parse", "HEAD")
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(dir, link)
+	check := func(out string) {
+		t.Helper()
+		id, err := SourceIdentity(t.Context(), link, out, true)
+		if err != nil || id.Dirty || id.Commit != commit || id.URI != "https://example.com/p.git" {
+			t.Errorf("out %q: %+v %v", out, id, err)
+		}
+	}
+	os.MkdirAll(filepath.Join(dir, OutDirName, "artifacts"), 0o755)
+	os.WriteFile(filepath.Join(dir, OutDirName, "provenance.json"), []byte("{}"), 0o644)
+	check("")
+	os.RemoveAll(filepath.Join(dir, OutDirName))
+	os.MkdirAll(filepath.Join(dir, "out2"), 0o755)
+	os.WriteFile(filepath.Join(dir, "out2", "x"), []byte("{}"), 0o644)
+	check(filepath.Join(link, "out2"))
+}

@@ -3,24 +3,29 @@ package pipeline
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/toolchain"
 )
 
 // TestNixFlake builds the flake (a fixed-output derivation, a path: input,
 // builders /bin/sh) twice from two directories.
 func TestNixFlake(t *testing.T) {
 	env := toolEnv(t)
-	needTool(t, env, "nix")
+	needNix(t, env)
 	runner := bwrapRunner(t)
 	base := t.TempDir()
 	dirA := filepath.Join(base, "a", "flake")
@@ -117,7 +122,7 @@ func TestNixFlake(t *testing.T) {
 // flake with inputs but no flake.lock is refused as InvalidSource.
 func TestNixWithoutLock(t *testing.T) {
 	env := toolEnv(t)
-	needTool(t, env, "nix")
+	needNix(t, env)
 	runner := bwrapRunner(t)
 	dir := filepath.Join(t.TempDir(), "flake")
 	commit := gitProject(t, "nix-noinputs", dir)
@@ -140,6 +145,17 @@ func TestNixWithoutLock(t *testing.T) {
 	want, _ := provenance.MerkleRoot([]string{commit, bd.ExternalParameters.Source.Digest["gitTree"], "", nix.SHA256, nix.Version})
 	if got := res.Statement.Predicate.RunDetails.Byproducts[0].Digest["sha256"]; got != want {
 		t.Errorf("merkle root %s, want %s", got, want)
+	}
+
+	// A flake.lock that is a symlink out of the project is refused, never
+	// taken for "no lockfile".
+	dir = filepath.Join(t.TempDir(), "flake")
+	copyTree(t, filepath.Join(projectsDir(), "nix-noinputs"), dir)
+	outside := filepath.Join(t.TempDir(), "flake.lock")
+	os.WriteFile(outside, []byte(`{"nodes":{"root":{}},"root":"root","version":7}`), 0o644)
+	os.Symlink(outside, filepath.Join(dir, "flake.lock"))
+	if _, err = Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}}); err == nil || strings.Contains(failure.Message(err), outside) {
+		t.Fatalf("flake.lock symlinked out of the project: err %v", err)
 	}
 
 	// With an input and no lock: refused, whatever the input is.
@@ -188,4 +204,167 @@ func newEntries(before, after []string) []string {
 		}
 	}
 	return out
+}
+
+// TestNixHostileFlakes: evaluation-time attacks (docs/security/nix.md). The
+// flake evaluates in the sandbox, offline, pure and restricted, with
+// kettle's nix.conf: no host file read, no URL fetched, no nixConfig
+// honoured, no import-from-derivation, no impure derivation; outputs are
+// collected without following symlinks.
+func TestNixHostileFlakes(t *testing.T) {
+	env := toolEnv(t)
+	needNix(t, env)
+	runner := bwrapRunner(t)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte("internal-only"))
+	}))
+	defer srv.Close()
+	secretDir := t.TempDir()
+	secret := "host-secret-" + fmt.Sprint(time.Now().UnixNano())
+	secretFile := filepath.Join(secretDir, "token")
+	os.WriteFile(secretFile, []byte(secret), 0o644)
+	zero := "0000000000000000000000000000000000000000000000000000"
+	drv := func(script string) string {
+		return `derivation { name = "hostile"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" ''` + script + `'' ]; }`
+	}
+	ok := drv(`/bin/mkdir -p $out/bin; printf '#!/bin/sh\n' > $out/bin/ok; /bin/chmod 755 $out/bin/ok`)
+	flake := func(extra, pkg string) string {
+		return `{ ` + extra + ` outputs = { self }: { packages.x86_64-linux.default = ` + pkg + `; }; }`
+	}
+	for _, tc := range []struct {
+		name, flakeNix, lock string
+		kind                 failure.Kind // "" = the build succeeds
+		artifacts            []string
+		log                  string // the build log says this
+	}{
+		{name: "readFile", flakeNix: flake("", drv(`echo ${builtins.readFile "`+secretFile+`"} > $out`)),
+			kind: failure.BuildFailed, log: "forbidden"},
+		{name: "readFile /etc", flakeNix: flake("", drv(`echo ${builtins.readFile "/etc/passwd"} > $out`)),
+			kind: failure.BuildFailed, log: "forbidden"},
+		{name: "fetchurl", flakeNix: flake("", drv(`cat ${builtins.fetchurl { url = "`+srv.URL+`/x"; sha256 = "`+zero+`"; }} > $out`)),
+			kind: failure.BuildFailed, log: "forbidden in restricted mode"},
+		{name: "fetchTarball", flakeNix: flake("", drv(`ls ${builtins.fetchTarball { url = "`+srv.URL+`/x.tar.gz"; sha256 = "`+zero+`"; }} > $out`)),
+			kind: failure.BuildFailed, log: "forbidden in restricted mode"},
+		{name: "fetchGit", flakeNix: flake("", drv(`ls ${builtins.fetchGit { url = "`+srv.URL+`/x.git"; rev = "0123456789abcdef0123456789abcdef01234567"; }} > $out`)),
+			kind: failure.BuildFailed, log: "forbidden in restricted mode"},
+		{name: "import from derivation", flakeNix: flake("", `import (`+drv(`echo '"x"' > $out`)+`)`),
+			kind: failure.BuildFailed, log: "allow-import-from-derivation"},
+		{name: "impure derivation", flakeNix: flake("", `derivation { name = "i"; system = "x86_64-linux"; builder = "/bin/sh"; __impure = true; args = [ "-c" "echo > $out" ]; }`),
+			kind: failure.BuildFailed},
+		{name: "nixConfig ignored", flakeNix: flake(`nixConfig = { substituters = "`+srv.URL+`"; extra-substituters = "`+srv.URL+`"; allow-import-from-derivation = true; pure-eval = false; restrict-eval = false; sandbox = true; post-build-hook = "/bin/false"; flake-registry = "`+srv.URL+`/r.json"; };`, ok),
+			artifacts: []string{"ok"}, log: "ignoring untrusted flake configuration"},
+		{name: "nixConfig does not make eval impure", flakeNix: flake(`nixConfig = { pure-eval = false; restrict-eval = false; accept-flake-config = true; };`, drv(`echo ${builtins.readFile "/etc/passwd"} > $out`)),
+			kind: failure.BuildFailed, log: "forbidden"},
+		{name: "input missing from the lock", flakeNix: `{ inputs.sub.url = "path:./sub"; outputs = { self, sub }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
+			lock: `{"nodes":{"root":{}},"root":"root","version":7}`, kind: failure.InvalidSource},
+		{name: "flake.nix input differs from the lock", flakeNix: `{ inputs.greeting = { url = "path:/etc"; flake = false; }; outputs = { self, greeting }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
+			lock: lockOf(t, "nix-flake"), kind: failure.InvalidSource},
+		{name: "remote input missing from the lock", flakeNix: `{ inputs.x = { url = "` + srv.URL + `/x.tar.gz"; flake = false; }; outputs = { self, x }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
+			lock: `{"nodes":{"root":{}},"root":"root","version":7}`, kind: failure.BuildFailed},
+		{name: "registry input missing from the lock", flakeNix: `{ inputs.nixpkgs.url = "nixpkgs"; outputs = { self, nixpkgs }: { packages.x86_64-linux.default = ` + ok + `; }; }`,
+			kind: failure.BuildFailed},
+		{name: "bin symlinks", flakeNix: flake("", drv(`/bin/mkdir -p $out/bin; printf '#!/bin/sh\n' > $out/bin/ok; /bin/chmod 755 $out/bin/ok; /bin/ln -s /etc/passwd $out/bin/passwd; /bin/ln -s ok $out/bin/alias; /bin/ln -s `+secretFile+` $out/bin/secret`)),
+			artifacts: []string{"ok"}, log: "is a symlink: not collected"},
+		{name: "bin is a symlink", flakeNix: flake("", drv(`/bin/mkdir -p $out; /bin/ln -s /usr/bin $out/bin`)),
+			kind: failure.BuildFailed},
+		{name: "output is a symlink", flakeNix: flake("", drv(`/bin/ln -s /usr $out`)),
+			kind: failure.NoArtifacts},
+		{name: "hard link inside the output", flakeNix: flake("", drv(`/bin/mkdir -p $out/bin; printf '#!/bin/sh\n' > $out/bin/a; /bin/chmod 755 $out/bin/a; /bin/ln $out/bin/a $out/bin/b`)),
+			artifacts: []string{"a", "b"}},
+		{name: "hard link out of the output", flakeNix: flake("", drv(`/bin/mkdir -p $out/bin; /bin/ln /usr/bin/env $out/bin/env 2>/dev/null || /bin/cp /usr/bin/env $out/bin/env`)),
+			artifacts: []string{"env"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "flake")
+			os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+			os.WriteFile(filepath.Join(dir, "sub", "flake.nix"), []byte("{ outputs = { self }: { }; }\n"), 0o644)
+			copyTree(t, filepath.Join(projectsDir(), "nix-flake", "greeting"), filepath.Join(dir, "greeting"))
+			os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(tc.flakeNix), 0o644)
+			if tc.lock != "" {
+				os.WriteFile(filepath.Join(dir, "flake.lock"), []byte(tc.lock), 0o644)
+			}
+			rec := &recorder{}
+			res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
+			log := strings.Join(rec.msgs(events.Build), "\n")
+			if failure.KindOf(err) != tc.kind && !(tc.kind == "" && err == nil) {
+				t.Fatalf("err %v (%s), want %q\n%s", err, failure.KindOf(err), tc.kind, log)
+			}
+			if tc.log != "" && !strings.Contains(log, tc.log) {
+				t.Errorf("log does not say %q:\n%s", tc.log, log)
+			}
+			if strings.Contains(log, secret) || strings.Contains(failure.Message(err), secret) {
+				t.Errorf("the host secret reached the log")
+			}
+			if err == nil {
+				var names []string
+				for _, a := range res.Artifacts {
+					names = append(names, a.Name)
+				}
+				if strings.Join(names, " ") != strings.Join(tc.artifacts, " ") {
+					t.Errorf("artifacts %q, want %q", names, tc.artifacts)
+				}
+			}
+		})
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("the loopback server got %d requests", n)
+	}
+}
+
+// TestNixDiskLimit: what a build writes into the job's Nix store counts
+// against the disk limit like the project directory.
+func TestNixDiskLimit(t *testing.T) {
+	env := toolEnv(t)
+	needNix(t, env)
+	runner := bwrapRunner(t)
+	dir := filepath.Join(t.TempDir(), "flake")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(`{ outputs = { self }: { packages.x86_64-linux.default = derivation {
+  name = "big"; system = "x86_64-linux"; builder = "/bin/sh";
+  args = [ "-c" "/bin/mkdir -p $out/bin; /usr/bin/head -c 67108864 /dev/urandom > $out/bin/big; /bin/chmod 755 $out/bin/big" ]; }; }; }`), 0o644)
+	_, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{},
+		Limits: sandbox.Limits{Disk: 16 << 20, Wall: 2 * time.Minute}})
+	if err == nil || !strings.Contains(failure.Message(err), "disk") {
+		t.Fatalf("err %v (%s: %q), want the disk limit", err, failure.KindOf(err), failure.Message(err))
+	}
+}
+
+func lockOf(t *testing.T, project string) string {
+	b, err := os.ReadFile(filepath.Join(projectsDir(), project, "flake.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// needNix skips without nix, or fails with CI=true.
+func needNix(t *testing.T, env []string) {
+	t.Helper()
+	_, err := toolchain.LookPath(env, "nix")
+	testenv.Need(t, err == nil, "nix is not installed")
+}
+
+// TestNixGitFsmonitor: a git checkout whose config names a program for
+// core.fsmonitor (which `git ls-files`, run by Nix to copy a git flake,
+// would start) builds without running it.
+func TestNixGitFsmonitor(t *testing.T) {
+	env := toolEnv(t)
+	needNix(t, env)
+	runner := bwrapRunner(t)
+	dir := filepath.Join(t.TempDir(), "flake")
+	gitProject(t, "nix-noinputs", dir)
+	marker := filepath.Join(dir, "fsmonitor-ran")
+	gitRun(t, dir, "config", "core.fsmonitor", "touch "+marker+"; false")
+	res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !hasArtifact(res, "kettle-noinputs") {
+		t.Errorf("artifacts %+v", res.Artifacts)
+	}
+	if _, err := os.Lstat(marker); err == nil {
+		t.Errorf("core.fsmonitor ran")
+	}
 }

@@ -208,6 +208,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, classifyAs(ctx, failure.BuildFailed, "build failed", err)
 	}
 	r.msg(events.Build, "Build command finished")
+	// The build could write the output directory when it lies inside the
+	// project (kettle build DIR): a planted symlink there would make this
+	// process write provenance.json or artifacts through it. Nothing of the
+	// build runs any more, so a fresh directory is one it never saw.
+	if err := recreate(o.OutDir); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
+	}
 
 	artDir := filepath.Join(o.OutDir, "artifacts")
 	if err := os.MkdirAll(artDir, 0o755); err != nil {
@@ -351,54 +358,6 @@ func artifactRule(name string) string {
 		return "no executable in bin/ of the outputs"
 	}
 	return "nothing to collect"
-}
-
-// sourceIdentity is the source's identity: the one computed where the
-// source was materialised (Options.Source), else SourceIdentity of o.Dir.
-// SourceURI, when set, names the source.
-func sourceIdentity(ctx context.Context, o Options) (*gitid.Identity, error) {
-	id := o.Source
-	if id == nil {
-		var err error
-		if id, err = SourceIdentity(ctx, o.Dir, o.OutDir, o.SourceURI == ""); err != nil {
-			return nil, err
-		}
-	}
-	cp := *id
-	if o.SourceURI != "" {
-		cp.URI = o.SourceURI
-	}
-	return &cp, nil
-}
-
-// SourceIdentity computes the identity of a local project directory with
-// Go code only (gitid.Identify; git never runs on the project): the git
-// tree of its content without .git and outDir (default dir/kettle-build),
-// HEAD's commit when dir/.git is a directory, dirty when they differ; with
-// origin, the URI is the checkout's remote.origin.url. Errors are
-// *failure.Error.
-func SourceIdentity(ctx context.Context, dir, outDir string, origin bool) (*gitid.Identity, error) {
-	if outDir == "" {
-		outDir = filepath.Join(dir, OutDirName)
-	}
-	var exclude []string
-	absDir, err1 := filepath.Abs(dir)
-	absOut, err2 := filepath.Abs(outDir)
-	if rel, err := filepath.Rel(absDir, absOut); err1 == nil && err2 == nil && err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
-		exclude = append(exclude, filepath.ToSlash(rel))
-	}
-	id, err := gitid.Identify(ctx, dir, gitid.Options{Exclude: exclude, Origin: origin})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, classify(ctx, ctx.Err())
-		}
-		reason := gitid.Reason(err)
-		if reason == "" {
-			return nil, failure.Wrap(failure.InternalError, err, "cannot hash the source tree")
-		}
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot compute the source's git identity: "+reason)
-	}
-	return id, nil
 }
 
 var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {

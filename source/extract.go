@@ -64,9 +64,12 @@ const (
 // a new directory under workDir. Absolute paths, "..", links leaving the
 // tree, writes through links, hard links, devices, FIFOs, duplicate paths,
 // bombs and corrupt data are refused; regular files keep their exec bit
-// (0755, else 0644). Repository metadata in .git directories is neutralised
-// (see sanitizeGitEntry) so no later git command runs archive-supplied
-// configuration or hooks. On error nothing is left behind.
+// (0755, else 0644). A .git holds only directories and regular files (any
+// link in or as .git is refused); its hooks, alternates and redirects are
+// dropped and its config files sanitised (see gitmeta.go), for git that
+// tools may run inside the sandbox. Tree.Identity is computed from the
+// result by gitid (Go code; no git runs on the host). On error nothing is
+// left behind.
 func Extract(ctx context.Context, archivePath, workDir string, lim Limits) (*Tree, error) {
 	f, err := os.Open(archivePath)
 	if err != nil {
@@ -156,7 +159,8 @@ func identify(ctx context.Context, dir string) (*gitid.Identity, error) {
 // singleTopDir reports the name of dir's only entry when it is a directory.
 func singleTopDir(dir string) (string, bool) {
 	ents, err := os.ReadDir(dir)
-	if err != nil || len(ents) != 1 || !ents[0].IsDir() {
+	// A lone .git is repository metadata, not a project directory.
+	if err != nil || len(ents) != 1 || !ents[0].IsDir() || strings.EqualFold(ents[0].Name(), ".git") {
 		return "", false
 	}
 	return ents[0].Name(), true

@@ -199,6 +199,10 @@ var baseConfig = []string{
 	"init.defaultBranch=main",
 	"gc.auto=0",
 	"maintenance.auto=false",
+	// A bare repository committed inside the checkout is never
+	// discovered as the repository git runs in (its config could run
+	// commands); kettle's own clone has a .git.
+	"safe.bareRepository=explicit",
 }
 
 func (g *gitCmd) env() []string {

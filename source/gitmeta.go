@@ -9,14 +9,16 @@ import (
 )
 
 // An uploaded checkout may carry its .git directory (the provenance then
-// records its commit). Later git commands on the host (rev-parse,
-// write-tree, remote get-url) would honour that directory's configuration:
-// core.fsmonitor, core.hooksPath, core.worktree, include.path, filter
-// drivers and hooks all make git run commands or read files chosen by the
-// client. So .git metadata is neutralised during extraction: hooks,
-// alternates and pointers to other repositories are dropped, a .git that is
-// not a directory is dropped, and config files keep only an allow-list of
-// inert keys.
+// records its commit, read by package gitid: kettle runs no git on the
+// host). Tools inside the sandbox may still run git there, and git honours
+// that directory's configuration: core.fsmonitor, core.hooksPath,
+// core.worktree, include.path, filter drivers and hooks all make git run
+// commands or read files chosen by the client. So .git metadata is
+// neutralised during extraction: hooks, alternates and pointers to other
+// repositories are dropped, a .git file ("gitdir:" redirect) is dropped, any
+// symlink in or as .git is refused (extract.go: a link would show git a
+// config the sanitiser never saw), and config files keep only an
+// allow-list of inert keys.
 
 // gitEntry reports whether the entry p (cleaned) is .git metadata to drop.
 func gitEntry(p, name string, isDir bool) (skip bool, err error) {

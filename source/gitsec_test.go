@@ -86,3 +86,78 @@ func writeTree(t *testing.T, dir string, files map[string]string) {
 		}
 	}
 }
+
+// TestCloneLocalRepoConfigNotHonoured: with --allow-local-repos a client
+// may name a repository on the server's disk whose config and hooks it
+// wrote (e.g. one a build left behind). Cloning it runs none of it: git
+// upload-pack of the source repository ignores packObjectsHook outside
+// protected config and runs no hooks; kettle's own clone has an empty
+// template, core.hooksPath=/dev/null, no system/global config, and no
+// filter drivers, so the tree's .gitattributes names nothing that runs.
+func TestCloneLocalRepoConfigNotHonoured(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "ran")
+	cmd := "sh -c 'echo ran >> " + marker + "'"
+	r := makeRepo(t, "proj", func(work string) {
+		os.WriteFile(filepath.Join(work, ".gitattributes"), []byte("* filter=evil diff=evil\nREADME ident\n"), 0o644)
+	})
+	bare := filepath.Join(r.base, "proj.git")
+	for _, kv := range [][2]string{
+		{"uploadpack.packObjectsHook", cmd},
+		{"core.fsmonitor", cmd},
+		{"core.sshCommand", cmd},
+		{"core.alternateRefsCommand", cmd},
+		{"filter.evil.smudge", cmd},
+		{"filter.evil.process", cmd},
+		{"filter.evil.required", "true"},
+		{"diff.evil.textconv", cmd},
+		{"core.hooksPath", filepath.Join(bare, "hooks")},
+		{"include.path", filepath.Join(bare, "more.cfg")},
+	} {
+		gitT(t, bare, "config", kv[0], kv[1])
+	}
+	os.WriteFile(filepath.Join(bare, "more.cfg"), []byte("[core]\n\tpager = "+cmd+"\n"), 0o644)
+	os.MkdirAll(filepath.Join(bare, "hooks"), 0o755)
+	for _, h := range []string{"post-checkout", "pre-upload", "post-upload-pack", "reference-transaction", "post-index-change", "fsmonitor-watchman"} {
+		os.WriteFile(filepath.Join(bare, "hooks", h), []byte("#!/bin/sh\necho ran >> "+marker+"\n"), 0o755)
+	}
+	for _, url := range []string{bare, "file://" + bare} {
+		for _, ref := range []string{"", r.c1} {
+			tree, err := Clone(context.Background(), url, ref, jobDirs(t), localPolicy)
+			if err != nil {
+				t.Fatalf("clone %s %s: %v", url, ref, err)
+			}
+			if ref == "" && (tree.Identity == nil || tree.Identity.Commit != r.head) {
+				t.Errorf("identity %+v", tree.Identity)
+			}
+			// Nothing of the source repository's config reached the clone.
+			cfg, _ := os.ReadFile(filepath.Join(tree.Dir, ".git", "config"))
+			if strings.Contains(string(cfg), "evil") || strings.Contains(string(cfg), marker) {
+				t.Errorf("clone config:\n%s", cfg)
+			}
+		}
+	}
+	if b, err := os.ReadFile(marker); err == nil {
+		t.Fatalf("a command of the cloned repository ran: %q", b)
+	}
+	// Control: the same clone with the filter in the clone's own config
+	// does run it, so the marker would have shown a leak.
+	gitT(t, t.TempDir(), "-c", "filter.evil.smudge="+cmd, "clone", "-q", "--no-local", bare, "ctl")
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("control: the filter did not run (%v); the test proves nothing", err)
+	}
+}
+
+// TestExtractLoneGitTop: an archive holding only .git/ does not make .git
+// the project directory (nor the result's top directory).
+func TestExtractLoneGitTop(t *testing.T) {
+	id, path, body := aCommit()
+	archive := filepath.Join(t.TempDir(), "a.tgz")
+	os.WriteFile(archive, tgzOf(t, tent{name: ".git/HEAD", body: id + "\n"}, tent{name: ".git/" + path, body: body}), 0o600)
+	tree, err := Extract(context.Background(), archive, t.TempDir(), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tree.Top != "" || filepath.Base(tree.Dir) == ".git" || tree.Identity.Commit != id {
+		t.Fatalf("tree %+v identity %+v", tree, tree.Identity)
+	}
+}

@@ -203,6 +203,13 @@ func hostileCases() []hostileCase {
 		{"tar-git-fifo.tar.gz", func(t testing.TB) []byte {
 			return tgzOf(t, tent{name: "p/.git/HEAD", typ: tar.TypeFifo})
 		}, Limits{}, ErrSpecialFile, "device or FIFO"},
+		{"tar-symlink-to-git-write-through.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/.git/", typ: tar.TypeDir, mode: 0o755}, tent{name: "p/l", typ: tar.TypeSymlink, link: ".git"},
+				tent{name: "p/l/config", body: "[core]\n\tfsmonitor = touch /tmp/kettle-evil\n"})
+		}, Limits{}, ErrUnsafeLink, "written through the symlink"},
+		{"tar-dir-then-symlink.tar.gz", func(t testing.TB) []byte {
+			return tgzOf(t, tent{name: "p/d/", typ: tar.TypeDir, mode: 0o755}, tent{name: "p/d", typ: tar.TypeSymlink, link: "."})
+		}, Limits{}, ErrDuplicate, "duplicate path"},
 		// The identity is read by Go code; a .git that proves no commit is refused.
 		{"tar-git-no-commit.tar.gz", func(t testing.TB) []byte {
 			return tgzOf(t, tent{name: "p/a", body: "x"}, tent{name: "p/.git/HEAD", body: "ref: refs/heads/main\n"})

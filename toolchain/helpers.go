@@ -242,16 +242,28 @@ func SHA256File(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// MaxProjectFile bounds a project file the trusted process reads whole
+// (a lockfile, a manifest).
+const MaxProjectFile = 64 << 20
+
 // ReadProjectFile reads a file of the project by its relative name, refusing
 // any path (or symlink) that leaves the project: a hostile checkout must not
-// make kettle read and publish a server file as its lockfile.
+// make kettle read and publish a server file as its lockfile. It never
+// blocks on a FIFO and reads at most MaxProjectFile bytes.
 func ReadProjectFile(dir, name string) ([]byte, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	f, err := root.Open(name)
+	return ReadFile(root, name, MaxProjectFile)
+}
+
+// ReadFile reads the regular file rel inside root (symlinks that stay
+// inside are followed, as the toolchain in the sandbox follows them), at
+// most max bytes; anything else, or a larger file, is an error.
+func ReadFile(root *os.Root, rel string, max int64) ([]byte, error) {
+	f, err := OpenRegular(root, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -261,9 +273,16 @@ func ReadProjectFile(dir, name string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", name)
+		return nil, fmt.Errorf("%s: not a regular file", rel)
 	}
-	return io.ReadAll(f)
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", rel, max)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", rel, max)
+	}
+	return b, err
 }
 
 // ProjectFileExists reports whether name is a regular file inside dir

@@ -92,6 +92,9 @@ type Check struct {
 	// "attested" checksum and nonce are unsigned bytes anyone can write.
 	Warning bool `json:"warning,omitempty"`
 	Skipped bool `json:"skipped,omitempty"` // not evaluated because a prerequisite failed
+	// Show prints Detail in the table even when the check passed (the
+	// computed digests of --igvm/--image are worth seeing).
+	Show bool `json:"-"`
 }
 
 // Report is the outcome of Bundle. The header fields come from the
@@ -208,6 +211,10 @@ func BundleFS(ctx context.Context, fsys fs.FS, name string, opts ...BundleOption
 }
 
 func bundle(ctx context.Context, fsys fs.FS, dir string, o *options) (*Report, error) {
+	if err := o.image.load(); err != nil {
+		return nil, err
+	}
+	defer o.image.close()
 	provRaw, err := readLimited(fsys, ProvenanceFile, maxProvenance)
 	if err != nil {
 		return nil, err
@@ -233,12 +240,15 @@ func bundle(ctx context.Context, fsys fs.FS, dir string, o *options) (*Report, e
 	}
 	if r.Claims != nil && r.evidenceOK {
 		r.Checks = append(r.Checks, evidencePolicy(r.Claims, o.policy)...)
-		r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
+		if o.image.igvmPath == "" {
+			r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
+		}
 	} else {
 		for _, c := range evidencePolicy(&Claims{Platform: r.Platform}, o.policy) {
 			r.add(Check{Name: c.Name, Detail: "not checked: the evidence is not genuine", Skipped: true})
 		}
 	}
+	r.Checks = append(r.Checks, o.image.checks(ctx, r)...)
 	if stmt != nil {
 		r.Checks = append(r.Checks, provenanceChecks(stmt, o.expect)...)
 	} else {

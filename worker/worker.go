@@ -218,7 +218,9 @@ func TopName(treeTop, sourceName string) string {
 }
 
 func ok(name string) bool {
-	if name == "" || name == "." || name == ".." || len(name) > 255 || path.Base(name) != name {
+	// A result top named .git would land as repository metadata where a
+	// client unpacks it.
+	if name == "" || name == "." || name == ".." || len(name) > 255 || path.Base(name) != name || strings.EqualFold(name, ".git") {
 		return false
 	}
 	for _, r := range name {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -60,5 +61,28 @@ func TestBuildUsage(t *testing.T) {
 	if code := runBuild(t.Context(), "build", []string{"--sandbox", "none", t.TempDir()}, &out, &errb); code != exitFailed ||
 		!strings.Contains(errb.String(), "UnsupportedToolchain failed") {
 		t.Fatalf("empty DIR: exit %d, %s", code, errb.String())
+	}
+}
+
+// TestBuildIdentity: `kettle build` computes the source identity itself,
+// with Go code, before anything runs: a .git that redirects elsewhere (a
+// worktree's gitdir file) is refused with the reason, and no git is run.
+func TestBuildIdentity(t *testing.T) {
+	bin := t.TempDir()
+	marker := bin + "/git-ran"
+	if err := os.WriteFile(bin+"/git", []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	dir := t.TempDir()
+	os.WriteFile(dir+"/Cargo.lock", []byte("version = 4\n"), 0o644)
+	os.WriteFile(dir+"/.git", []byte("gitdir: /etc\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := runBuild(t.Context(), "build", []string{"--sandbox", "none", dir}, &out, &errb); code != exitFailed ||
+		!strings.Contains(errb.String(), "InvalidSource failed: cannot compute the source's git identity: .git is not a directory") {
+		t.Fatalf("exit %d, %s", code, errb.String())
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("kettle build ran git")
 	}
 }

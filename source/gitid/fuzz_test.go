@@ -97,3 +97,25 @@ func FuzzOriginURL(f *testing.F) {
 		}
 	})
 }
+
+// FuzzIndex feeds arbitrary pack index bytes (beside a valid empty pack)
+// to the object lookup.
+func FuzzIndex(f *testing.F) {
+	h := &hostile{t: f, dir: f.TempDir()}
+	os.MkdirAll(filepath.Join(h.dir, ".git"), 0o755)
+	id := "0c" + string(bytes.Repeat([]byte("0"), 38))
+	h.pack([]packObj{{id: id, typ: objCommit, data: []byte("x")}})
+	seed, _ := os.ReadFile(filepath.Join(h.dir, ".git", "objects", "pack", "pack-x.idx"))
+	f.Add(seed)
+	f.Add([]byte("\xfftOc\x00\x00\x00\x02"))
+	f.Fuzz(func(t *testing.T, idx []byte) {
+		h := &hostile{t: t, dir: t.TempDir()}
+		os.MkdirAll(filepath.Join(h.dir, ".git"), 0o755)
+		h.pack([]packObj{{id: id, typ: objCommit, data: []byte("x")}})
+		h.write("objects/pack/pack-x.idx", string(idx))
+		h.head(id)
+		if _, err := ReadHead(filepath.Join(h.dir, ".git")); err == nil {
+			t.Fatal("an object with a made-up id verified")
+		}
+	})
+}

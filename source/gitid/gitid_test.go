@@ -3,6 +3,7 @@ package gitid
 import (
 	"bytes"
 	"compress/zlib"
+	"context"
 	"crypto/sha1"
 	"encoding/binary"
 	"encoding/hex"
@@ -211,7 +212,7 @@ func TestIdentifyDirty(t *testing.T) {
 
 // hostile builds a .git by hand.
 type hostile struct {
-	t   *testing.T
+	t   testing.TB
 	dir string // project
 }
 
@@ -253,7 +254,7 @@ func object(kind string, content []byte) (string, []byte) {
 // commitFor returns a commit object naming the tree of the project's
 // content.
 func (h *hostile) commitFor() (string, []byte) {
-	tree, err := TreeHash(h.t.Context(), h.dir, SHA1)
+	tree, err := TreeHash(context.Background(), h.dir, SHA1)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -393,6 +394,7 @@ func TestReadHeadHostile(t *testing.T) {
 			h.write("refs/heads/a", "ref: refs/heads/b")
 			h.write("refs/heads/b", "ref: refs/heads/a")
 		}, ErrRefLoop},
+		{"reftable", func(h *hostile) { h.head("ref: refs/heads/.invalid\n") }, ErrUnsupported},
 		{"HEAD garbage", func(h *hostile) { h.head("\x00\xff garbage") }, ErrBadRef},
 		{"HEAD huge", func(h *hostile) { h.head(strings.Repeat("a", 1<<20)) }, ErrTooLarge},
 		{"HEAD fifo", func(h *hostile) { exec.Command("mkfifo", filepath.Join(h.dir, ".git", "HEAD")).Run() }, ErrLink},

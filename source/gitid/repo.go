@@ -65,6 +65,10 @@ func ReadHead(gitDir string) (*Head, error) {
 	defer d.Close()
 	r := &repo{d: d}
 	defer r.close()
+	if b, err := d.readFile("HEAD", maxRefFile); err == nil && strings.TrimSpace(string(b)) == "ref: refs/heads/.invalid" {
+		// git ≥ 2.45 reftable storage keeps refs in a binary format.
+		return nil, fmt.Errorf("%w: reftable ref storage", ErrUnsupported)
+	}
 	id, err := r.resolveRef("HEAD", 0)
 	if err != nil {
 		return nil, err

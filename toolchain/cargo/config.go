@@ -47,12 +47,16 @@ type Source struct {
 	LocalRegistry string
 }
 
+const maxSourceName = 512
+
 var (
 	// nameRE is cargo's rule for registry names.
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	// sourceRE admits source names like cargo vendor's
-	// "git+https://github.com/x/y?branch=main" (quoted on the command line).
-	sourceRE = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]{1,512}$`)
+	// "git+https://github.com/x/y?branch=main" (quoted on the command line),
+	// at most maxSourceName bytes (checked apart: a counted repetition
+	// makes a large program that every process compiles at init).
+	sourceRE = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]+$`)
 )
 
 // ReadConfig reads .cargo/config.toml (or the legacy .cargo/config) of the
@@ -135,7 +139,7 @@ func (c *Config) parse(root *os.Root, name string, data []byte) error {
 		if t == nil {
 			return refuse("%s: source.%s is not a table", name, clip(sname))
 		}
-		if !sourceRE.MatchString(sname) {
+		if len(sname) > maxSourceName || !sourceRE.MatchString(sname) {
 			return refuse("%s: source name %q is not supported", name, clip(sname))
 		}
 		s := &Source{}

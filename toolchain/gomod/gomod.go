@@ -313,10 +313,15 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if proxy == "" || proxy == "off" {
 		proxy = DefaultProxy
 	}
+	// The server's TMPDIR need not exist in the sandbox.
+	fetchTmp := filepath.Join(d.fetchHome(w), "tmp")
+	if err := os.MkdirAll(fetchTmp, 0o755); err != nil {
+		return err
+	}
 	det := &detail{}
 	err = toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
 		Args:     []string{d.goBin, "mod", "download", "-x"},
-		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off")...),
+		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off", "TMPDIR="+fetchTmp)...),
 		Network:  true,
 		Writable: []string{w.CacheDir},
 		ReadOnly: []string{d.goRoot},

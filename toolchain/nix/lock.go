@@ -34,6 +34,9 @@ type Lock struct {
 	Remote map[string]map[string]any
 	// URLs are the addresses Remote names, for the address policy.
 	URLs []string
+	// InputURLs are the url attributes of the git, tarball and file
+	// inputs: evaluation (restrict-eval) may name exactly these.
+	InputURLs []string
 }
 
 // PathInput is one `path:./sub` input of the root flake.
@@ -66,11 +69,13 @@ var lockedAttrs = map[string][]string{
 
 var defaultHosts = map[string]string{"github": "github.com", "gitlab": "gitlab.com", "sourcehut": "git.sr.ht"}
 
+// Lengths are checked apart from these: a counted repetition compiles to a
+// large program in every process's init.
 var (
 	revRe       = regexp.MustCompile(`^[0-9a-f]{40}$`)
-	ownerRepoRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]{0,99}$`)
-	hostRe      = regexp.MustCompile(`^[A-Za-z0-9.-]{1,253}$`)
-	refRe       = regexp.MustCompile(`^[A-Za-z0-9._/-]{1,200}$`)
+	ownerRepoRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
+	hostRe      = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
+	refRe       = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
 )
 
 type lockFile struct {
@@ -170,6 +175,7 @@ func ParseLock(data []byte) (*Lock, error) {
 	l.Inputs = inputs
 	sort.Slice(l.Paths, func(i, j int) bool { return l.Paths[i].Node < l.Paths[j].Node })
 	sort.Strings(l.URLs)
+	sort.Strings(l.InputURLs)
 	return l, nil
 }
 
@@ -259,7 +265,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 	}
 	if ref, err := str("ref"); err != nil {
 		return err
-	} else if ref != "" && (!refRe.MatchString(ref) || strings.Contains(ref, "..")) {
+	} else if ref != "" && (len(ref) > 200 || !refRe.MatchString(ref) || strings.Contains(ref, "..")) {
 		return refuseLock(name, "ref is not a plain branch or tag name")
 	}
 	switch typ {
@@ -285,7 +291,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 		if err != nil {
 			return err
 		}
-		if !ownerRepoRe.MatchString(owner) || !ownerRepoRe.MatchString(repo) {
+		if len(owner) > 100 || len(repo) > 100 || !ownerRepoRe.MatchString(owner) || !ownerRepoRe.MatchString(repo) {
 			return refuseLock(name, "owner and repo must be plain names")
 		}
 		if !revRe.MatchString(rev) {
@@ -298,7 +304,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 		if host == "" {
 			host = defaultHosts[typ]
 		}
-		if !hostRe.MatchString(host) {
+		if len(host) > 253 || !hostRe.MatchString(host) {
 			return refuseLock(name, "host is not a plain host name")
 		}
 		l.URLs = append(l.URLs, "https://"+host+"/")
@@ -318,6 +324,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 			return refuseLock(name, "%v", err)
 		}
 		l.URLs = append(l.URLs, u)
+		l.InputURLs = append(l.InputURLs, u)
 	case "tarball", "file":
 		u, err := str("url")
 		if err != nil {
@@ -327,6 +334,7 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 			return refuseLock(name, "%v", err)
 		}
 		l.URLs = append(l.URLs, u)
+		l.InputURLs = append(l.InputURLs, u)
 	}
 	attrs := make(map[string]any, len(n.Locked))
 	for k, v := range n.Locked {
@@ -349,6 +357,13 @@ func (l *Lock) addNode(name string, n lockNode, direct bool) error {
 func httpsURL(u string) error {
 	if len(u) > 2048 {
 		return errors.New("URL too long")
+	}
+	// Nor anything that could end a nix.conf value or line (the URL goes
+	// into allowed-uris) or hide part of the URL from a reader.
+	for _, c := range u {
+		if c <= ' ' || c == 0x7f || c == '#' || c == '\\' || (c >= 0x80 && c <= 0x9f) {
+			return errors.New("URL contains a space, control character, backslash or '#'")
+		}
 	}
 	scheme, _, ok := strings.Cut(u, "://")
 	if !ok {

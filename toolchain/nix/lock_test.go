@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -38,6 +39,9 @@ func TestParseLockRefuses(t *testing.T) {
 		{"tarball file", lockWith(`{"type":"tarball","url":"file:///etc/x.tar.gz","narHash":"` + goodNar + `"}`), "scheme"},
 		{"tarball http", lockWith(`{"type":"tarball","url":"http://127.0.0.1:19300/internal.tar.gz","narHash":"` + goodNar + `"}`), "scheme"},
 		{"file file", lockWith(`{"type":"file","url":"file:///etc/passwd","narHash":"` + goodNar + `"}`), "scheme"},
+		{"url newline", lockWith(`{"type":"tarball","url":"https://example.com/x.tar.gz\nallowed-uris = http://","narHash":"` + goodNar + `"}`), "control character"},
+		{"url hash", lockWith(`{"type":"tarball","url":"https://example.com/x.tar.gz#frag","narHash":"` + goodNar + `"}`), "'#'"},
+		{"url space", lockWith(`{"type":"git","url":"https://example.com/x y","rev":"` + goodRev + `","narHash":"` + goodNar + `"}`), "space"},
 		{"indirect", lockWith(`{"type":"indirect","id":"nixpkgs","narHash":"` + goodNar + `"}`), "indirect"},
 		{"mercurial", lockWith(`{"type":"hg","url":"https://example.com/x","narHash":"` + goodNar + `"}`), "not supported"},
 		{"no narHash", lockWith(`{"type":"tarball","url":"https://example.com/x.tar.gz"}`), "not locked"},
@@ -162,4 +166,26 @@ func FuzzParseLock(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestNixString: a lock value with quotes, backslashes and "${" stays a
+// literal in kettle's fetch expression (checked by nix itself, on a dummy
+// store).
+func TestNixString(t *testing.T) {
+	s := `a"b\c${builtins.readFile /etc/passwd}$${x}'' \n` + "\n\ttab"
+	q := nixString(s)
+	nix, err := exec.LookPath("nix")
+	if err != nil {
+		t.Skipf("nix not installed; quoted %s", q)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(nix, "--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--raw", "--expr", q)
+	cmd.Env = append(os.Environ(), "NIX_CONF_DIR="+dir, "HOME="+dir, "XDG_CACHE_HOME="+dir)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nix eval %s: %v", q, err)
+	}
+	if string(out) != s {
+		t.Errorf("nix reads %q as %q", q, out)
+	}
 }

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,6 +45,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
@@ -161,8 +163,13 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "nix is not usable on this builder")
 	}
+	if path == "/nix" || strings.HasPrefix(path, "/nix/") {
+		// The job's store replaces /nix in the sandbox: a nix installed
+		// into the machine's store would not be there.
+		return nil, failure.New(failure.UnsupportedToolchain, "the builder's nix lives in /nix; kettle needs a nix installed outside /nix (e.g. Debian's nix-bin)")
+	}
 	d.nix, d.newCLI = path, hasDerivationShow(tool.Version)
-	if d.job, err = newJobStore(w.CacheDir); err != nil {
+	if d.job, err = newJobStore(w.CacheDir, d.lock.InputURLs); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the job's Nix store")
 	}
 	if err := d.fetchInputs(ctx, w); err != nil {
@@ -212,7 +219,17 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 // inputs must hash (NAR, through os.Root) to the lock's narHash, and remote
 // hosts must pass the address policy.
 func (d *Driver) checkInputs(ctx context.Context, w *toolchain.Workspace) error {
+	seen := map[string]bool{}
 	for _, u := range d.lock.URLs {
+		// One check per scheme and host: a lock of thousands of inputs on
+		// one host costs one lookup.
+		if pu, err := url.Parse(u); err == nil && pu.Host != "" {
+			key := strings.ToLower(pu.Scheme + "://" + pu.Host)
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+		}
 		if err := d.checkURL(ctx, u); err != nil {
 			if ctx.Err() != nil {
 				return toolchain.CommandFailed(ctx, failure.InvalidSource, "flake.lock check", ctx.Err())
@@ -366,9 +383,13 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if len(d.fetches) == 0 {
 		return nil
 	}
-	args := []string{d.nix, "build", "--no-link"}
+	args := []string{d.nix, "build", "--no-link", "--print-build-logs"}
 	args = append(args, commonFlags...)
 	for _, f := range d.fetches {
+		// Paths come from Nix's JSON; never let one read as an option.
+		if !storePathRe.MatchString(f.DrvPath) || !strings.HasSuffix(f.DrvPath, ".drv") {
+			return failure.New(failure.InvalidSource, "fixed-output derivation %s has no valid .drv path", quoteName(f.Name))
+		}
 		args = append(args, d.installable(f.DrvPath))
 	}
 	if err := d.run(ctx, w, &sandbox.Cmd{Args: args, Dir: d.job.work, Network: true}); err != nil {
@@ -468,10 +489,24 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 	return out, nil
 }
 
-// Cleanup removes the job's Nix store and state (toolchain.Cleaner).
+// Cleanup removes the job's Nix store and state (toolchain.Cleaner). Store
+// paths are read-only and belong to the sandbox's user; when this process
+// cannot make them writable itself (it is not root), the sandbox user does
+// it, in one more sandbox step.
 func (d *Driver) Cleanup(w *toolchain.Workspace) error {
 	if d.job == nil {
 		return nil
+	}
+	err := d.job.remove()
+	if err == nil || w.Runner == nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := &sandbox.Cmd{Args: []string{"/bin/chmod", "-R", "u+w", "/nix"}, Dir: d.job.work, Env: []string{"PATH=/usr/bin:/bin"},
+		Mounts: []sandbox.Mount{{Source: d.job.store, Target: "/nix", Writable: true}}, Output: io.Discard}
+	if rerr := w.Runner.Run(ctx, c); rerr != nil {
+		return fmt.Errorf("%w (making it writable in the sandbox: %v)", err, rerr)
 	}
 	return d.job.remove()
 }
@@ -488,7 +523,10 @@ func (d *Driver) runLogged(ctx context.Context, w *toolchain.Workspace, c *sandb
 	c.Env = toolchain.SetEnv(d.job.env(w.Env), extra...)
 	c.Mounts = append(c.Mounts, sandbox.Mount{Source: d.job.store, Target: "/nix", Writable: true})
 	c.ReadOnly = append(c.ReadOnly, d.job.conf)
-	c.Writable = append(c.Writable, d.job.home)
+	// The store is also listed as writable (bound a second time at its own
+	// path): the sandbox counts the disk use of Dir and Writable, and a job
+	// must not fill the disk through /nix.
+	c.Writable = append(c.Writable, d.job.home, d.job.store)
 	c.Limits = w.Limits
 	log := w.Log
 	sw := *w

@@ -68,11 +68,22 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	sum := sha256.Sum256(data)
 	lockHash := hex.EncodeToString(sum[:])
 
-	pnpm, pnpmPath, err := toolchain.ResolveTool(ctx, w, "pnpm")
+	// `pnpm --version` and `node --version` run in this trusted process:
+	// in a private empty directory with kettle's environment, so that no
+	// package.json (packageManager), .npmrc or .pnpmfile.cjs of the
+	// project is anywhere near them.
+	tmp, err := os.MkdirTemp("", "kettle-pnpm-version-")
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create a temporary directory")
+	}
+	defer os.RemoveAll(tmp)
+	hw := *w
+	hw.Dir, hw.Env = tmp, d.env(w, tmp)
+	pnpm, pnpmPath, err := toolchain.ResolveTool(ctx, &hw, "pnpm")
 	if err != nil {
 		return nil, toolMissing("pnpm", err)
 	}
-	node, nodePath, err := toolchain.ResolveTool(ctx, w, "node")
+	node, nodePath, err := toolchain.ResolveTool(ctx, &hw, "node")
 	if err != nil {
 		return nil, toolMissing("node", err)
 	}
@@ -96,6 +107,13 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 // each resolved inside the project and recorded as local code with its
 // digest; sorted by uri.
 func (d *Driver) localInputs(w *toolchain.Workspace, lock *Lock) ([]provenance.Dependency, error) {
+	if ws, err := toolchain.ReadProjectFile(w.Dir, WorkspaceFile); err == nil {
+		if _, err := WorkspacePackages(ws); err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read "+WorkspaceFile+" (it must be a regular file in the project root)")
+	}
 	refs := append([]LocalRef(nil), lock.Local...)
 	if pj, err := toolchain.ReadProjectFile(w.Dir, "package.json"); err == nil {
 		more, err := PatchFiles(pj)
@@ -176,8 +194,13 @@ func (d *Driver) env(w *toolchain.Workspace, home string) []string {
 		}
 		base = append(base, kv)
 	}
+	tmp := filepath.Join(home, ".tmp")
+	_ = os.MkdirAll(tmp, 0o755)
 	return toolchain.SetEnv(base,
 		"HOME="+home,
+		// The server's TMPDIR does not exist in the sandbox (pnpm dies
+		// resolving it): a directory of the job instead.
+		"TMPDIR="+tmp,
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
 		"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),
