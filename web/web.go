@@ -65,9 +65,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.file(w, r, "index.html", "no-cache")
 	case strings.HasPrefix(p, "/ui/"):
 		name := strings.TrimPrefix(p, "/ui/")
-		if name == "verify.wasm" {
+		switch name {
+		case "verify.wasm":
 			h.wasm(w, r)
 			return
+		case "wasm_exec.js": // generated beside the verifier
+			name = "gen/" + name
 		}
 		if name == "index.html" || !fs.ValidPath(name) || types[path.Ext(name)] == "" {
 			http.NotFound(w, r)
