@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 bash scripts/setup.sh
+go generate ./web # the web page's WebAssembly verifier (docs/web.md)
 go build -o bin/kettle ./cmd/kettle
 exec bin/kettle serve "$@"

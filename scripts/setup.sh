@@ -28,6 +28,8 @@ has sgdisk || need+=(gdisk)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 has node || need+=(nodejs)
 has npm || need+=(npm)
+# The web page's browser test (test/e2e/web_test.go).
+has chromium || need+=(chromium)
 # rustup's cargo (~/.cargo/bin, on PATH through env.sh) wins; Debian's is the
 # fallback on a machine without it.
 has cargo || need+=(cargo)

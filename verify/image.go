@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/kettle-build/kettle/igvm"
 	"github.com/kettle-build/kettle/verity"
@@ -100,7 +101,7 @@ func (ip *imagePolicy) load() error {
 	bad := func(path string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrUnreadable, path, err)
 	}
-	b, err := readLimited(ip.igvmPath, maxIGVM)
+	b, err := readLimited(os.DirFS(filepath.Dir(ip.igvmPath)), filepath.Base(ip.igvmPath), maxIGVM)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
+	"github.com/kettle-build/kettle/web"
 	"github.com/kettle-build/kettle/worker"
 )
 
@@ -362,6 +363,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		api.WithLogger(logger),
 		api.WithMetrics(reg, reg),
 		api.WithMetricsCollector(metrics),
+		api.WithUI(web.Handler()),
 	)
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {
