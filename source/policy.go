@@ -133,7 +133,7 @@ func parseRemote(raw string, p Policy) (*remote, error) {
 	if !hasScheme {
 		if strings.HasPrefix(raw, "/") {
 			if !p.AllowLocal {
-				return nil, refuse(ErrTransport, nil, "local repository paths are not allowed (use https://)")
+				return nil, refuse(ErrTransport, nil, "local repository paths are not allowed (use an https:// URL, or start the server with --allow-local-repos)")
 			}
 			return &remote{url: raw, trans: transFile, path: raw}, nil
 		}
@@ -158,7 +158,7 @@ func parseRemote(raw string, p Policy) (*remote, error) {
 		return nil, refuse(ErrTransport, nil, "repo_url scheme %s is not allowed (use https://)", quote(scheme))
 	}
 	if tr != transHTTPS && !p.AllowLocal {
-		return nil, refuse(ErrTransport, nil, "repo_url scheme %s is not allowed (use https://)", quote(scheme))
+		return nil, refuse(ErrTransport, nil, "repo_url scheme %s is not allowed (use an https:// URL, or start the server with --allow-local-repos)", quote(scheme))
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -283,7 +283,7 @@ func checkHost(ctx context.Context, host string, p Policy) ([]netip.Addr, error)
 				// The address itself is not echoed: it would let a client map
 				// internal DNS names.
 				return nil, refuse(ErrPrivateAddress, nil,
-					"repository host %s resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed", quote(host))
+					"repository host %s resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed unless the server runs with --allow-private-networks", quote(host))
 			}
 		}
 	}
