@@ -417,10 +417,15 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 	if err != nil {
 		return err
 	}
-	if len(mains) == 0 && len(d.patterns) > 0 {
+	switch {
+	case len(mains) == 0 && len(d.patterns) > 0:
 		return failure.New(failure.NoArtifacts,
 			"no main package in %s: kettle.toml [go] packages must name commands (package main)",
 			strings.Join(d.targets(), " "))
+	case len(mains) == 0:
+		// A library: nothing to ship (docs/toolchains.md).
+		return failure.New(failure.NoArtifacts,
+			"no main package in module %s: kettle builds commands; add a package main, or name one in kettle.toml [go] packages", d.module)
 	}
 	names, err := ArtifactNames(d.module, mains)
 	if err != nil {
