@@ -53,7 +53,7 @@ func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
 	if withAttest {
 		fs.StringVar(&b.nonce, "nonce", "", "nonce to bind into the evidence (hex, at most 16 bytes; dashes are ignored, so a UUID works)")
 		fs.StringVar(&b.attester, "attester", "auto", "evidence source: auto, az-snp, az-tdx, snp, tdx, sim-snp or insecure")
-		fs.StringVar(&b.simRootsOut, "sim-roots-out", "", "with --attester sim-snp: write the test-only AMD roots (PEM) to this file, for `kettle verify --trust-roots`")
+		fs.StringVar(&b.simRootsOut, "sim-roots-out", "", "with --attester sim-snp: write the test-only AMD roots (PEM) to this `file`, for kettle verify --trust-roots")
 		fs.Var(&b.simMeas, "sim-measurement", simMeasurementUsage)
 	}
 }

@@ -268,8 +268,9 @@ A git checkout is uploaded as what git tracks plus .git; build outputs and
 untracked files stay home. Policy flags are read from the command line only;
 --server and --token-file also from KETTLE_SERVER and KETTLE_TOKEN_FILE.
 Exit status: 0 the build succeeded and every check passed, 1 it failed or a
-check failed (the source built is not the one sent), 2 bad usage or
-unreadable input.
+check failed (the source built is not the one sent), 2 bad usage, unreadable
+input, or a source the server found invalid (a ref the remote lacks, no
+lockfile: InvalidSource, UnsupportedToolchain).
 
 flags:`)
 		fs.PrintDefaults()

@@ -36,7 +36,20 @@ func init() {
 // 64M, 10KB.
 type serveByteSize int64
 
-func (s *serveByteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
+// String is the size as --help shows it and Set reads it back: whole
+// KiB/MiB/GiB/TiB as such (64MiB), anything else in bytes.
+func (s *serveByteSize) String() string {
+	n := int64(*s)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (s *serveByteSize) Set(v string) error {
 	n, err := parseByteSize(v)
@@ -130,7 +143,7 @@ func runServe(ctx context.Context, args []string) int {
 	fs.StringVar(&c.listen, "listen", ":8080", "address to listen on (KETTLE_PORT is honoured when unset)")
 	fs.StringVar(&c.dataDir, "data-dir", "./kettle-data", "directory of the embedded job store, uploads and work trees")
 	fs.StringVar(&c.natsURL, "nats", "", "join an external NATS JetStream cluster instead of the embedded store")
-	fs.StringVar(&c.natsListen, "nats-listen", "", "let `kettle worker`s and other front ends join the embedded store at this address (e.g. 127.0.0.1:4222)")
+	fs.StringVar(&c.natsListen, "nats-listen", "", "let kettle workers and other front ends join the embedded store at this `address` (e.g. 127.0.0.1:4222)")
 	fs.IntVar(&c.workers, "workers", 1, "builds run in parallel by this process (with --nats: 0 unless given)")
 	fs.IntVar(&c.queueLimit, "queue-limit", 100, "queued jobs before submissions answer 503 (0 = no limit)")
 	fs.IntVar(&c.maxAttempts, "max-attempts", jobs.DefaultMaxAttempts, "workers that may take a job submitted here: a job whose worker is lost is built again until then (1 with --single-build)")

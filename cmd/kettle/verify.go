@@ -142,7 +142,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
-const simMeasurementUsage = "with --attester sim-snp: the MEASUREMENT of the simulated reports (96 hex digits, e.g. `kettle verify --igvm`'s launch digest of a test IGVM)"
+const simMeasurementUsage = "with --attester sim-snp: the MEASUREMENT of the simulated reports (96 hex digits, e.g. the launch digest kettle verify --igvm prints for a test IGVM)"
 
 // simMeasurementFlag is --sim-measurement of `kettle attest` and `kettle
 // serve`: 48 bytes as 96 hex digits.
