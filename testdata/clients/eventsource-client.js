@@ -1,24 +1,24 @@
-// A browser-style EventSource client (the npm package `eventsource`, which
-// implements the WHATWG spec: reconnect with Last-Event-ID, stop on 204) on
-// GET /build/{id}/events. It does nothing when `complete` arrives, as a
-// careless page would, so the server's answer to the reconnect decides
-// whether it loops. After WATCH_MS it prints what it saw as JSON.
+// Follows GET /build/{id}/events with the `eventsource` package from the
+// npm registry (a real EventSource: it reconnects by itself with
+// Last-Event-ID) and prints one JSON line when it gives up for good.
 //
-// usage: node eventsource-client.js EVENTS_URL WATCH_MS   (NODE_PATH finds the package)
+// usage: NODE_PATH=... node eventsource-client.js URL TIMEOUT_MS
 const { EventSource } = require('eventsource');
-const [url, watchMs] = process.argv.slice(2);
+const [url, timeoutMs] = process.argv.slice(2);
 
-const seen = { messages: 0, complete: false, errors: 0, ids: [] };
+const ids = [];
+let errors = 0;
 const es = new EventSource(url);
-es.onmessage = (e) => {
-  seen.messages++;
-  seen.ids.push(e.lastEventId);
-  if (JSON.parse(e.data).type === 'complete') seen.complete = true;
+es.onmessage = (e) => { ids.push(Number(e.lastEventId)); };
+es.onerror = () => {
+  errors++;
+  if (es.readyState === EventSource.CLOSED) {
+    console.log(JSON.stringify({ closed: true, ids, errors }));
+    process.exit(0);
+  }
 };
-es.onerror = () => { seen.errors++; };
 setTimeout(() => {
-  seen.readyState = es.readyState; // 2 = CLOSED: it gave up reconnecting
+  console.log(JSON.stringify({ closed: false, ids, errors, readyState: es.readyState }));
   es.close();
-  console.log(JSON.stringify(seen));
   process.exit(0);
-}, Number(watchMs));
+}, Number(timeoutMs));
