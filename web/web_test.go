@@ -3,6 +3,7 @@ package web
 import (
 	"compress/gzip"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -85,6 +86,15 @@ func TestWasm(t *testing.T) {
 			t.Fatalf("without the verifier: %d %q", resp.StatusCode, b)
 		}
 		testenv.Need(t, false, "the verifier is not generated (go generate ./web; scripts/test.sh runs it)")
+	}
+	// docs/web.md: what a browser downloads stays within 4 MiB, so the
+	// verify area loads fast.
+	fi, err := fs.Stat(static, "static/gen/"+WasmName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t.Logf("verify.wasm.gz: %d bytes", fi.Size()); fi.Size() > 4<<20 {
+		t.Fatalf("the compressed verifier (%d bytes) is over its 4 MiB budget", fi.Size())
 	}
 	resp := get(t, "/ui/verify.wasm", "Accept-Encoding", "gzip, deflate, br")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Content-Type") != "application/wasm" {
