@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -574,4 +577,114 @@ func peerTarball(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// dropFirstStream proxies to kettle and cuts the first event stream after
+// two events, as a dropped connection would.
+type dropFirstStream struct {
+	next    http.Handler
+	mu      sync.Mutex
+	streams []string // the Last-Event-ID of each /events request
+}
+
+func (d *dropFirstStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, "/events") {
+		d.next.ServeHTTP(w, r)
+		return
+	}
+	d.mu.Lock()
+	d.streams = append(d.streams, r.Header.Get("Last-Event-ID"))
+	first := len(d.streams) == 1
+	d.mu.Unlock()
+	if !first {
+		d.next.ServeHTTP(w, r)
+		return
+	}
+	d.next.ServeHTTP(&cutWriter{ResponseWriter: w, left: 2}, r)
+}
+
+// cutWriter aborts the response once left events have gone out.
+type cutWriter struct {
+	http.ResponseWriter
+	left int
+	from int // where the current block starts in this write
+}
+
+func (c *cutWriter) Write(b []byte) (int, error) {
+	// Count events with an id (not comments), so the browser has an id
+	// to resume from.
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] == '\n' && b[i+1] == '\n' && bytes.Contains(b[c.from:i], []byte("id: ")) {
+			if c.left--; c.left == 0 {
+				c.ResponseWriter.Write(b[:i+2])
+				c.Flush()
+				panic(http.ErrAbortHandler) // the connection drops mid-log
+			}
+		}
+		if b[i] == '\n' && b[i+1] == '\n' {
+			c.from = i + 2
+		}
+	}
+	c.from = 0
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *cutWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// TestWebPageResume: the job page's log resumes after a dropped event
+// stream (Last-Event-ID) and shows every line exactly once.
+func TestWebPageResume(t *testing.T) {
+	repo := serveRepo(t, "webresume", 0)
+	_, c := server(t, "")
+	waitReady(t, c)
+	ctx := context.Background()
+	id, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := c.Wait(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range evs {
+		var m struct{ Msg string }
+		if json.Unmarshal([]byte(e.Data), &m) == nil && m.Msg != "" {
+			want = append(want, m.Msg)
+		}
+	}
+	target, err := url.Parse(c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	drop := &dropFirstStream{next: rp}
+	front := httptest.NewServer(drop)
+	t.Cleanup(front.Close)
+
+	p := newPage(t, front.URL, t.TempDir())
+	p.run(chromedp.Navigate(front.URL + "/b/" + url.PathEscape(id)))
+	// The JSON may say succeeded before the stream has resumed: wait for
+	// the log's last line (the browser retries after about 3 s).
+	p.waitJS(30*time.Second, "the whole log after the drop",
+		fmt.Sprintf(`document.querySelector('[role=log]').children.length >= %d`, len(want)))
+	var got []string
+	p.eval(`[...document.querySelector('[role=log]').children].map(d => d.lastElementChild ? d.lastElementChild.innerText : d.innerText)`, &got)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("after a drop the page's log differs from the SSE log:\npage:\n%s\napi:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	drop.mu.Lock()
+	streams := append([]string(nil), drop.streams...)
+	drop.mu.Unlock()
+	if len(streams) < 2 || streams[1] == "" {
+		t.Errorf("the page did not resume with Last-Event-ID after the drop: %q", streams)
+	}
+	if errs := p.errors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
+	}
 }
