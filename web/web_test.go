@@ -51,8 +51,13 @@ func TestRoutes(t *testing.T) {
 			if got := resp.Header.Get("Content-Type"); got != tc.ctype {
 				t.Errorf("Content-Type %q", got)
 			}
-			if !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
-				t.Errorf("CSP %q", resp.Header.Get("Content-Security-Policy"))
+			for _, want := range []string{"default-src 'none'", "frame-ancestors 'none'", "base-uri 'none'", "connect-src 'self'"} {
+				if !strings.Contains(resp.Header.Get("Content-Security-Policy"), want) {
+					t.Errorf("CSP %q lacks %q", resp.Header.Get("Content-Security-Policy"), want)
+				}
+			}
+			if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("X-Content-Type-Options %q", resp.Header.Get("X-Content-Type-Options"))
 			}
 			if !strings.Contains(string(b), tc.body) {
 				t.Errorf("body lacks %q", tc.body)
@@ -74,6 +79,21 @@ func TestSameOriginOnly(t *testing.T) {
 			if strings.Contains(s, bad) {
 				t.Errorf("%s contains %q", p, bad)
 			}
+		}
+	}
+}
+
+// TestNoHTMLSinks: the page shows attacker-controlled text (log lines,
+// error messages, file names, check details) only through textContent, so
+// a build cannot inject markup or script (docs/security/web.md).
+func TestNoHTMLSinks(t *testing.T) {
+	b, err := static.ReadFile("static/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sink := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "setTimeout(\"", "srcdoc"} {
+		if strings.Contains(string(b), sink) {
+			t.Errorf("app.js uses %s", sink)
 		}
 	}
 }
