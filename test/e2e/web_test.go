@@ -687,4 +687,24 @@ func TestWebPageResume(t *testing.T) {
 	if errs := p.errors(); len(errs) > 0 {
 		t.Errorf("console errors: %v", errs)
 	}
+
+	// An id that looks like a path stays one path segment: the page asks
+	// for that job, never another path (docs/security/web.md).
+	odd := "../x?y#z"
+	p.run(chromedp.Navigate(front.URL + "/b/" + url.PathEscape(odd)))
+	p.waitJS(10*time.Second, "the odd id's page", `(document.querySelector('[role=status]')?.innerText || '').includes('unknown')`)
+	found := false
+	for _, r := range p.requests() {
+		if strings.HasPrefix(r, "GET "+front.URL+"/build/") {
+			if !strings.HasPrefix(r, "GET "+front.URL+"/build/"+url.PathEscape(id)) {
+				if r != "GET "+front.URL+"/build/"+url.PathEscape(odd) {
+					t.Errorf("the page asked for %q", r)
+				}
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the odd id's page made no request for it: %q", p.requests())
+	}
 }
