@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -706,5 +708,81 @@ func TestWebPageResume(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the odd id's page made no request for it: %q", p.requests())
+	}
+}
+
+// postRecorder proxies to kettle and keeps the bodies of POST /build.
+type postRecorder struct {
+	next   http.Handler
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func (p *postRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/build" {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		p.mu.Lock()
+		p.bodies = append(p.bodies, b)
+		p.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	p.next.ServeHTTP(w, r)
+}
+
+// TestWebPageArchive: a tar.gz chosen on the build form is sent as
+// {nonce, source_data, source_name} with the nonce the form shows, and
+// builds.
+func TestWebPageArchive(t *testing.T) {
+	src := t.TempDir()
+	project(t, src, "webarchive", 0)
+	archive := filepath.Join(t.TempDir(), "webarchive.tar.gz")
+	data := targz(t, src, "webarchive")
+	if err := os.WriteFile(archive, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, c := server(t, "")
+	waitReady(t, c)
+	target, err := url.Parse(c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &postRecorder{next: httputil.NewSingleHostReverseProxy(target)}
+	front := httptest.NewServer(rec)
+	t.Cleanup(front.Close)
+
+	p := newPage(t, front.URL, t.TempDir())
+	p.run(chromedp.Navigate(front.URL + "/"))
+	p.waitJS(10*time.Second, "the build form", jsBuildForm)
+	var nonce string
+	p.eval(control(jsBuildForm, "nonce")+".value", &nonce)
+	p.run(chromedp.SetUploadFiles(`section[aria-labelledby="build-title"] form input[type=file]`, []string{archive}, chromedp.ByQuery))
+	var ignored bool
+	p.eval(button(jsBuildForm, "build")+".click(), true", &ignored)
+	p.waitJS(10*time.Second, "the job's page", `location.pathname.startsWith("/b/")`)
+	p.waitJS(2*time.Minute, "the state to say succeeded",
+		`(document.querySelector('[role=status]')?.innerText || '').toLowerCase().includes('succeeded')`)
+
+	rec.mu.Lock()
+	bodies := rec.bodies
+	rec.mu.Unlock()
+	if len(bodies) != 1 {
+		t.Fatalf("%d POST /build, want 1", len(bodies))
+	}
+	var req map[string]any
+	if err := json.Unmarshal(bodies[0], &req); err != nil {
+		t.Fatal(err)
+	}
+	if req["nonce"] != nonce || req["source_name"] != "webarchive.tar.gz" || req["source_data"] != base64.StdEncoding.EncodeToString(data) {
+		t.Errorf("the form sent nonce %v (shown %q), source_name %v, %d bytes of source_data", req["nonce"], nonce, req["source_name"], len(fmt.Sprint(req["source_data"])))
+	}
+	if _, ok := req["repo_url"]; ok {
+		t.Errorf("an archive build also sent repo_url %v", req["repo_url"])
+	}
+	if errs := p.errors(); len(errs) > 0 {
+		t.Errorf("console errors: %v", errs)
 	}
 }
