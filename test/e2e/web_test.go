@@ -750,7 +750,28 @@ func TestWebPageArchive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &postRecorder{next: httputil.NewSingleHostReverseProxy(target)}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	// A server that times its phases (issue 16) adds `phases` to
+	// GET /build/{id}; the page lists them, and one without them is the
+	// other tests.
+	rp.ModifyResponse = func(resp *http.Response) error {
+		r := resp.Request
+		if r.Method != http.MethodGet || !strings.HasPrefix(r.URL.Path, "/build/") || strings.Count(r.URL.Path, "/") != 2 || resp.StatusCode != 200 {
+			return nil
+		}
+		var j map[string]any
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || json.Unmarshal(b, &j) != nil {
+			return fmt.Errorf("job JSON: %v", err)
+		}
+		j["phases"] = []map[string]any{{"name": "fetch", "start": "2026-01-01T00:00:00Z", "duration": 250_000_000}, {"name": "pack", "duration": "12ms"}, {"bogus": 1}}
+		b, _ = json.Marshal(j)
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Del("Content-Length")
+		return nil
+	}
+	rec := &postRecorder{next: rp}
 	front := httptest.NewServer(rec)
 	t.Cleanup(front.Close)
 
@@ -765,6 +786,14 @@ func TestWebPageArchive(t *testing.T) {
 	p.waitJS(10*time.Second, "the job's page", `location.pathname.startsWith("/b/")`)
 	p.waitJS(2*time.Minute, "the state to say succeeded",
 		`(document.querySelector('[role=status]')?.innerText || '').toLowerCase().includes('succeeded')`)
+
+	p.waitJS(10*time.Second, "the phase timings",
+		`(document.querySelector('[aria-label="Phase timings"]')?.innerText || '').includes('fetch 0.250 s')`)
+	var timings string
+	p.eval(`document.querySelector('[aria-label="Phase timings"]').innerText`, &timings)
+	if !strings.Contains(timings, "pack 12ms") || strings.Contains(timings, "bogus") {
+		t.Errorf("phase timings: %q", timings)
+	}
 
 	rec.mu.Lock()
 	bodies := rec.bodies

@@ -163,6 +163,7 @@ function showJob(id) {
       if (!r.ok) return null;
       const j = await r.json();
       if (!finished || j.status === "succeeded" || j.status === "failed") setState(j.status);
+      showTimings(j.phases);
       if (j.status === "failed") {
         $("job-error").hidden = false;
         $("job-error-type").textContent = j.error_type || "";
@@ -225,6 +226,27 @@ function showJob(id) {
       if (es.readyState === EventSource.CLOSED && !finished) refresh();
     };
   });
+}
+
+// showTimings lists the phase timings GET /build/{id} may carry
+// ([{name, start, duration}], duration in nanoseconds as Go encodes a
+// time.Duration, or a string). Servers without them leave the list hidden.
+function showTimings(phases) {
+  if (!Array.isArray(phases)) return;
+  const ul = $("timings");
+  const items = [];
+  for (const p of phases) {
+    if (!p || typeof p.name !== "string") continue;
+    let d = "";
+    if (typeof p.duration === "number" && Number.isFinite(p.duration)) d = (p.duration / 1e9).toFixed(3) + " s";
+    else if (typeof p.duration === "string") d = p.duration;
+    const li = document.createElement("li");
+    li.textContent = d ? p.name + " " + d : p.name;
+    items.push(li);
+  }
+  if (items.length === 0) return;
+  ul.replaceChildren(...items);
+  ul.hidden = false;
 }
 
 // ---- Verify area ----
