@@ -374,6 +374,12 @@ func TestWebPage(t *testing.T) {
 		os.WriteFile(out, png, 0o644)
 	}
 	t.Logf("screenshot of the finished job: %s (%d bytes)", shot, len(png))
+	// The job page as a screen reader finds it (docs/web-ui.md).
+	tree = p.axTree()
+	needAX(t, tree, "log", "")
+	needAX(t, tree, "status", "")
+	needAX(t, tree, "list", "phases")
+	needAX(t, tree, "link", "download")
 
 	p.eval(`[...document.querySelectorAll('a[href]')].find(a => a.innerText.toLowerCase().includes('download')).click(), true`, &ignored)
 	var guid string
@@ -462,6 +468,11 @@ func TestWebPage(t *testing.T) {
 		}
 	}
 	checkVerifyRequests(t, c.URL, reqs)
+	tree = p.axTree()
+	needAX(t, tree, "table", "checks")
+	needAX(t, tree, "row", "")
+	needAX(t, tree, "columnheader", "check")
+	needAX(t, tree, "cell", "passed")
 
 	// A build that fails: the page shows its error type and message as
 	// GET /build/{id} gives them, outside the log.
