@@ -24,6 +24,7 @@ type Metrics struct {
 	Watchers      prometheus.Gauge         // kettle_sse_watchers
 	Uploaded      prometheus.Counter       // kettle_upload_bytes_total
 	EventsSent    prometheus.Counter       // kettle_sse_events_sent_total
+	PhaseDuration *prometheus.HistogramVec // kettle_phase_duration_seconds{phase,toolchain}
 
 	mu         sync.Mutex
 	queueDepth func(context.Context) (int, error)
@@ -57,6 +58,10 @@ func NewMetrics() *Metrics {
 		EventsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kettle_sse_events_sent_total", Help: "Events written to SSE watchers.",
 		}),
+		PhaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kettle_phase_duration_seconds", Help: "Wall time of each phase of finished jobs (clone … store).",
+			Buckets: append([]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05}, durBuckets...),
+		}, []string{"phase", "toolchain"}),
 	}
 }
 
@@ -93,7 +98,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 		return float64(n)
 	})
 	for _, c := range []prometheus.Collector{m.Builds, m.BuildDuration, m.QueueDuration, m.Submitted,
-		m.Watchers, m.Uploaded, m.EventsSent, depth} {
+		m.Watchers, m.Uploaded, m.EventsSent, m.PhaseDuration, depth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -118,6 +123,14 @@ func (m *Metrics) ObserveBuild(toolchain string, queued, took time.Duration, err
 	if queued >= 0 {
 		m.QueueDuration.Observe(queued.Seconds())
 	}
+}
+
+// ObservePhase records one phase of a finished job (jobs.WithPhaseObserver).
+func (m *Metrics) ObservePhase(toolchain string, p events.Phase) {
+	if toolchain == "" {
+		toolchain = "unknown"
+	}
+	m.PhaseDuration.WithLabelValues(p.Name, toolchain).Observe(p.Duration.Seconds())
 }
 
 // ToolchainSink passes events on to next and remembers the toolchain named

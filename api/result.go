@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/jobs"
 )
 
@@ -154,6 +155,9 @@ type statusJSON struct {
 	// so the evidence binds it zero-padded (NonceNote says so in words).
 	NoncePadded bool   `json:"nonce_padded"`
 	NonceNote   string `json:"nonce_note,omitempty"`
+	// Phases: name, start and duration (seconds) of each step of a
+	// finished job, in order (issue 16); [] before it ends.
+	Phases []events.Phase `json:"phases"`
 }
 
 type sourceJSON struct {
@@ -181,6 +185,10 @@ func publicJob(j *jobs.Job) statusJSON {
 		Source: sourceJSON{URL: j.Source.URL, Ref: j.Source.Ref, ArchiveName: j.Source.ArchiveName,
 			ArchiveSHA256: j.Source.ArchiveSHA256, ArchiveSize: j.Source.ArchiveSize},
 		NonceNote: jobs.NonceNote(j.Nonce),
+		Phases:    j.Phases,
+	}
+	if v.Phases == nil {
+		v.Phases = []events.Phase{}
 	}
 	v.NoncePadded = v.NonceNote != ""
 	if j.Status == jobs.StatusQueued {

@@ -268,8 +268,8 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 		out, err = s.build(bctx, b, j, src, sink)
 		cleanup()
 	}
-	sink.close()
 	if cause := context.Cause(bctx); errors.Is(cause, errClosed) {
+		sink.close()
 		// Close without Shutdown: behave like a crash. The job stays
 		// running; whoever opens the store next recovers it.
 		log.Warn("store closed during the build; job left for recovery")
@@ -281,7 +281,7 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 	// a wedged connection.
 	fctx, fcancel := context.WithTimeout(s.ctx, 15*time.Minute)
 	defer fcancel()
-	if err := s.finish(fctx, log, wid, j, out, err, time.Since(started)); err != nil {
+	if err := s.finish(fctx, log, wid, j, out, err, started, sink); err != nil {
 		log.Error("recording the build outcome failed; the work message will be redelivered", "err", err)
 		_ = msg.NakWithDelay(time.Second)
 		return
@@ -338,16 +338,24 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 }
 
 // finish stores the result, the final state and the `complete` event, in
-// that order: a client that sees `complete` can download at once.
-func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, took time.Duration) error {
+// that order: a client that sees `complete` can download at once. It closes
+// sink once the result is stored (the store phase has events too).
+func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, started time.Time, sink *sink) error {
 	var sum string
 	var size int64
 	if berr == nil && (out == nil || out.ResultPath == "") {
 		berr = failure.Wrap(failure.InternalError, errors.New("builder returned no result"), "internal error")
 	}
 	if berr == nil {
-		berr = s.storeResult(ctx, j.ID, out.ResultPath, &sum, &size)
+		t0 := time.Now()
+		berr = s.storeResult(ctx, j.ID, out.ResultPath, &sum, &size, storeProgress(sink, t0))
+		if berr == nil {
+			sink.Emit(events.PhaseEvent(events.VM, events.PhaseStore, t0))
+		}
 	}
+	sink.close()
+	took := time.Since(started)
+	phases := sink.phaseList()
 	if out != nil && out.ResultPath != "" {
 		os.Remove(out.ResultPath)
 	}
@@ -358,6 +366,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		if out != nil && out.Toolchain != "" {
 			cur.Toolchain = out.Toolchain
 		}
+		cur.Phases = phases
 		if berr != nil {
 			s.fail(cur, berr)
 			return true
@@ -378,6 +387,11 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		return nil
 	}
 	_ = s.objs.Delete(ctx, sourceObject(j.ID))
+	if obs := s.cfg.phaseObserver; obs != nil {
+		for _, p := range phases {
+			obs(fj.Toolchain, p)
+		}
+	}
 	if berr != nil {
 		log.Warn("build failed", "error_type", fj.ErrorType, "error", fj.Error, "cause", berr, "duration", took)
 	} else {
@@ -389,7 +403,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 // storeResult copies the result tarball at p into the object store, unless
 // it is over the result size limit: then the job fails with LimitExceeded
 // and nothing is stored.
-func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size *int64) error {
+func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size *int64, progress func(done, total int64)) error {
 	max := s.cfg.maxResult
 	tooLarge := func(size string) error {
 		return failure.New(failure.LimitExceeded, "result too large: the result tarball is %s, over the result size limit of %s (--max-result)",
@@ -400,12 +414,13 @@ func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size
 		return failure.Wrap(failure.InternalError, fmt.Errorf("open result: %w", err), "internal error")
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("stat result: %w", err), "internal error")
 	} else if fi.Size() > max {
 		return tooLarge(formatBytes(fi.Size()))
 	}
-	hw := &hashingWriter{h: sha256.New()}
+	hw := &hashingWriter{h: sha256.New(), total: fi.Size(), progress: progress}
 	// The limit holds even if the file grew after the check.
 	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(id)}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
 	if err == nil && hw.n > max {
@@ -442,6 +457,29 @@ type sink struct {
 	full                string // the limit reached ("" while under both)
 	closed              bool
 	building            bool
+	phases              []events.Phase // ended phases, for Job.Phases
+}
+
+// maxPhases bounds Job.Phases (a job has a dozen; the bound only keeps a
+// misbehaving builder from growing the job record).
+const maxPhases = 64
+
+func (k *sink) phaseList() []events.Phase {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]events.Phase(nil), k.phases...)
+}
+
+// storeProgress emits a progress event at most once a second while a large
+// result is copied into the store.
+func storeProgress(k *sink, start time.Time) func(done, total int64) {
+	last := start
+	return func(done, total int64) {
+		if now := time.Now(); now.Sub(last) >= time.Second && done < total {
+			last = now
+			k.Emit(events.Msgf(events.VM, "Storing the result: %s of %s", formatBytes(done), formatBytes(total)))
+		}
+	}
 }
 
 func (s *Store) newSink(id, wid string) *sink {
@@ -480,6 +518,16 @@ func storedSize(msg string) int64 {
 func (k *sink) Emit(ev events.Event) {
 	if ev.Type == events.Complete || ev.Type == events.Queued {
 		return // the store owns these
+	}
+	if ev.Phase != nil {
+		k.mu.Lock()
+		if len(k.phases) < maxPhases {
+			k.phases = append(k.phases, *ev.Phase)
+		}
+		k.mu.Unlock()
+		if ev.PhaseOnly() {
+			return // job state, not a log line
+		}
 	}
 	if ev.Type == events.Detect {
 		k.markBuilding()

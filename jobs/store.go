@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kettle-build/kettle/events"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,6 +73,14 @@ type config struct {
 	listenKey   string
 	maxLogBytes int64
 	maxResult   int64
+	// phaseObserver sees each phase of each finished job (metrics).
+	phaseObserver func(toolchain string, p events.Phase)
+}
+
+// WithPhaseObserver makes every finished job's phases (events.Phase, the
+// store phase included) go to f with the job's toolchain, once each.
+func WithPhaseObserver(f func(toolchain string, p events.Phase)) Option {
+	return func(c *config) { c.phaseObserver = f }
 }
 
 // WithQueueLimit bounds the number of waiting jobs; Submit answers

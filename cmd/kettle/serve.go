@@ -252,7 +252,9 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	go removeTrash(dataDir, logger)
 
+	metrics := api.NewMetrics()
 	storeOpts := []jobs.Option{
+		jobs.WithPhaseObserver(metrics.ObservePhase),
 		jobs.WithQueueLimit(c.queueLimit),
 		jobs.WithRetention(time.Duration(c.retention)),
 		jobs.WithLogger(logger),
@@ -288,7 +290,6 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := api.NewMetrics()
 	if qd, ok := any(store).(interface {
 		QueueDepth(context.Context) (int, error)
 	}); ok {
