@@ -51,6 +51,7 @@ type config struct {
 	retryAfter time.Duration
 	writeWait  time.Duration
 	coalesce   time.Duration
+	ui         http.Handler
 }
 
 // WithMaxUpload bounds the decoded size of an uploaded archive; larger
@@ -128,6 +129,10 @@ const DefaultCoalesce = 15 * time.Millisecond
 // number of syscalls per event. 0 writes every event as it comes.
 func WithCoalesce(d time.Duration) Option { return func(c *config) { c.coalesce = d } }
 
+// WithUI serves a web front end (package web): GET / and GET /b/{id} (a
+// job's page) and its assets under /ui/. The API routes are unchanged.
+func WithUI(h http.Handler) Option { return func(c *config) { c.ui = h } }
+
 // Server is the HTTP handler of the service.
 type Server struct {
 	svc  jobs.Service
@@ -177,6 +182,11 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /build/{id}/result", s.result)
 	s.mux.HandleFunc("GET /build/{id}", s.status)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.gatherer, promhttp.HandlerOpts{}))
+	if s.cfg.ui != nil {
+		s.mux.Handle("GET /{$}", s.cfg.ui)
+		s.mux.Handle("GET /b/{id}", s.cfg.ui)
+		s.mux.Handle("GET /ui/", s.cfg.ui)
+	}
 }
 
 // ServeHTTP applies CORS and request logging, then routes.

@@ -290,7 +290,7 @@ func checkNoncePadded(t *testing.T, base, id string, padded bool, note string) {
 	if err := json.Unmarshal([]byte(got), &st); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("status %d %s", resp.StatusCode, got)
 	}
-	for _, k := range []string{"job_id", "status", "position", "created_at", "source", "error_type", "result_sha256"} {
+	for _, k := range []string{"job_id", "status", "position", "created_at", "source", "error_type", "result_sha256", "attempt"} {
 		if _, ok := st[k]; !ok {
 			t.Errorf("status JSON lost %q: %s", k, got)
 		}
@@ -783,4 +783,41 @@ func TestDNSRebinding(t *testing.T) {
 		t.Fatalf("Host check without WithLoopbackHosts: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// TestMetricsFromJobState: the build metrics are derived from finished
+// jobs' state (whichever process built them), with retries and lost
+// workers counted.
+func TestMetricsFromJobState(t *testing.T) {
+	m := NewMetrics()
+	srv, _ := newTest(t, WithMetricsCollector(m))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
+	for _, j := range []*jobs.Job{
+		{Status: jobs.StatusSucceeded, Toolchain: "cargo", CreatedAt: t0, StartedAt: at(time.Second), FinishedAt: at(4 * time.Second),
+			Attempts: 2, LostWorkers: []string{"w1"}},
+		{Status: jobs.StatusFailed, Toolchain: "", ErrorType: "Interrupted", CreatedAt: t0, StartedAt: at(0), FinishedAt: at(time.Second),
+			Attempts: 3, LostWorkers: []string{"a", "b", "c"}},
+		{Status: jobs.StatusFailed, Toolchain: "nix", ErrorType: "BuildFailed", CreatedAt: t0, StartedAt: at(0), FinishedAt: at(time.Second), Attempts: 1},
+		{Status: jobs.StatusRunning, Toolchain: "go"}, // not finished: not counted
+	} {
+		m.ObserveJob(j)
+	}
+	_, body := do(t, "GET", srv.URL+"/metrics", "", "")
+	for _, want := range []string{
+		`kettle_builds_total{error_type="",status="succeeded",toolchain="cargo"} 1`,
+		`kettle_builds_total{error_type="Interrupted",status="failed",toolchain="unknown"} 1`,
+		`kettle_builds_total{error_type="BuildFailed",status="failed",toolchain="nix"} 1`,
+		`kettle_build_duration_seconds_sum{status="succeeded",toolchain="cargo"} 3`,
+		`kettle_queue_wait_seconds_count 3`,
+		`kettle_lost_workers_total 4`,
+		`kettle_build_retries_total 3`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(body, `toolchain="go"`) {
+		t.Error("a running job was counted")
+	}
 }

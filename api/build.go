@@ -19,6 +19,7 @@ import (
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/provenance"
+	"golang.org/x/time/rate"
 )
 
 // submission is a parsed POST /build body (see parse.go).
@@ -39,6 +40,17 @@ type statusError struct {
 	msg  string
 	err  error
 }
+
+// A client that parses each read of /build/stream on its own (the seed's
+// JavaScript client does) breaks when a read ends inside an event. Each
+// event is one small write, so a read ends inside one only when more than
+// a read's worth (Node reads 64 KiB) waits unread in the socket: a burst
+// (a 300 KB output line is ~90 events) is paced to streamRate beyond
+// streamBurst bytes, which costs a 300 KB line about half a second.
+const (
+	streamBurst = 24 << 10
+	streamRate  = rate.Limit(512 << 10) // bytes per second
+)
 
 func (e *statusError) Error() string { return e.msg }
 func (e *statusError) Unwrap() error { return e.err }
@@ -280,33 +292,43 @@ func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
 	s.m.Watchers.Inc()
 	defer s.m.Watchers.Dec()
 	sse := newSSE(w, s.cfg.writeWait)
-	info := func(msg string) {
+	// One flush per event, each event small (events.MaxMsgJSON): the
+	// seed's JavaScript client parses every read on its own, so an event
+	// must never be split across reads nor several batched into one write
+	// large enough to be split.
+	pace := rate.NewLimiter(streamRate, streamBurst)
+	info := func(msg string, cont bool) error {
 		b, _ := json.Marshal(struct {
 			Type    string `json:"type"`
 			Message string `json:"message"`
-		}{"info", msg})
+			Cont    bool   `json:"cont,omitempty"`
+		}{"info", msg, cont})
+		if err := pace.WaitN(r.Context(), min(len(b)+64, streamBurst)); err != nil {
+			return err
+		}
 		sse.event(-1, b)
+		return sse.flush()
 	}
-	info("Build " + id + " accepted")
-	if sse.flush() != nil {
+	if info("Build "+id+" accepted", false) != nil {
 		return
 	}
 	var final *events.Result
 	err := s.watch(r.Context(), id, 0, func(i int, ev events.Event, more bool) error {
-		switch ev.Type {
-		case events.Complete:
+		if ev.Type == events.Complete {
 			final = ev.Result
 			return nil
-		case events.Queued:
-			info(fmt.Sprintf("Queued (position %d)", ev.Position))
-		default:
-			info(ev.Msg)
 		}
 		s.m.EventsSent.Inc()
-		if more && len(sse.buf) < 32<<10 {
-			return nil
+		switch ev.Type {
+		case events.Queued:
+			return info(fmt.Sprintf("Queued (position %d)", ev.Position), false)
 		}
-		return sse.flush()
+		for _, p := range events.SplitEvent(ev, events.MaxMsgJSON) {
+			if err := info(p.Msg, p.Cont); err != nil {
+				return err
+			}
+		}
+		return nil
 	}, func() error {
 		sse.comment("keep-alive")
 		return sse.flush()

@@ -178,13 +178,20 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, bad)
 		return
 	}
-	if !s.knownJob(w, r, id) {
+	job, ok := s.knownJob(w, r, id)
+	if !ok {
 		return
 	}
 	s.m.Watchers.Inc()
 	defer s.m.Watchers.Dec()
 	h := s.acquire(id)
 	defer s.release(id, h)
+	if finished(job) && h.pastEnd(r.Context(), from) {
+		// A reconnect after `complete` (EventSource sends Last-Event-ID by
+		// itself): 204 is what makes EventSource stop reconnecting.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	sse := newSSE(w, s.cfg.writeWait)
 	sse.deadline()
 	if sse.rc.Flush() != nil { // headers out now: the client knows the id is valid
@@ -250,22 +257,27 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// finished reports whether the job's log has its `complete` event.
+func finished(j *jobs.Job) bool {
+	return j != nil && (j.Status == jobs.StatusSucceeded || j.Status == jobs.StatusFailed)
+}
+
 // knownJob answers 404 (or 503/500) unless the job exists.
-func (s *Server) knownJob(w http.ResponseWriter, r *http.Request, id string) bool {
+func (s *Server) knownJob(w http.ResponseWriter, r *http.Request, id string) (*jobs.Job, bool) {
 	if !validID(id) {
 		httpError(w, http.StatusNotFound, "unknown build id")
-		return false
+		return nil, false
 	}
-	_, err := s.svc.Get(r.Context(), id)
+	j, err := s.svc.Get(r.Context(), id)
 	switch {
 	case err == nil:
-		return true
+		return j, true
 	case errors.Is(err, jobs.ErrNotFound):
 		httpError(w, http.StatusNotFound, "unknown build id")
 	default:
 		s.storeError(w, r, id, err)
 	}
-	return false
+	return nil, false
 }
 
 // validID accepts the UUID form of job ids (anything else cannot exist and

@@ -115,3 +115,24 @@ func (h *hub) next(cursor int) (frames [][]byte, done bool, err error, changed <
 	}
 	return frames, h.done, h.err, h.notify
 }
+
+// pastEnd waits until the hub has replayed the log up to `complete` (the
+// job is known to be finished) and reports whether from lies beyond it: a
+// watcher that has seen everything. It reports false if the log cannot be
+// read (the normal path then reports the error) or ctx ends.
+func (h *hub) pastEnd(ctx context.Context, from int) bool {
+	for {
+		frames, done, err, changed := h.next(from)
+		switch {
+		case done:
+			return len(frames) == 0
+		case err != nil:
+			return false
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

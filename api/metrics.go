@@ -11,11 +11,14 @@ import (
 
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/jobs"
 )
 
 // Metrics are the service's Prometheus collectors (SPEC §3 Operations).
-// The HTTP handler records watchers and uploads; ObserveBuild is called by
-// whatever runs builds in this process (see BuildObserver).
+// The HTTP handler records watchers and uploads. The build metrics come
+// from job state: ObserveJob is fed by the job store's view of every
+// finished job (jobs.WithFinished), so every front end of a cluster counts
+// every build, whichever process ran it.
 type Metrics struct {
 	Builds        *prometheus.CounterVec   // kettle_builds_total{status,toolchain,error_type}
 	BuildDuration *prometheus.HistogramVec // kettle_build_duration_seconds{toolchain,status}
@@ -24,6 +27,8 @@ type Metrics struct {
 	Watchers      prometheus.Gauge         // kettle_sse_watchers
 	Uploaded      prometheus.Counter       // kettle_upload_bytes_total
 	EventsSent    prometheus.Counter       // kettle_sse_events_sent_total
+	LostWorkers   prometheus.Counter       // kettle_lost_workers_total
+	Retried       prometheus.Counter       // kettle_build_retries_total
 	PhaseDuration *prometheus.HistogramVec // kettle_phase_duration_seconds{phase,toolchain}
 
 	mu         sync.Mutex
@@ -57,6 +62,12 @@ func NewMetrics() *Metrics {
 		}),
 		EventsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kettle_sse_events_sent_total", Help: "Events written to SSE watchers.",
+		}),
+		LostWorkers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kettle_lost_workers_total", Help: "Workers lost (killed, cut off) while holding a job, over finished jobs.",
+		}),
+		Retried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kettle_build_retries_total", Help: "Extra attempts of finished jobs (a worker was lost and another took the job).",
 		}),
 		PhaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "kettle_phase_duration_seconds", Help: "Wall time of each phase of finished jobs (clone … store).",
@@ -98,7 +109,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 		return float64(n)
 	})
 	for _, c := range []prometheus.Collector{m.Builds, m.BuildDuration, m.QueueDuration, m.Submitted,
-		m.Watchers, m.Uploaded, m.EventsSent, m.PhaseDuration, depth} {
+		m.Watchers, m.Uploaded, m.EventsSent, m.LostWorkers, m.Retried, m.PhaseDuration, depth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -107,6 +118,36 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// ObserveJob records one finished job from its state: status, toolchain,
+// error type, the build's duration (last attempt's start to finish) and its
+// wait in the queue (submission to the last attempt's start).
+func (m *Metrics) ObserveJob(j *jobs.Job) {
+	if j.Status != jobs.StatusSucceeded && j.Status != jobs.StatusFailed {
+		return
+	}
+	tc := j.Toolchain
+	if tc == "" {
+		tc = "unknown"
+	}
+	status := string(j.Status)
+	m.Builds.WithLabelValues(status, tc, j.ErrorType).Inc()
+	if j.StartedAt != nil && j.FinishedAt != nil {
+		m.BuildDuration.WithLabelValues(tc, status).Observe(j.FinishedAt.Sub(*j.StartedAt).Seconds())
+		if d := j.StartedAt.Sub(j.CreatedAt); d >= 0 {
+			m.QueueDuration.Observe(d.Seconds())
+		}
+	}
+	for _, p := range j.Phases {
+		m.PhaseDuration.WithLabelValues(p.Name, tc).Observe(p.Duration.Seconds())
+	}
+	if n := len(j.LostWorkers); n > 0 {
+		m.LostWorkers.Add(float64(n))
+	}
+	if j.Attempts > 1 {
+		m.Retried.Add(float64(j.Attempts - 1))
+	}
 }
 
 // ObserveBuild records one finished build. err nil means succeeded.
@@ -123,14 +164,6 @@ func (m *Metrics) ObserveBuild(toolchain string, queued, took time.Duration, err
 	if queued >= 0 {
 		m.QueueDuration.Observe(queued.Seconds())
 	}
-}
-
-// ObservePhase records one phase of a finished job (jobs.WithPhaseObserver).
-func (m *Metrics) ObservePhase(toolchain string, p events.Phase) {
-	if toolchain == "" {
-		toolchain = "unknown"
-	}
-	m.PhaseDuration.WithLabelValues(p.Name, toolchain).Observe(p.Duration.Seconds())
 }
 
 // ToolchainSink passes events on to next and remembers the toolchain named

@@ -151,6 +151,10 @@ type statusJSON struct {
 	Error        *string     `json:"error"`
 	ErrorType    *string     `json:"error_type"`
 	ResultSHA256 *string     `json:"result_sha256"`
+	// Attempt counts the workers that took the job: above 1 when a
+	// worker was lost and the job was built again (0 while it waits for
+	// its first).
+	Attempt int `json:"attempt"`
 	// NoncePadded: the job's nonce is absent or shorter than 16 bytes,
 	// so the evidence binds it zero-padded (NonceNote says so in words).
 	NoncePadded bool   `json:"nonce_padded"`
@@ -185,6 +189,7 @@ func publicJob(j *jobs.Job) statusJSON {
 		Source: sourceJSON{URL: j.Source.URL, Ref: j.Source.Ref, ArchiveName: j.Source.ArchiveName,
 			ArchiveSHA256: j.Source.ArchiveSHA256, ArchiveSize: j.Source.ArchiveSize},
 		NonceNote: jobs.NonceNote(j.Nonce),
+		Attempt:   j.Attempts,
 		Phases:    j.Phases,
 	}
 	if v.Phases == nil {

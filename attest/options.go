@@ -35,9 +35,10 @@ type options struct {
 	log        *slog.Logger
 	// hclTimeout bounds the wait for the Azure HCL to regenerate its report
 	// after the report data is written to NV 0x01400002.
-	hclTimeout time.Duration
-	hclPoll    time.Duration
-	ccelPath   string // "" disables reading the TDX event log
+	hclTimeout     time.Duration
+	hclPoll        time.Duration
+	ccelPath       string    // "" disables reading the TDX event log
+	simMeasurement *[48]byte // sim-snp MEASUREMENT (WithSimMeasurement, sim.go)
 }
 
 const (

@@ -122,10 +122,18 @@ func WriteSimRoots(w io.Writer) error {
 // anything real hardware would produce.
 var simMeasurement = sha512.Sum384([]byte("kettle sim-snp: test-only, not a TEE"))
 
-// simReport makes a signed v3 SNP report for rd64: VMPL 0, guest policy
-// without DEBUG (SMT allowed), Milan CPUID, zero TCB and CHIP_ID matching the
-// test-only VCEK's extensions.
-func simReport(rd64 [64]byte) ([]byte, error) {
+// WithSimMeasurement makes sim-snp reports carry m as their MEASUREMENT
+// (for example the launch digest of a test IGVM file, so that
+// `kettle verify --igvm` can be exercised without hardware). Other
+// attesters ignore it.
+func WithSimMeasurement(m [48]byte) Option {
+	return func(o *options) { o.simMeasurement = &m }
+}
+
+// simReport makes a signed v3 SNP report for rd64 with launch measurement
+// meas: VMPL 0, guest policy without DEBUG (SMT allowed), Milan CPUID, zero
+// TCB and CHIP_ID matching the test-only VCEK's extensions.
+func simReport(rd64 [64]byte, meas [48]byte) ([]byte, error) {
 	s, err := simChain()
 	if err != nil {
 		return nil, err
@@ -136,7 +144,7 @@ func simReport(rd64 [64]byte) ([]byte, error) {
 	binary.LittleEndian.PutUint32(r[0x34:], 1) // ECDSA P-384 with SHA-384
 	binary.LittleEndian.PutUint64(r[0x40:], 1) // platform info: SMT enabled
 	copy(r[0x50:0x90], rd64[:])
-	copy(r[0x90:0xC0], simMeasurement[:])
+	copy(r[0x90:0xC0], meas[:])
 	r[0x188], r[0x189], r[0x18A] = 0x19, 0x01, 0x01 // Milan B1
 	h := sha512.Sum384(abi.SignedComponent(r))
 	R, S, err := ecdsa.Sign(rand.Reader, s.VcekKey, h[:])
@@ -161,11 +169,15 @@ func newSimSNP(o *options) (*snpAttester, error) {
 		{GUID: mustGUID(abi.ArkGUID), RawCert: s.Ark.Raw},
 	}}
 	certs := table.Marshal()
+	meas := simMeasurement
+	if o.simMeasurement != nil {
+		meas = *o.simMeasurement
+	}
 	return &snpAttester{
 		o:   o,
 		src: "sim-snp (go-sev-guest test-only AMD keys)",
 		get: func(rd [64]byte) ([]byte, []byte, error) {
-			r, err := simReport(rd)
+			r, err := simReport(rd, meas)
 			return r, certs, err
 		},
 		warning: "sim-snp: evidence is signed with go-sev-guest's TEST-ONLY AMD keys; it proves nothing about this machine",

@@ -11,7 +11,6 @@
 package egress
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -24,9 +23,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/kettle-build/kettle/internal/tunnel"
 	"github.com/kettle-build/kettle/source"
 )
 
@@ -312,10 +311,8 @@ type Session struct {
 	rp     *httputil.ReverseProxy
 	report func(Contact)
 
-	mu     sync.Mutex
-	conns  map[net.Conn]bool
-	closed bool
-	done   chan struct{}
+	conns tunnel.Conns
+	done  chan struct{}
 }
 
 // quiet drops net/http's own log lines: refusals are reported as contacts.
@@ -324,7 +321,7 @@ var quiet = log.New(io.Discard, "", 0)
 // Serve proxies the connections of ln until Close; report (may be nil)
 // receives every destination asked for.
 func (x *Proxy) Serve(ln net.Listener, report func(Contact)) *Session {
-	s := &Session{x: x, ln: ln, report: report, conns: map[net.Conn]bool{}, done: make(chan struct{})}
+	s := &Session{x: x, ln: ln, report: report, done: make(chan struct{})}
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           s.dial,
@@ -353,12 +350,7 @@ func (x *Proxy) Serve(ln net.Listener, report func(Contact)) *Session {
 // Close stops the listener and cuts every connection.
 func (s *Session) Close() {
 	_ = s.srv.Close()
-	s.mu.Lock()
-	s.closed = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.conns.CloseAll()
 	<-s.done
 	if t, ok := s.rp.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
@@ -434,24 +426,6 @@ func refusedResponse(w http.ResponseWriter, err error) {
 	http.Error(w, "kettle egress: "+reason(err), http.StatusBadGateway)
 }
 
-func (s *Session) track(c net.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		c.Close()
-		return false
-	}
-	s.conns[c] = true
-	return true
-}
-
-func (s *Session) untrack(c net.Conn) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.Close()
-}
-
 // ServeHTTP implements the proxy: CONNECT tunnels, absolute http:// URLs
 // forwarded. Nothing else (origin-form requests would reach the proxy
 // itself).
@@ -473,35 +447,7 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refusedResponse(w, err)
 		return
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		upstream.Close()
-		http.Error(w, "no hijack", http.StatusInternalServerError)
-		return
-	}
-	client, brw, err := hj.Hijack()
-	if err != nil {
-		upstream.Close()
-		return
-	}
-	if !s.track(client) || !s.track(upstream) {
-		client.Close()
-		upstream.Close()
-		return
-	}
-	defer s.untrack(client)
-	defer s.untrack(upstream)
-	if _, err := client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n")); err != nil {
-		return
-	}
-	go func() {
-		// Client → server: anything already buffered first.
-		_, _ = io.Copy(upstream, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), client))
-		if tc, ok := upstream.(interface{ CloseWrite() error }); ok {
-			_ = tc.CloseWrite()
-		}
-	}()
-	_, _ = io.Copy(client, bufio.NewReaderSize(upstream, 32<<10))
+	tunnel.Splice(w, upstream, &s.conns, nil)
 }
 
 // printable bounds a client-chosen destination for logs and provenance:

@@ -167,6 +167,28 @@ func TestConnectDenied(t *testing.T) {
 	}
 }
 
+// TestOriginForm: a request for the proxy itself (not an absolute URL, not
+// CONNECT) is refused, not forwarded to whatever Host names.
+func TestOriginForm(t *testing.T) {
+	u, got := serve(t, Policy{AllowPrivate: true})
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest || len(*got) != 1 || !(*got)[0].Refused {
+		t.Fatalf("origin-form request: %s, contacts %+v", resp.Status, *got)
+	}
+	if p := printable("a\x00b\x1b[31m\xffc"); p != "a?b?[31m?c" {
+		t.Errorf("printable = %q", p)
+	}
+}
+
 // TestStrictPolicy: without AllowPrivate only public addresses pass.
 func TestStrictPolicy(t *testing.T) {
 	x, err := New(Policy{Resolver: &flipResolver{first: map[string][]string{"pub.test": {"1.1.1.1"}, "lan.test": {"192.168.1.1"}}}})

@@ -37,6 +37,9 @@ type Event struct {
 	Msg      string  // every type but queued and complete
 	Position int     // queued only
 	Result   *Result // complete only
+	// Cont marks a piece of a long output line that continues the
+	// previous event's Msg (see Split): a client joins them to get the line.
+	Cont bool
 	// Phase, when set, reports that a phase of the job ended. It is a
 	// field, never text: sinks record it (job state, metrics) without
 	// reading Msg. It is not part of the JSON form, and an event with a
@@ -127,6 +130,7 @@ type queuedJSON struct {
 type msgJSON struct {
 	Type Type   `json:"type"`
 	Msg  string `json:"msg"`
+	Cont bool   `json:"cont,omitempty"`
 }
 
 type completeJSON struct {
@@ -146,7 +150,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		}
 		return json.Marshal(completeJSON{e.Type, r})
 	default:
-		return json.Marshal(msgJSON{e.Type, e.Msg})
+		return json.Marshal(msgJSON{e.Type, e.Msg, e.Cont})
 	}
 }
 
@@ -158,6 +162,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		Message  string  `json:"message"` // older peer API
 		Position int     `json:"position"`
 		Result   *Result `json:"result"`
+		Cont     bool    `json:"cont"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
@@ -169,6 +174,6 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	if msg == "" {
 		msg = raw.Message
 	}
-	*e = Event{Type: raw.Type, Msg: msg, Position: raw.Position, Result: raw.Result}
+	*e = Event{Type: raw.Type, Msg: msg, Position: raw.Position, Result: raw.Result, Cont: raw.Cont}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // Kind is a build's error_type.
@@ -90,4 +91,32 @@ func Message(err error) string {
 		return "build canceled"
 	}
 	return "internal error"
+}
+
+// LogValue gives operators what clients never see: the kind, the client
+// message and the cause behind it (which may name server paths).
+func (e *Error) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String("kind", string(e.Kind)), slog.String("msg", e.Msg)}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("cause", e.Err.Error()))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// Detail is err for a log line: its whole text plus the hidden cause of its
+// outermost classified error, which err.Error() leaves out on purpose.
+func Detail(err error) slog.LogValuer { return detail{err} }
+
+type detail struct{ err error }
+
+func (d detail) LogValue() slog.Value {
+	if d.err == nil {
+		return slog.StringValue("")
+	}
+	var e *Error
+	if errors.As(d.err, &e) && e.Err != nil && e.Msg != "" {
+		return slog.GroupValue(slog.String("error", d.err.Error()), slog.String("kind", string(e.Kind)),
+			slog.String("cause", e.Err.Error()))
+	}
+	return slog.StringValue(d.err.Error())
 }

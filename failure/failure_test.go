@@ -1,9 +1,12 @@
 package failure
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 )
 
@@ -36,5 +39,24 @@ func TestKindAndMessage(t *testing.T) {
 	}
 	if !errors.Is(Wrap(BuildFailed, secret, "x"), secret) {
 		t.Error("Wrap does not unwrap to its cause")
+	}
+}
+
+func TestLogShowsCause(t *testing.T) {
+	cause := errors.New("open /srv/kettle/jobs/x: permission denied")
+	err := fmt.Errorf("run: %w", Wrap(BuildFailed, cause, "build failed"))
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	log.Info("build failed", "cause", Detail(err), "direct", Wrap(InternalError, cause, "internal error"))
+	out := buf.String()
+	for _, want := range []string{`cause.error="run: build failed"`, "cause.kind=BuildFailed",
+		`cause.cause="open /srv/kettle/jobs/x: permission denied"`, "direct.kind=InternalError",
+		`direct.cause="open /srv/kettle/jobs/x: permission denied"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log line lacks %s:\n%s", want, out)
+		}
+	}
+	if Message(err) != "build failed" {
+		t.Errorf("client message = %q", Message(err))
 	}
 }

@@ -101,14 +101,13 @@ func TestMaxLogBytes(t *testing.T) {
 	}
 }
 
-// TestMaxEventsAboveDefault: --max-events above the old fixed 100,000 is
-// honoured by the store's own cap (the worker no longer caps first).
-func TestMaxEventsAboveDefault(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes 100,010 events")
-	}
-	s := openTest(t, t.TempDir(), WithMaxEvents(100_005))
-	startWorker(t, s, "w1", &floodBuilder{lines: 100_010, size: 1, char: 'x', resultSize: 10, dir: t.TempDir()})
+// TestMaxEventsGoverns: the store's own cap (--max-events) is the only line
+// cap: the worker runs the pipeline with no cap of its own (MaxLogLines -1),
+// so a value above the pipeline's old fixed 100,000 takes effect too. A
+// small cap shows the mechanism without writing 100,000 events.
+func TestMaxEventsGoverns(t *testing.T) {
+	s := openTest(t, t.TempDir(), WithMaxEvents(105))
+	startWorker(t, s, "w1", &floodBuilder{lines: 110, size: 1, char: 'x', resultSize: 10, dir: t.TempDir()})
 	j := submitArchive(t, s, "src")
 	evs := collect(t, s, j.ID, 0)
 	var lines int
@@ -121,8 +120,8 @@ func TestMaxEventsAboveDefault(t *testing.T) {
 			summary = e.ev.Msg
 		}
 	}
-	// "Running …" is the first of the 100,005 kept lines.
-	if lines != 100_004 || !strings.Contains(summary, "6 more output lines omitted") || !strings.Contains(summary, "100005 lines") {
+	// "Running …" is the first of the 105 kept lines.
+	if lines != 104 || !strings.Contains(summary, "6 more output lines omitted") || !strings.Contains(summary, "105 lines") {
 		t.Fatalf("%d lines kept, summary %q", lines, summary)
 	}
 }
@@ -190,15 +189,6 @@ func TestNonceNote(t *testing.T) {
 		}
 		if got := NonceNote(j.Nonce); (got == "") != (tc.want == "") {
 			t.Errorf("NonceNote(%q) = %q", j.Nonce, got)
-		}
-	}
-}
-
-func TestFormatBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 bytes", 1023: "1023 bytes", 1024: "1 KiB", 1536: "1.5 KiB",
-		64 << 20: "64 MiB", 2 << 30: "2 GiB", 1<<20 + 1: "1.0 MiB"} {
-		if got := formatBytes(n); got != want {
-			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

@@ -128,13 +128,26 @@ func TestKill9(t *testing.T) {
 	startWorker(t, s, "w3", &fakeBuilder{lines: 2, dir: t.TempDir()})
 	ctx := context.Background()
 
+	// The job whose worker died mid-build is built again, and its log
+	// keeps both attempts in order.
 	evA := collect(t, s, ids.Building, 0)
 	checkIndexes(t, evA, 0)
-	if r := evA[len(evA)-1].ev.Result; r.Status != "failed" || r.ErrorType != "Interrupted" {
+	if r := evA[len(evA)-1].ev.Result; r.Status != "ok" {
 		t.Fatalf("building job: complete %+v (%s)", r, types(evA))
 	}
-	if !strings.HasPrefix(types(evA), "queued,vm,vm,init,detect,complete") { // vm: the 1-byte nonce note
+	// vm: the 1-byte nonce note; then the loss, the new queue entry and
+	// the second attempt.
+	if !strings.HasPrefix(types(evA), "queued,vm,vm,init,detect,vm,queued,vm,vm,init,detect,build") {
 		t.Fatalf("building job log %s", types(evA))
+	}
+	if m := evA[5].ev.Msg; m != "worker w1 lost; the job is queued again for attempt 2 of 3" {
+		t.Errorf("loss event %q", m)
+	}
+	if m := evA[7].ev.Msg; m != "worker w1 lost; attempt 2 on w3" {
+		t.Errorf("retry event %q", m)
+	}
+	if g, _ := s.Get(ctx, ids.Building); g.Attempts != 2 || g.Worker != "w3" || fmt.Sprint(g.LostWorkers) != "[w1]" {
+		t.Fatalf("retried job: %+v", g)
 	}
 	for _, id := range []string{ids.Fetching, ids.Queued} {
 		ev := collect(t, s, id, 0)

@@ -64,9 +64,20 @@ type Job struct {
 	ResultName string `json:"result_name,omitempty"`
 	ResultSize int64  `json:"result_size,omitempty"`
 	Worker     string `json:"worker,omitempty"`
-	Attempts   int    `json:"attempts,omitempty"`
-	// Building is set once the build phase started; a job interrupted
-	// before that is retried, after it ends Interrupted.
+	// Attempts counts the workers that took the job; the API shows it as
+	// `attempt`. A job whose worker is lost is taken again until
+	// MaxAttempts (fixed at submission; 0: the store's default) is used up.
+	Attempts    int `json:"attempts,omitempty"`
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// LostWorkers names, in order, the workers that took the job and were
+	// lost (killed, partitioned, heartbeat expired).
+	LostWorkers []string `json:"lost_workers,omitempty"`
+	// ResultObject is the object holding the result: each attempt writes
+	// its own, so a late worker presumed dead never overwrites the one
+	// the job points at. "" for jobs stored before it existed.
+	ResultObject string `json:"result_object,omitempty"`
+	// Building is set once the build phase started (informational: a
+	// lost worker's job is retried either way).
 	Building bool `json:"building,omitempty"`
 	// WorkerID names the worker instance (Worker plus a per-process
 	// suffix) whose heartbeat proves the job is still being built.

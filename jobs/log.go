@@ -24,15 +24,32 @@ type logCursor struct {
 	seq   uint64 // stream sequence of the last event (0: empty log)
 	next  int    // index of the next event
 	last  *events.Event
+	// lastAttempt is the attempt stamp of the last event (0: none).
+	lastAttempt int
+	// attempt, when > 0, fences this writer: it appends only while the
+	// log's stamp is not past it, and stamps what it appends. A worker
+	// writes with its attempt; recovery writes with the next one, so a
+	// worker presumed dead can no longer add to the log of a retry.
+	attempt int
 }
 
 func newCursor(id string) *logCursor { return &logCursor{subj: eventsSubject + id} }
+
+// attemptCursor is a cursor fenced at attempt n (see logCursor.attempt).
+func attemptCursor(id string, n int) *logCursor {
+	c := newCursor(id)
+	c.attempt = n
+	return c
+}
+
+// errFenced: a later attempt has written to the log.
+var errFenced = errors.New("job log belongs to a later attempt")
 
 // load reads the log's last event.
 func (s *Store) load(ctx context.Context, c *logCursor) error {
 	m, err := s.evs.GetLastMsgForSubject(ctx, c.subj)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		c.known, c.seq, c.next, c.last = true, 0, 0, nil
+		c.known, c.seq, c.next, c.last, c.lastAttempt = true, 0, 0, nil, 0
 		return nil
 	}
 	if err != nil {
@@ -47,6 +64,7 @@ func (s *Store) load(ctx context.Context, c *logCursor) error {
 		return fmt.Errorf("log message %d: %w", m.Sequence, err)
 	}
 	c.known, c.seq, c.next, c.last = true, m.Sequence, idx+1, &ev
+	c.lastAttempt, _ = strconv.Atoi(m.Header.Get(headerAttempt))
 	return nil
 }
 
@@ -55,7 +73,8 @@ func (s *Store) load(ctx context.Context, c *logCursor) error {
 // writers (a worker, another process updating queue positions, a janitor)
 // never interleave out of order or reuse an index. cond, when set, sees the
 // current last event (nil for an empty log) and may veto the append; it is
-// re-evaluated after every conflict. It reports whether ev was appended.
+// re-evaluated after every conflict. It reports whether ev was appended; a
+// fenced cursor (attemptCursor) whose attempt is over returns errFenced.
 func (s *Store) appendEvent(ctx context.Context, c *logCursor, ev events.Event, cond func(last *events.Event) bool) (bool, error) {
 	data, err := json.Marshal(ev)
 	if err != nil {
@@ -76,16 +95,25 @@ func (s *Store) appendEvent(ctx context.Context, c *logCursor, ev events.Event, 
 				continue
 			}
 		}
+		if c.attempt > 0 && c.lastAttempt > c.attempt {
+			return false, errFenced
+		}
 		if cond != nil && !cond(c.last) {
 			return false, nil
 		}
+		// Stamps never decrease: unfenced writers (queue positions, the
+		// final event) carry the last one on.
+		stamp := max(c.attempt, c.lastAttempt)
 		msg := nats.NewMsg(c.subj)
 		msg.Data = data
 		msg.Header.Set(headerIndex, strconv.Itoa(c.next))
+		if stamp > 0 {
+			msg.Header.Set(headerAttempt, strconv.Itoa(stamp))
+		}
 		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(c.seq))
 		if err == nil {
 			e := ev
-			c.seq, c.next, c.last = ack.Sequence, c.next+1, &e
+			c.seq, c.next, c.last, c.lastAttempt = ack.Sequence, c.next+1, &e, stamp
 			return true, nil
 		}
 		lastErr = err

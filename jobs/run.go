@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/bytesize"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -47,6 +48,10 @@ func (s *Store) runWorker(ctx context.Context, name string, b Builder, once bool
 	wid := keyUnsafe.ReplaceAllString(name, "_") + "-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
 	log := s.log.With("worker", name, "worker_id", wid)
 	beat := func(ctx context.Context) error {
+		// A request lost with a dying NATS node would otherwise hold the
+		// next beats for JetStream's 5 s timeout, past a short TTL.
+		ctx, cancel := context.WithTimeout(ctx, max(s.cfg.workerTTL/2, 250*time.Millisecond))
+		defer cancel()
 		_, err := s.workers.Put(ctx, wid, []byte(name))
 		return err
 	}
@@ -163,25 +168,25 @@ func (s *Store) handle(name, wid string, b Builder, msg jetstream.Msg) bool {
 			_ = msg.Ack() // a live worker owns it: this is a stale message
 			return false
 		}
-		if j.Building {
-			if err := s.recover(ctx, j); err != nil {
-				log.Warn("recovering job failed", "err", err)
-				_ = msg.NakWithDelay(time.Second)
-				return false
-			}
-			_ = msg.Ack()
+		// Its worker is lost: requeue it (a fresh work message) or end it.
+		if err := s.recover(ctx, j); err != nil {
+			log.Warn("recovering job failed", "err", err)
+			_ = msg.NakWithDelay(time.Second)
 			return false
 		}
+		_ = msg.Ack()
+		return false
 	}
 	if s.takeCtx.Err() != nil {
 		_ = msg.Nak() // shutting down: leave it to another worker
 		return false
 	}
-	prev := j.WorkerID
-	if j.Attempts >= maxAttempts {
-		err := failure.New(failure.Interrupted, "build interrupted: its worker stopped %d times before building", j.Attempts)
+	if j.Attempts >= s.maxAttemptsOf(j) {
+		// Only a job queued by an older version gets here: recover
+		// ends a job that used its attempts up.
+		err := failure.New(failure.Interrupted, "build interrupted: its worker was lost on each of its %d attempts", j.Attempts)
 		if j, ok, _ := s.update(ctx, id, func(j *Job) bool {
-			if j.Status == StatusQueued || (j.Status == StatusRunning && j.WorkerID == prev && !j.Building) {
+			if j.Status == StatusQueued {
 				s.fail(j, err)
 				return true
 			}
@@ -193,8 +198,16 @@ func (s *Store) handle(name, wid string, b Builder, msg jetstream.Msg) bool {
 		_ = msg.Ack()
 		return false
 	}
+	if s.lostHere(j, name) {
+		// A retry goes to another worker if there is one: this one was
+		// presumed dead with the job once already.
+		if alive, err := s.liveWorkers(ctx); err == nil && len(alive) > 1 {
+			_ = msg.NakWithDelay(s.cfg.workerTTL / 2)
+			return false
+		}
+	}
 	j, ok, err := s.update(ctx, id, func(j *Job) bool {
-		if !(j.Status == StatusQueued || (j.Status == StatusRunning && j.WorkerID == prev && !j.Building)) {
+		if j.Status != StatusQueued {
 			return false
 		}
 		now := s.cfg.clock().UTC()
@@ -216,6 +229,16 @@ func (s *Store) handle(name, wid string, b Builder, msg jetstream.Msg) bool {
 	return true
 }
 
+// lostHere reports whether worker name was lost with job j before.
+func (s *Store) lostHere(j *Job, name string) bool {
+	for _, w := range j.LostWorkers {
+		if w == name {
+			return true
+		}
+	}
+	return false
+}
+
 // run builds a taken job and records the outcome.
 func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstream.Msg) {
 	bctx, cancel := context.WithCancelCause(context.Background())
@@ -234,29 +257,39 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 		cancel(errClosed)
 	}
 
-	// Keep the work message ours while the build runs.
+	// Keep the work message ours while the build runs, and stop building
+	// as soon as the job is no longer ours (this worker was presumed
+	// lost, e.g. cut off from NATS past its heartbeat, and the job went
+	// to another): nothing it would still produce may be recorded.
 	hb := make(chan struct{})
 	go func() {
 		t := time.NewTicker(s.cfg.ackWait / 3)
 		defer t.Stop()
+		own := time.NewTicker(max(s.cfg.workerTTL/4, 50*time.Millisecond))
+		defer own.Stop()
 		for {
 			select {
 			case <-hb:
 				return
 			case <-t.C:
 				_ = msg.InProgress()
+			case <-own.C:
+				if !s.stillOurs(j.ID, wid) {
+					cancel(errLost)
+					return
+				}
 			}
 		}
 	}()
 	defer close(hb)
 
 	started := time.Now()
-	sink := s.newSink(j.ID, wid)
-	attempt := ""
-	if j.Attempts > 1 {
-		attempt = fmt.Sprintf(" (attempt %d)", j.Attempts)
+	sink := s.newSink(j.ID, wid, j.Attempts, func() { cancel(errLost) })
+	if n := len(j.LostWorkers); n > 0 && j.Attempts > 1 {
+		sink.Emit(events.Msgf(events.VM, "worker %s lost; attempt %d on %s", j.LostWorkers[n-1], j.Attempts, j.Worker))
+	} else {
+		sink.Emit(events.Msgf(events.VM, "worker %s took the job", j.Worker))
 	}
-	sink.Emit(events.Msgf(events.VM, "worker %s took the job%s", j.Worker, attempt))
 	if note := NonceNote(j.Nonce); note != "" {
 		sink.Emit(events.Msgf(events.VM, "%s", note))
 	}
@@ -264,27 +297,68 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 
 	var out *Outcome
 	src, cleanup, err := s.materialize(bctx, j)
+	for tries := 1; isStoreTrouble(err) && tries < 60 && bctx.Err() == nil; tries++ {
+		// NATS is unreachable or electing a leader (a node died): that
+		// is no reason to fail the build.
+		log.Warn("reading the source failed; retrying", "err", err)
+		select {
+		case <-bctx.Done():
+		case <-time.After(time.Second):
+		}
+		src, cleanup, err = s.materialize(bctx, j)
+	}
 	if err == nil {
 		out, err = s.build(bctx, b, j, src, sink)
 		cleanup()
 	}
+	sink.close()
 	if cause := context.Cause(bctx); errors.Is(cause, errClosed) {
-		sink.close()
 		// Close without Shutdown: behave like a crash. The job stays
 		// running; whoever opens the store next recovers it.
 		log.Warn("store closed during the build; job left for recovery")
+		return
+	} else if errors.Is(cause, errLost) {
+		log.Warn("this worker was presumed lost and the job went to another attempt; build abandoned", "attempt", j.Attempts)
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		_ = msg.Ack() // a stale message: the retry has its own
 		return
 	} else if errors.Is(cause, errInterrupted) && err != nil {
 		err = failure.Wrap(failure.Interrupted, err, "build interrupted: the service shut down before the build finished")
 	}
 	// Storing a large result takes a while; the bound only guards against
-	// a wedged connection.
-	fctx, fcancel := context.WithTimeout(s.ctx, 15*time.Minute)
+	// a wedged connection. It is a timer, not a deadline: without one,
+	// JetStream bounds each request (and each chunk's ack) by its default
+	// timeout, so a reply lost with a NATS node fails in seconds and is
+	// retried below, instead of holding on for the whole bound.
+	fctx, fcancel := context.WithCancel(s.ctx)
 	defer fcancel()
-	if err := s.finish(fctx, log, wid, j, out, err, started, sink); err != nil {
-		log.Error("recording the build outcome failed; the work message will be redelivered", "err", err)
-		_ = msg.NakWithDelay(time.Second)
-		return
+	bound := time.AfterFunc(15*time.Minute, fcancel)
+	defer bound.Stop()
+	took := time.Since(started)
+	phases := sink.phaseList()
+	for {
+		// NATS trouble (a node died, a leader is being elected) must not
+		// lose the outcome: the work message stays ours meanwhile, and
+		// this worker's heartbeat says it is alive.
+		ferr := s.finish(fctx, log, wid, j, out, err, took, phases)
+		if ferr == nil {
+			break
+		}
+		if fctx.Err() != nil {
+			log.Error("recording the build outcome failed; the job is left for recovery", "err", ferr)
+			if out != nil && out.ResultPath != "" {
+				os.Remove(out.ResultPath)
+			}
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		log.Warn("recording the build outcome failed; retrying", "err", ferr)
+		select {
+		case <-fctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 	_ = msg.Ack()
 }
@@ -309,8 +383,11 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 		return src, func() {}, nil
 	}
 	r, err := s.objs.Get(ctx, sourceObject(j.ID))
-	if err != nil {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
+	}
+	if err != nil {
+		return nil, nil, storeTrouble{fmt.Errorf("open source object: %w", err)}
 	}
 	defer r.Close()
 	if err := os.MkdirAll(s.cfg.tempDir, 0o700); err != nil {
@@ -323,9 +400,12 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 	cleanup := func() { os.Remove(f.Name()) }
 	h := sha256.New()
 	_, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if err != nil {
+		f.Close()
+		cleanup()
+		return nil, nil, storeTrouble{fmt.Errorf("read source object: %w", err)}
 	}
+	err = f.Close()
 	if err == nil && hex.EncodeToString(h.Sum(nil)) != j.Source.ArchiveSHA256 {
 		err = errors.New("source object digest mismatch")
 	}
@@ -338,26 +418,50 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 }
 
 // finish stores the result, the final state and the `complete` event, in
-// that order: a client that sees `complete` can download at once. It closes
-// sink once the result is stored (the store phase has events too).
-func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, started time.Time, sink *sink) error {
+// that order: a client that sees `complete` can download at once.
+func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, took time.Duration, phases []events.Phase) error {
 	var sum string
 	var size int64
 	if berr == nil && (out == nil || out.ResultPath == "") {
 		berr = failure.Wrap(failure.InternalError, errors.New("builder returned no result"), "internal error")
 	}
+	obj := attemptResultObject(j.ID, j.Attempts)
+	cur, _, err := s.getJob(ctx, j.ID)
+	if errors.Is(err, ErrNotFound) {
+		// Expired or removed while it was built: nothing to record.
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		log.Warn("job no longer exists; outcome dropped")
+		return nil
+	}
+	if err != nil {
+		return storeTrouble{err}
+	}
+	if cur.WorkerID == wid && cur.Attempts == j.Attempts && (cur.Status == StatusSucceeded || cur.Status == StatusFailed) {
+		// Recorded by an earlier try of this call whose answer was lost.
+		if out != nil && out.ResultPath != "" {
+			os.Remove(out.ResultPath)
+		}
+		return s.ensureComplete(ctx, cur)
+	}
+	if berr == nil && (cur.Status != StatusRunning || cur.WorkerID != wid) {
+		// Taken over meanwhile: storing would only be thrown away.
+		os.Remove(out.ResultPath)
+		log.Warn("job was taken over while building; outcome dropped")
+		return nil
+	}
 	if berr == nil {
 		t0 := time.Now()
-		berr = s.storeResult(ctx, j.ID, out.ResultPath, &sum, &size, storeProgress(sink, t0))
-		if berr == nil {
-			sink.Emit(events.PhaseEvent(events.VM, events.PhaseStore, t0))
+		err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size)
+		if err == nil {
+			phases = append(phases, events.Phase{Name: events.PhaseStore, Start: t0, Duration: time.Since(t0)})
 		}
-	}
-	sink.close()
-	took := time.Since(started)
-	phases := sink.phaseList()
-	if out != nil && out.ResultPath != "" {
-		os.Remove(out.ResultPath)
+		if isStoreTrouble(err) {
+			return err // the caller tries again with the result file
+		} else if err != nil {
+			berr = err
+		}
 	}
 	fj, ok, err := s.update(ctx, j.ID, func(cur *Job) bool {
 		if cur.Status != StatusRunning || cur.WorkerID != wid {
@@ -366,34 +470,34 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		if out != nil && out.Toolchain != "" {
 			cur.Toolchain = out.Toolchain
 		}
-		cur.Phases = phases
+		if len(phases) > 0 {
+			cur.Phases = phases
+		}
 		if berr != nil {
 			s.fail(cur, berr)
 			return true
 		}
 		now := s.cfg.clock().UTC()
 		cur.Status, cur.FinishedAt = StatusSucceeded, &now
-		cur.ResultSHA256, cur.ResultSize, cur.ResultName = sum, size, out.ResultName
+		cur.ResultSHA256, cur.ResultSize, cur.ResultName, cur.ResultObject = sum, size, out.ResultName, obj
 		return true
 	})
 	if err != nil {
 		return err
 	}
+	if out != nil && out.ResultPath != "" {
+		os.Remove(out.ResultPath)
+	}
 	if !ok {
 		log.Warn("job was taken over while building; outcome dropped", "status", fj.Status)
 		if sum != "" {
-			_ = s.objs.Delete(ctx, resultObject(j.ID))
+			_ = s.objs.Delete(ctx, obj) // this attempt's own object only
 		}
 		return nil
 	}
 	_ = s.objs.Delete(ctx, sourceObject(j.ID))
-	if obs := s.cfg.phaseObserver; obs != nil {
-		for _, p := range phases {
-			obs(fj.Toolchain, p)
-		}
-	}
 	if berr != nil {
-		log.Warn("build failed", "error_type", fj.ErrorType, "error", fj.Error, "cause", berr, "duration", took)
+		log.Warn("build failed", "error_type", fj.ErrorType, "error", fj.Error, "cause", failure.Detail(berr), "duration", took)
 	} else {
 		log.Info("build succeeded", "toolchain", fj.Toolchain, "result_sha256", sum, "result_size", size, "duration", took)
 	}
@@ -403,35 +507,46 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 // storeResult copies the result tarball at p into the object store, unless
 // it is over the result size limit: then the job fails with LimitExceeded
 // and nothing is stored.
-func (s *Store) storeResult(ctx context.Context, id, p string, sum *string, size *int64, progress func(done, total int64)) error {
+func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, size *int64) error {
 	max := s.cfg.maxResult
 	tooLarge := func(size string) error {
 		return failure.New(failure.LimitExceeded, "result too large: the result tarball is %s, over the result size limit of %s (--max-result)",
-			size, formatBytes(max))
+			size, bytesize.Format(max))
 	}
 	f, err := os.Open(p)
 	if err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("open result: %w", err), "internal error")
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	if fi, err := f.Stat(); err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("stat result: %w", err), "internal error")
 	} else if fi.Size() > max {
-		return tooLarge(formatBytes(fi.Size()))
+		return tooLarge(bytesize.Format(fi.Size()))
 	}
-	hw := &hashingWriter{h: sha256.New(), total: fi.Size(), progress: progress}
+	hw := &hashingWriter{h: sha256.New()}
 	// The limit holds even if the file grew after the check.
-	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: resultObject(id)}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
+	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: obj}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
 	if err == nil && hw.n > max {
-		_ = s.objs.Delete(ctx, resultObject(id))
-		return tooLarge("more than " + formatBytes(max))
+		_ = s.objs.Delete(ctx, obj)
+		return tooLarge("more than " + bytesize.Format(max))
 	}
 	if err != nil {
-		return failure.Wrap(failure.InternalError, fmt.Errorf("store result: %w", err), "internal error")
+		return storeTrouble{fmt.Errorf("store result: %w", err)}
 	}
 	*sum, *size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
 	return nil
+}
+
+// storeTrouble is a failure to reach the job store (NATS unreachable, a
+// stream without a leader while a node is replaced), not of the build:
+// the step is tried again instead of failing the job.
+type storeTrouble struct{ error }
+
+func (e storeTrouble) Unwrap() error { return e.error }
+
+func isStoreTrouble(err error) bool {
+	var st storeTrouble
+	return errors.As(err, &st)
 }
 
 // sink appends a build's events to its job's log from one goroutine, in
@@ -457,6 +572,7 @@ type sink struct {
 	full                string // the limit reached ("" while under both)
 	closed              bool
 	building            bool
+	lost                func() // the log went to a later attempt
 	phases              []events.Phase // ended phases, for Job.Phases
 }
 
@@ -470,21 +586,9 @@ func (k *sink) phaseList() []events.Phase {
 	return append([]events.Phase(nil), k.phases...)
 }
 
-// storeProgress emits a progress event at most once a second while a large
-// result is copied into the store.
-func storeProgress(k *sink, start time.Time) func(done, total int64) {
-	last := start
-	return func(done, total int64) {
-		if now := time.Now(); now.Sub(last) >= time.Second && done < total {
-			last = now
-			k.Emit(events.Msgf(events.VM, "Storing the result: %s of %s", formatBytes(done), formatBytes(total)))
-		}
-	}
-}
-
-func (s *Store) newSink(id, wid string) *sink {
-	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: newCursor(id), max: s.cfg.maxEvents,
-		maxBytes: s.cfg.maxLogBytes, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func (s *Store) newSink(id, wid string, attempt int, lost func()) *sink {
+	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: attemptCursor(id, attempt), max: s.cfg.maxEvents,
+		maxBytes: s.cfg.maxLogBytes, wake: make(chan struct{}, 1), done: make(chan struct{}), lost: lost}
 	go k.publish()
 	return k
 }
@@ -543,7 +647,7 @@ func (k *sink) Emit(ev events.Event) {
 			k.full = fmt.Sprintf("%d lines", k.max)
 		}
 		if k.full == "" && k.bytes+n > k.maxBytes {
-			k.full = formatBytes(k.maxBytes)
+			k.full = bytesize.Format(k.maxBytes)
 		}
 		if k.full != "" {
 			k.dropped++
@@ -563,27 +667,9 @@ func (k *sink) Emit(ev events.Event) {
 func (k *sink) summaryLocked() {
 	if k.dropped > 0 {
 		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (%s; log limit %s reached)",
-			k.dropped, formatBytes(k.droppedBytes), k.full))
+			k.dropped, bytesize.Format(k.droppedBytes), k.full))
 		k.dropped, k.droppedBytes = 0, 0
 	}
-}
-
-// formatBytes is n in the largest binary unit that keeps it ≥ 1.
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTP"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[exp])
 }
 
 func (k *sink) signal() {
@@ -593,8 +679,8 @@ func (k *sink) signal() {
 	}
 }
 
-// markBuilding records that the build phase started: from now on a lost
-// worker means Interrupted, not a retry.
+// markBuilding records that the build phase started (informational: a
+// lost worker's job is retried either way).
 func (k *sink) markBuilding() {
 	k.mu.Lock()
 	if k.building {
@@ -639,11 +725,14 @@ func (k *sink) publish() {
 				// Never write past `complete`: if the job was recovered
 				// elsewhere (this worker presumed dead), its log is final.
 				ok, err := k.s.appendEvent(k.s.ctx, k.cur, ev, notFinal)
-				if err == nil && !ok {
-					k.log.Warn("job log already complete; dropping this worker's events")
+				if errors.Is(err, errFenced) || (err == nil && !ok) {
+					k.log.Warn("job log already belongs to a later attempt or is complete; dropping this worker's events")
 					k.mu.Lock()
 					k.closed, k.queue = true, nil
 					k.mu.Unlock()
+					if k.lost != nil {
+						k.lost()
+					}
 					return
 				}
 				if err == nil {
@@ -663,4 +752,20 @@ func (k *sink) publish() {
 			<-k.wake
 		}
 	}
+}
+
+// stillOurs reports whether worker instance wid still owns job id. A read
+// that fails (NATS unreachable) says yes: the fenced log and the CAS on the
+// job state keep a worker that is wrong about it from recording anything.
+func (s *Store) stillOurs(id, wid string) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	j, _, err := s.getJob(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	return j.Status == StatusRunning && j.WorkerID == wid
 }

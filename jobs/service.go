@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -22,6 +23,9 @@ var _ Service = (*Store)(nil)
 
 func sourceObject(id string) string { return "source/" + id }
 func resultObject(id string) string { return "result/" + id }
+
+// attemptResultObject is where attempt n of job id stores its result.
+func attemptResultObject(id string, n int) string { return fmt.Sprintf("result/%s/%d", id, n) }
 
 // validID accepts only canonical UUIDs, so ids never reach JetStream
 // subjects or keys unchecked.
@@ -76,6 +80,12 @@ func (s *Store) Submit(ctx context.Context, req Request) (*Job, error) {
 		Status:    StatusQueued,
 		CreatedAt: s.cfg.clock().UTC(),
 		Nonce:     hex.EncodeToString(req.Nonce),
+		// The submitter's bound travels with the job: whichever process
+		// recovers it applies this one.
+		MaxAttempts: s.cfg.maxAttempts,
+	}
+	if s.cfg.singleBuild {
+		j.MaxAttempts = 1 // built in this CVM or not at all
 	}
 	if req.Archive != nil {
 		h := sha256.New()
@@ -222,7 +232,11 @@ func (s *Store) Result(ctx context.Context, id string) (io.ReadCloser, *Job, err
 	if j.Status != StatusSucceeded {
 		return nil, j, ErrNoResult
 	}
-	r, err := s.objs.Get(ctx, resultObject(id))
+	name := j.ResultObject
+	if name == "" {
+		name = resultObject(id)
+	}
+	r, err := s.objs.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, j, ErrNoResult
 	}
@@ -243,8 +257,10 @@ func (s *Store) Ready(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrNotReady, err)
 	}
 	defer lister.Stop()
-	for range lister.Keys() {
-		return nil
+	for k := range lister.Keys() {
+		if !strings.HasPrefix(k, probePrefix) {
+			return nil
+		}
 	}
 	return fmt.Errorf("%w: no worker is running", ErrNotReady)
 }

@@ -110,7 +110,7 @@ func TestConnectWorkerNeedsSpool(t *testing.T) {
 	front := openTest(t, t.TempDir(), WithListen("127.0.0.1:0"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	back, err := Connect(ctx, front.URL())
+	back, err := Connect(ctx, front.URL(), WithClientAuth(ClientAuth{CredsFile: front.CredsFile()}))
 	if err != nil {
 		t.Fatal(err)
 	}

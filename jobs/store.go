@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kettle-build/kettle/events"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,7 +34,11 @@ const (
 	objectBucket  = "kettle-objects" // source/<id> and result/<id>
 	consumerName  = "workers"        // the durable work-queue consumer
 	headerIndex   = "Kettle-Index"   // an event's 0-based index in its log
+	headerAttempt = "Kettle-Attempt" // the attempt that wrote it (see logCursor)
 	singleKey     = "single-build"
+	// probePrefix starts the heartbeat-bucket keys janitors write to
+	// learn that the bucket takes writes; worker ids never contain '.'.
+	probePrefix = "probe."
 )
 
 // Defaults of the options.
@@ -50,7 +54,9 @@ const (
 	DefaultMaxResult int64 = 2 << 30
 	defaultAckWait         = 30 * time.Second
 	defaultWorkerTTL       = 10 * time.Second
-	maxAttempts            = 3 // takes of a job whose worker died before building
+	// DefaultMaxAttempts bounds the workers that may take one job: a job
+	// whose worker is lost is retried on another until then.
+	DefaultMaxAttempts = 3
 )
 
 // Option configures a Store.
@@ -73,14 +79,8 @@ type config struct {
 	listenKey   string
 	maxLogBytes int64
 	maxResult   int64
-	// phaseObserver sees each phase of each finished job (metrics).
-	phaseObserver func(toolchain string, p events.Phase)
-}
-
-// WithPhaseObserver makes every finished job's phases (events.Phase, the
-// store phase included) go to f with the job's toolchain, once each.
-func WithPhaseObserver(f func(toolchain string, p events.Phase)) Option {
-	return func(c *config) { c.phaseObserver = f }
+	maxAttempts int
+	onFinished  func(*Job)
 }
 
 // WithQueueLimit bounds the number of waiting jobs; Submit answers
@@ -141,6 +141,19 @@ func WithWorkerTTL(d time.Duration) Option { return func(c *config) { c.workerTT
 // RunWorker fails without one.
 func WithTempDir(dir string) Option { return func(c *config) { c.tempDir = dir } }
 
+// WithMaxAttempts sets how many workers may take a job submitted through
+// this store (default DefaultMaxAttempts): a job whose worker is lost goes
+// back to the queue until then, and only then ends Interrupted. The value
+// is stored with the job, so whichever process recovers it applies the
+// submitter's. A single-build store allows 1: no other CVM may build it.
+func WithMaxAttempts(n int) Option { return func(c *config) { c.maxAttempts = n } }
+
+// WithFinished calls fn once for every job this store sees finished
+// (succeeded or failed): those in the store when it opens and those that
+// finish later, whichever process built them. Metrics of the whole cluster
+// come from it. fn runs on the store's watcher goroutine and must not block.
+func WithFinished(fn func(*Job)) Option { return func(c *config) { c.onFinished = fn } }
+
 func newConfig(opts []Option) config {
 	c := config{
 		queueLimit: DefaultQueueLimit,
@@ -172,6 +185,9 @@ func newConfig(opts []Option) config {
 	if c.replicas <= 0 {
 		c.replicas = 1
 	}
+	if c.maxAttempts <= 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
 	return c
 }
 
@@ -199,12 +215,16 @@ type Store struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	mu       sync.Mutex
-	active   map[string]activeJob // queued and running jobs
-	gone     map[string]uint64    // revision at which a job left active
-	lastPos  map[string]int       // last queue position this process published
-	hubs     map[string]*hub
-	posKick  chan struct{}
+	mu      sync.Mutex
+	active  map[string]activeJob // queued and running jobs
+	gone    map[string]uint64    // revision at which a job left active
+	lastPos map[string]int       // last queue position this process published
+	hubs    map[string]*hub
+	posKick chan struct{}
+	// suspects: running jobs (id/worker id) whose worker's heartbeat the
+	// janitor found missing, since when (janitor goroutine only)
+	suspects suspicion
+	probeKey string // this process's write probe in the heartbeat bucket
 	submitMu sync.Mutex
 
 	// Worker control.
@@ -225,6 +245,7 @@ type activeJob struct {
 var (
 	errInterrupted = errors.New("store shutting down")
 	errClosed      = errors.New("store closed")
+	errLost        = errors.New("job taken over by another worker")
 )
 
 // OpenEmbedded starts an in-process NATS server with JetStream storing its
@@ -382,12 +403,14 @@ func open(ctx context.Context, nc *nats.Conn, cfg config, ns *server.Server, loc
 	}
 	s := &Store{
 		cfg: cfg, log: cfg.logger, ns: ns, lock: lock, nc: nc, js: js,
-		active:  map[string]activeJob{},
-		gone:    map[string]uint64{},
-		lastPos: map[string]int{},
-		hubs:    map[string]*hub{},
-		posKick: make(chan struct{}, 1),
-		builds:  map[string]context.CancelCauseFunc{},
+		active:   map[string]activeJob{},
+		gone:     map[string]uint64{},
+		lastPos:  map[string]int{},
+		hubs:     map[string]*hub{},
+		posKick:  make(chan struct{}, 1),
+		suspects: suspicion{},
+		probeKey: probePrefix + strings.ReplaceAll(uuid.NewString(), "-", ""),
+		builds:   map[string]context.CancelCauseFunc{},
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, err

@@ -508,12 +508,13 @@ func TestCrashRecovery(t *testing.T) {
 	s = openTest(t, dir)
 	fb := &fakeBuilder{lines: 2, dir: t.TempDir()}
 	startWorker(t, s, "w3", fb)
+	// A was building when the store went down: it is built again.
 	evA := collect(t, s, a.ID, 0)
 	checkIndexes(t, evA, 0)
-	if r := evA[len(evA)-1].ev.Result; r.Status != "failed" || r.ErrorType != "Interrupted" {
+	if r := evA[len(evA)-1].ev.Result; r.Status != "ok" {
 		t.Fatalf("A: complete %+v (%s)", r, types(evA))
 	}
-	if g, _ := s.Get(context.Background(), a.ID); g.Status != StatusFailed || g.ErrorType != "Interrupted" {
+	if g, _ := s.Get(context.Background(), a.ID); g.Status != StatusSucceeded || g.Attempts != 2 {
 		t.Fatalf("A: %+v", g)
 	}
 	evB := collect(t, s, b.ID, 0)
@@ -678,16 +679,18 @@ func TestQueueLimitIdleWorkers(t *testing.T) {
 }
 
 // TestPresumedDeadWorker: a job recovered while its worker still runs (a
-// stalled heartbeat) stays Interrupted; the late worker's events and result
-// are dropped and nothing follows `complete`.
+// stalled heartbeat, a partition) goes to a new attempt; the late worker's
+// events after the recovery and its result are dropped, and the result of
+// the retry is never overwritten.
 func TestPresumedDeadWorker(t *testing.T) {
 	s := openTest(t, t.TempDir())
-	started, release := make(chan string, 1), make(chan struct{})
-	startWorker(t, s, "slow", &fakeBuilder{lines: 5, dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
+	started, release := make(chan string, 2), make(chan struct{})
+	late := &fakeBuilder{lines: 5, dir: t.TempDir(), gate: func(ctx context.Context, j *Job) error {
 		started <- j.ID
-		<-release
+		<-release // ignores cancellation: the slowest possible worker
 		return nil
-	}})
+	}}
+	startWorker(t, s, "slow", late)
 	j := submitArchive(t, s, "src")
 	<-started
 	ctx := context.Background()
@@ -696,25 +699,36 @@ func TestPresumedDeadWorker(t *testing.T) {
 	if err := s.recover(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	close(release)
+	// The retry runs on a second worker while the late one still waits.
+	fast := &fakeBuilder{lines: 2, dir: t.TempDir()}
+	startWorker(t, s, "fast", fast)
 	evs := collect(t, s, j.ID, 0)
-	if r := evs[len(evs)-1].ev.Result; r.ErrorType != "Interrupted" {
-		t.Fatalf("complete %+v", r)
+	if r := evs[len(evs)-1].ev.Result; r.Status != "ok" {
+		t.Fatalf("complete %+v (%s)", r, types(evs))
 	}
-	// Give the late worker time to try writing, then look at the tail.
+	want := readResult(t, s, j.ID)
+	close(release)
 	waitFor(t, func() bool { return !s.buildingHere(j.ID) })
+	// The late worker wrote nothing after the recovery marker.
 	c := newCursor(j.ID)
 	if err := s.load(ctx, c); err != nil || !c.last.Terminal() || c.next != len(evs) {
 		t.Fatalf("log tail after the late worker: next %d (want %d), last %+v, %v", c.next, len(evs), c.last, err)
 	}
-	if g, _ := s.Get(ctx, j.ID); g.Status != StatusFailed || g.ErrorType != "Interrupted" {
+	if types(evs) != "queued,vm,init,detect,vm,queued,vm,init,detect,build,build,build,provenance,complete" {
+		t.Fatalf("log %s", types(evs))
+	}
+	if evs[6].ev.Msg != "worker slow lost; attempt 2 on fast" {
+		t.Fatalf("retry event %q", evs[6].ev.Msg)
+	}
+	g, _ = s.Get(ctx, j.ID)
+	if g.Status != StatusSucceeded || g.Worker != "fast" || g.Attempts != 2 {
 		t.Fatalf("job %+v", g)
 	}
-	if _, _, err := s.Result(ctx, j.ID); !errors.Is(err, ErrNoResult) {
-		t.Fatalf("Result: %v", err)
+	if got := readResult(t, s, j.ID); !bytes.Equal(got, want) {
+		t.Fatalf("result changed after the late worker: %q vs %q", got, want)
 	}
-	if _, err := s.objs.GetInfo(ctx, resultObject(j.ID)); err == nil {
-		t.Fatal("the late worker's result was kept")
+	if _, err := s.objs.GetInfo(ctx, attemptResultObject(j.ID, 1)); err == nil {
+		t.Fatal("the late worker's result was stored")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kettle-build/kettle/events"
@@ -87,7 +88,12 @@ func (s *Store) apply(j *Job, rev uint64) {
 	default:
 		delete(s.active, j.ID)
 		delete(s.lastPos, j.ID)
+		_, seen := s.gone[j.ID]
 		s.gone[j.ID] = rev
+		if !seen && s.cfg.onFinished != nil {
+			c := *j
+			s.cfg.onFinished(&c)
+		}
 	}
 	s.kick()
 }
@@ -221,15 +227,25 @@ func (s *Store) janitor(ctx context.Context) {
 		delete(s.gone, id) // bound memory; stale revisions are rare by then
 	}
 	s.mu.Unlock()
-	if len(running) > 0 {
-		alive, err := s.liveWorkers(ctx)
+	if len(running) == 0 {
+		clear(s.suspects)
+	} else {
+		// A worker is lost only when its heartbeat is missing from
+		// listings at least half a TTL apart, while this process could
+		// write to the heartbeat bucket. After a NATS node dies, the new
+		// leader of the bucket may find every key expired before workers
+		// could beat again (an election takes seconds); a live worker
+		// beats again within a quarter TTL once the bucket takes writes.
+		_, err := s.workers.Put(ctx, s.probeKey, nil)
+		var alive map[string]bool
+		if err == nil {
+			alive, err = s.liveWorkers(ctx)
+		}
 		if err != nil {
+			clear(s.suspects) // no evidence either way
 			return
 		}
-		for _, j := range running {
-			if alive[j.WorkerID] || s.buildingHere(j.ID) {
-				continue
-			}
+		for _, j := range s.suspects.lost(time.Now(), s.cfg.workerTTL/2, running, alive, s.buildingHere) {
 			if err := s.recover(ctx, j); err != nil && ctx.Err() == nil {
 				s.log.Warn("recovering job failed", "job", j.ID, "err", err)
 			}
@@ -249,6 +265,39 @@ func (s *Store) janitor(ctx context.Context) {
 	}
 }
 
+// suspicion tracks the running jobs whose worker's heartbeat the janitor
+// found missing: job id/worker instance id → when first found missing.
+type suspicion map[string]time.Time
+
+// lost returns the jobs of running whose worker has been missing from
+// every listing (alive, taken at now) for at least grace, and forgets
+// those whose worker is back or that no longer run. here reports a job
+// this process builds itself (never lost).
+func (sp suspicion) lost(now time.Time, grace time.Duration, running []*Job, alive map[string]bool, here func(id string) bool) []*Job {
+	var out []*Job
+	seen := map[string]bool{}
+	for _, j := range running {
+		if alive[j.WorkerID] || here(j.ID) {
+			continue
+		}
+		k := j.ID + "/" + j.WorkerID
+		seen[k] = true
+		first, ok := sp[k]
+		if !ok {
+			sp[k] = now
+		}
+		if ok && now.Sub(first) >= grace {
+			out = append(out, j)
+		}
+	}
+	for k := range sp {
+		if !seen[k] {
+			delete(sp, k)
+		}
+	}
+	return out
+}
+
 func (s *Store) liveWorkers(ctx context.Context) (map[string]bool, error) {
 	lister, err := s.workers.ListKeys(ctx)
 	if err != nil {
@@ -256,7 +305,9 @@ func (s *Store) liveWorkers(ctx context.Context) (map[string]bool, error) {
 	}
 	alive := map[string]bool{}
 	for k := range lister.Keys() {
-		alive[k] = true
+		if !strings.HasPrefix(k, probePrefix) {
+			alive[k] = true
+		}
 	}
 	return alive, nil
 }
@@ -268,43 +319,69 @@ func (s *Store) buildingHere(id string) bool {
 	return ok
 }
 
-// recover handles a running job whose worker is gone: Interrupted if it
-// had started building, otherwise back to the queue.
+// maxAttemptsOf is how many workers may take j.
+func (s *Store) maxAttemptsOf(j *Job) int {
+	if j.MaxAttempts > 0 {
+		return j.MaxAttempts
+	}
+	return s.cfg.maxAttempts
+}
+
+// recover handles a running job whose worker is gone (killed, machine
+// lost, cut off from NATS past its heartbeat): back to the queue for
+// another worker while attempts remain, else Interrupted. Only a lost
+// worker leads here; a build that failed on its own merits was recorded
+// by its worker and is never retried.
 func (s *Store) recover(ctx context.Context, dead *Job) error {
 	log := s.log.With("job", dead.ID)
-	if dead.Building {
-		err := failure.New(failure.Interrupted, "build interrupted: its worker stopped before the build finished")
+	max := s.maxAttemptsOf(dead)
+	if dead.Attempts >= max {
+		msg := fmt.Sprintf("build interrupted: its worker was lost on each of its %d attempts", dead.Attempts)
+		if max == 1 {
+			// --max-attempts 1, or a single-build CVM: no other CVM may
+			// build what this one accepted.
+			msg = "build interrupted: its worker was lost, and this job allows no other attempt"
+		}
+		err := failure.New(failure.Interrupted, "%s", msg)
 		j, ok, uerr := s.update(ctx, dead.ID, func(j *Job) bool {
 			if j.Status != StatusRunning || j.WorkerID != dead.WorkerID {
 				return false
 			}
+			j.LostWorkers = append(j.LostWorkers, dead.Worker)
 			s.fail(j, err)
 			return true
 		})
 		if uerr != nil || !ok {
 			return uerr
 		}
-		log.Warn("worker lost during the build: job interrupted", "worker", dead.Worker)
+		log.Warn("worker lost and no attempt left: job interrupted", "worker", dead.Worker, "attempts", j.Attempts)
+		// Fence the lost worker's log writes before the final event.
+		_, _ = s.appendEvent(ctx, attemptCursor(j.ID, j.Attempts+1), events.Msgf(events.VM,
+			"worker %s lost; no attempt left (%d of %d used)", dead.Worker, j.Attempts, max), notFinal)
 		_ = s.work.Purge(ctx, jetstream.WithPurgeSubject(workSubject+dead.ID))
 		_ = s.objs.Delete(ctx, sourceObject(dead.ID))
 		return s.ensureComplete(ctx, j)
 	}
 	j, ok, err := s.update(ctx, dead.ID, func(j *Job) bool {
-		if j.Status != StatusRunning || j.WorkerID != dead.WorkerID || j.Building {
+		if j.Status != StatusRunning || j.WorkerID != dead.WorkerID {
 			return false
 		}
-		j.Status, j.Worker, j.WorkerID, j.StartedAt = StatusQueued, "", "", nil
+		j.LostWorkers = append(j.LostWorkers, dead.Worker)
+		j.Status, j.Worker, j.WorkerID, j.StartedAt, j.Building = StatusQueued, "", "", nil, false
 		return true
 	})
 	if err != nil || !ok {
 		return err
 	}
-	log.Warn("worker lost before building: job queued again", "worker", dead.Worker, "attempts", j.Attempts)
-	c := newCursor(j.ID)
-	if _, err := s.appendEvent(ctx, c, events.Msgf(events.VM, "worker %s stopped before building; the job is queued again", dead.Worker), nil); err != nil {
+	log.Warn("worker lost: job queued again", "worker", dead.Worker, "attempts", j.Attempts, "max_attempts", max)
+	// Written as the next attempt: from here on the lost worker, should it
+	// come back, can add nothing to this log.
+	c := attemptCursor(j.ID, j.Attempts+1)
+	if _, err := s.appendEvent(ctx, c, events.Msgf(events.VM, "worker %s lost; the job is queued again for attempt %d of %d",
+		dead.Worker, j.Attempts+1, max), notFinal); err != nil {
 		return err
 	}
-	if _, err := s.appendEvent(ctx, c, events.Event{Type: events.Queued, Position: s.position(j.ID)}, nil); err != nil {
+	if _, err := s.appendEvent(ctx, c, events.Event{Type: events.Queued, Position: s.position(j.ID)}, notFinal); err != nil {
 		return err
 	}
 	if err := s.work.Purge(ctx, jetstream.WithPurgeSubject(workSubject+j.ID)); err != nil {

@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/kettle-build/kettle/failure"
@@ -50,8 +53,44 @@ func Detect(dir string) (toolchain.Driver, error) {
 		}
 		return drv, nil
 	}
+	for _, h := range lockHints {
+		if toolchain.ProjectFileExists(dir, h.manifest) {
+			return nil, failure.New(failure.UnsupportedToolchain,
+				"found %s but no %s in the project root: %s", h.manifest, h.lockfile, h.todo)
+		}
+	}
 	return nil, failure.New(failure.UnsupportedToolchain,
-		"could not determine toolchain: none of %s found in the project root", markers())
+		"could not determine toolchain: none of %s found in the project root (it has %s)", markers(), rootListing(dir))
+}
+
+// lockHints name what to do when a project has a manifest but not the
+// lockfile kettle builds from.
+var lockHints = []struct{ manifest, lockfile, todo string }{
+	{"Cargo.toml", "Cargo.lock", "run `cargo generate-lockfile` and commit Cargo.lock"},
+	{"package.json", "pnpm-lock.yaml", "run `pnpm install` and commit pnpm-lock.yaml (npm's package-lock.json and yarn.lock are not supported)"},
+}
+
+// rootListing names the first entries of the project root, so a refusal
+// says what it found (the client's own file names, nothing of the server).
+func rootListing(dir string) string {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return "no files"
+	}
+	const most = 8
+	var names []string
+	for _, e := range ents {
+		if len(names) == most {
+			names = append(names, fmt.Sprintf("… %d more", len(ents)-most))
+			break
+		}
+		n := e.Name()
+		if e.IsDir() {
+			n += "/"
+		}
+		names = append(names, strconv.Quote(n))
+	}
+	return strings.Join(names, ", ")
 }
 
 func markers() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -116,7 +117,9 @@ func newRun(opts Options) (*run, error) {
 	return &run{opts: opts, emit: func(e events.Event) {
 		mu.Lock()
 		defer mu.Unlock()
-		sink.Emit(e)
+		for _, p := range events.SplitEvent(e, 0) { // no event too large to arrive whole
+			sink.Emit(p)
+		}
 	}}, nil
 }
 
@@ -132,7 +135,11 @@ func (r *run) phase(t events.Type, name string, start time.Time) {
 func (r *run) run(ctx context.Context) (*Result, error) {
 	o := r.opts
 	t0 := time.Now()
-	drv, err := Detect(o.Dir)
+	cfg, projDir, err := loadConfig(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	drv, err := Detect(projDir)
 	if err != nil {
 		return nil, err
 	}
@@ -149,9 +156,14 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if src.Dirty {
 		r.msg(events.Init, "Warning: the working tree has uncommitted changes: it differs from commit %s, so the provenance records no commit, only the git tree of what was built", src.HeadCommit)
 	}
+	if cfg != nil {
+		if err := r.configure(drv, cfg, src); err != nil {
+			return nil, err
+		}
+	}
 	// lockBytes stays nil for a driver that builds without its lockfile
 	// (a Nix flake without inputs): no lockfileHash, no build-config/.
-	lockBytes, err := toolchain.ReadProjectFile(o.Dir, drv.Lockfile())
+	lockBytes, err := toolchain.ReadProjectFile(projDir, drv.Lockfile())
 	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
 		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
 	}
@@ -171,13 +183,16 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	// cache comes first: at one position the earlier pattern wins, and the
 	// cache may sit beside or inside the project.
 	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
-	lines := &lineCap{max: o.MaxLogLines, emit: func(l string) { r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l)}) }}
+	lines := &lineCap{max: o.MaxLogLines, emit: func(l string, cont bool) {
+		r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l), Cont: cont})
+	}}
 	w := &toolchain.Workspace{
-		Dir:       o.Dir,
+		Dir:       projDir,
 		CacheDir:  cacheDir,
 		Runner:    o.Runner,
 		Limits:    o.Limits,
 		Log:       lines.log,
+		LogPiece:  lines.piece,
 		Env:       o.Env,
 		Contacted: r.fetched.add,
 	}
@@ -222,6 +237,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	r.phase(events.Build, events.PhaseBuild, t0)
 	r.msg(events.Build, "Build command finished")
 	t0 = time.Now()
+	// The build could write the output directory when it lies inside the
+	// project (kettle build DIR): a planted symlink there would make this
+	// process write provenance.json or artifacts through it. Nothing of the
+	// build runs any more, so a fresh directory is one it never saw.
+	if err := recreate(o.OutDir); err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
+	}
 
 	artDir := filepath.Join(o.OutDir, "artifacts")
 	if err := os.MkdirAll(artDir, 0o755); err != nil {
@@ -245,6 +267,9 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot compute the input Merkle root")
 	}
 	st := r.statement(drv, in, src, self, arts, root, meta)
+	if cfg != nil {
+		st.Predicate.BuildDefinition.InternalParameters.BuildConfig, _ = json.Marshal(cfg)
+	}
 	provBytes, err := provenance.Marshal(st)
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot write provenance.json")
@@ -402,24 +427,32 @@ func timestamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000000") + "+00:00"
 }
 
-// lineCap forwards at most max toolchain output lines and counts the rest.
+// lineCap forwards at most max toolchain output events and counts the
+// rest. A line too long for one event (events.Split) goes out as several,
+// the later ones marked as continuations; each counts against max.
 type lineCap struct {
 	mu      sync.Mutex
 	max     int
 	n       int
 	dropped int
-	emit    func(string)
+	emit    func(msg string, cont bool)
 }
 
-func (c *lineCap) log(line string) {
+func (c *lineCap) log(line string) { c.piece(line, false) }
+
+func (c *lineCap) piece(s string, cont bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.max >= 0 && c.n >= c.max {
-		c.dropped++
-		return
+	for i, p := range events.Split(s, 0) {
+		if c.max >= 0 && c.n >= c.max {
+			if !cont && i == 0 {
+				c.dropped++ // counted per line, not per piece
+			}
+			continue
+		}
+		c.n++
+		c.emit(p, cont || i > 0)
 	}
-	c.n++
-	c.emit(line)
 }
 
 // summary emits one event for the lines dropped so far.
@@ -427,7 +460,7 @@ func (c *lineCap) summary() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dropped > 0 {
-		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max))
+		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max), false)
 		c.dropped = 0
 	}
 }

@@ -71,6 +71,9 @@ type InternalParameters struct {
 	// egress proxy for, sorted, refused ones marked; absent when it asked
 	// for none.
 	FetchHosts []FetchHost `json:"fetchHosts,omitempty"`
+	// BuildConfig is the parsed kettle.toml the build followed (package
+	// buildcfg); absent without one.
+	BuildConfig json.RawMessage `json:"buildConfig,omitempty"`
 }
 
 // FetchHost is one destination of the fetch phase ("host:port").

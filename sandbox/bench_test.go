@@ -158,11 +158,13 @@ func BenchmarkBwrapTrue(b *testing.B) {
 	testenv.Need(b, err == nil, fmt.Sprintf("bubblewrap is unavailable: %v", err))
 	dir := b.TempDir()
 	c := &Cmd{Args: []string{"true"}, Dir: dir, Env: testEnv, Limits: Limits{Memory: 1 << 30, Procs: 64, Disk: 1 << 30, Wall: time.Minute}}
+	cpu := cpuTotal()
 	for i := 0; i < b.N; i++ {
 		if err := bw.Run(context.Background(), c); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64((cpuTotal()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 }
 
 // benchCPUGroup moves this process into a new cgroup v1 cpuacct group and
@@ -190,4 +192,33 @@ func benchCPUGroup(b *testing.B) string {
 		os.Remove(dir)
 	})
 	return dir
+}
+
+// BenchmarkBwrapTrueNetwork is the fixed cost of one fetch-phase command:
+// BenchmarkBwrapTrue plus its own network namespace and the egress proxy.
+func BenchmarkBwrapTrueNetwork(b *testing.B) {
+	bw, err := NewBwrap()
+	if err != nil {
+		b.Skipf("bubblewrap unavailable: %v", err)
+	}
+	dir := b.TempDir()
+	c := &Cmd{Args: []string{"true"}, Dir: dir, Env: testEnv, Network: true, Limits: Limits{Memory: 1 << 30, Procs: 64, Disk: 1 << 30, Wall: time.Minute}}
+	cpu := cpuTotal()
+	for i := 0; i < b.N; i++ {
+		if err := bw.Run(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64((cpuTotal()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
+// cpuTotal is the CPU time of this process and its waited-for children
+// (bubblewrap, setpriv and the command): what one sandboxed command costs
+// the machine, less noisy than wall time on a loaded host.
+func cpuTotal() time.Duration {
+	var self, kids syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	tv := func(t syscall.Timeval) time.Duration { return time.Duration(t.Nano()) }
+	return tv(self.Utime) + tv(self.Stime) + tv(kids.Utime) + tv(kids.Stime)
 }

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kettle-build/kettle/egress"
@@ -54,6 +58,9 @@ var defaultHidden = []string{
 	"/dev/tpm*", "/dev/tpmrm*", "/sys/kernel/config",
 }
 
+// setprivPath drops bubblewrap to the sandbox user (util-linux).
+const setprivPath = "/usr/bin/setpriv"
+
 // sandboxUID is the uid and gid of commands inside the sandbox.
 const sandboxUID = 65534
 
@@ -72,7 +79,7 @@ func newBwrap(cfg *config) *Bwrap {
 	if !cfg.noCgroups {
 		cgs, err := detectCgroups(cfg.cgroupName)
 		if err != nil {
-			cfg.logger.Warn("sandbox: cgroups unavailable: memory is bounded as address space and the process limit cannot be enforced", "err", err)
+			cfg.logger.Warn("sandbox: cgroups unavailable: memory is bounded as address space (RLIMIT_AS) and processes by RLIMIT_NPROC of the sandbox user, which does not bind when that user is root", "err", err)
 		}
 		b.cgs = cgs
 	}
@@ -145,6 +152,43 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		files:  etcData,
 		name:   filepath.Base(c.Args[0]),
 	}
+	var prepare []func() error
+	if uid, gid, switchUser := b.cfg.sandboxUser(); switchUser {
+		// bubblewrap runs as the sandbox user, in a user namespace of its
+		// own that maps 65534 to it: what the build writes on the host is
+		// owned by that user, and it can write only what is made its own.
+		own := append([]string{c.Dir}, c.Writable...)
+		for _, m := range c.Mounts {
+			if m.Writable {
+				own = append(own, m.Source)
+			}
+		}
+		for _, d := range own {
+			if err := chownTree(d, uid, gid); err != nil {
+				return err
+			}
+		}
+		root, err := stageRoot()
+		if err != nil {
+			return err
+		}
+		var st []staged
+		p.args, st = stageArgs(p.args, root, uid, gid)
+		if len(st) > 0 {
+			prepare = append(prepare, func() error { return mountStaged(root, st) })
+		}
+		if sp, err := os.Stat(setprivPath); err == nil && sp.Mode().IsRegular() {
+			// setpriv drops to the sandbox user only after the runner
+			// gave the stopped process its rlimits: prlimit on another
+			// user's process needs CAP_SYS_RESOURCE, which a root server
+			// in a container often lacks.
+			p.path = setprivPath
+			p.args = append([]string{setprivPath, "--reuid=" + strconv.Itoa(uid), "--regid=" + strconv.Itoa(gid),
+				"--clear-groups", "--nnp", "--pdeathsig=SIGKILL", "--"}, p.args...)
+		} else {
+			p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		}
+	}
 	if c.Network {
 		proxy, err := b.proxy()
 		if err != nil {
@@ -152,23 +196,68 @@ func (b *Bwrap) run(ctx context.Context, c *Cmd) error {
 		}
 		p.env = withEnv(c.Env, proxyEnv()...)
 		var sess *egress.Session
-		p.prepare = func() error {
-			ln, err := privateNetns()
-			if err != nil {
-				return err
-			}
-			sess = proxy.Serve(ln, c.Contacted)
-			return nil
-		}
-		// cfg.run returns only after the start goroutine reported, so
-		// sess is set (or prepare failed) by then.
 		defer func() {
 			if sess != nil {
 				sess.Close()
 			}
 		}()
+		if os.Geteuid() != 0 {
+			// No private namespace of our making: bubblewrap makes it
+			// and the shim bridges it to the proxy's Unix socket.
+			dir, exe, err := shimSetup()
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			ln, err := net.Listen("unix", filepath.Join(dir, filepath.Base(shimSocket)))
+			if err != nil {
+				return fmt.Errorf("sandbox: egress socket: %w", err)
+			}
+			sess = proxy.Serve(ln, c.Contacted)
+			p.args = shimArgs(p.args, dir, exe)
+		} else {
+			prepare = append(prepare, func() error {
+				ln, err := privateNetns()
+				if err != nil {
+					return err
+				}
+				// cfg.run returns only after the start goroutine
+				// reported, so sess is set by then.
+				sess = proxy.Serve(ln, c.Contacted)
+				return nil
+			})
+		}
+	}
+	if len(prepare) > 0 {
+		p.prepare = func() error {
+			for _, f := range prepare {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 	}
 	return b.cfg.run(ctx, b.cgs, p)
+}
+
+// shimArgs turns bubblewrap arguments a for the shim: a network namespace
+// of bubblewrap's own (no --share-net), the socket directory and the shim
+// bound in, and the shim running the command.
+func shimArgs(a []string, dir, exe string) []string {
+	end := slices.Index(a, "--") // bubblewrap's options end here (see args)
+	var out []string
+	for i, s := range a[:end] {
+		if s == "--share-net" {
+			continue
+		}
+		if s == "--remount-ro" && a[i+1] == "/" {
+			out = append(out, "--ro-bind", exe, shimExe, "--bind", dir, filepath.Dir(shimSocket))
+		}
+		out = append(out, s)
+	}
+	out = append(out, "--", shimExe, shimArg)
+	return append(out, a[end+1:]...)
 }
 
 // proxy is the egress proxy of Network commands.

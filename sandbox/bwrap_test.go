@@ -107,15 +107,68 @@ func TestBwrapIdentity(t *testing.T) {
 	if out != want {
 		t.Fatalf("output %q, want %q", out, want)
 	}
-	// Files come out owned by the server, readable without chown.
-	for _, f := range []string{"made", "sub"} {
+	// Files come out owned by the sandbox user on the host (the server's
+	// uid when the server is not root), never by root.
+	wantUID := os.Getuid()
+	if wantUID == 0 {
+		wantUID = DefaultHostUID
+	}
+	for _, f := range []string{"made", "sub", "."} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != os.Getuid() {
-			t.Errorf("%s owned by uid %d, want %d", f, st.Uid, os.Getuid())
+		if st := fi.Sys().(*syscall.Stat_t); int(st.Uid) != wantUID || int(st.Gid) != wantUID && os.Getuid() == 0 {
+			t.Errorf("%s owned by %d:%d, want uid %d", f, st.Uid, st.Gid, wantUID)
 		}
+	}
+}
+
+// TestBwrapSandboxUser: as root, the sandbox user owns nothing outside the
+// writable directories: a file of root's in a read-only directory stays
+// unwritable even where its mode lets its owner write, a hard-linked file in
+// the project is not handed over, and WithSandboxUser(0, 0) restores the
+// old mapping to root.
+func TestBwrapSandboxUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("the uid switch applies when the server runs as root")
+	}
+	b := newTestBwrap(t)
+	w := workDir(t)
+	ro := mkdir(t, filepath.Join(w, "ro"))
+	writeTestFile(t, filepath.Join(ro, "rootfile"), "root's\n")
+	os.Chmod(filepath.Join(ro, "rootfile"), 0o600)
+	proj := mkdir(t, filepath.Join(w, "proj"))
+	shared := filepath.Join(w, "shared")
+	writeTestFile(t, shared, "shared\n")
+	if err := os.Link(shared, filepath.Join(proj, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	cache := mkdir(t, filepath.Join(w, "cache"))
+	writeTestFile(t, filepath.Join(cache, "x"), "x")
+	os.Symlink("/etc/passwd", filepath.Join(cache, "link-out"))
+	out, err := runSh(t, b, &Cmd{Dir: proj, Writable: []string{cache}, ReadOnly: []string{ro}},
+		`cat `+ro+`/rootfile 2>/dev/null && echo READ-ROOT; echo x >> linked 2>/dev/null && echo WROTE-LINK; echo y >> `+cache+`/x && echo cache-ok`)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(out, "READ-ROOT") || strings.Contains(out, "WROTE-LINK") || !strings.Contains(out, "cache-ok") {
+		t.Fatalf("output %q", out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat("/etc/passwd", &st); err != nil || st.Uid != 0 {
+		t.Fatalf("/etc/passwd owner changed through a symlink: %d", st.Uid)
+	}
+	if err := syscall.Stat(shared, &st); err != nil || st.Uid != 0 {
+		t.Fatalf("a hard-linked file was handed to the sandbox user: %d", st.Uid)
+	}
+	legacy := newTestBwrap(t, WithSandboxUser(0, 0))
+	dir := workDir(t)
+	if out, err := runSh(t, legacy, &Cmd{Dir: dir}, "touch f"); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if err := syscall.Stat(filepath.Join(dir, "f"), &st); err != nil || st.Uid != 0 {
+		t.Fatalf("WithSandboxUser(0, 0): file owned by %d, want root", st.Uid)
 	}
 }
 

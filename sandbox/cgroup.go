@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // cgroups places each command in its own control group, so memory and the
@@ -75,7 +77,9 @@ func detectCgroups(name string) (*cgroups, error) {
 				continue
 			}
 			p := filepath.Join(m.dir, self[strings.Join(m.controllers, ",")], name)
-			if err := os.MkdirAll(p, 0o755); err == nil {
+			// Writable by us, not merely present (an unprivileged server
+			// finds root's directory from an earlier run).
+			if err := os.MkdirAll(p, 0o755); err == nil && unix.Access(p, unix.W_OK|unix.X_OK) == nil {
 				*dst = p
 			}
 		}
@@ -97,7 +101,7 @@ func detectCgroups(name string) (*cgroups, error) {
 		if cg.pids == "" && have["pids"] {
 			enable = append(enable, "pids")
 		}
-		if err := os.MkdirAll(base, 0o755); err == nil {
+		if err := os.MkdirAll(base, 0o755); err == nil && unix.Access(base, unix.W_OK|unix.X_OK) == nil {
 			for _, ctl := range enable {
 				if writeFile(filepath.Join(v2mount, "cgroup.subtree_control"), "+"+ctl) != nil ||
 					writeFile(filepath.Join(base, "cgroup.subtree_control"), "+"+ctl) != nil {

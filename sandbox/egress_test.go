@@ -1,11 +1,16 @@
 package sandbox
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +63,7 @@ func hostListener(t *testing.T) (string, *int) {
 			mu.Lock()
 			n++
 			mu.Unlock()
+			http.ReadRequest(bufio.NewReader(c)) // unread data would reset the answer
 			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nKETTLE-HOST-SERVICE\n"))
 			c.Close()
 		}
@@ -186,5 +192,82 @@ func TestEgressPublicRegistry(t *testing.T) {
 	}
 	if c, ok := got.find("registry.npmjs.org:443"); !ok || c.Refused {
 		t.Errorf("registry.npmjs.org:443 reported as %+v, %v", c, ok)
+	}
+}
+
+// TestEgressGoModDownload: `go mod download` of a small module reaches
+// proxy.golang.org (and the checksum database) through the proxy.
+func TestEgressGoModDownload(t *testing.T) {
+	testenv.NeedTool(t, "bwrap")
+	goBin := testenv.NeedTool(t, "go")
+	if testing.Short() {
+		t.Skip("network")
+	}
+	b := newTestBwrap(t)
+	w := workDir(t)
+	cache := mkdir(t, filepath.Join(w, "modcache"))
+	env := []string{"PATH=" + filepath.Dir(goBin) + ":/usr/bin:/bin", "HOME=" + w, "GOMODCACHE=" + cache,
+		"GOPROXY=https://proxy.golang.org", "GOFLAGS=-modcacherw", "GOTOOLCHAIN=local", "GOCACHE=off", "GOENV=off"}
+	var got contacts
+	var out bytes.Buffer
+	err := b.Run(context.Background(), &Cmd{Args: []string{"go", "mod", "download", "-json", "github.com/google/go-cmp@v0.6.0"},
+		Dir: w, Env: env, Output: &out, Network: true, Writable: []string{cache}, Contacted: got.add,
+		Limits: Limits{Wall: 3 * time.Minute}})
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := got.find("proxy.golang.org:443"); !ok || c.Refused {
+		t.Errorf("proxy.golang.org:443 reported as %+v, %v (all: %+v)", c, ok, got.list)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "github.com", "google", "go-cmp@v0.6.0", "go.mod")); err != nil {
+		t.Errorf("module not in the cache: %v", err)
+	}
+}
+
+// TestEgressAbstractSocket: the host's abstract Unix sockets (per network
+// namespace) are out of reach of a Network command.
+func TestEgressAbstractSocket(t *testing.T) {
+	testenv.NeedTool(t, "bwrap")
+	testenv.NeedTool(t, "curl")
+	name := "kettle-test-abstract-" + strconv.Itoa(os.Getpid())
+	ln, err := net.Listen("unix", "@"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hits := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hits <- struct{}{}
+			// Read the request first: closing unread data resets the
+			// connection before curl sees the answer.
+			http.ReadRequest(bufio.NewReader(c))
+			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nABSTRACT\n"))
+			c.Close()
+		}
+	}()
+	// Control: the same curl outside the sandbox reaches it.
+	if out, err := exec.Command("curl", "-sS", "--max-time", "5", "--abstract-unix-socket", name, "http://x/").CombinedOutput(); !strings.Contains(string(out), "ABSTRACT") {
+		t.Fatalf("control: %v %s", err, out)
+	}
+	<-hits
+	b := newTestBwrap(t)
+	for _, network := range []bool{false, true} {
+		var out bytes.Buffer
+		_ = b.Run(context.Background(), &Cmd{Args: []string{"curl", "-sS", "--max-time", "5", "--abstract-unix-socket", name, "http://x/"},
+			Dir: t.TempDir(), Env: testEnv, Output: &out, Network: network})
+		if strings.Contains(out.String(), "ABSTRACT") {
+			t.Fatalf("network=%v: the host's abstract socket was reached", network)
+		}
+	}
+	select {
+	case <-hits:
+		t.Fatal("a connection arrived from the sandbox")
+	default:
 	}
 }

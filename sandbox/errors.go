@@ -48,22 +48,3 @@ func (e *LimitError) Unwrap() []error {
 	}
 	return errs
 }
-
-// bytesString renders a byte count for LimitError.Value.
-func bytesString(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	suffix := "KMGTP"[exp : exp+1]
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %siB", int64(v), suffix)
-	}
-	return fmt.Sprintf("%.1f %siB", v, suffix)
-}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kettle-build/kettle/internal/bytesize"
 	"golang.org/x/sys/unix"
 )
 
@@ -198,7 +199,7 @@ loop:
 				stopped = &LimitError{Limit: ErrProcessLimit, Value: fmt.Sprintf("%d processes", p.limits.Procs)}
 			}
 			if stopped == nil && p.limits.Memory > 0 && g.hasMemory() && g.oomKilled() {
-				stopped = &LimitError{Limit: ErrMemoryLimit, Value: bytesString(p.limits.Memory)}
+				stopped = &LimitError{Limit: ErrMemoryLimit, Value: bytesize.Format(p.limits.Memory)}
 			}
 			if stopped == nil && p.limits.Disk > 0 && !now.Before(nextWalk) {
 				used, took := diskUsage(p.watch)
@@ -206,7 +207,7 @@ loop:
 				// (1 s by default) and ≤ 2% of one core.
 				nextWalk = time.Now().Add(max(5*cfg.poll, 50*took))
 				if used-baseline > p.limits.Disk {
-					stopped = &LimitError{Limit: ErrDiskLimit, Value: bytesString(p.limits.Disk)}
+					stopped = &LimitError{Limit: ErrDiskLimit, Value: bytesize.Format(p.limits.Disk)}
 				}
 			}
 		}
@@ -234,7 +235,7 @@ loop:
 	}
 	if p.limits.Disk > 0 {
 		if used, _ := diskUsage(p.watch); used-baseline > p.limits.Disk {
-			return &LimitError{Limit: ErrDiskLimit, Value: bytesString(p.limits.Disk), Err: waitErr}
+			return &LimitError{Limit: ErrDiskLimit, Value: bytesize.Format(p.limits.Disk), Err: waitErr}
 		}
 	}
 	if waitErr == nil {
@@ -250,7 +251,7 @@ func (p *proc) classify(g *cgroup, waitErr error) error {
 		return &LimitError{Limit: sentinel, Value: value, Err: waitErr}
 	}
 	if l.Memory > 0 && g.hasMemory() && g.oomKilled() {
-		return limit(ErrMemoryLimit, bytesString(l.Memory))
+		return limit(ErrMemoryLimit, bytesize.Format(l.Memory))
 	}
 	if l.Procs > 0 && g.hasPids() && g.pidsExhausted() {
 		return limit(ErrProcessLimit, fmt.Sprintf("%d processes", l.Procs))
@@ -275,7 +276,7 @@ func (p *proc) classify(g *cgroup, waitErr error) error {
 	}
 	if l.FileSize > 0 {
 		if sig == syscall.SIGXFSZ || largestFile(p.watch) >= l.FileSize {
-			return limit(ErrFileSizeLimit, bytesString(l.FileSize))
+			return limit(ErrFileSizeLimit, bytesize.Format(l.FileSize))
 		}
 	}
 	return fmt.Errorf("%s: %w", p.name, waitErr)

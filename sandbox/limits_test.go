@@ -56,6 +56,9 @@ func TestLimits(t *testing.T) {
 			Limits{Disk: 16 << 20, FileSize: 1 << 30}, ErrDiskLimit, ""},
 		{"disk sparse at once", "truncate -s 1G s0 && truncate -s 1G s1 && truncate -s 1G s2",
 			Limits{Disk: 16 << 20, FileSize: 2 << 30}, ErrDiskLimit, ""},
+		// Preallocated blocks beyond the apparent size count too.
+		{"disk preallocated", "i=0; while :; do : > p$i && fallocate -n -l 8M p$i || exit 1; i=$((i+1)); sleep 0.05; done",
+			Limits{Disk: 16 << 20}, ErrDiskLimit, ""},
 		{"memory", "head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null", Limits{Memory: 64 << 20}, ErrMemoryLimit, "memory"},
 		{"processes", "for i in $(seq 100); do sleep 100 & done; wait", Limits{Procs: 16}, ErrProcessLimit, "pids"},
 	}

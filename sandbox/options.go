@@ -31,6 +31,8 @@ type config struct {
 	defaultsSet bool
 	egress      *egress.Proxy // nil: a public-only proxy made on first use
 	workers     int           // builds at once, for DefaultLimitsFor
+	uid, gid    int           // WithSandboxUser
+	uidSet      bool
 }
 
 func newConfig(opts []Option) *config {
@@ -255,6 +257,9 @@ func ParseSize(v string) (int64, error) {
 // where their Cmd.Limits leave a field zero.
 func New(mode string, opts ...Option) (Runner, error) {
 	cfg := newConfig(opts)
+	if cfg.uidSet && (cfg.uid < 0 || cfg.gid < 0 || cfg.uid >= 1<<32-1 || cfg.gid >= 1<<32-1) {
+		return nil, fmt.Errorf("sandbox: invalid sandbox uid/gid %d/%d", cfg.uid, cfg.gid)
+	}
 	if !cfg.defaultsSet {
 		l, err := LimitsFromEnv(DefaultLimitsFor(cfg.workers), os.Getenv)
 		if err != nil {

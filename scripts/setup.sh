@@ -2,7 +2,7 @@
 # Installs what kettle and its whole test suite need on a fresh machine of
 # this kind (Debian, root), from Debian's packages and the npm registry:
 # Nix, bubblewrap, git (with git-http-backend and git daemon), zip, unzip,
-# curl, Node.js/npm, pnpm, and Debian's cargo where rustup's is absent.
+# curl, veritysetup and sgdisk, Node.js/npm, pnpm, and Debian's cargo where rustup's is absent.
 # Idempotent, and silent when everything is already there. docs/testing.md
 # lists which tests need which tool.
 set -euo pipefail
@@ -22,9 +22,14 @@ has zip || need+=(zip)
 has unzip || need+=(unzip)
 has curl || need+=(curl)
 has xz || need+=(xz-utils)
+# dm-verity disk images for the image-policy tests (verity/, kettle verify --image).
+has veritysetup || need+=(cryptsetup-bin)
+has sgdisk || need+=(gdisk)
 [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 has node || need+=(nodejs)
 has npm || need+=(npm)
+# The web page's browser test (test/e2e/web_test.go).
+has chromium || need+=(chromium)
 # rustup's cargo (~/.cargo/bin, on PATH through env.sh) wins; Debian's is the
 # fallback on a machine without it.
 has cargo || need+=(cargo)

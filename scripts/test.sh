@@ -14,6 +14,9 @@ if [ -n "$unformatted" ]; then
   echo "$unformatted" >&2
   exit 1
 fi
+# The web page's WebAssembly verifier, which the kettle binary embeds
+# (docs/web.md): generated, not committed.
+go generate ./web
 go vet ./...
 
 pkgs=() flags=()

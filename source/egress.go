@@ -1,7 +1,6 @@
 package source
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kettle-build/kettle/internal/tunnel"
 )
 
 // egress is the HTTP(S) proxy every git connection of a clone goes
@@ -32,8 +33,7 @@ type egress struct {
 
 	mu      sync.Mutex
 	refusal error
-	conns   map[net.Conn]bool
-	closed  bool
+	conns   tunnel.Conns
 }
 
 func startEgress(p Policy, max int64) (*egress, error) {
@@ -41,7 +41,7 @@ func startEgress(p Policy, max int64) (*egress, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &egress{p: p, ln: ln, max: max, conns: map[net.Conn]bool{}}
+	e := &egress{p: p, ln: ln, max: max}
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           e.dial,
@@ -79,12 +79,7 @@ func (e *egress) url() string { return "http://" + e.ln.Addr().String() }
 // Close stops the proxy and every tunnel.
 func (e *egress) Close() {
 	e.srv.Close()
-	e.mu.Lock()
-	e.closed = true
-	for c := range e.conns {
-		c.Close()
-	}
-	e.mu.Unlock()
+	e.conns.CloseAll()
 }
 
 // err is the first refusal or limit hit, if any.
@@ -106,24 +101,6 @@ func (e *egress) refuse(err error) {
 		e.refusal = err
 	}
 	e.mu.Unlock()
-}
-
-func (e *egress) track(c net.Conn) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		c.Close()
-		return false
-	}
-	e.conns[c] = true
-	return true
-}
-
-func (e *egress) untrack(c net.Conn) {
-	e.mu.Lock()
-	delete(e.conns, c)
-	e.mu.Unlock()
-	c.Close()
 }
 
 // dial connects to hostport after checking the host's addresses.
@@ -194,48 +171,5 @@ func (e *egress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "refused", http.StatusForbidden)
 		return
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		upstream.Close()
-		http.Error(w, "no hijack", http.StatusInternalServerError)
-		return
-	}
-	client, brw, err := hj.Hijack()
-	if err != nil {
-		upstream.Close()
-		return
-	}
-	if !e.track(client) || !e.track(upstream) {
-		client.Close()
-		upstream.Close()
-		return
-	}
-	defer e.untrack(client)
-	defer e.untrack(upstream)
-	if _, err := client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n")); err != nil {
-		return
-	}
-	go func() {
-		// Client → server: anything already buffered first.
-		io.Copy(upstream, io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), client))
-		if tc, ok := upstream.(interface{ CloseWrite() error }); ok {
-			tc.CloseWrite()
-		}
-	}()
-	buf := make([]byte, 32<<10)
-	r2 := bufio.NewReaderSize(upstream, 32<<10)
-	for {
-		n, err := r2.Read(buf)
-		if n > 0 {
-			if !e.count(n) {
-				return
-			}
-			if _, werr := client.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
+	tunnel.Splice(w, upstream, &e.conns, e.count)
 }

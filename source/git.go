@@ -31,7 +31,7 @@ import (
 // redirects included). A checkout whose symlinks leave the tree is refused.
 // Tree.Dir is <workDir>/<new dir>/<repository name>.
 func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, error) {
-	commit, err := parseRef(ref)
+	gr, err := parseRef(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +57,7 @@ func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, e
 	if err != nil {
 		return nil, fmt.Errorf("create clone directory: %w", err)
 	}
-	t, err := clone(ctx, r, fetchURL, ref, commit, root, p)
+	t, err := clone(ctx, r, fetchURL, gr, root, p)
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, err
@@ -65,7 +65,7 @@ func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, e
 	return t, nil
 }
 
-func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool, root string, p Policy) (*Tree, error) {
+func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root string, p Policy) (*Tree, error) {
 	ctx, cancel := context.WithTimeout(parent, p.cloneTimeout())
 	defer cancel()
 	name := repoName(r.path)
@@ -109,7 +109,7 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 			}
 		}
 	}()
-	err := g.fetch(ctx, fetchURL, ref, commit, dir)
+	want, err := g.fetch(ctx, fetchURL, ref, dir)
 	var head, tree string
 	if err == nil {
 		// kettle's own clone, before anything else touched it: the commit
@@ -121,6 +121,15 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 		if err == nil {
 			out, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{tree}")
 			tree = strings.TrimSpace(out)
+		}
+	}
+	var tag string
+	if err == nil && hasConfig(dir) {
+		// kettle.toml may stamp {version}: the clone has no tags, so ask
+		// the remote which tag names the commit. Best effort: without an
+		// answer the version is the commit.
+		if out, lerr := g.run(ctx, dir, "ls-remote", "--tags", "--", "origin"); lerr == nil {
+			tag = gitid.RemoteTag(out, head)
 		}
 	}
 	if err == nil && dirSize(root) > p.maxRepoBytes() {
@@ -141,8 +150,8 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 	case err != nil:
 		return nil, err
 	}
-	if commit && !strings.EqualFold(head, ref) {
-		return nil, refuse(ErrClone, nil, "the fetched commit %s is not %s", head, ref)
+	if want != "" && !strings.EqualFold(head, want) {
+		return nil, refuse(ErrClone, nil, "the fetched commit %s is not %s", head, want)
 	}
 	if fetchURL != r.url {
 		// Record the URL the client gave, not the pinned address.
@@ -154,7 +163,14 @@ func clone(parent context.Context, r *remote, fetchURL, ref string, commit bool,
 	if err != nil {
 		return nil, err
 	}
-	return &Tree{Dir: dir, Top: name, Commit: head, Files: files, Identity: &gitid.Identity{Commit: head, Tree: tree, HeadCommit: head}}, nil
+	return &Tree{Dir: dir, Top: name, Commit: head, Files: files, Identity: &gitid.Identity{Commit: head, Tree: tree, HeadCommit: head, Tag: tag}}, nil
+}
+
+// hasConfig reports a kettle.toml at the checkout's root (Lstat: whatever
+// it is, buildcfg.Load judges it later).
+func hasConfig(dir string) bool {
+	_, err := os.Lstat(filepath.Join(dir, "kettle.toml"))
+	return err == nil
 }
 
 // repoName is the checkout's directory name: the URL's last path element
@@ -299,31 +315,107 @@ func (g *gitCmd) summarise(s string) string {
 	return out
 }
 
-func (g *gitCmd) fetch(ctx context.Context, fetchURL, ref string, commit bool, dir string) error {
-	if !commit {
+// fetch checks ref out into dir and returns the commit that must be
+// checked out ("" when ref names a branch, tag or the remote HEAD).
+func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir string) (string, error) {
+	if ref.kind == refAbbrev {
+		resolved, err := g.resolveAbbrev(ctx, fetchURL, ref.name)
+		if err != nil {
+			return "", err
+		}
+		ref = resolved
+	}
+	switch ref.kind {
+	case refDefault, refName:
 		args := []string{"clone", "--depth=1", "--no-tags", "--single-branch", "--no-local", "--template=", "--quiet"}
-		if ref != "" {
-			args = append(args, "--branch", ref)
+		if ref.kind == refName {
+			args = append(args, "--branch", ref.name)
 		}
 		_, err := g.run(ctx, g.root, append(args, "--", fetchURL, dir)...)
-		return err
+		return "", err
+	case refFull:
+		// clone --branch takes names only; a full ref is fetched as a
+		// refspec (refs/heads/… or refs/tags/…: parseRef checked it).
+		if err := g.initRemote(ctx, fetchURL, "sha1", dir); err != nil {
+			return "", err
+		}
+		if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", ref.name); err != nil {
+			return "", err
+		}
+		_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", "FETCH_HEAD", "--")
+		return "", err
 	}
 	format := "sha1"
-	if len(ref) == 64 {
+	if len(ref.name) == 64 {
 		format = "sha256"
 	}
-	sha := strings.ToLower(ref)
+	if err := g.initRemote(ctx, fetchURL, format, dir); err != nil {
+		return "", err
+	}
+	if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", ref.name); err != nil {
+		return "", err
+	}
+	_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", ref.name, "--")
+	return ref.name, err
+}
+
+// initRemote makes dir an empty repository whose origin is fetchURL.
+func (g *gitCmd) initRemote(ctx context.Context, fetchURL, format, dir string) error {
 	if _, err := g.run(ctx, g.root, "init", "--quiet", "--template=", "--object-format="+format, "--", dir); err != nil {
 		return err
 	}
-	if _, err := g.run(ctx, dir, "config", "remote.origin.url", fetchURL); err != nil {
-		return err
-	}
-	if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", sha); err != nil {
-		return err
-	}
-	_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", sha, "--")
+	_, err := g.run(ctx, dir, "config", "remote.origin.url", fetchURL)
 	return err
+}
+
+// resolveAbbrev turns 7 to 39 hex digits into what they name on the
+// remote: a branch or tag of that name, or the one commit they abbreviate.
+// The remote's ref tips are asked first (ls-remote); failing those, its
+// commit history (commits only, no trees or files: --filter=tree:0, inside
+// the clone's size and time limits). Two candidates are refused as
+// ambiguous, never guessed between.
+func (g *gitCmd) resolveAbbrev(ctx context.Context, fetchURL, prefix string) (gitRef, error) {
+	out, err := g.run(ctx, g.root, "ls-remote", "--", fetchURL)
+	if err != nil {
+		return gitRef{}, err
+	}
+	adv := gitid.ParseAdvertisement(out)
+	named := adv.Named(prefix)
+	commits := adv.CommitsWithPrefix(prefix)
+	switch {
+	case named != "" && (len(commits) > 1 || len(commits) == 1 && commits[0] != named):
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref %s is ambiguous: a branch or tag has that name and it also abbreviates another commit; give refs/heads/%s, refs/tags/%s or the full commit", quote(prefix), prefix, prefix)
+	case named != "":
+		return gitRef{kind: refName, name: prefix}, nil
+	case len(commits) == 1:
+		return gitRef{kind: refCommit, name: commits[0]}, nil
+	case len(commits) > 1:
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref %s is ambiguous: it abbreviates %d commits of the remote; give more digits", quote(prefix), len(commits))
+	}
+	// Not a tip: look through the history, commits only.
+	hist := filepath.Join(g.root, ".resolve")
+	defer os.RemoveAll(hist)
+	if err := g.initRemote(ctx, fetchURL, "sha1", hist); err != nil {
+		return gitRef{}, err
+	}
+	if _, err := g.run(ctx, hist, "fetch", "--filter=tree:0", "--no-tags", "--no-recurse-submodules", "--quiet", "--",
+		"origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"); err != nil {
+		return gitRef{}, err
+	}
+	out, _ = g.run(ctx, hist, "rev-parse", "--disambiguate="+prefix)
+	var found []string
+	for _, sha := range strings.Fields(out) {
+		if typ, err := g.run(ctx, hist, "cat-file", "-t", "--", sha); err == nil && strings.TrimSpace(typ) == "commit" {
+			found = append(found, strings.ToLower(sha))
+		}
+	}
+	switch len(found) {
+	case 0:
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref %s names no branch, tag or commit of the remote", quote(prefix))
+	case 1:
+		return gitRef{kind: refCommit, name: found[0]}, nil
+	}
+	return gitRef{}, refuse(ErrRef, nil, "repo_ref %s is ambiguous: it abbreviates %d commits of the remote; give more digits", quote(prefix), len(found))
 }
 
 // capped is a bytes.Buffer that keeps at most max bytes.

@@ -209,10 +209,14 @@ func TestCloneRefs(t *testing.T) {
 	}
 	for kind, url := range servers {
 		refs := []struct{ ref, want string }{
-			{"", r.head}, {"main", r.head}, {"feature", r.c2}, {"v1", r.c1}, {r.c1, r.c1}, {strings.ToUpper(r.c2), r.c2},
+			{"v1", r.c1}, {r.c1, r.c1}, // first: all the local transports run
+			{"", r.head}, {"main", r.head}, {"feature", r.c2}, {strings.ToUpper(r.c2), r.c2},
+			// refs people type (issue 18)
+			{"HEAD", r.head}, {"refs/heads/feature", r.c2}, {"refs/tags/v1", r.c1},
+			{r.c2[:7], r.c2}, {strings.ToUpper(r.head[:12]), r.head},
 		}
 		if kind == "file" || kind == "path" {
-			refs = refs[3:5] // the local transports: a tag and an exact commit
+			refs = refs[:2] // the local transports: a tag and an exact commit
 		}
 		for _, c := range refs {
 			t.Run(kind+"/"+c.ref, func(t *testing.T) {
@@ -534,4 +538,56 @@ func TestCloneNoCredentialPrompt(t *testing.T) {
 		t.Errorf("took %v, %d requests", time.Since(start), hits)
 	}
 	t.Logf("refusal: %v", err)
+}
+
+// TestCloneAbbreviated (issue 18): an abbreviated commit that is no ref's
+// tip is found in the remote's history; one that abbreviates nothing, or a
+// name that is also another commit's abbreviation, is refused, never
+// guessed.
+func TestCloneAbbreviated(t *testing.T) {
+	r := makeRepo(t, "proj", nil)
+	bare := filepath.Join(r.base, "proj.git")
+	two := git(t, bare, "rev-parse", r.head+"^") // on main, not a tip
+	srv := httptest.NewServer(httpBackend(r.base))
+	defer srv.Close()
+	url := srv.URL + "/proj.git"
+	tree, err := Clone(context.Background(), url, two[:8], jobDirs(t), localPolicy)
+	if err != nil {
+		t.Fatalf("abbreviated non-tip commit: %v", err)
+	}
+	if tree.Commit != two {
+		t.Fatalf("checked out %s, want %s", tree.Commit, two)
+	}
+	missing := "0000000"
+	for strings.HasPrefix(r.head, missing) || strings.HasPrefix(two, missing) || strings.HasPrefix(r.c1, missing) || strings.HasPrefix(r.c2, missing) {
+		missing = "1" + missing[1:]
+	}
+	if _, err := Clone(context.Background(), url, missing, jobDirs(t), localPolicy); !errors.Is(err, ErrRef) ||
+		!strings.Contains(failure.Message(err), "names no branch, tag or commit") {
+		t.Fatalf("abbreviation of nothing = %v", err)
+	}
+	// A branch named like another commit's abbreviation.
+	git(t, bare, "branch", r.c2[:7], r.head)
+	if _, err := Clone(context.Background(), url, r.c2[:7], jobDirs(t), localPolicy); !errors.Is(err, ErrRef) ||
+		!strings.Contains(failure.Message(err), "ambiguous") {
+		t.Fatalf("ambiguous name/abbreviation = %v", err)
+	}
+}
+
+func TestParseRefKinds(t *testing.T) {
+	for ref, want := range map[string]refKind{
+		"": refDefault, "HEAD": refDefault, "main": refName, "v1.2": refName, "refs/heads/main": refFull,
+		"refs/tags/v1": refFull, strings.Repeat("a", 40): refCommit, strings.Repeat("B", 64): refCommit,
+		"abcdef1": refAbbrev, "abcdef": refName, strings.Repeat("a", 39): refAbbrev,
+	} {
+		got, err := parseRef(ref)
+		if err != nil || got.kind != want {
+			t.Errorf("parseRef(%q) = %v, %v; want kind %v", ref, got, err, want)
+		}
+	}
+	for _, ref := range []string{"refs/pull/1/head", "refs/heads/", "refs/remotes/origin/main", "-x", "a..b"} {
+		if _, err := parseRef(ref); !errors.Is(err, ErrRef) {
+			t.Errorf("parseRef(%q) = %v, want ErrRef", ref, err)
+		}
+	}
 }

@@ -133,7 +133,7 @@ func parseRemote(raw string, p Policy) (*remote, error) {
 	if !hasScheme {
 		if strings.HasPrefix(raw, "/") {
 			if !p.AllowLocal {
-				return nil, refuse(ErrTransport, nil, "local repository paths are not allowed (use https://)")
+				return nil, refuse(ErrTransport, nil, "local repository paths are not allowed (use an https:// URL, or start the server with --allow-local-repos)")
 			}
 			return &remote{url: raw, trans: transFile, path: raw}, nil
 		}
@@ -158,7 +158,7 @@ func parseRemote(raw string, p Policy) (*remote, error) {
 		return nil, refuse(ErrTransport, nil, "repo_url scheme %s is not allowed (use https://)", quote(scheme))
 	}
 	if tr != transHTTPS && !p.AllowLocal {
-		return nil, refuse(ErrTransport, nil, "repo_url scheme %s is not allowed (use https://)", quote(scheme))
+		return nil, refuse(ErrTransport, nil, "repo_url scheme %s is not allowed (use an https:// URL, or start the server with --allow-local-repos)", quote(scheme))
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -283,7 +283,7 @@ func checkHost(ctx context.Context, host string, p Policy) ([]netip.Addr, error)
 				// The address itself is not echoed: it would let a client map
 				// internal DNS names.
 				return nil, refuse(ErrPrivateAddress, nil,
-					"repository host %s resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed", quote(host))
+					"repository host %s resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed unless the server runs with --allow-private-networks", quote(host))
 			}
 		}
 	}
@@ -344,38 +344,71 @@ func IsPublic(a netip.Addr) bool {
 	return true
 }
 
-// parseRef validates repo_ref: "" (the remote HEAD), a full 40- or 64-hex
-// commit, or a branch or tag name in [A-Za-z0-9._/-]. It reports whether ref
-// is a commit hash.
-func parseRef(ref string) (commit bool, err error) {
-	if ref == "" {
-		return false, nil
+// refKind is what a repo_ref names.
+type refKind int
+
+const (
+	refDefault refKind = iota // the remote's HEAD ("" or "HEAD")
+	refName                   // a branch or tag by name
+	refFull                   // refs/heads/<name> or refs/tags/<name>
+	refCommit                 // a full 40- or 64-hex commit
+	refAbbrev                 // 7 to 39 hex digits: an abbreviated commit, or a name that looks like one
+)
+
+// gitRef is a validated repo_ref.
+type gitRef struct {
+	kind refKind
+	name string // the ref as given; a commit in lower case
+}
+
+// parseRef validates repo_ref: "" or HEAD (the remote HEAD), a full 40- or
+// 64-hex commit, an abbreviated commit of at least 7 hex digits (resolved
+// on the remote), refs/heads/<name> or refs/tags/<name>, or a branch or tag
+// name of safe characters that git cannot read as an option.
+func parseRef(ref string) (gitRef, error) {
+	if ref == "" || ref == "HEAD" {
+		return gitRef{kind: refDefault}, nil
 	}
 	if len(ref) > 255 {
-		return false, refuse(ErrRef, nil, "repo_ref is longer than 255 bytes")
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref is longer than 255 bytes")
 	}
-	if (len(ref) == 40 || len(ref) == 64) && isHex(ref) {
-		return true, nil
+	if isHex(ref) {
+		switch {
+		case len(ref) == 40 || len(ref) == 64:
+			return gitRef{kind: refCommit, name: strings.ToLower(ref)}, nil
+		case len(ref) >= 7 && len(ref) < 40:
+			return gitRef{kind: refAbbrev, name: strings.ToLower(ref)}, nil
+		}
 	}
 	for i := 0; i < len(ref); i++ {
 		c := ref[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '/' || c == '-') {
-			return false, refuse(ErrRef, nil, "repo_ref %s contains a character outside [A-Za-z0-9._/-]", quote(ref))
+			return gitRef{}, refuse(ErrRef, nil, "repo_ref %s contains a character outside [A-Za-z0-9._/-]", quote(ref))
 		}
 	}
 	switch {
 	case ref[0] == '-':
-		return false, refuse(ErrRef, nil, "repo_ref must not start with '-'")
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref must not start with '-'")
 	case strings.Contains(ref, ".."):
-		return false, refuse(ErrRef, nil, "repo_ref must not contain '..'")
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref must not contain '..'")
 	case ref[0] == '/' || strings.HasSuffix(ref, "/") || strings.Contains(ref, "//"):
-		return false, refuse(ErrRef, nil, "repo_ref %s is not a valid branch or tag name", quote(ref))
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref %s is not a valid branch or tag name", quote(ref))
 	case strings.HasSuffix(ref, ".") || strings.HasSuffix(ref, ".lock") || strings.Contains(ref, "/."):
-		return false, refuse(ErrRef, nil, "repo_ref %s is not a valid branch or tag name", quote(ref))
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref %s is not a valid branch or tag name", quote(ref))
 	case ref[0] == '.':
-		return false, refuse(ErrRef, nil, "repo_ref %s is not a valid branch or tag name", quote(ref))
+		return gitRef{}, refuse(ErrRef, nil, "repo_ref %s is not a valid branch or tag name", quote(ref))
 	}
-	return false, nil
+	if strings.HasPrefix(ref, "refs/") {
+		rest, ok := strings.CutPrefix(ref, "refs/heads/")
+		if !ok {
+			rest, ok = strings.CutPrefix(ref, "refs/tags/")
+		}
+		if !ok || rest == "" {
+			return gitRef{}, refuse(ErrRef, nil, "repo_ref %s: only refs/heads/<branch> and refs/tags/<tag> are supported", quote(ref))
+		}
+		return gitRef{kind: refFull, name: ref}, nil
+	}
+	return gitRef{kind: refName, name: ref}, nil
 }
 
 func isHex(s string) bool {

@@ -212,3 +212,20 @@ func FuzzCheckRepo(f *testing.F) {
 		}
 	})
 }
+
+// TestRefusalsSayWhatToDo: a refusal an operator can lift names the flag
+// that lifts it (issue 18).
+func TestRefusalsSayWhatToDo(t *testing.T) {
+	strict := Policy{Resolver: testResolver}
+	for _, c := range []struct{ url, want string }{
+		{"http://github.com/a/b", "--allow-local-repos"},
+		{"file:///srv/repo", "--allow-local-repos"},
+		{"/srv/repo", "--allow-local-repos"},
+		{"https://10.1.2.3/a", "--allow-private-networks"},
+	} {
+		err := CheckRepo(context.Background(), c.url, "", strict)
+		if err == nil || !strings.Contains(failure.Message(err), c.want) {
+			t.Errorf("CheckRepo(%q) = %v, want a message naming %s", c.url, err, c.want)
+		}
+	}
+}

@@ -242,16 +242,28 @@ func SHA256File(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// MaxProjectFile bounds a project file the trusted process reads whole
+// (a lockfile, a manifest).
+const MaxProjectFile = 64 << 20
+
 // ReadProjectFile reads a file of the project by its relative name, refusing
 // any path (or symlink) that leaves the project: a hostile checkout must not
-// make kettle read and publish a server file as its lockfile.
+// make kettle read and publish a server file as its lockfile. It never
+// blocks on a FIFO and reads at most MaxProjectFile bytes.
 func ReadProjectFile(dir, name string) ([]byte, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	f, err := root.Open(name)
+	return ReadFile(root, name, MaxProjectFile)
+}
+
+// ReadFile reads the regular file rel inside root (symlinks that stay
+// inside are followed, as the toolchain in the sandbox follows them), at
+// most max bytes; anything else, or a larger file, is an error.
+func ReadFile(root *os.Root, rel string, max int64) ([]byte, error) {
+	f, err := OpenRegular(root, rel)
 	if err != nil {
 		return nil, err
 	}
@@ -261,9 +273,16 @@ func ReadProjectFile(dir, name string) ([]byte, error) {
 		return nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", name)
+		return nil, fmt.Errorf("%s: not a regular file", rel)
 	}
-	return io.ReadAll(f)
+	if fi.Size() > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", rel, max)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", rel, max)
+	}
+	return b, err
 }
 
 // ProjectFileExists reports whether name is a regular file inside dir
@@ -348,9 +367,18 @@ const MaxLineBytes = 16 << 10
 type LineWriter struct {
 	mu     sync.Mutex
 	log    func(string)
+	piece  func(string, bool) // NewPieceWriter: cont marks a line's later pieces
+	cont   bool               // the next emit continues a split line
 	buf    []byte
 	sawCR  bool
 	closed bool
+}
+
+// NewPieceWriter is NewLineWriter for a consumer that must tell the pieces
+// of a line longer than MaxLineBytes apart from lines: piece is called with
+// cont=true for every piece after a line's first.
+func NewPieceWriter(piece func(s string, cont bool)) *LineWriter {
+	return &LineWriter{log: func(string) {}, piece: piece}
 }
 
 // NewLineWriter returns a LineWriter calling log per line; log may be nil.
@@ -378,14 +406,14 @@ func (l *LineWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			l.buf = append(l.buf, p...)
 			for len(l.buf) >= MaxLineBytes {
-				l.emit(l.buf[:MaxLineBytes])
+				l.emitPiece(l.buf[:MaxLineBytes])
 				l.buf = append(l.buf[:0], l.buf[MaxLineBytes:]...)
 			}
 			break
 		}
 		l.buf = append(l.buf, p[:i]...)
 		for len(l.buf) > MaxLineBytes {
-			l.emit(l.buf[:MaxLineBytes])
+			l.emitPiece(l.buf[:MaxLineBytes])
 			l.buf = append(l.buf[:0], l.buf[MaxLineBytes:]...)
 		}
 		l.emit(l.buf)
@@ -396,8 +424,22 @@ func (l *LineWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// emit ends a line with b.
 func (l *LineWriter) emit(b []byte) {
-	l.log(strings.ToValidUTF8(string(b), "\uFFFD"))
+	l.emitPiece(b)
+	l.cont = false
+}
+
+// emitPiece passes on b, a line or a piece of one. (A rune cut at a piece
+// boundary becomes U+FFFD.)
+func (l *LineWriter) emitPiece(b []byte) {
+	s := strings.ToValidUTF8(string(b), "\uFFFD")
+	if l.piece != nil {
+		l.piece(s, l.cont)
+	} else {
+		l.log(s)
+	}
+	l.cont = true
 }
 
 // Flush emits a pending partial line.
@@ -415,6 +457,9 @@ func (l *LineWriter) Flush() {
 // command, the proxy's destinations reported to w.Contacted.
 func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
 	lw := NewLineWriter(w.Log)
+	if w.LogPiece != nil {
+		lw = NewPieceWriter(w.LogPiece)
+	}
 	c.Output = lw
 	if c.Dir == "" {
 		c.Dir = w.Dir

@@ -152,3 +152,30 @@ func TestHashToolCache(t *testing.T) {
 		t.Fatalf("stale cache: %+v %v", b, err)
 	}
 }
+
+// TestPieceWriterCont: a line longer than MaxLineBytes comes out in pieces,
+// every piece after the first marked as a continuation; ordinary lines not.
+func TestPieceWriterCont(t *testing.T) {
+	type piece struct {
+		n    int
+		cont bool
+	}
+	var got []piece
+	w := NewPieceWriter(func(s string, cont bool) { got = append(got, piece{len(s), cont}) })
+	w.Write([]byte("short\n"))
+	long := strings.Repeat("x", 2*MaxLineBytes+5)
+	w.Write([]byte(long[:100]))
+	w.Write([]byte(long[100:] + "\nnext\n"))
+	w.Flush()
+	want := []piece{{5, false}, {MaxLineBytes, false}, {MaxLineBytes, true}, {5, true}, {4, false}}
+	if len(got) != len(want) || func() bool {
+		for i := range got {
+			if got[i] != want[i] {
+				return true
+			}
+		}
+		return false
+	}() {
+		t.Fatalf("pieces %+v, want %+v", got, want)
+	}
+}

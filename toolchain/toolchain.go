@@ -7,6 +7,7 @@ package toolchain
 import (
 	"context"
 
+	"github.com/kettle-build/kettle/buildcfg"
 	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
@@ -20,6 +21,9 @@ type Workspace struct {
 	Limits   sandbox.Limits // limits for the build phase
 	// Log receives each output line of the toolchain, in order.
 	Log func(line string)
+	// LogPiece, when set, receives the output instead of Log, with lines
+	// longer than MaxLineBytes as pieces marked cont after the first.
+	LogPiece func(piece string, cont bool)
 	// Env is the base environment (PATH, HOME, LANG…) for commands; drivers
 	// add their own variables (CARGO_HOME, GOFLAGS…).
 	Env []string
@@ -81,4 +85,12 @@ type OptionalLockfile interface {
 func LockfileOptional(d Driver) bool {
 	o, ok := d.(OptionalLockfile)
 	return ok && o.LockfileOptional()
+}
+
+// Configurable is implemented by drivers that take a build configuration
+// (kettle.toml, package buildcfg). The pipeline calls Configure once,
+// before Inputs, when the project has one; BuildCommand reflects it after.
+// stamp is the source's version and commit for Go's -X flags.
+type Configurable interface {
+	Configure(c *buildcfg.Config, stamp buildcfg.Stamp) error
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -33,8 +34,8 @@ const (
 // maxProvenance bounds provenance.json (a huge dependency list is a few MB).
 const maxProvenance = 64 << 20
 
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+func readLimited(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	f, err := fsys.Open(name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
 	}
@@ -44,7 +45,7 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnreadable, path, limit)
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnreadable, name, limit)
 	}
 	return b, nil
 }
@@ -52,8 +53,8 @@ func readLimited(path string, limit int64) ([]byte, error) {
 // lockfileCheck compares the lockfile kept in build-config/ (when the
 // directory is there, as in kettle's result tarballs) with the provenance's
 // lockfileHash.
-func lockfileCheck(ctx context.Context, dir string, stmt *provenance.Statement) (Check, bool) {
-	ents, err := os.ReadDir(filepath.Join(dir, BuildConfigDir))
+func lockfileCheck(ctx context.Context, fsys fs.FS, stmt *provenance.Statement) (Check, bool) {
+	ents, err := fs.ReadDir(fsys, BuildConfigDir)
 	if err != nil || stmt == nil {
 		return Check{}, false
 	}
@@ -69,7 +70,7 @@ func lockfileCheck(ctx context.Context, dir string, stmt *provenance.Statement) 
 		c.Detail = fmt.Sprintf("build-config/ holds %d files, want exactly the lockfile", len(files))
 		return c, true
 	}
-	got, err := HashFile(ctx, filepath.Join(dir, BuildConfigDir, files[0]))
+	got, err := hashFS(ctx, fsys, path.Join(BuildConfigDir, files[0]))
 	switch {
 	case err != nil:
 		c.Detail = err.Error()
@@ -91,6 +92,9 @@ type Check struct {
 	// "attested" checksum and nonce are unsigned bytes anyone can write.
 	Warning bool `json:"warning,omitempty"`
 	Skipped bool `json:"skipped,omitempty"` // not evaluated because a prerequisite failed
+	// Show prints Detail in the table even when the check passed (the
+	// computed digests of --igvm/--image are worth seeing).
+	Show bool `json:"-"`
 }
 
 // Report is the outcome of Bundle. The header fields come from the
@@ -183,11 +187,39 @@ func Bundle(ctx context.Context, dir string, opts ...BundleOption) (*Report, err
 			dir = filepath.Join(dir, "kettle-build")
 		}
 	}
-	provRaw, err := readLimited(filepath.Join(dir, ProvenanceFile), maxProvenance)
+	return bundle(ctx, os.DirFS(dir), dir, o)
+}
+
+// BundleFS is Bundle on a result directory held in fsys (its root, or its
+// kettle-build/), for callers without a file system: the WebAssembly build
+// verifies a tarball read into memory (see BundleTarball). name is the
+// Report's Dir. Symbolic links are followed only as far as fsys follows
+// them; an artifact that fs.Lstat reports as a link fails its check.
+func BundleFS(ctx context.Context, fsys fs.FS, name string, opts ...BundleOption) (*Report, error) {
+	o, err := collectBundle(opts)
 	if err != nil {
 		return nil, err
 	}
-	evRaw, err := readLimited(filepath.Join(dir, EvidenceFile), maxEnvelope)
+	if _, err := fs.Stat(fsys, ProvenanceFile); errors.Is(err, fs.ErrNotExist) {
+		if _, err := fs.Stat(fsys, path.Join("kettle-build", ProvenanceFile)); err == nil {
+			if fsys, err = fs.Sub(fsys, "kettle-build"); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrUnreadable, err)
+			}
+		}
+	}
+	return bundle(ctx, fsys, name, o)
+}
+
+func bundle(ctx context.Context, fsys fs.FS, dir string, o *options) (*Report, error) {
+	if err := o.image.load(); err != nil {
+		return nil, err
+	}
+	defer o.image.close()
+	provRaw, err := readLimited(fsys, ProvenanceFile, maxProvenance)
+	if err != nil {
+		return nil, err
+	}
+	evRaw, err := readLimited(fsys, EvidenceFile, maxEnvelope)
 	if err != nil {
 		return nil, err
 	}
@@ -196,11 +228,11 @@ func Bundle(ctx context.Context, dir string, opts ...BundleOption) (*Report, err
 		return r, err
 	}
 	if !o.skipArtifacts {
-		if err := checkArtifacts(ctx, r, dir, stmt); err != nil {
+		if err := checkArtifacts(ctx, r, fsys, stmt); err != nil {
 			return r, err
 		}
 	}
-	if c, ok := lockfileCheck(ctx, dir, stmt); ok {
+	if c, ok := lockfileCheck(ctx, fsys, stmt); ok {
 		r.add(c)
 	}
 	if o.hasNonce {
@@ -208,12 +240,15 @@ func Bundle(ctx context.Context, dir string, opts ...BundleOption) (*Report, err
 	}
 	if r.Claims != nil && r.evidenceOK {
 		r.Checks = append(r.Checks, evidencePolicy(r.Claims, o.policy)...)
-		r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
+		if o.image.igvmPath == "" {
+			r.Warnings = append(r.Warnings, imageWarnings(r.Claims.Platform, o.policy)...)
+		}
 	} else {
 		for _, c := range evidencePolicy(&Claims{Platform: r.Platform}, o.policy) {
 			r.add(Check{Name: c.Name, Detail: "not checked: the evidence is not genuine", Skipped: true})
 		}
 	}
+	r.Checks = append(r.Checks, o.image.checks(ctx, r)...)
 	if stmt != nil {
 		r.Checks = append(r.Checks, provenanceChecks(stmt, o.expect)...)
 	} else {
@@ -451,7 +486,7 @@ func nonceCheck(r *Report, nonce []byte) Check {
 }
 
 // checkArtifacts adds one check per subject and one for unlisted files.
-func checkArtifacts(ctx context.Context, r *Report, dir string, stmt *provenance.Statement) error {
+func checkArtifacts(ctx context.Context, r *Report, fsys fs.FS, stmt *provenance.Statement) error {
 	if stmt == nil {
 		r.add(Check{Name: "Artifacts match their digests", Skipped: true, Detail: "not checked: the provenance cannot be parsed"})
 		return nil
@@ -468,7 +503,7 @@ func checkArtifacts(ctx context.Context, r *Report, dir string, stmt *provenance
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := subjectCheck(ctx, dir, s)
+			c, err := subjectCheck(ctx, fsys, s)
 			checks[i] = c
 			if err != nil {
 				mu.Lock()
@@ -484,11 +519,11 @@ func checkArtifacts(ctx context.Context, r *Report, dir string, stmt *provenance
 		return firstErr
 	}
 	r.Checks = append(r.Checks, checks...)
-	r.add(unlistedCheck(dir, stmt))
+	r.add(unlistedCheck(fsys, stmt))
 	return nil
 }
 
-func subjectCheck(ctx context.Context, dir string, s provenance.Subject) (Check, error) {
+func subjectCheck(ctx context.Context, fsys fs.FS, s provenance.Subject) (Check, error) {
 	c := Check{Name: fmt.Sprintf("Artifact `%s` matches its sha256", s.Name)}
 	if !validArtifactName(s.Name) {
 		c.Detail = "invalid subject name"
@@ -496,9 +531,8 @@ func subjectCheck(ctx context.Context, dir string, s provenance.Subject) (Check,
 	}
 	want := strings.ToLower(s.Digest["sha256"])
 	var found []string
-	for _, rel := range []string{filepath.Join(ArtifactsDir, s.Name), s.Name} {
-		p := filepath.Join(dir, rel)
-		fi, err := os.Lstat(p)
+	for _, rel := range []string{path.Join(ArtifactsDir, s.Name), s.Name} {
+		fi, err := fs.Lstat(fsys, rel)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -509,7 +543,7 @@ func subjectCheck(ctx context.Context, dir string, s provenance.Subject) (Check,
 			c.Detail = rel + " is not a regular file"
 			return c, nil
 		}
-		got, err := HashFile(ctx, p)
+		got, err := hashFS(ctx, fsys, rel)
 		if err != nil {
 			return c, fmt.Errorf("%w: %w", ErrUnreadable, err)
 		}
@@ -528,23 +562,21 @@ func subjectCheck(ctx context.Context, dir string, s provenance.Subject) (Check,
 	return c, nil
 }
 
-func unlistedCheck(dir string, stmt *provenance.Statement) Check {
+func unlistedCheck(fsys fs.FS, stmt *provenance.Statement) Check {
 	c := Check{Name: "No unlisted files in artifacts/"}
 	listed := map[string]bool{}
 	for _, s := range stmt.Subject {
 		listed[filepath.ToSlash(s.Name)] = true
 	}
-	root := filepath.Join(dir, ArtifactsDir)
 	var extra []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, ArtifactsDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
 			return nil
 		}
-		rel, _ := filepath.Rel(root, p)
-		rel = filepath.ToSlash(rel)
+		rel := strings.TrimPrefix(p, ArtifactsDir+"/")
 		if !listed[rel] || !d.Type().IsRegular() {
 			extra = append(extra, rel)
 		}
@@ -585,6 +617,19 @@ func HashFile(ctx context.Context, path string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	return hashReader(ctx, f)
+}
+
+func hashFS(ctx context.Context, fsys fs.FS, name string) (string, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return hashReader(ctx, f)
+}
+
+func hashReader(ctx context.Context, f io.Reader) (string, error) {
 	h := sha256.New()
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)

@@ -63,6 +63,7 @@ type options struct {
 	skipArtifacts  bool
 	requireSNPv3   bool
 	noExpectations bool
+	image          imagePolicy // WithIGVM, WithImage (image.go)
 }
 
 func optErr(format string, a ...any) error {
@@ -265,7 +266,7 @@ func (o *options) defaults() {
 
 // expectsEvidence: something the evidence itself must match.
 func (o *options) expectsEvidence() bool {
-	return o.expectRD || len(o.policy.Measurements) > 0 || len(o.policy.PCRs) > 0
+	return o.expectRD || len(o.policy.Measurements) > 0 || len(o.policy.PCRs) > 0 || o.image.igvmPath != ""
 }
 
 func (o *options) checkExpectations(any bool) error {
@@ -287,6 +288,9 @@ func collectBundle(opts []BundleOption) (*options, error) {
 		if err := f.applyBundle(o); err != nil {
 			return nil, err
 		}
+	}
+	if err := o.image.validate(); err != nil {
+		return nil, err
 	}
 	if err := o.checkExpectations(o.hasNonce || len(o.expect) > 0 || o.expectsEvidence()); err != nil {
 		return nil, err

@@ -54,7 +54,7 @@ func WriteTable(w io.Writer, r *Report) error {
 			mark = "⚠️ "
 		}
 		fmt.Fprintf(&b, "  %s %s\n", mark, c.Name)
-		if (!c.OK || c.Warning) && c.Detail != "" {
+		if (!c.OK || c.Warning || c.Show) && c.Detail != "" {
 			fmt.Fprintf(&b, "       %s\n", c.Detail)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +27,8 @@ import (
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
 	"github.com/kettle-build/kettle/source/gitid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestTopName(t *testing.T) {
@@ -355,4 +358,42 @@ func FuzzTopName(f *testing.F) {
 			t.Fatalf("TopName(%q, %q) = %q", top, name, got)
 		}
 	})
+}
+
+type stubBuilder struct {
+	out *jobs.Outcome
+	err error
+}
+
+func (s stubBuilder) Build(context.Context, *jobs.Job, *jobs.SourceSpec, events.Sink) (*jobs.Outcome, error) {
+	return s.out, s.err
+}
+
+func TestObserveMetrics(t *testing.T) {
+	m := NewMetrics()
+	reg := prometheus.NewRegistry()
+	if err := m.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []jobs.Builder{
+		stubBuilder{out: &jobs.Outcome{Toolchain: "cargo", ResultPath: "x"}},
+		stubBuilder{out: &jobs.Outcome{Toolchain: "nix"}, err: failure.New(failure.BuildFailed, "nix build failed")},
+		stubBuilder{err: failure.New(failure.InvalidSource, "bad archive")},
+	} {
+		Observe(b, m).Build(context.Background(), &jobs.Job{}, &jobs.SourceSpec{}, events.Discard)
+	}
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	out := rec.Body.String()
+	for _, want := range []string{
+		`kettle_worker_builds_total{error_type="",status="succeeded",toolchain="cargo"} 1`,
+		`kettle_worker_builds_total{error_type="BuildFailed",status="failed",toolchain="nix"} 1`,
+		`kettle_worker_builds_total{error_type="InvalidSource",status="failed",toolchain="unknown"} 1`,
+		`kettle_worker_build_duration_seconds_count{status="succeeded",toolchain="cargo"} 1`,
+		`kettle_worker_builds_running 0`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q:\n%s", want, out)
+		}
+	}
 }

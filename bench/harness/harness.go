@@ -46,11 +46,19 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// BuildBinary compiles ./cmd/kettle into outDir and returns its path.
+// BuildBinary compiles ./cmd/kettle into outDir and returns its path,
+// after `go generate ./web` (the web page's WebAssembly verifier, which the
+// binary embeds; cached by go build after the first time).
 func BuildBinary(ctx context.Context, outDir string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
+	}
+	gen := exec.CommandContext(ctx, "go", "generate", "./web")
+	gen.Dir = root
+	gen.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if out, err := gen.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go generate ./web: %v\n%s", err, out)
 	}
 	bin := filepath.Join(outDir, "kettle")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/kettle")

@@ -40,6 +40,7 @@ type buildFlags struct {
 	nonce       string
 	attester    string
 	simRootsOut string
+	simMeas     simMeasurementFlag
 }
 
 func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
@@ -52,7 +53,8 @@ func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
 	if withAttest {
 		fs.StringVar(&b.nonce, "nonce", "", "nonce to bind into the evidence (hex, at most 16 bytes; dashes are ignored, so a UUID works)")
 		fs.StringVar(&b.attester, "attester", "auto", "evidence source: auto, az-snp, az-tdx, snp, tdx, sim-snp or insecure")
-		fs.StringVar(&b.simRootsOut, "sim-roots-out", "", "with --attester sim-snp: write the test-only AMD roots (PEM) to this file, for `kettle verify --trust-roots`")
+		fs.StringVar(&b.simRootsOut, "sim-roots-out", "", "with --attester sim-snp: write the test-only AMD roots (PEM) to this `file`, for kettle verify --trust-roots")
+		fs.Var(&b.simMeas, "sim-measurement", simMeasurementUsage)
 	}
 }
 
@@ -159,7 +161,12 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 			fmt.Fprintf(stderr, "kettle attest: %v\n", err)
 			return exitBadArgs
 		}
-		if opts.Attester, err = attest.New(ctx, f.attester, attest.WithLogger(logger)); err != nil {
+		simOpts, err := f.simMeas.options(f.attester)
+		if err != nil {
+			fmt.Fprintf(stderr, "kettle attest: %v\n", err)
+			return exitBadArgs
+		}
+		if opts.Attester, err = attest.New(ctx, f.attester, append(simOpts, attest.WithLogger(logger))...); err != nil {
 			fmt.Fprintf(stderr, "kettle attest: --attester %s: %v\n", f.attester, err)
 			return exitFailed
 		}

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/kettle-build/kettle/sandbox"
 )
 
 // Exit codes shared by every subcommand.
@@ -43,6 +45,7 @@ func usage() {
 }
 
 func main() {
+	sandbox.Shim() // this binary is also the sandbox's egress shim
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(exitBadArgs)

@@ -23,6 +23,7 @@ import (
 	"github.com/kettle-build/kettle/bundle"
 	"github.com/kettle-build/kettle/client"
 	"github.com/kettle-build/kettle/events"
+	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/verify"
 )
 
@@ -225,6 +226,18 @@ func exitFor(err error) int {
 	return exitFailed
 }
 
+// exitForBuild maps a failed build to an exit status: a source the server
+// found invalid (a ref the remote lacks, an unsafe archive, a project it
+// cannot build) is bad input like a 4xx (2, docs/remote.md); a build that
+// failed on its own merits, or the service, is a failure (1).
+func exitForBuild(errorType string) int {
+	switch failure.Kind(errorType) {
+	case failure.InvalidSource, failure.UnsupportedToolchain:
+		return exitBadArgs
+	}
+	return exitFailed
+}
+
 // remoteBuildReport is `kettle remote build --json`: verify's JSON report
 // plus the job, the build outcome and where the result is.
 type remoteBuildReport struct {
@@ -255,8 +268,9 @@ A git checkout is uploaded as what git tracks plus .git; build outputs and
 untracked files stay home. Policy flags are read from the command line only;
 --server and --token-file also from KETTLE_SERVER and KETTLE_TOKEN_FILE.
 Exit status: 0 the build succeeded and every check passed, 1 it failed or a
-check failed (the source built is not the one sent), 2 bad usage or
-unreadable input.
+check failed (the source built is not the one sent), 2 bad usage, unreadable
+input, or a source the server found invalid (a ref the remote lacks, no
+lockfile: InvalidSource, UnsupportedToolchain).
 
 flags:`)
 		fs.PrintDefaults()
@@ -406,7 +420,7 @@ flags:`)
 	rep.Build = res
 	if res.Status != "ok" {
 		fmt.Fprintf(stderr, "kettle remote build: build %s failed (%s): %s\n", id, res.ErrorType, res.Error)
-		return fail(exitFailed)
+		return fail(exitForBuild(res.ErrorType))
 	}
 
 	path, sum, err := fetchResult(ctx, c, id, *out, stderr)

@@ -391,6 +391,21 @@ func TestRemote(t *testing.T) {
 		if !strings.Contains(r.stderr, "proj exists; extracting to proj-") {
 			t.Errorf("second result did not go beside the first:\n%s", r.stderr)
 		}
+
+		// Refs people type (issue 18): HEAD and an abbreviated commit
+		// build; a ref the remote lacks is bad input, exit 2 as
+		// docs/remote.md says.
+		for _, ref := range []string{"HEAD", "refs/heads/main", commit[:9]} {
+			r = remoteCLI(t, "build", "--repo", url, "--ref", ref, "--server", srv.URL, "--allow-insecure", "--json",
+				"--out", filepath.Join(tmp, "ref-"+strings.ReplaceAll(ref, "/", "-")))
+			if r.code != 0 || !strings.Contains(r.stdout, commit) {
+				t.Errorf("--ref %s: %s", ref, r)
+			}
+		}
+		r = remoteCLI(t, "build", "--repo", url, "--ref", "no-such-branch", "--server", srv.URL, "--allow-insecure")
+		if r.code != 2 || !strings.Contains(r.stderr, "(InvalidSource)") {
+			t.Errorf("--ref of a missing branch: want exit 2 and InvalidSource; got %s", r)
+		}
 	})
 
 	t.Run("failed build", func(t *testing.T) {
@@ -434,8 +449,9 @@ func TestRemote(t *testing.T) {
 		}
 		// The token from a file works as well as from the environment.
 		t.Setenv("KETTLE_TOKEN", "")
+		// (A repository the server cannot clone is bad input: exit 2.)
 		r := remoteCLI(t, "build", "--repo", "git://127.0.0.1:1/x", "--server", srv.URL, "--token-file", tokenFile, "--allow-insecure")
-		if r.code != 1 || !strings.Contains(r.stderr, "kettle remote: job ") {
+		if r.code != 2 || !strings.Contains(r.stderr, "kettle remote: job ") || !strings.Contains(r.stderr, "(InvalidSource)") {
 			t.Errorf("--token-file: %s", r)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/kettle-build/kettle/igvm"
 	"github.com/kettle-build/kettle/verify"
 )
 
@@ -17,6 +18,7 @@ type policyFlags struct {
 	builderID, sourceURI, gitCommit, gitTree, sourceSHA256, minTCB *string
 	allowDebug, allowInsecure, online                              *bool
 	rootsFile, at, policyFile, collDir                             *string
+	igvmFile, igvmLoader, imageFile                                *string
 	measurements                                                   listFlag
 	pcrs                                                           pcrFlag
 }
@@ -35,6 +37,9 @@ func (p *policyFlags) register(fs *flag.FlagSet) {
 	p.policyFile = fs.String("policy", "", "JSON policy file (keys as these flags)")
 	p.online = fs.Bool("online", false, "allow the network: fetch a missing VCEK (AMD KDS) and current Intel collateral (PCS)")
 	p.collDir = fs.String("tdx-collateral", "", "directory of offline Intel collateral for TDX TCB evaluation")
+	p.igvmFile = fs.String("igvm", "", "require the SNP launch measurement to be the launch digest of this IGVM file (as QEMU/KVM loads it)")
+	p.igvmLoader = fs.String("igvm-loader", "qemu", "with --igvm: how the VMM loads it: qemu (QEMU's IGVM backend on KVM) or direct (one launch update per page, zero pages as PAGE_TYPE_ZERO: sev-snp-measure's OVMF model)")
+	p.imageFile = fs.String("image", "", "with --igvm: require this GPT disk image's root-verity hash to be the roothash= of the IGVM's kernel command line (and its root partition to hash to it)")
 	p.pcrs = pcrFlag{}
 	fs.Var(&p.measurements, "measurement", "allowed launch measurement (hex; repeatable or comma-separated)")
 	fs.Var(p.pcrs, "pcr", "required PCR value N=HEX (repeatable; Azure)")
@@ -94,6 +99,20 @@ func (p *policyFlags) options() (opts []verify.BundleOption, expects bool, err e
 	}
 	if *p.online {
 		opts = append(opts, verify.WithGetter(verify.NewHTTPGetter()))
+	}
+	if *p.imageFile != "" && *p.igvmFile == "" {
+		return nil, false, fmt.Errorf("--image needs --igvm: the image's root hash is checked against the IGVM's kernel command line")
+	}
+	if *p.igvmFile != "" {
+		l, err := igvm.ParseLoader(*p.igvmLoader)
+		if err != nil {
+			return nil, false, fmt.Errorf("--igvm-loader: %v", err)
+		}
+		opts = append(opts, verify.WithIGVM(*p.igvmFile), verify.WithIGVMLoader(l))
+		if *p.imageFile != "" {
+			opts = append(opts, verify.WithImage(*p.imageFile))
+		}
+		expects = true
 	}
 	return opts, expects, nil
 }

@@ -21,10 +21,10 @@ import (
 
 	"github.com/kettle-build/kettle/api"
 	"github.com/kettle-build/kettle/attest"
-	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
+	"github.com/kettle-build/kettle/web"
 	"github.com/kettle-build/kettle/worker"
 )
 
@@ -36,7 +36,20 @@ func init() {
 // 64M, 10KB.
 type serveByteSize int64
 
-func (s *serveByteSize) String() string { return strconv.FormatInt(int64(*s), 10) }
+// String is the size as --help shows it and Set reads it back: whole
+// KiB/MiB/GiB/TiB as such (64MiB), anything else in bytes.
+func (s *serveByteSize) String() string {
+	n := int64(*s)
+	for _, u := range []struct {
+		suffix string
+		size   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (s *serveByteSize) Set(v string) error {
 	n, err := parseByteSize(v)
@@ -107,10 +120,13 @@ type serveConfig struct {
 	listen, dataDir, natsURL  string
 	natsListen                string
 	workers, queueLimit       int
+	maxAttempts               int
 	maxUpload                 serveByteSize
 	retention                 serveDuration
 	buildTimeout, shutdownMax time.Duration
 	attester, sandboxMode     string
+	simMeas                   simMeasurementFlag
+	sandboxUID                int
 	singleBuild               bool
 	allowLocal, allowPrivate  bool
 	authTokenFile, builderID  string
@@ -127,15 +143,18 @@ func runServe(ctx context.Context, args []string) int {
 	fs.StringVar(&c.listen, "listen", ":8080", "address to listen on (KETTLE_PORT is honoured when unset)")
 	fs.StringVar(&c.dataDir, "data-dir", "./kettle-data", "directory of the embedded job store, uploads and work trees")
 	fs.StringVar(&c.natsURL, "nats", "", "join an external NATS JetStream cluster instead of the embedded store")
-	fs.StringVar(&c.natsListen, "nats-listen", "", "let `kettle worker`s and other front ends join the embedded store at this address (e.g. 127.0.0.1:4222)")
+	fs.StringVar(&c.natsListen, "nats-listen", "", "let kettle workers and other front ends join the embedded store at this `address` (e.g. 127.0.0.1:4222)")
 	fs.IntVar(&c.workers, "workers", 1, "builds run in parallel by this process (with --nats: 0 unless given)")
 	fs.IntVar(&c.queueLimit, "queue-limit", 100, "queued jobs before submissions answer 503 (0 = no limit)")
+	fs.IntVar(&c.maxAttempts, "max-attempts", jobs.DefaultMaxAttempts, "workers that may take a job submitted here: a job whose worker is lost is built again until then (1 with --single-build)")
 	fs.Var(&c.maxUpload, "max-upload", "largest uploaded source archive (e.g. 1GiB)")
 	fs.Var(&c.retention, "retention", "how long results and logs are kept (e.g. 7d)")
 	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long running builds may finish before they are marked Interrupted")
 	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
+	fs.Var(&c.simMeas, "sim-measurement", simMeasurementUsage)
 	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
 	fs.BoolVar(&c.singleBuild, "single-build", false, "accept exactly one build, ever (confidential-VM mode)")
 	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
 	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
@@ -155,6 +174,14 @@ func runServe(ctx context.Context, args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "kettle serve: unexpected argument %q\n", fs.Arg(0))
+		return exitBadArgs
+	}
+	if err := c.nats.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle serve:", err)
+		return exitBadArgs
+	}
+	if _, err := c.simMeas.options(c.attester); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle serve:", err)
 		return exitBadArgs
 	}
 	set := map[string]bool{}
@@ -195,28 +222,6 @@ func newServeLogger(format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
 }
 
-// observedBuilder records each build in the metrics.
-type observedBuilder struct {
-	b jobs.Builder
-	m *api.Metrics
-}
-
-func (o observedBuilder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
-	start := time.Now()
-	queued := time.Duration(-1)
-	if !job.CreatedAt.IsZero() {
-		queued = start.Sub(job.CreatedAt)
-	}
-	ts := &api.ToolchainSink{Next: sink}
-	out, err := o.b.Build(ctx, job, src, ts)
-	tc := ts.Toolchain()
-	if out != nil && out.Toolchain != "" {
-		tc = out.Toolchain
-	}
-	o.m.ObserveBuild(tc, queued, time.Since(start), err)
-	return out, err
-}
-
 func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	var token string
 	if c.authTokenFile != "" {
@@ -252,9 +257,13 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 	}
 	go removeTrash(dataDir, logger)
 
+	// Build metrics come from job state: every finished job of the
+	// cluster, whichever process built it.
 	metrics := api.NewMetrics()
 	storeOpts := []jobs.Option{
-		jobs.WithPhaseObserver(metrics.ObservePhase),
+		jobs.WithFinished(metrics.ObserveJob),
+		jobs.WithMaxAttempts(c.maxAttempts),
+		jobs.WithWorkerTTL(c.nats.workerTTL),
 		jobs.WithQueueLimit(c.queueLimit),
 		jobs.WithRetention(time.Duration(c.retention)),
 		jobs.WithLogger(logger),
@@ -290,6 +299,10 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	wm := worker.NewMetrics() // builds of this process's own workers
+	if err := wm.Register(reg); err != nil {
+		return err
+	}
 	if qd, ok := any(store).(interface {
 		QueueDepth(context.Context) (int, error)
 	}); ok {
@@ -308,11 +321,16 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			return err
 		}
 		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
+			sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID),
 			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
 		if err != nil {
 			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 		}
-		att, err := attest.New(ctx, c.attester)
+		simOpts, err := c.simMeas.options(c.attester)
+		if err != nil {
+			return err
+		}
+		att, err := attest.New(ctx, c.attester, simOpts...)
 		if err != nil {
 			return fmt.Errorf("--attester %s: %w", c.attester, err)
 		}
@@ -324,10 +342,10 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			logger.Info("attester", "platform", att.Platform())
 		}
 		logger.Info("sandbox", "runner", runner.Name())
-		b := observedBuilder{worker.New(worker.Config{
+		b := worker.Observe(worker.New(worker.Config{
 			WorkDir: work, SourcePolicy: policy, Runner: runner, Attester: att,
 			BuilderID: c.builderID, BuildTimeout: c.buildTimeout, Logger: logger,
-		}), metrics}
+		}), wm)
 		host, _ := os.Hostname()
 		for i := 0; i < c.workers; i++ {
 			name := fmt.Sprintf("%s-%d-w%d", host, os.Getpid(), i)
@@ -358,6 +376,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		api.WithLogger(logger),
 		api.WithMetrics(reg, reg),
 		api.WithMetricsCollector(metrics),
+		api.WithUI(web.Handler()),
 	)
 	ln, err := net.Listen("tcp", c.listen)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/kettle-build/kettle/jobs"
 )
@@ -15,6 +16,9 @@ import (
 // and `kettle worker`.
 type natsFlags struct {
 	creds, ca, cert, key string
+	// the cluster's shape: every process of one cluster must agree
+	replicas  int
+	workerTTL time.Duration
 	// serve only: TLS of the embedded store's --nats-listen
 	listenCert, listenKey string
 }
@@ -24,15 +28,31 @@ func (n *natsFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.StringVar(&n.ca, "nats-ca", "", "PEM CA bundle that verifies the NATS server's TLS certificate (--nats tls://…)")
 	fs.StringVar(&n.cert, "nats-cert", "", "PEM client certificate for NATS mutual TLS (with --nats-key)")
 	fs.StringVar(&n.key, "nats-key", "", "PEM key of --nats-cert")
+	fs.IntVar(&n.replicas, "nats-replicas", 1, "JetStream replicas of kettle's streams and buckets (3 on a three-node NATS cluster, so a lost node loses nothing); the same on every process of a cluster")
+	fs.DurationVar(&n.workerTTL, "worker-ttl", 10*time.Second, "a worker counts as lost this long after its last heartbeat (it beats every quarter), and its job goes to another; the same on every process of a cluster")
 	if serve {
 		fs.StringVar(&n.listenCert, "nats-listen-cert", "", "PEM certificate: --nats-listen speaks TLS only (with --nats-listen-key)")
 		fs.StringVar(&n.listenKey, "nats-listen-key", "", "PEM key of --nats-listen-cert")
 	}
 }
 
+// check validates the cluster-shape flags.
+func (n *natsFlags) check() error {
+	if n.replicas < 1 || n.replicas > 5 {
+		return fmt.Errorf("--nats-replicas must be 1 to 5 (JetStream's limit), not %d", n.replicas)
+	}
+	// Heartbeats go every quarter of it; below this a busy NATS server
+	// would make live workers look lost.
+	if n.workerTTL < time.Second {
+		return fmt.Errorf("--worker-ttl must be at least 1s, not %v", n.workerTTL)
+	}
+	return nil
+}
+
 // options are the store options of these flags for jobs.Connect.
 func (n *natsFlags) options() []jobs.Option {
-	return []jobs.Option{jobs.WithClientAuth(jobs.ClientAuth{CredsFile: n.creds, CAFile: n.ca, CertFile: n.cert, KeyFile: n.key})}
+	return []jobs.Option{jobs.WithClientAuth(jobs.ClientAuth{CredsFile: n.creds, CAFile: n.ca, CertFile: n.cert, KeyFile: n.key}),
+		jobs.WithReplicas(n.replicas), jobs.WithWorkerTTL(n.workerTTL)}
 }
 
 // budgetFlags are the per-job budgets a process enforces on the builds it

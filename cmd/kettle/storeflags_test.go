@@ -107,3 +107,31 @@ func TestServeNATSListenCreds(t *testing.T) {
 		t.Fatalf("creds file: %v %v", fi, err)
 	}
 }
+
+func TestNATSFlagsCheck(t *testing.T) {
+	for _, tc := range []struct {
+		replicas int
+		ttl      time.Duration
+		ok       bool
+	}{
+		{1, 10 * time.Second, true},
+		{3, 2 * time.Second, true},
+		{5, time.Second, true},
+		{0, 10 * time.Second, false},
+		{6, 10 * time.Second, false},
+		{3, 500 * time.Millisecond, false},
+		{3, 0, false},
+	} {
+		n := natsFlags{replicas: tc.replicas, workerTTL: tc.ttl}
+		if err := n.check(); (err == nil) != tc.ok {
+			t.Errorf("replicas %d ttl %v: %v, want ok=%v", tc.replicas, tc.ttl, err, tc.ok)
+		}
+	}
+	// Both commands refuse a bad value before doing anything.
+	if code := runWorkerCmd(context.Background(), []string{"--nats", "nats://127.0.0.1:1", "--worker-ttl", "10ms"}); code != exitBadArgs {
+		t.Errorf("kettle worker --worker-ttl 10ms: exit %d", code)
+	}
+	if code := runServe(context.Background(), []string{"--nats-replicas", "0"}); code != exitBadArgs {
+		t.Errorf("kettle serve --nats-replicas 0: exit %d", code)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/verify"
 )
 
@@ -139,4 +140,42 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitFailed
 	}
 	return exitOK
+}
+
+const simMeasurementUsage = "with --attester sim-snp: the MEASUREMENT of the simulated reports (96 hex digits, e.g. the launch digest kettle verify --igvm prints for a test IGVM)"
+
+// simMeasurementFlag is --sim-measurement of `kettle attest` and `kettle
+// serve`: 48 bytes as 96 hex digits.
+type simMeasurementFlag struct {
+	set bool
+	m   [48]byte
+}
+
+func (f *simMeasurementFlag) String() string {
+	if !f.set {
+		return ""
+	}
+	return hex.EncodeToString(f.m[:])
+}
+
+func (f *simMeasurementFlag) Set(v string) error {
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(v), "0x"))
+	if err != nil || len(b) != 48 {
+		return fmt.Errorf("want 96 hex digits (a 48-byte SNP measurement), got %q", v)
+	}
+	copy(f.m[:], b)
+	f.set = true
+	return nil
+}
+
+// options: the attest options for attester name; --sim-measurement with any
+// other attester is an error (it would be silently ignored).
+func (f *simMeasurementFlag) options(attester string) ([]attest.Option, error) {
+	if !f.set {
+		return nil, nil
+	}
+	if attester != attest.NameSimSNP {
+		return nil, fmt.Errorf("--sim-measurement needs --attester %s (got %q)", attest.NameSimSNP, attester)
+	}
+	return []attest.Option{attest.WithSimMeasurement(f.m)}, nil
 }

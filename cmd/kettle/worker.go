@@ -6,10 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/jobs"
@@ -24,7 +30,9 @@ func init() {
 
 type workerFlags struct {
 	natsURL, name, attester, sandboxMode, builderID, workDir, logLevel string
+	metricsListen                                                      string
 	once, allowLocal, allowPrivate                                     bool
+	sandboxUID                                                         int
 	buildTimeout, shutdownMax                                          time.Duration
 	nats                                                               natsFlags
 	budget                                                             budgetFlags
@@ -39,6 +47,7 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	fs.StringVar(&c.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "worker name shown in job logs")
 	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
 	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
+	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
 	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
 	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long a running build may finish before it is marked Interrupted")
 	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
@@ -46,6 +55,7 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
 	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics of this process and its builds at http://ADDR/metrics (e.g. 127.0.0.1:9102)")
 	c.nats.register(fs, false)
 	c.budget.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -57,6 +67,10 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	}
 	if c.natsURL == "" || fs.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "kettle worker: --nats URL is required and no arguments are taken")
+		return exitBadArgs
+	}
+	if err := c.nats.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "kettle worker:", err)
 		return exitBadArgs
 	}
 	var level slog.Level
@@ -77,7 +91,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg)
+	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg,
+		sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID))
 	if err != nil {
 		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
 	}
@@ -105,7 +120,25 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	b := worker.New(worker.Config{
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	wm := worker.NewMetrics()
+	if err := wm.Register(reg); err != nil {
+		return err
+	}
+	if c.metricsListen != "" {
+		ln, err := net.Listen("tcp", c.metricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+		logger.Info("metrics", "addr", ln.Addr().String())
+	}
+	b := worker.Observe(worker.New(worker.Config{
 		WorkDir:      c.workDir,
 		SourcePolicy: source.Policy{AllowLocal: c.allowLocal, AllowPrivateNetworks: c.allowPrivate},
 		Runner:       runner,
@@ -113,7 +146,7 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 		BuilderID:    c.builderID,
 		BuildTimeout: c.buildTimeout,
 		Logger:       logger,
-	})
+	}), wm)
 	logger.Info("kettle worker joined", "nats", jobs.RedactURL(c.natsURL), "name", c.name, "once", c.once,
 		"sandbox", runner.Name(), "attester", att.Platform())
 

@@ -31,6 +31,9 @@ type Identity struct {
 	// names HEAD (for the warning), and Commit is empty.
 	Dirty      bool
 	HeadCommit string
+	// Tag names a tag of the remote at Commit (RemoteTag), for a shallow
+	// clone that has none itself; "" when unknown.
+	Tag string
 }
 
 // Options tune Identify.

@@ -393,10 +393,11 @@ func TestSimSNP(t *testing.T) {
 }
 
 // TestRestart: kill -9 after a build and during one, restart on the same
-// data dir.
+// data dir. The build that was running is built again (its worker was
+// lost with the process), its log replaying both attempts.
 func TestRestart(t *testing.T) {
 	fast := serveRepo(t, "fast", 0)
-	slow := serveRepo(t, "slow", 20*time.Second)
+	slow := serveRepo(t, "slow", 4*time.Second)
 	dataDir := filepath.Join(tempDir(t), "data")
 	s1, c1 := server(t, dataDir, "--workers", "1")
 	waitReady(t, c1)
@@ -436,8 +437,11 @@ func TestRestart(t *testing.T) {
 	}
 	checkEvents(t, evs)
 	r, _ := harness.ParseComplete(evs[len(evs)-1])
-	if r.Status != "failed" || r.ErrorType != "Interrupted" {
-		t.Fatalf("running job after kill -9: %+v\n%s", r, eventLog(evs))
+	if r.Status != "ok" || !hasEvent(evs, "vm", "lost; attempt 2 on ") {
+		t.Fatalf("running job after kill -9: %+v, want built again\n%s", r, eventLog(evs))
+	}
+	if st, err := c2.Status(ctx, running); err != nil || st["attempt"] != float64(2) {
+		t.Errorf("status of the job built again: %v %v", st, err)
 	}
 	evs, err = c2.Wait(ctx, waiting)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -28,6 +30,9 @@ import (
 var kettleBin string
 
 func TestMain(m *testing.M) {
+	if conf := os.Getenv(natsNodeEnv); conf != "" {
+		os.Exit(runNATSNode(conf)) // a node of TestNATSCluster's NATS cluster
+	}
 	if runtime.GOOS != "linux" {
 		fmt.Println("e2e: linux only")
 		os.Exit(0)
@@ -200,6 +205,13 @@ func serveRepo(t *testing.T, name string, sleep time.Duration) gitRepo {
 	git(t, work, "commit", "-q", "-m", "second")
 	git(t, work, "tag", "v1")
 	head := git(t, work, "rev-parse", "HEAD")
+	return gitRepo{URL: publish(t, root, work, name), Commit: head, Old: old}
+}
+
+// publish serves the repository in work as <name>.git over HTTP (a bare
+// clone under root/pub, git http-backend on loopback) and returns its URL.
+func publish(t *testing.T, root, work, name string) string {
+	t.Helper()
 	pub := filepath.Join(root, "pub")
 	os.MkdirAll(pub, 0o755)
 	git(t, root, "clone", "-q", "--bare", work, filepath.Join(pub, name+".git"))
@@ -216,7 +228,58 @@ func serveRepo(t *testing.T, name string, sleep time.Duration) gitRepo {
 		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null"}}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return gitRepo{URL: srv.URL + "/" + name + ".git", Commit: head, Old: old}
+	return srv.URL + "/" + name + ".git"
+}
+
+// moduleRepo serves a real Go project as a git repository: the source of
+// module@version as the Go module proxy serves it (the only way real
+// projects reach this machine), committed once and tagged version, plus
+// extra files (e.g. a kettle.toml). Commit is the tagged head.
+func moduleRepo(t *testing.T, module, version string, extra map[string]string) gitRepo {
+	t.Helper()
+	goBin := testenv.NeedTool(t, "go")
+	cmd := exec.Command(goBin, "mod", "download", "-json", module+"@"+version)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on")
+	out, err := cmd.Output()
+	testenv.Need(t, err == nil, fmt.Sprintf("go mod download %s@%s: %v (the Go module proxy serves real projects)", module, version, err))
+	var info struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &info); err != nil || info.Dir == "" {
+		t.Fatalf("go mod download %s@%s: %v %s", module, version, err, info.Error)
+	}
+	root := t.TempDir()
+	name := path.Base(strings.TrimSuffix(module, "/v2"))
+	work := filepath.Join(root, "work", name)
+	if err := os.CopyFS(work, os.DirFS(info.Dir)); err != nil {
+		t.Fatal(err)
+	}
+	// The module cache is read-only; the copy must be writable so
+	// t.TempDir can remove it.
+	filepath.WalkDir(work, func(p string, d fs.DirEntry, err error) error {
+		if err == nil {
+			mode := os.FileMode(0o644)
+			if d.IsDir() {
+				mode = 0o755
+			}
+			os.Chmod(p, mode)
+		}
+		return nil
+	})
+	for rel, data := range extra {
+		p := filepath.Join(work, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git(t, work, "init", "-q", "-b", "main")
+	git(t, work, "add", "-A")
+	git(t, work, "commit", "-q", "-m", version)
+	git(t, work, "tag", "-a", "-m", version, version)
+	head := git(t, work, "rev-parse", "HEAD")
+	return gitRepo{URL: publish(t, root, work, name), Commit: head, Old: head}
 }
 
 // targz packs dir as a gzip tarball under top/.

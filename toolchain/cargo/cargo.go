@@ -48,15 +48,15 @@ const (
 type Driver struct {
 	cargo, rustc, rustdoc string // resolved binaries (set by Inputs)
 	proj                  *Project
+	selection             []string // kettle.toml [cargo]: --bin=, --package=, feature flags
 }
 
 // New returns a Cargo driver.
 func New() toolchain.Driver { return &Driver{} }
 
-func (d *Driver) Name() string         { return "cargo" }
-func (d *Driver) Title() string        { return "Cargo" }
-func (d *Driver) Lockfile() string     { return LockfileName }
-func (d *Driver) BuildCommand() string { return BuildCommand }
+func (d *Driver) Name() string     { return "cargo" }
+func (d *Driver) Title() string    { return "Cargo" }
+func (d *Driver) Lockfile() string { return LockfileName }
 
 // Inputs reads Cargo.lock, the manifests and .cargo/config.toml, checks
 // vendored crates, and hashes cargo and rustc.
@@ -293,6 +293,7 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 		"--remap-path-prefix=" + d.cargoHome(w) + "=" + remapCargoHome,
 	})
 	args := []string{d.cargo, "build", "--locked", "--release", "--offline", "--config", "build.rustflags=" + string(flags)}
+	args = append(args, d.selection...)
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
 		Args:     append(args, d.overrides(ctx)...),
 		Env:      d.env(w),

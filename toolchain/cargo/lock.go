@@ -94,7 +94,11 @@ func (lf *Lockfile) Dependencies(p *Project) ([]provenance.Dependency, error) {
 				return nil, fmt.Errorf("%w: cargo dependency %s from registry has no checksum", ErrLockfile, id)
 			}
 			if !hex64.MatchString(pk.Checksum) {
-				return nil, fmt.Errorf("%w: cargo dependency %s has a malformed checksum", ErrLockfile, id)
+				if vendoredChecksum(pk.Checksum) {
+					return nil, fmt.Errorf("%w: cargo dependency %s has no crate checksum (Cargo.lock says %q): the lockfile was written against a vendored registry without checksums, such as Debian's /usr/share/cargo/registry; regenerate it against crates.io (`cargo generate-lockfile` without that source replacement) and commit it",
+						ErrLockfile, id, pk.Checksum)
+				}
+				return nil, fmt.Errorf("%w: cargo dependency %s has a malformed checksum (want 64 hex digits, the sha256 of the .crate)", ErrLockfile, id)
 			}
 			deps = append(deps, provenance.Dependency{
 				Digest: provenance.Digest{"sha256": pk.Checksum},
@@ -140,4 +144,12 @@ func (lf *Lockfile) Dependencies(p *Project) ([]provenance.Dependency, error) {
 	}
 	sort.SliceStable(deps, func(i, j int) bool { return deps[i].URI < deps[j].URI })
 	return deps, nil
+}
+
+// vendoredChecksum reports a checksum field that is a note rather than a
+// digest: cargo writes one for crates of a directory registry whose
+// .cargo-checksum.json has no package checksum (Debian's vendored crates).
+func vendoredChecksum(v string) bool {
+	l := strings.ToLower(v)
+	return len(v) <= 80 && (strings.Contains(l, "could not get crate checksum") || l == "<none>")
 }

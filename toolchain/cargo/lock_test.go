@@ -106,6 +106,11 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
 			wantErr: "malformed checksum",
 		},
 		{
+			name:    "debian vendored crate",
+			lock:    "[[package]]\nname = \"a\"\nversion = \"1.0.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"Could not get crate checksum\"\n",
+			wantErr: "Debian's /usr/share/cargo/registry; regenerate it against crates.io",
+		},
+		{
 			name:    "git without commit",
 			lock:    "[[package]]\nname = \"g\"\nversion = \"1.0.0\"\nsource = \"git+https://example.com/g?branch=main\"\n",
 			wantErr: "cargo dependency g@1.0.0 from git has no commit",

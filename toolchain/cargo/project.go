@@ -3,7 +3,6 @@ package cargo
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kettle-build/kettle/toolchain"
 	"github.com/pelletier/go-toml/v2"
 )
 
@@ -102,32 +102,12 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
-// openRegular opens name inside root for reading without blocking on a
-// FIFO (O_NONBLOCK; callers then refuse anything but a regular file).
-func openRegular(root *os.Root, name string) (*os.File, error) {
-	return root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-}
+// openRegular is toolchain.OpenRegular: no open blocks on a FIFO.
+var openRegular = toolchain.OpenRegular
 
-// readFile reads the regular file rel inside root (symlinks that stay inside
-// are followed, as cargo in the sandbox follows them), at most max bytes.
-func readFile(root *os.Root, rel string, max int64) ([]byte, error) {
-	f, err := openRegular(root, rel)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", rel)
-	}
-	if fi.Size() > max {
-		return nil, fmt.Errorf("%s: larger than %d bytes", rel, max)
-	}
-	return io.ReadAll(io.LimitReader(f, max+1))
-}
+// readFile is toolchain.ReadFile: a bounded read of a regular file
+// through root.
+var readFile = toolchain.ReadFile
 
 // inside resolves the path p written in a file of directory base (both
 // slash-separated, base relative to the project root) the way cargo does

@@ -56,6 +56,8 @@ type Driver struct {
 	sum      *Sum              // parsed go.sum (nil when modOnly)
 	names    map[string]string // artifact name → import path of its main package
 	local    bool              // go.mod replaces a module by a project directory
+	patterns []string          // kettle.toml [go] packages (nil: ./...)
+	ldflags  string            // kettle.toml [go] ldflags, placeholders filled in
 }
 
 // New returns the driver for a module with a go.sum (the lockfile).
@@ -66,9 +68,8 @@ func New() toolchain.Driver { return &Driver{} }
 // requirements but no go.sum nothing would pin what gets downloaded).
 func NewModOnly() toolchain.Driver { return &Driver{modOnly: true} }
 
-func (d *Driver) Name() string         { return "go" }
-func (d *Driver) Title() string        { return "Go" }
-func (d *Driver) BuildCommand() string { return BuildCommand }
+func (d *Driver) Name() string  { return "go" }
+func (d *Driver) Title() string { return "Go" }
 
 // Lockfile is go.sum, or go.mod for NewModOnly.
 func (d *Driver) Lockfile() string {
@@ -313,10 +314,15 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if proxy == "" || proxy == "off" {
 		proxy = DefaultProxy
 	}
+	// The server's TMPDIR need not exist in the sandbox.
+	fetchTmp := filepath.Join(d.fetchHome(w), "tmp")
+	if err := os.MkdirAll(fetchTmp, 0o755); err != nil {
+		return err
+	}
 	det := &detail{}
 	err = toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
 		Args:     []string{d.goBin, "mod", "download", "-x"},
-		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off")...),
+		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off", "TMPDIR="+fetchTmp)...),
 		Network:  true,
 		Writable: []string{w.CacheDir},
 		ReadOnly: []string{d.goRoot},
@@ -411,6 +417,16 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 	if err != nil {
 		return err
 	}
+	switch {
+	case len(mains) == 0 && len(d.patterns) > 0:
+		return failure.New(failure.NoArtifacts,
+			"no main package in %s: kettle.toml [go] packages must name commands (package main)",
+			strings.Join(d.targets(), " "))
+	case len(mains) == 0:
+		// A library: nothing to ship (docs/toolchains.md).
+		return failure.New(failure.NoArtifacts,
+			"no main package in module %s: kettle builds commands; add a package main, or name one in kettle.toml [go] packages", d.module)
+	}
 	names, err := ArtifactNames(d.module, mains)
 	if err != nil {
 		return failure.Wrap(failure.BuildFailed, err, err.Error())
@@ -427,8 +443,8 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 		}
 		return nil
 	}
-	flags := []string{"build", "-trimpath", "-buildvcs=false", "-o"}
-	if err := run("go build", append(flags, ScratchDir+"/bin/", "./...")...); err != nil {
+	flags := append(d.buildFlags(), "-o")
+	if err := run("go build", append(append(flags, ScratchDir+"/bin/"), d.targets()...)...); err != nil {
 		return err
 	}
 	d.names = names
@@ -464,7 +480,7 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 func (d *Driver) listMains(ctx context.Context, w *toolchain.Workspace, env, ro []string) ([]string, error) {
 	var out bytes.Buffer
 	err := w.Runner.Run(ctx, &sandbox.Cmd{
-		Args:     []string{d.goBin, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "./..."},
+		Args:     append([]string{d.goBin, "list", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, "--"}, d.targets()...),
 		Dir:      w.Dir,
 		Env:      env,
 		Output:   &limitedBuffer{b: &out, max: 4 << 20},
@@ -475,7 +491,7 @@ func (d *Driver) listMains(ctx context.Context, w *toolchain.Workspace, env, ro 
 		lw := toolchain.NewLineWriter(w.Log)
 		lw.Write(out.Bytes())
 		lw.Flush()
-		return nil, toolchain.CommandFailed(ctx, failure.BuildFailed, "go list ./...", err)
+		return nil, toolchain.CommandFailed(ctx, failure.BuildFailed, "go list "+strings.Join(d.targets(), " "), err)
 	}
 	var mains []string
 	for _, l := range strings.Split(out.String(), "\n") {
@@ -604,15 +620,28 @@ type detail struct{ lines []string }
 
 func (det *detail) wrap(w *toolchain.Workspace) *toolchain.Workspace {
 	c := *w
-	log := w.Log
-	c.Log = func(line string) {
-		if log != nil {
-			log(line)
-		}
+	log, piece := w.Log, w.LogPiece
+	see := func(line string) {
 		t := strings.TrimSpace(line)
 		if strings.HasPrefix(t, "verifying ") || strings.HasPrefix(t, "go: ") {
 			if len(det.lines) < 3 {
 				det.lines = append(det.lines, t)
+			}
+		}
+	}
+	c.Log = func(line string) {
+		if log != nil {
+			log(line)
+		}
+		see(line)
+	}
+	if piece != nil {
+		// toolchain.Run sends output to LogPiece when it is set: watch
+		// it there too (a line's first piece is where go's text is).
+		c.LogPiece = func(p string, cont bool) {
+			piece(p, cont)
+			if !cont {
+				see(p)
 			}
 		}
 	}

@@ -375,3 +375,24 @@ func TestBuildFails(t *testing.T) {
 		t.Errorf("scratch directory left behind: %v", err)
 	}
 }
+
+// TestLibraryNoArtifacts (issue 18): a module without a main package (a
+// library) fails as NoArtifacts, as docs/toolchains.md says, with a message
+// saying what to do; not as BuildFailed.
+func TestLibraryNoArtifacts(t *testing.T) {
+	needGo(t)
+	ctx := context.Background()
+	dir := projectDir(t, "go-nodeps")
+	os.Remove(filepath.Join(dir, "main.go"))
+	os.WriteFile(filepath.Join(dir, "lib.go"), []byte("package nodeps\n\nfunc Answer() int { return 42 }\n"), 0o644)
+	w, lines := workspace(t, dir)
+	d := NewModOnly()
+	if _, err := d.Inputs(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Build(ctx, w)
+	if failure.KindOf(err) != failure.NoArtifacts || !strings.Contains(failure.Message(err), "no main package") ||
+		!strings.Contains(failure.Message(err), "kettle.toml") {
+		t.Fatalf("err %v (%s)\n%s", err, failure.KindOf(err), strings.Join(*lines, "\n"))
+	}
+}

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"go/version"
-	"io"
-	"io/fs"
 	"os"
 	"path"
 	"sort"
@@ -13,10 +11,10 @@ import (
 
 	"golang.org/x/mod/modfile"
 	"golang.org/x/mod/module"
-	"golang.org/x/mod/sumdb/dirhash"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/toolchain"
 )
 
 // WorkFile is go's workspace file. kettle builds with GOWORK=off, so it has
@@ -28,7 +26,7 @@ const WorkFile = "go.work"
 // directory of the project that replaces a module (go.mod `replace … =>
 // ./dir`). The digest is the dirhash h1 of that directory, not go.sum's
 // hash of the registry module it stands in for.
-const LocalURIPrefix = "file:"
+const LocalURIPrefix = toolchain.LocalURIPrefix
 
 // Mod is what kettle reads from go.mod, parsed by golang.org/x/mod in this
 // process: no go command reads a submission outside the sandbox.
@@ -197,56 +195,9 @@ func (m *Mod) Dependencies(sum *Sum, local map[string]string) []provenance.Depen
 	return deps
 }
 
-// HashTree is dirhash.HashDir(dir, prefix, dirhash.Hash1) computed through
-// root: every file under dir, named prefix/<slash path relative to dir>
-// (just the relative path when prefix is ""). With followLinks, a symlink
-// is hashed as the regular file it names inside root (as HashDir follows
-// it); one that leaves root or names a directory is an error. Without
-// followLinks every symlink is an error; devices and pipes always are.
-// The result has no "h1:" prefix.
-func HashTree(root *os.Root, dir, prefix string, followLinks bool) (string, error) {
-	var files []string
-	err := fs.WalkDir(root.FS(), dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		switch t := d.Type(); {
-		case d.IsDir():
-			return nil
-		case t&fs.ModeSymlink != 0 && !followLinks:
-			return fmt.Errorf("%s: a symlink", p)
-		case t&fs.ModeSymlink == 0 && !t.IsRegular():
-			return fmt.Errorf("%s: not a regular file", p)
-		}
-		rel := strings.TrimPrefix(p, dir+"/")
-		if dir == "." {
-			rel = p
-		}
-		if prefix != "" {
-			rel = prefix + "/" + rel
-		}
-		files = append(files, rel)
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	h, err := dirhash.Hash1(files, func(name string) (io.ReadCloser, error) {
-		if prefix != "" {
-			name = strings.TrimPrefix(name, prefix+"/")
-		}
-		f, err := root.Open(path.Join(dir, name))
-		if err != nil {
-			return nil, err
-		}
-		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-			f.Close()
-			return nil, fmt.Errorf("%s: not a regular file", name)
-		}
-		return f, nil
-	})
-	return strings.TrimPrefix(h, "h1:"), err
-}
+// HashTree is toolchain.HashTree: the digest of local code, and of a
+// module's directory in the cache (with its module@version prefix).
+var HashTree = toolchain.HashTree
 
 // hashLocal checks each local replacement directory of m against the
 // project (through root: no symlink may lead out) and hashes it. A

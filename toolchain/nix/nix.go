@@ -530,6 +530,9 @@ func (d *Driver) runLogged(ctx context.Context, w *toolchain.Workspace, c *sandb
 	c.Limits = w.Limits
 	log := w.Log
 	sw := *w
+	// Whole lines through ScrubLine, never pieces that could split a path
+	// it must remove: Log, not LogPiece.
+	sw.LogPiece = nil
 	sw.Log = func(l string) {
 		l = ScrubLine(l)
 		if also != nil && also.Len() < 1<<20 {

@@ -7,20 +7,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path"
-	"sort"
 	"strings"
-
-	"golang.org/x/mod/sumdb/dirhash"
 
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/toolchain"
 )
 
 // Local inputs are recorded as what they are: project code, not registry
@@ -28,7 +25,7 @@ import (
 const (
 	// LocalURIPrefix starts the uri of a local input: "file:<path>",
 	// the path relative to the project root.
-	LocalURIPrefix = "file:"
+	LocalURIPrefix = toolchain.LocalURIPrefix
 	// TreeDigestKey is the digest of a local directory: dirhash "h1" of
 	// its tree (golang.org/x/mod/sumdb/dirhash.HashDir(dir, "", Hash1),
 	// base64, without "h1:"): sha256 over the sorted lines
@@ -142,50 +139,15 @@ func fileDigests(root *os.Root, p, integrity string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// HashTree is dirhash.HashDir(dir, "", dirhash.Hash1) computed through
-// root: every file under dir, named by its slash path relative to dir. A
-// symlink is hashed as the regular file it names inside root (HashDir
-// follows it too); one that leaves root or names a directory is an error,
-// and so are devices and pipes. Without the "h1:" prefix.
+// HashTree is toolchain.HashTree of dir, following symlinks that stay
+// inside root.
 func HashTree(root *os.Root, dir string) (string, error) {
-	var files []string
-	err := fs.WalkDir(root.FS(), dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return nil
-		}
-		if t := d.Type(); t&fs.ModeSymlink == 0 && !t.IsRegular() {
-			return fmt.Errorf("%s: not a regular file", p)
-		}
-		rel := p
-		if dir != "." {
-			rel = strings.TrimPrefix(p, dir+"/")
-		}
-		files = append(files, rel)
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	sort.Strings(files)
-	h, err := dirhash.Hash1(files, func(name string) (io.ReadCloser, error) {
-		f, err := root.Open(path.Join(dir, name))
-		if err != nil {
-			return nil, err
-		}
-		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-			f.Close()
-			return nil, errors.New(name + ": not a regular file")
-		}
-		return f, nil
-	})
-	return strings.TrimPrefix(h, "h1:"), err
+	return toolchain.HashTree(root, dir, "", true)
 }
 
 // copyLocal copies the local inputs into the fetch directory, read through
-// root: pnpm fetch reads local packages' manifests and tarballs. Only
+// root: pnpm fetch reads local packages' manifests and tarballs. Files at
+// the top of the project are never copied (see copyFile). Only
 // regular files are written (a symlink inside the project becomes a copy
 // of the file it names there), so nothing in the fetch directory leads
 // back into the project or out of it. Nothing of them runs: scripts and
@@ -197,6 +159,12 @@ func copyLocal(root *os.Root, refs []LocalRef, dst string) error {
 	}
 	defer out.Close()
 	copyFile := func(rel string) error {
+		if !strings.Contains(rel, "/") {
+			// The top of the fetch directory holds kettle's files only:
+			// a local package at "." (link:.) must not bring the
+			// project's .npmrc, package.json or lockfile along.
+			return nil
+		}
 		in, err := root.Open(rel)
 		if err != nil {
 			return err

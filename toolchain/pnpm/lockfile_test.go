@@ -163,6 +163,10 @@ func FuzzPnpmLock(f *testing.F) {
 	f.Add([]byte("lockfileVersion: '9.0'\npackages:\n  '@a/b@1.0.0(c@2.0.0)':\n    resolution: {integrity: sha1-2jmYCRJpyY8kfqs6JWH/6GHCeTo=}\n"))
 	f.Add([]byte("lockfileVersion: '6.0'\npackages:\n  /x@https://codeload.github.com/o/r/tar.gz/7eede1c1a756977b09f96aa14a92e2b06318ae87:\n    resolution: {tarball: https://codeload.github.com/o/r/tar.gz/7eede1c1a756977b09f96aa14a92e2b06318ae87}\n"))
 	f.Add([]byte("lockfileVersion: 9\npackages: &a [*a]\n"))
+	if b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "security", "pnpm-local-inputs", LockfileName)); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("lockfileVersion: '6.0'\ndependencies:\n  a:\n    specifier: link:../a\n    version: link:../a\npackages:\n  file:b:\n    resolution: {directory: b, type: directory}\n    name: b\n"))
 	f.Add([]byte("a: &a [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		lock, err := ParseLock(data)
@@ -172,12 +176,40 @@ func FuzzPnpmLock(f *testing.F) {
 			}
 			return
 		}
+		for _, l := range lock.Local {
+			if l.Path == ".." || strings.HasPrefix(l.Path, "../") || strings.HasPrefix(l.Path, "/") || strings.Contains(l.Path, "\\") || l.Path == "" {
+				t.Fatalf("local input %+v leaves the project", l)
+			}
+		}
 		for i, d := range lock.Dependencies {
 			if d.URI == "" || d.Digest[DigestKey] == "" || len(d.Digest) != 1 {
 				t.Fatalf("dep %+v", d)
 			}
 			if i > 0 && lock.Dependencies[i-1].URI > d.URI {
 				t.Fatalf("unsorted")
+			}
+		}
+	})
+}
+
+// FuzzWorkspacePackages: pnpm-workspace.yaml and package.json come from the
+// client; accepted globs and patch paths stay inside the project.
+func FuzzWorkspacePackages(f *testing.F) {
+	f.Add([]byte("packages:\n  - 'packages/*'\n  - '!**/test'\n"))
+	f.Add([]byte("packages: ['../*']\n"))
+	f.Add([]byte(`{"pnpm":{"patchedDependencies":{"ms@2.1.3":"patches/ms.patch","x@1":"../x"}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if out, err := WorkspacePackages(data); err == nil {
+			if _, err := WorkspacePackages(out); err != nil {
+				t.Fatalf("rewritten file refused: %v", err)
+			}
+		}
+		refs, err := PatchFiles(data)
+		if err == nil {
+			for _, r := range refs {
+				if r.Path == ".." || strings.HasPrefix(r.Path, "../") || strings.HasPrefix(r.Path, "/") {
+					t.Fatalf("patch %+v leaves the project", r)
+				}
 			}
 		}
 	})

@@ -45,15 +45,16 @@ const (
 type Driver struct {
 	pnpm, node string     // resolved binaries (set by Inputs)
 	local      []LocalRef // local inputs, checked by Inputs
+	script     string     // kettle.toml [pnpm] script ("": build)
+	pack       bool       // kettle.toml [pnpm] output = "pack"
 }
 
 // New returns a pnpm driver.
 func New() toolchain.Driver { return &Driver{} }
 
-func (d *Driver) Name() string         { return "pnpm" }
-func (d *Driver) Title() string        { return "Pnpm" }
-func (d *Driver) Lockfile() string     { return LockfileName }
-func (d *Driver) BuildCommand() string { return BuildCommand }
+func (d *Driver) Name() string     { return "pnpm" }
+func (d *Driver) Title() string    { return "Pnpm" }
+func (d *Driver) Lockfile() string { return LockfileName }
 
 // Inputs parses pnpm-lock.yaml and hashes pnpm and node.
 func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
@@ -68,11 +69,22 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	sum := sha256.Sum256(data)
 	lockHash := hex.EncodeToString(sum[:])
 
-	pnpm, pnpmPath, err := toolchain.ResolveTool(ctx, w, "pnpm")
+	// `pnpm --version` and `node --version` run in this trusted process:
+	// in a private empty directory with kettle's environment, so that no
+	// package.json (packageManager), .npmrc or .pnpmfile.cjs of the
+	// project is anywhere near them.
+	tmp, err := os.MkdirTemp("", "kettle-pnpm-version-")
+	if err != nil {
+		return nil, failure.Wrap(failure.InternalError, err, "cannot create a temporary directory")
+	}
+	defer os.RemoveAll(tmp)
+	hw := *w
+	hw.Dir, hw.Env = tmp, d.env(w, tmp)
+	pnpm, pnpmPath, err := toolchain.ResolveTool(ctx, &hw, "pnpm")
 	if err != nil {
 		return nil, toolMissing("pnpm", err)
 	}
-	node, nodePath, err := toolchain.ResolveTool(ctx, w, "node")
+	node, nodePath, err := toolchain.ResolveTool(ctx, &hw, "node")
 	if err != nil {
 		return nil, toolMissing("node", err)
 	}
@@ -96,6 +108,13 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 // each resolved inside the project and recorded as local code with its
 // digest; sorted by uri.
 func (d *Driver) localInputs(w *toolchain.Workspace, lock *Lock) ([]provenance.Dependency, error) {
+	if ws, err := toolchain.ReadProjectFile(w.Dir, WorkspaceFile); err == nil {
+		if _, err := WorkspacePackages(ws); err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read "+WorkspaceFile+" (it must be a regular file in the project root)")
+	}
 	refs := append([]LocalRef(nil), lock.Local...)
 	if pj, err := toolchain.ReadProjectFile(w.Dir, "package.json"); err == nil {
 		more, err := PatchFiles(pj)
@@ -176,8 +195,13 @@ func (d *Driver) env(w *toolchain.Workspace, home string) []string {
 		}
 		base = append(base, kv)
 	}
+	tmp := filepath.Join(home, ".tmp")
+	_ = os.MkdirAll(tmp, 0o755)
 	return toolchain.SetEnv(base,
 		"HOME="+home,
+		// The server's TMPDIR does not exist in the sandbox (pnpm dies
+		// resolving it): a directory of the job instead.
+		"TMPDIR="+tmp,
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
 		"XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
 		"XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),
@@ -220,21 +244,34 @@ type codeLog struct {
 
 func (c *codeLog) workspace() *toolchain.Workspace {
 	cw := *c.w
-	log := c.w.Log
+	log, piece := c.w.Log, c.w.LogPiece
 	cw.Log = func(line string) {
 		if log != nil {
 			log(line)
 		}
-		if m := errCode.FindString(line); m != "" && len(c.codes) < 3 {
-			for _, have := range c.codes {
-				if have == m {
-					return
-				}
-			}
-			c.codes = append(c.codes, m)
+		c.see(line)
+	}
+	if piece != nil {
+		// toolchain.Run sends output to LogPiece when it is set: watch
+		// it there too.
+		cw.LogPiece = func(p string, cont bool) {
+			piece(p, cont)
+			c.see(p)
 		}
 	}
 	return &cw
+}
+
+// see keeps the first error codes of pnpm's output.
+func (c *codeLog) see(line string) {
+	if m := errCode.FindString(line); m != "" && len(c.codes) < 3 {
+		for _, have := range c.codes {
+			if have == m {
+				return
+			}
+		}
+		c.codes = append(c.codes, m)
+	}
 }
 
 func (c *codeLog) fail(ctx context.Context, kind failure.Kind, what string, err error) error {
@@ -367,14 +404,19 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	defer os.RemoveAll(scratch)
 	env := d.env(w, scratch)
-	for _, step := range []struct {
-		what string
-		args []string
-	}{
+	after, err := d.steps(w)
+	if err != nil {
+		return err
+	}
+	for _, step := range append([]buildStep{
 		{"pnpm install --offline --frozen-lockfile", []string{"install", "--offline", "--frozen-lockfile",
-			"--store-dir", d.store(w), "--reporter=append-only"}},
-		{"pnpm build", []string{"build"}},
-	} {
+			"--store-dir", d.store(w), "--reporter=append-only"}, nil},
+	}, after...) {
+		if step.before != nil {
+			if err := step.before(); err != nil {
+				return err
+			}
+		}
 		cl := &codeLog{w: w}
 		err := toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
 			Args:     append([]string{d.pnpm}, step.args...),
@@ -400,6 +442,9 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
 	}
 	defer o.Close()
+	if d.pack {
+		return packArtifact(ctx, o, dst)
+	}
 	fi, err := o.Lstat(DistDir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

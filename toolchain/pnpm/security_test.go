@@ -162,6 +162,13 @@ func TestLocalInputsRefused(t *testing.T) {
 			f.Write([]byte("x"))
 			f.Close()
 		}, "does not match its integrity"},
+		{"workspace glob outside", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, WorkspaceFile), "packages:\n  - 'packages/*'\n  - '../*'\n", 0o644)
+		}, "outside the project"},
+		{"workspace file symlink", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, WorkspaceFile))
+			os.Symlink(filepath.Join(outside, "package.json"), filepath.Join(dir, WorkspaceFile))
+		}, "cannot read pnpm-workspace.yaml"},
 		{"missing directory", func(t *testing.T, dir string) { os.RemoveAll(filepath.Join(dir, "packages", "wa")) }, "not a directory inside the project"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,7 +224,7 @@ func TestFetchIgnoresProjectConfig(t *testing.T) {
 		"onlyBuiltDependencies[]=ms",
 		"",
 	}, "\n"), 0o644)
-	w.Env = append(w.Env, "npm_config_git="+filepath.Join(w.Dir, "evil.sh"), "NODE_OPTIONS=--require "+filepath.Join(w.Dir, "evil.js"))
+	w.Env = append(w.Env, "TMPDIR=/nonexistent/server-tmp", "npm_config_git="+filepath.Join(w.Dir, "evil.sh"), "NODE_OPTIONS=--require "+filepath.Join(w.Dir, "evil.js"))
 	d := New()
 	if _, err := d.Inputs(context.Background(), w); err != nil {
 		t.Fatal(err)
@@ -234,6 +241,9 @@ func TestFetchIgnoresProjectConfig(t *testing.T) {
 		}
 	}
 	c := w.Runner.(*execRunner).cmds[0]
+	if tmp := toolchain.Getenv(c.Env, "TMPDIR"); !strings.HasPrefix(tmp, w.CacheDir+"/") {
+		t.Errorf("TMPDIR %q is not the job's (the server's does not exist in the sandbox)", tmp)
+	}
 	if toolchain.Getenv(c.Env, "npm_config_git") != "" || toolchain.Getenv(c.Env, "NODE_OPTIONS") != "" {
 		t.Errorf("server npm settings reached pnpm: %v", c.Env)
 	}
@@ -250,3 +260,54 @@ func writeFile(t *testing.T, p, content string, mode os.FileMode) {
 }
 
 func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", "\\'") + "'" }
+
+// TestProjectRegistryIgnoredByFetch: a project .npmrc naming another
+// registry (here a closed local port) does not redirect the fetch, and the
+// offline install that reads it in the build still finds every package in
+// the store (pnpm's store is addressed by integrity).
+func TestProjectRegistryIgnoredByFetch(t *testing.T) {
+	needRegistry(t)
+	w, lines := workspace(t, "")
+	writeFile(t, filepath.Join(w.Dir, ".npmrc"), "registry=http://127.0.0.1:9/\n", 0o644)
+	d := New()
+	ctx := context.Background()
+	if _, err := d.Inputs(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Fetch(ctx, w); err != nil {
+		t.Fatalf("fetch: %v\n%s", err, lines)
+	}
+	if err := d.Build(ctx, w); err != nil {
+		t.Fatalf("build: %v\n%s", err, lines)
+	}
+}
+
+// TestFetchLinkToProjectRoot: a `link:.` dependency makes the project root
+// a local input. Copying it for the fetch must not bring the project's
+// .npmrc (here a closed registry and a git program) into the fetch
+// directory.
+func TestFetchLinkToProjectRoot(t *testing.T) {
+	needRegistry(t)
+	w, lines := workspace(t, "")
+	lock, _ := os.ReadFile(filepath.Join(w.Dir, LockfileName))
+	lock = []byte(strings.Replace(string(lock), "      ms:\n        specifier: 2.1.3\n        version: 2.1.3\n",
+		"      ms:\n        specifier: 2.1.3\n        version: 2.1.3\n      self:\n        specifier: link:.\n        version: link:.\n", 1))
+	writeFile(t, filepath.Join(w.Dir, LockfileName), string(lock), 0o644)
+	writeFile(t, filepath.Join(w.Dir, ".npmrc"), "registry=http://127.0.0.1:9/\ngit=/bin/false\n", 0o644)
+	d := New()
+	in, err := d.Inputs(context.Background(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dep(in.Dependencies, "file:.") == nil {
+		t.Fatalf("link:. not recorded: %+v", in.Dependencies)
+	}
+	if err := d.Fetch(context.Background(), w); err != nil {
+		t.Fatalf("fetch: %v\n%s", err, lines)
+	}
+	for _, name := range []string{".npmrc", "package.json", "build.js"} {
+		if _, err := os.Lstat(filepath.Join(w.CacheDir, "pnpm-fetch", name)); err == nil {
+			t.Errorf("%s copied to the top of the fetch directory", name)
+		}
+	}
+}

@@ -1,0 +1,577 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/accessibility"
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/testenv"
+)
+
+// The web page (docs/web.md) in a real browser: Debian's chromium, headless,
+// driven over the DevTools protocol. Elements are found the way a person or
+// a screen reader finds them: by role, accessible name and visible text.
+
+// page is one browser tab on a kettle server, recording what it requests
+// and every console error or uncaught exception.
+type page struct {
+	t      *testing.T
+	ctx    context.Context
+	origin string
+	mu     sync.Mutex
+	reqs   []string // "METHOD URL"
+	errs   []string
+	dlDone chan string // GUIDs of finished downloads
+}
+
+func newPage(t *testing.T, origin, downloads string) *page {
+	t.Helper()
+	bin := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			bin = p
+			break
+		}
+	}
+	testenv.Need(t, bin != "", "chromium is not installed (Debian package chromium; scripts/setup.sh installs it)")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
+		// Not TMPDIR: its profile is removed with the test.
+		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
+		chromedp.WindowSize(1280, 1000),
+		chromedp.Flag("disable-dev-shm-usage", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTime := context.WithTimeout(ctx, 4*time.Minute)
+	t.Cleanup(func() { cancelTime(); cancelCtx(); cancelAlloc() })
+	p := &page{t: t, ctx: ctx, origin: origin, dlDone: make(chan string, 4)}
+	chromedp.ListenTarget(ctx, func(ev any) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			p.reqs = append(p.reqs, e.Request.Method+" "+e.Request.URL)
+		case *runtime.EventExceptionThrown:
+			p.errs = append(p.errs, "exception: "+e.ExceptionDetails.Error())
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.APITypeError {
+				var parts []string
+				for _, a := range e.Args {
+					parts = append(parts, string(a.Value))
+				}
+				p.errs = append(p.errs, "console.error: "+strings.Join(parts, " "))
+			}
+		case *browser.EventDownloadProgress:
+			if e.State == browser.DownloadProgressStateCompleted {
+				p.dlDone <- e.GUID
+			}
+		}
+	})
+	p.run(network.Enable(), runtime.Enable(),
+		browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).
+			WithDownloadPath(downloads).WithEventsEnabled(true))
+	return p
+}
+
+func (p *page) run(actions ...chromedp.Action) {
+	p.t.Helper()
+	if err := chromedp.Run(p.ctx, actions...); err != nil {
+		p.t.Fatalf("browser: %v\nconsole errors: %v", err, p.errors())
+	}
+}
+
+func (p *page) requests() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.reqs...)
+}
+
+func (p *page) errors() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.errs...)
+}
+
+// eval runs a JavaScript expression in the page and decodes its value.
+func (p *page) eval(js string, out any) {
+	p.t.Helper()
+	p.run(chromedp.Evaluate(js, out, func(e *runtime.EvaluateParams) *runtime.EvaluateParams {
+		return e.WithAwaitPromise(true)
+	}))
+}
+
+// waitJS polls a JavaScript condition until it is true.
+func (p *page) waitJS(d time.Duration, what, cond string) {
+	p.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		var ok bool
+		p.eval("!!("+cond+")", &ok)
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			var body string
+			p.eval("document.body.innerText", &body)
+			p.t.Fatalf("timed out after %s waiting for %s; page text:\n%s\nconsole errors: %v", d, what, tail(body, 40), p.errors())
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+type axNode struct{ Role, Name string }
+
+// axTree is the page's accessibility tree, as a screen reader sees it.
+// Decoded into a struct of its own: cdproto's enums lag behind Chromium's.
+func (p *page) axTree() []axNode {
+	p.t.Helper()
+	type value struct {
+		Value any `json:"value"`
+	}
+	var res struct {
+		Nodes []struct {
+			Ignored bool   `json:"ignored"`
+			Role    *value `json:"role"`
+			Name    *value `json:"name"`
+		} `json:"nodes"`
+	}
+	p.run(chromedp.ActionFunc(func(ctx context.Context) error {
+		return cdp.Execute(ctx, accessibility.CommandGetFullAXTree, nil, &res)
+	}))
+	str := func(v *value) string {
+		if v == nil {
+			return ""
+		}
+		s, _ := v.Value.(string)
+		return s
+	}
+	var out []axNode
+	for _, n := range res.Nodes {
+		if !n.Ignored {
+			out = append(out, axNode{Role: str(n.Role), Name: str(n.Name)})
+		}
+	}
+	return out
+}
+
+// needAX fails unless the tree has a node of role whose name contains name
+// (case-insensitive).
+func needAX(t *testing.T, tree []axNode, role, name string) {
+	t.Helper()
+	for _, n := range tree {
+		if n.Role == role && strings.Contains(strings.ToLower(n.Name), strings.ToLower(name)) {
+			return
+		}
+	}
+	t.Errorf("no %s named like %q in the accessibility tree: %v", role, name, tree)
+}
+
+// Selectors a person would use: a labelled control inside the section
+// whose heading says what it is for.
+const (
+	jsBuildForm  = `document.querySelector('section[aria-labelledby="build-title"] form')`
+	jsVerifyForm = `document.querySelector('section[aria-labelledby="verify-title"] form')`
+)
+
+// control finds a form's control by the text of its label.
+func control(form, label string) string {
+	return fmt.Sprintf(`(() => { const f = %s; for (const l of f.querySelectorAll('label')) {
+		if (l.innerText.toLowerCase().includes(%q)) { const c = l.control; if (c) return c; } } return null; })()`, form, strings.ToLower(label))
+}
+
+// button finds a form's button whose text starts with text.
+func button(form, text string) string {
+	return fmt.Sprintf(`[...%s.querySelectorAll('button')].find(b => b.innerText.trim().toLowerCase().startsWith(%q))`, form, strings.ToLower(text))
+}
+
+// verifyRows reads the verify area's result rows: name → "PASSED"/"FAILED".
+func (p *page) verifyRows() map[string]string {
+	p.t.Helper()
+	var rows [][]string
+	p.eval(`[...document.querySelectorAll('section[aria-labelledby="verify-title"] tbody tr')].map(tr => [...tr.cells].map(c => c.innerText))`, &rows)
+	out := map[string]string{}
+	for _, r := range rows {
+		if len(r) < 2 {
+			continue
+		}
+		verdict := "?"
+		switch {
+		case strings.Contains(r[0], "PASSED"):
+			verdict = "PASSED"
+		case strings.Contains(r[0], "FAILED"):
+			verdict = "FAILED"
+		}
+		out[r[1]] = verdict
+	}
+	return out
+}
+
+// cliVerdicts is `kettle verify --json` on tarball: name → verdict.
+func cliVerdicts(t *testing.T, tarball string, args ...string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := extract(t, b)
+	out, _ := exec.Command(kettleBin, append(append([]string{"verify", "--json"}, args...), dir)...).Output()
+	var rep struct {
+		Checks []struct {
+			Name string `json:"name"`
+			OK   bool   `json:"ok"`
+		} `json:"checks"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil || len(rep.Checks) == 0 {
+		t.Fatalf("kettle verify --json: %v\n%s", err, out)
+	}
+	v := map[string]string{}
+	for _, c := range rep.Checks {
+		verdict := "FAILED"
+		if c.OK {
+			verdict = "PASSED"
+		}
+		v[strings.ReplaceAll(c.Name, "`", "")] = verdict
+	}
+	return v
+}
+
+// verifyInPage runs the verify area on file (dropped on the drop zone, or
+// chosen in the file input) and returns its rows and the requests the page
+// made meanwhile.
+func (p *page) verifyInPage(file, nonce string, insecure, drop bool) (map[string]string, []string) {
+	p.t.Helper()
+	p.run(chromedp.Navigate(p.origin + "/"))
+	p.waitJS(10*time.Second, "the verify form", jsVerifyForm)
+	before := len(p.requests())
+	// The file input may be visually hidden; DevTools sets its files as
+	// the chooser would.
+	p.run(chromedp.SetUploadFiles(`section[aria-labelledby="verify-title"] input[type=file]`, []string{file}, chromedp.ByQuery))
+	if drop {
+		// Drop the same file on the zone that says "Drop", as a person
+		// dragging it from their desktop would, after clearing the input.
+		var ok bool
+		p.eval(fmt.Sprintf(`(() => { const f = %s; const input = f.querySelector('input[type=file]');
+			const file = input.files[0]; const dt = new DataTransfer(); dt.items.add(file);
+			const zone = [...f.querySelectorAll('*')].find(e => e.children.length > 0 && /drop/i.test(e.innerText) && e.querySelector('input[type=file]'));
+			const over = new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true});
+			zone.dispatchEvent(over);
+			if (!over.defaultPrevented) return false;
+			zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+			return true; })()`, jsVerifyForm), &ok)
+		if !ok {
+			p.t.Fatal("the drop zone does not take a dragover (no preventDefault)")
+		}
+	}
+	var ignored bool
+	p.eval(fmt.Sprintf(`(() => { const n = %s; n.value = %q; n.dispatchEvent(new Event('input', {bubbles: true}));
+		const c = %s; if (c.checked !== %v) c.click(); return true; })()`,
+		control(jsVerifyForm, "nonce"), nonce, control(jsVerifyForm, "insecure"), insecure), &ignored)
+	p.eval(button(jsVerifyForm, "verify")+".click(), true", &ignored)
+	p.waitJS(30*time.Second, "the verification rows",
+		`document.querySelectorAll('section[aria-labelledby="verify-title"] tbody tr').length > 0 && !`+button(jsVerifyForm, "verify")+`.disabled`)
+	return p.verifyRows(), p.requests()[before:]
+}
+
+// TestWebPage submits a real build through the page, watches it, downloads
+// the result, verifies it in the page (WebAssembly, no server involved) in
+// the three cases of docs/web.md plus the peer's real bundle, and saves a
+// screenshot of the finished job.
+func TestWebPage(t *testing.T) {
+	repo := serveRepo(t, "webpage", 0)
+	_, c := server(t, "")
+	waitReady(t, c)
+	downloads := t.TempDir()
+	p := newPage(t, c.URL, downloads)
+
+	// The page at /: the build form and the verify area, named for people.
+	p.run(chromedp.Navigate(c.URL + "/"))
+	p.waitJS(10*time.Second, "the build form", jsBuildForm)
+	tree := p.axTree()
+	needAX(t, tree, "textbox", "repository url")
+	needAX(t, tree, "textbox", "ref")
+	needAX(t, tree, "textbox", "nonce")
+	needAX(t, tree, "button", "build")
+	needAX(t, tree, "button", "verify")
+	needAX(t, tree, "checkbox", "insecure")
+	var nonce string
+	p.eval(control(jsBuildForm, "nonce")+".value", &nonce)
+	if len(nonce) != 32 || strings.Trim(nonce, "0123456789abcdef") != "" {
+		t.Fatalf("the build nonce is not prefilled with 16 random bytes: %q", nonce)
+	}
+	var ignored bool
+	p.eval(fmt.Sprintf(`(() => { const u = %s; u.value = %q; return true; })()`, control(jsBuildForm, "repository url"), repo.URL), &ignored)
+	p.eval(button(jsBuildForm, "build")+".click(), true", &ignored)
+	p.waitJS(10*time.Second, "the job's page", `location.pathname.startsWith("/b/")`)
+	var path string
+	p.eval("location.pathname", &path)
+	id, _ := url.PathUnescape(strings.TrimPrefix(path, "/b/"))
+
+	// The job page: live log, state, phases; then Download.
+	p.waitJS(2*time.Minute, "the state to say succeeded",
+		`(document.querySelector('[role=status]')?.innerText || '').toLowerCase().includes('succeeded')`)
+	st, err := c.Status(context.Background(), id)
+	if err != nil || st["status"] != "succeeded" {
+		t.Fatalf("the page says succeeded, the API %v (%v)", st["status"], err)
+	}
+	evs, err := c.Wait(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range evs {
+		var m struct{ Msg string }
+		if json.Unmarshal([]byte(e.Data), &m) == nil && m.Msg != "" {
+			want = append(want, m.Msg)
+		}
+	}
+	logLines := func() []string {
+		var lines []string
+		p.eval(`[...document.querySelector('[role=log]').children].map(d => d.lastElementChild ? d.lastElementChild.innerText : d.innerText)`, &lines)
+		return lines
+	}
+	if got := logLines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("the page's log differs from the SSE log:\npage:\n%s\napi:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var phases string
+	p.eval(`document.querySelector('[aria-label=Phases]').innerText`, &phases)
+	for _, ph := range []string{"Init", "Detect", "Build", "Provenance", "Attest"} {
+		if !strings.Contains(phases, ph) {
+			t.Errorf("the finished job page does not name phase %s: %q", ph, phases)
+		}
+	}
+	shot := filepath.Join(t.TempDir(), "job.png")
+	var png []byte
+	p.run(chromedp.FullScreenshot(&png, 100)) // quality 100: PNG
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := os.Getenv("KETTLE_SCREENSHOT"); out != "" {
+		os.WriteFile(out, png, 0o644)
+	}
+	t.Logf("screenshot of the finished job: %s (%d bytes)", shot, len(png))
+
+	p.eval(`[...document.querySelectorAll('a[href]')].find(a => a.innerText.toLowerCase().includes('download')).click(), true`, &ignored)
+	var guid string
+	select {
+	case guid = <-p.dlDone:
+	case <-time.After(20 * time.Second):
+		t.Fatal("clicking Download downloaded nothing within 20 s")
+	}
+	got, err := os.ReadFile(filepath.Join(downloads, guid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, _ := download(t, c, id)
+	if !bytes.Equal(got, result) {
+		t.Fatalf("the downloaded file (%d bytes) differs from GET /build/{id}/result (%d bytes)", len(got), len(result))
+	}
+
+	// Reloading after the end replays the whole log, once.
+	p.run(chromedp.Reload())
+	p.waitJS(30*time.Second, "the replayed log",
+		fmt.Sprintf(`document.querySelector('[role=log]').children.length >= %d && (document.querySelector('[role=status]')?.innerText || '').toLowerCase().includes('succeeded')`, len(want)))
+	time.Sleep(500 * time.Millisecond)
+	if got := logLines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("after a reload the page's log differs from the SSE log (%d lines, want %d)", len(got), len(want))
+	}
+
+	// The verify area, against `kettle verify --json` on the same tarball.
+	tarball := filepath.Join(t.TempDir(), "result.tar.gz")
+	if err := os.WriteFile(tarball, result, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wrong := strings.Repeat("ab", 16)
+	for _, tc := range []struct {
+		name     string
+		nonce    string
+		insecure bool
+		drop     bool
+		failed   []string // substrings of the rows that must fail; nil: all pass
+	}{
+		{"right nonce, insecure allowed", nonce, true, false, nil},
+		{"wrong nonce, dropped", wrong, true, true, []string{"Nonce"}},
+		{"insecure not allowed", nonce, false, false, []string{"Evidence"}},
+	} {
+		func() {
+			rows, reqs := p.verifyInPage(tarball, tc.nonce, tc.insecure, tc.drop)
+			args := []string{"--nonce", tc.nonce}
+			if tc.insecure {
+				args = append(args, "--allow-insecure")
+			}
+			cli := cliVerdicts(t, tarball, args...)
+			if fmt.Sprint(rows) != fmt.Sprint(cli) {
+				t.Errorf("%s: the page's verdicts differ from kettle verify --json:\npage: %v\ncli:  %v", tc.name, rows, cli)
+			}
+			var failed []string
+			for name, v := range rows {
+				if v == "FAILED" {
+					failed = append(failed, name)
+				}
+			}
+			if tc.failed == nil && len(failed) > 0 {
+				t.Errorf("%s: rows failed: %v", tc.name, failed)
+			}
+			for _, f := range tc.failed {
+				found := false
+				for _, name := range failed {
+					found = found || strings.Contains(name, f)
+				}
+				if !found {
+					t.Errorf("%s: no row about %q failed: %v", tc.name, f, rows)
+				}
+			}
+			checkVerifyRequests(t, c.URL, reqs)
+		}()
+	}
+
+	// The peer's real bundle (az-snp evidence from real hardware).
+	peer := peerTarball(t)
+	rows, reqs := p.verifyInPage(peer, strings.Repeat("00", 16), false, false)
+	cli := cliVerdicts(t, peer, "--nonce", strings.Repeat("00", 16))
+	if fmt.Sprint(rows) != fmt.Sprint(cli) {
+		t.Errorf("peer bundle: the page's verdicts differ from kettle verify --json:\npage: %v\ncli:  %v", rows, cli)
+	}
+	for name, v := range rows {
+		if v != "PASSED" {
+			t.Errorf("peer bundle: %s %s", name, v)
+		}
+	}
+	checkVerifyRequests(t, c.URL, reqs)
+
+	// A build that fails: the page shows its error type and message as
+	// GET /build/{id} gives them, outside the log.
+	p.run(chromedp.Navigate(c.URL + "/"))
+	p.waitJS(10*time.Second, "the build form", jsBuildForm)
+	p.eval(fmt.Sprintf(`(() => { const u = %s; u.value = %q; return true; })()`, control(jsBuildForm, "repository url"),
+		strings.TrimSuffix(repo.URL, "webpage.git")+"no-such-project.git"), &ignored)
+	p.eval(button(jsBuildForm, "build")+".click(), true", &ignored)
+	p.waitJS(10*time.Second, "the failed job's page", `location.pathname.startsWith("/b/")`)
+	p.eval("location.pathname", &path)
+	failedID, _ := url.PathUnescape(strings.TrimPrefix(path, "/b/"))
+	p.waitJS(time.Minute, "the state to say failed",
+		`(document.querySelector('[role=status]')?.innerText || '').toLowerCase().includes('failed')`)
+	st, err = c.Status(context.Background(), failedID)
+	if err != nil || st["status"] != "failed" {
+		t.Fatalf("failed job: API says %v (%v)", st["status"], err)
+	}
+	var outside string
+	p.eval(`(() => { const c = document.querySelector('section[aria-labelledby="job-title"]').cloneNode(true);
+		c.querySelector('[role=log]').remove(); return c.innerText; })()`, &outside)
+	for _, k := range []string{"error_type", "error"} {
+		if v, _ := st[k].(string); v == "" || !strings.Contains(outside, v) {
+			t.Errorf("the failed job's page does not show %s %q outside the log:\n%s", k, v, outside)
+		}
+	}
+
+	for _, r := range p.requests() {
+		_, u, _ := strings.Cut(r, " ")
+		if !strings.HasPrefix(u, c.URL+"/") && !strings.HasPrefix(u, "blob:") && !strings.HasPrefix(u, "data:") {
+			t.Errorf("the page requested another origin: %s", r)
+		}
+	}
+	if errs := p.errors(); len(errs) > 0 {
+		t.Errorf("console errors or uncaught exceptions: %v", errs)
+	}
+}
+
+// checkVerifyRequests: while verifying, only the page's own static assets.
+func checkVerifyRequests(t *testing.T, origin string, reqs []string) {
+	t.Helper()
+	for _, r := range reqs {
+		method, u, _ := strings.Cut(r, " ")
+		if strings.HasPrefix(u, "blob:") || strings.HasPrefix(u, "data:") {
+			continue
+		}
+		path := strings.TrimPrefix(u, origin)
+		static := false
+		for _, ext := range []string{".wasm", ".js", ".mjs", ".css", ".map"} {
+			static = static || strings.HasSuffix(path, ext)
+		}
+		if method != "GET" || !strings.HasPrefix(u, origin+"/") || strings.HasPrefix(path, "/build") || !static {
+			// Navigating to / to open the verify area is not part of
+			// verifying.
+			if path == "/" && method == "GET" {
+				continue
+			}
+			t.Errorf("request while verifying: %s", r)
+		}
+	}
+}
+
+// peerTarball packs the peer's real result bundle (verify/testdata) as a
+// result tarball.
+func peerTarball(t *testing.T) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(root, "verify", "testdata", "kettle-v1", "kex")
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == src {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		hdr, err := tar.FileInfoHeader(info, "")
+		if err != nil {
+			return err
+		}
+		hdr.Name = "kettle-build/" + filepath.ToSlash(rel)
+		if d.IsDir() {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			_, err = tw.Write(b)
+			return err
+		}
+		return nil
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "kex.tar.gz")
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
