@@ -572,7 +572,7 @@ type sink struct {
 	full                string // the limit reached ("" while under both)
 	closed              bool
 	building            bool
-	lost                func() // the log went to a later attempt
+	lost                func()         // the log went to a later attempt
 	phases              []events.Phase // ended phases, for Job.Phases
 }
 
