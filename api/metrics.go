@@ -29,6 +29,7 @@ type Metrics struct {
 	EventsSent    prometheus.Counter       // kettle_sse_events_sent_total
 	LostWorkers   prometheus.Counter       // kettle_lost_workers_total
 	Retried       prometheus.Counter       // kettle_build_retries_total
+	PhaseDuration *prometheus.HistogramVec // kettle_phase_duration_seconds{phase,toolchain}
 
 	mu         sync.Mutex
 	queueDepth func(context.Context) (int, error)
@@ -68,6 +69,10 @@ func NewMetrics() *Metrics {
 		Retried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kettle_build_retries_total", Help: "Extra attempts of finished jobs (a worker was lost and another took the job).",
 		}),
+		PhaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kettle_phase_duration_seconds", Help: "Wall time of each phase of finished jobs (clone … store).",
+			Buckets: append([]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05}, durBuckets...),
+		}, []string{"phase", "toolchain"}),
 	}
 }
 
@@ -104,7 +109,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 		return float64(n)
 	})
 	for _, c := range []prometheus.Collector{m.Builds, m.BuildDuration, m.QueueDuration, m.Submitted,
-		m.Watchers, m.Uploaded, m.EventsSent, m.LostWorkers, m.Retried, depth} {
+		m.Watchers, m.Uploaded, m.EventsSent, m.LostWorkers, m.Retried, m.PhaseDuration, depth} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -133,6 +138,9 @@ func (m *Metrics) ObserveJob(j *jobs.Job) {
 		if d := j.StartedAt.Sub(j.CreatedAt); d >= 0 {
 			m.QueueDuration.Observe(d.Seconds())
 		}
+	}
+	for _, p := range j.Phases {
+		m.PhaseDuration.WithLabelValues(p.Name, tc).Observe(p.Duration.Seconds())
 	}
 	if n := len(j.LostWorkers); n > 0 {
 		m.LostWorkers.Add(float64(n))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/jobs"
 )
 
@@ -158,6 +159,9 @@ type statusJSON struct {
 	// so the evidence binds it zero-padded (NonceNote says so in words).
 	NoncePadded bool   `json:"nonce_padded"`
 	NonceNote   string `json:"nonce_note,omitempty"`
+	// Phases: name, start and duration (seconds) of each step of a
+	// finished job, in order (issue 16); [] before it ends.
+	Phases []events.Phase `json:"phases"`
 }
 
 type sourceJSON struct {
@@ -186,6 +190,10 @@ func publicJob(j *jobs.Job) statusJSON {
 			ArchiveSHA256: j.Source.ArchiveSHA256, ArchiveSize: j.Source.ArchiveSize},
 		NonceNote: jobs.NonceNote(j.Nonce),
 		Attempt:   j.Attempts,
+		Phases:    j.Phases,
+	}
+	if v.Phases == nil {
+		v.Phases = []events.Phase{}
 	}
 	v.NoncePadded = v.NonceNote != ""
 	if j.Status == jobs.StatusQueued {

@@ -6,6 +6,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // Type names an event kind.
@@ -39,7 +40,65 @@ type Event struct {
 	// Cont marks a piece of a long output line that continues the
 	// previous event's Msg (see Split): a client joins them to get the line.
 	Cont bool
+	// Phase, when set, reports that a phase of the job ended. It is a
+	// field, never text: sinks record it (job state, metrics) without
+	// reading Msg. It is not part of the JSON form, and an event with a
+	// Phase and no Msg (see PhaseEvent) is not a log line: the job store
+	// keeps it out of the stored log and SSE.
+	Phase *Phase
 }
+
+// Phase names, in the order a job runs them.
+const (
+	PhaseClone      = "clone"   // git clone of repo_url
+	PhaseExtract    = "extract" // unpacking an uploaded archive
+	PhaseDetect     = "detect"
+	PhaseEvaluate   = "evaluate" // lockfile and toolchain inputs (nix: evaluation)
+	PhaseFetch      = "fetch"
+	PhaseBuild      = "build"
+	PhaseCollect    = "collect" // artifacts copied and hashed
+	PhaseProvenance = "provenance"
+	PhaseAttest     = "attest"
+	PhasePack       = "pack"  // the result tarball
+	PhaseStore      = "store" // the tarball into the job store
+)
+
+// Phase is one timed step of a job.
+type Phase struct {
+	Name     string
+	Start    time.Time
+	Duration time.Duration
+}
+
+type phaseJSON struct {
+	Name     string    `json:"name"`
+	Start    time.Time `json:"start"`
+	Duration float64   `json:"duration"` // seconds
+}
+
+// MarshalJSON writes {"name","start" (RFC 3339 UTC),"duration" (seconds)}.
+func (p Phase) MarshalJSON() ([]byte, error) {
+	return json.Marshal(phaseJSON{p.Name, p.Start.UTC(), p.Duration.Seconds()})
+}
+
+// UnmarshalJSON reads MarshalJSON's form.
+func (p *Phase) UnmarshalJSON(b []byte) error {
+	var v phaseJSON
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = Phase{Name: v.Name, Start: v.Start, Duration: time.Duration(v.Duration * float64(time.Second))}
+	return nil
+}
+
+// PhaseEvent reports that phase name, begun at start, just ended. Its
+// type is the log section the phase belongs to.
+func PhaseEvent(t Type, name string, start time.Time) Event {
+	return Event{Type: t, Phase: &Phase{Name: name, Start: start, Duration: time.Since(start)}}
+}
+
+// PhaseOnly reports whether e only marks the end of a phase (no log line).
+func (e Event) PhaseOnly() bool { return e.Phase != nil && e.Msg == "" }
 
 // Sink receives events in order. Implementations must not drop events.
 type Sink interface {

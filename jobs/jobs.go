@@ -56,6 +56,9 @@ type Job struct {
 	Error        string     `json:"error"`
 	ErrorType    string     `json:"error_type"`
 	ResultSHA256 string     `json:"result_sha256"`
+	// Phases are the timed steps of the job (clone … store), in order,
+	// recorded when it ends.
+	Phases []events.Phase `json:"phases,omitempty"`
 	// Fields below are internal bookkeeping, not part of the API reply.
 	Nonce      string `json:"nonce,omitempty"` // hex
 	ResultName string `json:"result_name,omitempty"`

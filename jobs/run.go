@@ -337,11 +337,12 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 	bound := time.AfterFunc(15*time.Minute, fcancel)
 	defer bound.Stop()
 	took := time.Since(started)
+	phases := sink.phaseList()
 	for {
 		// NATS trouble (a node died, a leader is being elected) must not
 		// lose the outcome: the work message stays ours meanwhile, and
 		// this worker's heartbeat says it is alive.
-		ferr := s.finish(fctx, log, wid, j, out, err, took)
+		ferr := s.finish(fctx, log, wid, j, out, err, took, phases)
 		if ferr == nil {
 			break
 		}
@@ -418,7 +419,7 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 
 // finish stores the result, the final state and the `complete` event, in
 // that order: a client that sees `complete` can download at once.
-func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, took time.Duration) error {
+func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job, out *Outcome, berr error, took time.Duration, phases []events.Phase) error {
 	var sum string
 	var size int64
 	if berr == nil && (out == nil || out.ResultPath == "") {
@@ -451,7 +452,12 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		return nil
 	}
 	if berr == nil {
-		if err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size); isStoreTrouble(err) {
+		t0 := time.Now()
+		err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size)
+		if err == nil {
+			phases = append(phases, events.Phase{Name: events.PhaseStore, Start: t0, Duration: time.Since(t0)})
+		}
+		if isStoreTrouble(err) {
 			return err // the caller tries again with the result file
 		} else if err != nil {
 			berr = err
@@ -463,6 +469,9 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		}
 		if out != nil && out.Toolchain != "" {
 			cur.Toolchain = out.Toolchain
+		}
+		if len(phases) > 0 {
+			cur.Phases = phases
 		}
 		if berr != nil {
 			s.fail(cur, berr)
@@ -563,7 +572,18 @@ type sink struct {
 	full                string // the limit reached ("" while under both)
 	closed              bool
 	building            bool
-	lost                func() // the log went to a later attempt
+	lost                func()         // the log went to a later attempt
+	phases              []events.Phase // ended phases, for Job.Phases
+}
+
+// maxPhases bounds Job.Phases (a job has a dozen; the bound only keeps a
+// misbehaving builder from growing the job record).
+const maxPhases = 64
+
+func (k *sink) phaseList() []events.Phase {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]events.Phase(nil), k.phases...)
 }
 
 func (s *Store) newSink(id, wid string, attempt int, lost func()) *sink {
@@ -602,6 +622,16 @@ func storedSize(msg string) int64 {
 func (k *sink) Emit(ev events.Event) {
 	if ev.Type == events.Complete || ev.Type == events.Queued {
 		return // the store owns these
+	}
+	if ev.Phase != nil {
+		k.mu.Lock()
+		if len(k.phases) < maxPhases {
+			k.phases = append(k.phases, *ev.Phase)
+		}
+		k.mu.Unlock()
+		if ev.PhaseOnly() {
+			return // job state, not a log line
+		}
 	}
 	if ev.Type == events.Detect {
 		k.markBuilding()

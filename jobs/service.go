@@ -269,11 +269,17 @@ func (s *Store) Ready(ctx context.Context) error {
 type hashingWriter struct {
 	h hash.Hash
 	n int64
+	// progress, when set, sees n grow towards total.
+	total    int64
+	progress func(done, total int64)
 }
 
 func (w *hashingWriter) Write(p []byte) (int, error) {
 	w.h.Write(p)
 	w.n += int64(len(p))
+	if w.progress != nil {
+		w.progress(w.n, w.total)
+	}
 	return len(p), nil
 }
 

@@ -27,15 +27,23 @@ func (f fakeAttester) Attest(_ context.Context, rd [attest.ReportDataSize]byte) 
 	return json.Marshal(map[string]any{"platform": f.platform, "evidence": map[string]any{"report_data": rd[:]}})
 }
 
-// recorder is an events.Sink keeping every event.
+// recorder is an events.Sink keeping every log event, and the phases
+// apart (a phase-only event is job state, not a log line).
 type recorder struct {
-	mu sync.Mutex
-	ev []events.Event
+	mu     sync.Mutex
+	ev     []events.Event
+	phases []events.Phase
 }
 
 func (r *recorder) Emit(e events.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if e.Phase != nil {
+		r.phases = append(r.phases, *e.Phase)
+	}
+	if e.PhaseOnly() {
+		return
+	}
 	r.ev = append(r.ev, e)
 }
 

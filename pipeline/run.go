@@ -127,8 +127,14 @@ func (r *run) msg(t events.Type, format string, args ...any) {
 	r.emit(events.Msgf(t, format, args...))
 }
 
+// phase emits the end of a phase begun at start (events.Phase).
+func (r *run) phase(t events.Type, name string, start time.Time) {
+	r.emit(events.PhaseEvent(t, name, start))
+}
+
 func (r *run) run(ctx context.Context) (*Result, error) {
 	o := r.opts
+	t0 := time.Now()
 	cfg, projDir, err := loadConfig(o.Dir)
 	if err != nil {
 		return nil, err
@@ -161,6 +167,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
 		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
 	}
+	r.phase(events.Detect, events.PhaseDetect, t0)
 
 	cacheDir := o.CacheDir
 	if cacheDir == "" {
@@ -192,10 +199,12 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if c, ok := drv.(toolchain.Cleaner); ok {
 		defer c.Cleanup(w)
 	}
+	t0 = time.Now()
 	in, err := drv.Inputs(ctx, w)
 	if err != nil {
 		return nil, err
 	}
+	r.phase(events.Detect, events.PhaseEvaluate, t0)
 	if (lockBytes == nil) != (in.LockfileSHA256 == "") || lockBytes != nil && in.LockfileSHA256 != sha256hex(lockBytes) {
 		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
 	}
@@ -208,6 +217,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	meta := provenance.Metadata{InvocationID: invocationID(start), StartedOn: timestamp(start)}
 
 	r.msg(events.Build, "Fetching dependencies pinned by %s", drv.Lockfile())
+	t0 = time.Now()
 	err = drv.Fetch(ctx, w)
 	lines.summary()
 	if hs := r.fetched.list(); len(hs) > 0 {
@@ -216,13 +226,17 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)
 	}
+	r.phase(events.Build, events.PhaseFetch, t0)
 	r.msg(events.Build, "Running `%s`", drv.BuildCommand())
+	t0 = time.Now()
 	err = drv.Build(ctx, w)
 	lines.summary()
 	if err != nil {
 		return nil, classifyAs(ctx, failure.BuildFailed, "build failed", err)
 	}
+	r.phase(events.Build, events.PhaseBuild, t0)
 	r.msg(events.Build, "Build command finished")
+	t0 = time.Now()
 	// The build could write the output directory when it lies inside the
 	// project (kettle build DIR): a planted symlink there would make this
 	// process write provenance.json or artifacts through it. Nothing of the
@@ -243,6 +257,8 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", artifactRule(drv.Name()))
 	}
 	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
+	r.phase(events.Build, events.PhaseCollect, t0)
+	t0 = time.Now()
 	finished := timestamp(time.Now())
 	meta.FinishedOn = &finished
 
@@ -273,6 +289,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := writeFile(filepath.Join(o.OutDir, "manifest.json"), manifest); err != nil {
 		return nil, err
 	}
+	r.phase(events.Provenance, events.PhaseProvenance, t0)
 	r.msg(events.Provenance, "Wrote provenance.json (input Merkle root %s)", root)
 
 	res := &Result{
@@ -284,6 +301,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		Artifacts:  arts,
 	}
 	if o.Attester != nil {
+		t0 = time.Now()
 		ev, err := r.attest(ctx, provBytes)
 		if err != nil {
 			return nil, err
@@ -291,6 +309,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		if err := writeFile(filepath.Join(o.OutDir, "evidence.json"), ev); err != nil {
 			return nil, err
 		}
+		r.phase(events.Attest, events.PhaseAttest, t0)
 		r.msg(events.Attest, "Attestation complete! evidence.json written")
 		res.Evidence = ev
 	}

@@ -108,17 +108,20 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 	}
 
 	var tree *source.Tree
+	t0 := time.Now()
 	if src.RepoURL != "" {
 		tree, err = b.clone(ctx, src.RepoURL, src.RepoRef, srcDir, b.cfg.SourcePolicy)
 		if err != nil {
 			return nil, classify(ctx, err, b.cfg.BuildTimeout)
 		}
+		sink.Emit(events.PhaseEvent(events.Init, events.PhaseClone, t0))
 		sink.Emit(events.Msgf(events.Init, "Cloned %s at %s", redactURL(src.RepoURL), tree.Commit))
 	} else {
 		tree, err = b.extract(ctx, src.ArchivePath, srcDir, b.cfg.ExtractLimits)
 		if err != nil {
 			return nil, classify(ctx, err, b.cfg.BuildTimeout)
 		}
+		sink.Emit(events.PhaseEvent(events.Init, events.PhaseExtract, t0))
 		sink.Emit(events.Msgf(events.Init, "Extracted %d files", tree.Files))
 	}
 	log.Info("source ready", "top", tree.Top, "commit", tree.Commit, "files", tree.Files)
@@ -159,24 +162,54 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 	// The tarball lives beside the job directory: the store takes it over
 	// (and removes it) after Build returns, when jobDir is already gone.
 	tarPath := filepath.Join(b.cfg.WorkDir, "result-"+job.ID+".tar.gz")
-	if err := writeBundle(tarPath, top, outDir); err != nil {
+	t0 = time.Now()
+	size, err := writeBundle(tarPath, top, outDir, packProgress(sink, t0))
+	if err != nil {
 		os.Remove(tarPath)
 		return &jobs.Outcome{Toolchain: toolchain}, failure.Wrap(failure.InternalError, err, "packing the result failed")
+	}
+	sink.Emit(events.PhaseEvent(events.VM, events.PhasePack, t0))
+	if d := time.Since(t0); d >= time.Second {
+		// Only a result slow to pack gets a line; a small one keeps the
+		// log as it was (its time is in the phases).
+		sink.Emit(events.Msgf(events.VM, "Packed the result: a %s tarball in %.2f s", mib(size), d.Seconds()))
 	}
 	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain}, nil
 }
 
-func writeBundle(p, top, dir string) error {
+// writeBundle packs dir into p and returns the tarball's size.
+func writeBundle(p, top, dir string, progress func(done, total int64)) (int64, error) {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if err := bundle.Write(f, top, dir); err != nil {
+	if err := bundle.WriteWith(f, top, dir, bundle.Options{Progress: progress}); err != nil {
 		f.Close()
-		return err
+		return 0, err
 	}
-	return f.Close()
+	fi, err := f.Stat()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
 }
+
+// packProgress emits a progress event at most once a second while a large
+// result is packed (a small one packs in well under a second: no event).
+func packProgress(sink events.Sink, start time.Time) func(done, total int64) {
+	last := start
+	return func(done, total int64) {
+		if now := time.Now(); now.Sub(last) >= time.Second && done < total {
+			last = now
+			sink.Emit(events.Msgf(events.VM, "Packing the result: %s of %s", mib(done), mib(total)))
+		}
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // classify makes sure a failure has a kind and a client-safe message; a
 // context deadline of the build timeout becomes Timeout.

@@ -59,6 +59,9 @@ type recorder struct {
 }
 
 func (r *recorder) Emit(e events.Event) {
+	if e.PhaseOnly() {
+		return // job state, not a log line
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.evs = append(r.evs, e)

@@ -98,6 +98,10 @@ func parseNonce(s string) ([]byte, error) {
 type lineSink struct{ w io.Writer }
 
 func (l lineSink) Emit(e events.Event) {
+	if e.PhaseOnly() {
+		fmt.Fprintf(l.w, "[phase] %s %.3fs\n", e.Phase.Name, e.Phase.Duration.Seconds())
+		return
+	}
 	switch e.Type {
 	case events.Build:
 		fmt.Fprintf(l.w, "[build] %s\n", e.Msg)

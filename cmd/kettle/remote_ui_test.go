@@ -164,7 +164,15 @@ func TestRemoteServerErrors(t *testing.T) {
 			}
 			w.Header().Set("Content-Type", "text/event-stream")
 			fmt.Fprint(w, "id: 0\ndata: {\"type\":\"queued\",\"position\":0}\n\nid: 1\ndata: {\"type\":\"complete\",\"result\":{\"status\":\"failed\",\"error\":\"could not clone\",\"error_type\":\"InvalidSource\"}}\n\n")
-		}, 1, "build " + id + " failed (InvalidSource): could not clone"},
+		}, 2, "build " + id + " failed (InvalidSource): could not clone"}, // the source's fault: docs/remote.md
+		{"build failed on its merits", []string{"build", "--repo", "https://h/r"}, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "POST" {
+				fmt.Fprintf(w, `{"job_id":%q}`, id)
+				return
+			}
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "id: 0\ndata: {\"type\":\"queued\",\"position\":0}\n\nid: 1\ndata: {\"type\":\"complete\",\"result\":{\"status\":\"failed\",\"error\":\"build failed\",\"error_type\":\"BuildFailed\"}}\n\n")
+		}, 1, "build " + id + " failed (BuildFailed): build failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(tc.handler)

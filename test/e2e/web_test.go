@@ -771,7 +771,7 @@ func TestWebPageArchive(t *testing.T) {
 		if err != nil || json.Unmarshal(b, &j) != nil {
 			return fmt.Errorf("job JSON: %v", err)
 		}
-		j["phases"] = []map[string]any{{"name": "fetch", "start": "2026-01-01T00:00:00Z", "duration": 250_000_000}, {"name": "pack", "duration": "12ms"}, {"bogus": 1}}
+		j["phases"] = []map[string]any{{"name": "fetch", "start": "2026-01-01T00:00:00Z", "duration": 0.25}, {"name": "pack", "duration": "12ms"}, {"bogus": 1}}
 		b, _ = json.Marshal(j)
 		resp.Body = io.NopCloser(bytes.NewReader(b))
 		resp.ContentLength = int64(len(b))

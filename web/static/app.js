@@ -229,8 +229,8 @@ function showJob(id) {
 }
 
 // showTimings lists the phase timings GET /build/{id} may carry
-// ([{name, start, duration}], duration in nanoseconds as Go encodes a
-// time.Duration, or a string). Servers without them leave the list hidden.
+// ([{name, start, duration}], duration in seconds as events.Phase encodes
+// it, or a string). Servers without them leave the list hidden.
 function showTimings(phases) {
   if (!Array.isArray(phases)) return;
   const ul = $("timings");
@@ -238,7 +238,7 @@ function showTimings(phases) {
   for (const p of phases) {
     if (!p || typeof p.name !== "string") continue;
     let d = "";
-    if (typeof p.duration === "number" && Number.isFinite(p.duration)) d = (p.duration / 1e9).toFixed(3) + " s";
+    if (typeof p.duration === "number" && Number.isFinite(p.duration)) d = p.duration.toFixed(3) + " s";
     else if (typeof p.duration === "string") d = p.duration;
     const li = document.createElement("li");
     li.textContent = d ? p.name + " " + d : p.name;
