@@ -364,6 +364,21 @@ func TestWebPage(t *testing.T) {
 			t.Errorf("the finished job page does not name phase %s: %q", ph, phases)
 		}
 	}
+	// The server's phase timings (GET /build/{id} phases), each listed.
+	if ph, _ := st["phases"].([]any); len(ph) > 0 {
+		p.waitJS(10*time.Second, "the phase timings", `!document.querySelector('[aria-label="Phase timings"]').hidden`)
+		var timings string
+		p.eval(`document.querySelector('[aria-label="Phase timings"]').innerText`, &timings)
+		for _, x := range ph {
+			if m, _ := x.(map[string]any); m != nil {
+				if name, _ := m["name"].(string); !strings.Contains(timings, name) {
+					t.Errorf("the job page's timings lack phase %q: %q", name, timings)
+				}
+			}
+		}
+	} else if testenv.CI() {
+		t.Errorf("GET /build/{id} has no phases: %v", st)
+	}
 	shot := filepath.Join(t.TempDir(), "job.png")
 	var png []byte
 	p.run(chromedp.FullScreenshot(&png, 100)) // quality 100: PNG
