@@ -646,6 +646,10 @@ func (c *cutWriter) Write(b []byte) (int, error) {
 			if c.left--; c.left == 0 {
 				c.ResponseWriter.Write(b[:i+2])
 				c.Flush()
+				// Let the browser take those events in before the
+				// connection goes, so it has an id to resume from
+				// even on a loaded machine.
+				time.Sleep(300 * time.Millisecond)
 				panic(http.ErrAbortHandler) // the connection drops mid-log
 			}
 		}
