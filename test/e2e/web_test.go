@@ -63,6 +63,9 @@ func newPage(t *testing.T, origin, downloads string) *page {
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
 		// Not TMPDIR: its profile is removed with the test.
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
+		// Chromium puts its singleton socket directory in TMPDIR whatever
+		// the profile: give it the test's own, which is removed with it.
+		chromedp.Env("TMPDIR="+t.TempDir()),
 		chromedp.WindowSize(1280, 1000),
 		chromedp.Flag("disable-dev-shm-usage", true))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
