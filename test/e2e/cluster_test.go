@@ -96,6 +96,26 @@ func freePort(t *testing.T) int {
 func startNATSCluster(t *testing.T) *natsCluster {
 	t.Helper()
 	dir := t.TempDir()
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		c, err := tryNATSCluster(t, filepath.Join(dir, fmt.Sprint(attempt)))
+		if err == nil {
+			return c
+		}
+		// The free ports were chosen, not held: another test process
+		// (packages run in parallel) may take one before a node binds it.
+		t.Logf("starting the NATS cluster: %v; again with other ports", err)
+		last = err
+	}
+	t.Fatal(last)
+	return nil
+}
+
+func tryNATSCluster(t *testing.T, dir string) (*natsCluster, error) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	c := &natsCluster{user: "kettle", pass: harness.NewNonce()}
 	routePass := harness.NewNonce()
 	var client, route [3]int
@@ -131,8 +151,13 @@ max_payload: 8MB
 	if err := os.WriteFile(c.creds, []byte(c.user+":"+c.pass+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range c.nodes {
-		n.start(t)
+	for i, n := range c.nodes {
+		if err := n.tryStart(); err != nil {
+			for _, started := range c.nodes[:i] {
+				started.kill()
+			}
+			return nil, err
+		}
 	}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
@@ -146,33 +171,49 @@ max_payload: 8MB
 		}
 	})
 	c.waitJetStream(t, 3)
-	return c
+	return c, nil
 }
 
 func (n *natsNode) start(t *testing.T) {
 	t.Helper()
+	if err := n.tryStart(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryStart runs the node and waits until it listens; a node that exits
+// first (its port was taken meanwhile by another test process) is an
+// error naming the end of its log.
+func (n *natsNode) tryStart() error {
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), natsNodeEnv+"="+n.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		t.Fatal(err)
+		return err
 	}
 	n.cmd, n.done, n.stopOnce = cmd, make(chan struct{}), sync.Once{}
 	go func() { cmd.Wait(); logf.Close(); close(n.done) }()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.port), time.Second)
 		if err == nil {
 			conn.Close()
-			return
+			return nil
+		}
+		select {
+		case <-n.done:
+			b, _ := os.ReadFile(n.logPath)
+			return fmt.Errorf("nats node %s exited before listening: %s", n.name, tail(string(b), 10))
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nats node %s does not listen: %v", n.name, err)
+			n.kill()
+			return fmt.Errorf("nats node %s does not listen: %v", n.name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
