@@ -21,9 +21,14 @@ type advRef struct{ id, peeled string }
 // ParseAdvertisement reads "<id>\t<ref>" lines ("<ref>^{}" for peeled
 // tags), ids of 40 or 64 hex digits.
 func ParseAdvertisement(lsRemote string) Advertisement {
+	return parseAdvertisement(lsRemote, maxAdvertised)
+}
+
+// parseAdvertisement reads at most maxLines lines.
+func parseAdvertisement(lsRemote string, maxLines int) Advertisement {
 	a := Advertisement{refs: map[string]*advRef{}}
 	for n, line := range strings.Split(lsRemote, "\n") {
-		if n >= maxAdvertised {
+		if n >= maxLines {
 			break
 		}
 		id, name, ok := strings.Cut(strings.TrimRight(line, "\r"), "\t")

@@ -156,38 +156,15 @@ func pick(found []tagMatch) string {
 // rules, a tag whose target or peeled target is commit. The output is the
 // remote's word, so malformed lines and ref names are skipped.
 func RemoteTag(lsRemote, commit string) string {
-	f, ok := formatOf(commit)
-	if !ok {
+	if _, ok := formatOf(commit); !ok {
 		return ""
 	}
 	commit = strings.ToLower(commit)
-	type ref struct{ id, peeled string }
-	refs := map[string]*ref{}
-	for n, line := range strings.Split(lsRemote, "\n") {
-		if n >= 2*maxTags {
-			break
-		}
-		id, name, ok := strings.Cut(strings.TrimRight(line, "\r"), "\t")
-		if !ok || !isID(id, f) {
-			continue
-		}
-		base, peeled := strings.CutSuffix(name, "^{}")
-		if !strings.HasPrefix(base, "refs/tags/") || !validRefName(base) {
-			continue
-		}
-		r := refs[base]
-		if r == nil {
-			r = &ref{}
-			refs[base] = r
-		}
-		if peeled {
-			r.peeled = strings.ToLower(id)
-		} else {
-			r.id = strings.ToLower(id)
-		}
-	}
 	var found []tagMatch
-	for name, r := range refs {
+	for name, r := range parseAdvertisement(lsRemote, 2*maxTags).refs {
+		if !strings.HasPrefix(name, "refs/tags/") {
+			continue
+		}
 		switch {
 		case r.peeled != "" && r.id != "":
 			if r.peeled == commit {

@@ -24,21 +24,10 @@ import (
 func buildConfigured(t *testing.T, c *harness.Client, repo gitRepo, ref string, timeout time.Duration) string {
 	t.Helper()
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
 	nonce := harness.NewNonce()
-	id, err := c.Submit(ctx, harness.BuildRequest{Nonce: nonce, RepoURL: repo.URL, RepoRef: ref})
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := c.Wait(ctx, id)
-	if err != nil {
-		t.Fatalf("events of %s: %v", id, err)
-	}
-	res, err := harness.ParseComplete(evs[len(evs)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, evs, res := followBuild(t, c, timeout, func(ctx context.Context) (string, error) {
+		return c.Submit(ctx, harness.BuildRequest{Nonce: nonce, RepoURL: repo.URL, RepoRef: ref})
+	})
 	if res.Status != "ok" {
 		t.Fatalf("%+v\n%s", res, tail(eventLog(evs), 4000))
 	}
@@ -160,20 +149,9 @@ ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
 func submitProject(t *testing.T, c *harness.Client, name string) string {
 	t.Helper()
 	archive := targz(t, copyProject(t, name), name)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	id, err := c.SubmitArchive(ctx, archive, name+".tar.gz", harness.NewNonce())
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := c.Wait(ctx, id)
-	if err != nil {
-		t.Fatalf("events of %s: %v", id, err)
-	}
-	res, err := harness.ParseComplete(evs[len(evs)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, evs, res := followBuild(t, c, 3*time.Minute, func(ctx context.Context) (string, error) {
+		return c.SubmitArchive(ctx, archive, name+".tar.gz", harness.NewNonce())
+	})
 	if res.Status != "ok" {
 		t.Fatalf("build failed: %+v\n%s", res, tail(eventLog(evs), 4000))
 	}

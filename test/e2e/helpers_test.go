@@ -378,9 +378,16 @@ func kettleVerify(t *testing.T, dir string, args ...string) string {
 // with the complete result.
 func buildAndWait(t *testing.T, c *harness.Client, r harness.BuildRequest) (string, []harness.Event, harness.Complete) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return followBuild(t, c, 3*time.Minute, func(ctx context.Context) (string, error) { return c.Submit(ctx, r) })
+}
+
+// followBuild submits with submit, follows the job's events to the end
+// within timeout, and returns them with the complete result.
+func followBuild(t *testing.T, c *harness.Client, timeout time.Duration, submit func(context.Context) (string, error)) (string, []harness.Event, harness.Complete) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	id, err := c.Submit(ctx, r)
+	id, err := submit(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
