@@ -695,6 +695,9 @@ func TestPresumedDeadWorker(t *testing.T) {
 	<-started
 	ctx := context.Background()
 	waitFor(t, func() bool { g, _ := s.Get(ctx, j.ID); return g.Building })
+	// The sink appends in the background: the recovery marker goes after
+	// the late worker's `detect`, whose append may still be on its way.
+	waitFor(t, func() bool { c := newCursor(j.ID); return s.load(ctx, c) == nil && c.next >= 4 })
 	g, _ := s.Get(ctx, j.ID)
 	if err := s.recover(ctx, g); err != nil {
 		t.Fatal(err)
