@@ -47,7 +47,7 @@ func (f *fakeBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink e
 		}
 	}
 	sink.Emit(events.Msgf(events.Init, "Extracted 3 files"))
-	sink.Emit(events.Msgf(events.Detect, "Detected Cargo project"))
+	sink.Emit(events.Detected("cargo", "Cargo"))
 	if f.gate != nil && !f.beforeDetect {
 		if err := f.gate(ctx, j); err != nil {
 			return nil, err
