@@ -121,7 +121,7 @@ func collect(t *testing.T, s Service, id string, from int) []logged {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []logged
-	err := s.Watch(ctx, id, from, func(i int, ev events.Event) error {
+	err := Watch(ctx, s, id, from, func(i int, ev events.Event) error {
 		out = append(out, logged{i, ev})
 		return nil
 	})
