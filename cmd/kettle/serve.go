@@ -21,6 +21,7 @@ import (
 
 	"github.com/kettle-build/kettle/api"
 	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/internal/bytesize"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
@@ -52,34 +53,12 @@ func (s *serveByteSize) String() string {
 }
 
 func (s *serveByteSize) Set(v string) error {
-	n, err := parseByteSize(v)
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		return err
 	}
 	*s = serveByteSize(n)
 	return nil
-}
-
-func parseByteSize(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	i := len(v)
-	for i > 0 && (v[i-1] < '0' || v[i-1] > '9') {
-		i--
-	}
-	num, unit := v[:i], strings.ToLower(strings.TrimSpace(v[i:]))
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q", v)
-	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-		"mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("invalid size unit in %q", v)
-	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q too large", v)
-	}
-	return n * mult, nil
 }
 
 // serveDuration is a time.Duration flag that also accepts days: 7d, 1d12h.
