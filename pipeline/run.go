@@ -499,33 +499,19 @@ func writeFile(path string, data []byte) error {
 // classifyAs keeps an error's classification, maps context expiry to
 // Timeout/Canceled, and otherwise classifies it as kind with msg.
 func classifyAs(ctx context.Context, kind failure.Kind, msg string, err error) error {
+	if e := failure.Expired(ctx, err, "build timed out", "build canceled"); e != nil {
+		return e
+	}
 	var fe *failure.Error
 	if errors.As(err, &fe) {
 		return err
-	}
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return classify(ctx, err)
 	}
 	return failure.Wrap(kind, err, msg)
 }
 
 // classify makes sure every error leaving Run is a *failure.Error.
 func classify(ctx context.Context, err error) error {
-	var fe *failure.Error
-	switch {
-	case errors.As(err, &fe):
-		// A deadline that cut a step short is a timeout, whatever the
-		// step made of it.
-		if fe.Kind != failure.Timeout && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return failure.Wrap(failure.Timeout, err, "build timed out")
-		}
-		return err
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return failure.Wrap(failure.Timeout, err, "build timed out")
-	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, context.Canceled):
-		return failure.Wrap(failure.Canceled, err, "build canceled")
-	}
-	return failure.Wrap(failure.InternalError, err, "internal error")
+	return classifyAs(ctx, failure.InternalError, "internal error", err)
 }
 
 // hostSet collects the destinations the fetch phase asked the egress proxy

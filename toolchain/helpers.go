@@ -476,11 +476,8 @@ func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
 // expiry becomes Timeout or Canceled, anything else kind, with a message
 // naming the command and how it ended (exit status or signal) but no path.
 func CommandFailed(ctx context.Context, kind failure.Kind, what string, err error) error {
-	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return failure.Wrap(failure.Timeout, err, what+": build timed out")
-	case errors.Is(ctx.Err(), context.Canceled):
-		return failure.Wrap(failure.Canceled, err, what+": build canceled")
+	if e := failure.Expired(ctx, err, what+": build timed out", what+": build canceled"); e != nil {
+		return e
 	}
 	var fe *failure.Error
 	if errors.As(err, &fe) {
