@@ -30,15 +30,12 @@ func (d *shDriver) Title() string        { return "Sh" }
 func (d *shDriver) Lockfile() string     { return "sh.lock" }
 func (d *shDriver) BuildCommand() string { return "sh build.sh" }
 
-func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	h, err := toolchain.LockfileSHA256(w.Dir, "sh.lock")
-	if err != nil {
-		return nil, err
-	}
+func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	h := lock.SHA256
 	return &toolchain.Inputs{
-		LockfileSHA256: h,
-		Toolchain:      provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
-		MerkleLeaves:   func(c, t string) []string { return []string{c, t, h} },
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
+		MerkleLeaves: func(c, t string) []string { return []string{c, t, h} },
 	}, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -161,11 +160,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	// lockBytes stays nil for a driver that builds without its lockfile
-	// (a Nix flake without inputs): no lockfileHash, no build-config/.
-	lockBytes, err := toolchain.ReadProjectFile(projDir, drv.Lockfile())
-	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
-		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
+	// The one read of the lockfile: the driver plans from these bytes and
+	// the result records them. Data stays nil for a driver that builds
+	// without its lockfile (a Nix flake without inputs): no lockfileHash,
+	// no build-config/.
+	lock, err := toolchain.ReadLock(projDir, drv)
+	if err != nil {
+		return nil, err
 	}
 	r.phase(events.Detect, events.PhaseDetect, t0)
 
@@ -200,14 +201,11 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		defer c.Cleanup(w)
 	}
 	t0 = time.Now()
-	in, err := drv.Inputs(ctx, w)
+	in, err := drv.Inputs(ctx, w, lock)
 	if err != nil {
 		return nil, err
 	}
 	r.phase(events.Detect, events.PhaseEvaluate, t0)
-	if (lockBytes == nil) != (in.LockfileSHA256 == "") || lockBytes != nil && in.LockfileSHA256 != sha256hex(lockBytes) {
-		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
-	}
 	self, err := kettleTool()
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot hash the kettle binary")
@@ -277,8 +275,8 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := writeFile(filepath.Join(o.OutDir, "provenance.json"), provBytes); err != nil {
 		return nil, err
 	}
-	if lockBytes != nil {
-		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
+	if lock.Data != nil {
+		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(lock.Name)), lock.Data); err != nil {
 			return nil, err
 		}
 	}
@@ -357,8 +355,8 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		FlakeInputs: in.FlakeInputs,
 		Toolchain:   tools,
 	}
-	if in.LockfileSHA256 != "" {
-		ip.LockfileHash = provenance.Digest{"sha256": in.LockfileSHA256}
+	if in.Lock != nil && in.Lock.SHA256 != "" {
+		ip.LockfileHash = provenance.Digest{"sha256": in.Lock.SHA256}
 	}
 	if o.Runner.Name() == "none" {
 		ip.Sandbox = "none"

@@ -297,16 +297,6 @@ func ProjectFileExists(dir, name string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// LockfileSHA256 hashes the project's lockfile (hex sha256 of its bytes).
-func LockfileSHA256(dir, name string) (string, error) {
-	b, err := ReadProjectFile(dir, name)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
-}
-
 // CopyArtifact copies the regular file src into dstDir under its base name
 // (replacing a previous, possibly read-only copy), keeps its exec bits, and
 // returns its name and the sha256 of the copy. src must not be a symlink:

@@ -12,8 +12,6 @@ package cargo
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,13 +58,12 @@ func (d *Driver) Lockfile() string { return LockfileName }
 
 // Inputs reads Cargo.lock, the manifests and .cargo/config.toml, checks
 // vendored crates, and hashes cargo and rustc.
-func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	proj, err := ReadProject(w.Dir)
+func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	proj, err := ReadProject(w.Dir, lock.Data)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, clientMsg(err))
 	}
-	sum := sha256.Sum256(proj.LockData)
-	lockHash := hex.EncodeToString(sum[:])
+	lockHash := lock.SHA256
 	deps, err := proj.Lock.Dependencies(proj)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, clientMsg(err))
@@ -91,7 +88,7 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		d.rustdoc = rd
 	}
 	return &toolchain.Inputs{
-		LockfileSHA256: lockHash,
+		Lock:           lock,
 		Toolchain:      provenance.Toolchain{cargo, rustc},
 		Dependencies:   deps,
 		MerkleLeaves: func(gitCommit, gitTree string) []string {

@@ -118,7 +118,7 @@ func TestFetchRunsNoProjectCode(t *testing.T) {
 	w := &toolchain.Workspace{Dir: dir, CacheDir: filepath.Join(base, "cache"), Runner: sandbox.NewNone(), Env: env,
 		Log: func(l string) { log = append(log, l) }}
 	d := cargo.New()
-	if _, err := d.Inputs(t.Context(), w); err != nil {
+	if _, err := toolchain.Plan(t.Context(), d, w); err != nil {
 		t.Fatalf("Inputs: %v", err)
 	}
 	if err := d.Fetch(t.Context(), w); err != nil {
