@@ -88,9 +88,9 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolc
 		d.rustdoc = rd
 	}
 	return &toolchain.Inputs{
-		Lock:           lock,
-		Toolchain:      provenance.Toolchain{cargo, rustc},
-		Dependencies:   deps,
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{cargo, rustc},
+		Dependencies: deps,
 		MerkleLeaves: func(gitCommit, gitTree string) []string {
 			return provenance.CargoMerkleLeaves(gitCommit, gitTree, rustc, cargo, lockHash, deps)
 		},
