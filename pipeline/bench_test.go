@@ -21,7 +21,7 @@ func BenchmarkRunOverhead(b *testing.B) {
 	kettleTool() // the binary is hashed once per process
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := Run(b.Context(), Options{Dir: dir, Runner: runner}); err != nil {
+		if _, err := RunDir(b.Context(), Options{Dir: dir, Runner: runner}); err != nil {
 			b.Fatal(err)
 		}
 	}

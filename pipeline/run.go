@@ -60,10 +60,11 @@ func DefaultEnv() []string {
 }
 
 type run struct {
-	fetched hostSet // destinations of the fetch phase's egress proxy
-	opts    Options
-	emit    func(events.Event)
-	partial *Result // what is known so far, returned with an error
+	fetched  hostSet // destinations of the fetch phase's egress proxy
+	opts     Options
+	identify bool // RunDir: compute the source identity of opts.Dir
+	emit     func(events.Event)
+	partial  *Result // what is known so far, returned with an error
 }
 
 func newRun(opts Options) (*run, error) {
@@ -148,7 +149,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := recreate(o.OutDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
 	}
-	src, err := sourceIdentity(ctx, o)
+	src, err := sourceIdentity(ctx, o, r.identify)
 	if err != nil {
 		return nil, err
 	}
