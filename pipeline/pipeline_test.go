@@ -19,6 +19,7 @@ import (
 	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/toolchain"
+	"github.com/kettle-build/kettle/toolchain/cargo"
 )
 
 func needTool(t *testing.T, env []string, name string) {
@@ -141,7 +142,7 @@ func TestCargoWorkspace(t *testing.T) {
 	}
 	rustc, _ := bd.InternalParameters.Toolchain.Get("rustc")
 	cargoT, _ := bd.InternalParameters.Toolchain.Get("cargo")
-	wantRoot, _ := provenance.MerkleRoot(provenance.CargoMerkleLeaves(commit, src.Digest["gitTree"], rustc, cargoT, sha256hex(lock), nil))
+	wantRoot, _ := provenance.MerkleRoot(cargo.MerkleLeaves(commit, src.Digest["gitTree"], rustc, cargoT, sha256hex(lock), nil))
 	if got := st.Predicate.RunDetails.Byproducts[0].Digest["sha256"]; got != wantRoot {
 		t.Errorf("merkle root %s, want %s", got, wantRoot)
 	}

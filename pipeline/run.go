@@ -19,6 +19,7 @@ import (
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source/gitid"
 	"github.com/kettle-build/kettle/toolchain"
 )
@@ -253,7 +254,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, classifyAs(ctx, failure.BuildFailed, "cannot collect the artifacts", err)
 	}
 	if len(arts) == 0 {
-		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", artifactRule(drv.Name()))
+		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", toolchain.ArtifactRule(drv))
 	}
 	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
 	r.phase(events.Build, events.PhaseCollect, t0)
@@ -359,8 +360,8 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 	if in.Lock != nil && in.Lock.SHA256 != "" {
 		ip.LockfileHash = provenance.Digest{"sha256": in.Lock.SHA256}
 	}
-	if o.Runner.Name() == "none" {
-		ip.Sandbox = "none"
+	if !sandbox.Isolated(o.Runner) {
+		ip.Sandbox = o.Runner.Name() // "none"
 	}
 	ip.FetchHosts = r.fetched.list()
 	return &provenance.Statement{
@@ -384,16 +385,6 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		PredicateType: provenance.PredicateType,
 		Subject:       subjects,
 	}
-}
-
-func artifactRule(name string) string {
-	switch name {
-	case "cargo":
-		return "no binary in target/release"
-	case "nix":
-		return "no executable in bin/ of the outputs"
-	}
-	return "nothing to collect"
 }
 
 var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {

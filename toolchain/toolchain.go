@@ -77,6 +77,20 @@ type Cleaner interface {
 	Cleanup(w *Workspace) error
 }
 
+// ArtifactRuler is implemented by drivers that collect by a rule worth
+// naming when nothing matched it (cargo: binaries of target/release).
+type ArtifactRuler interface {
+	ArtifactRule() string
+}
+
+// ArtifactRule is what the NoArtifacts message says d looked for.
+func ArtifactRule(d Driver) string {
+	if r, ok := d.(ArtifactRuler); ok {
+		return r.ArtifactRule()
+	}
+	return "nothing to collect"
+}
+
 // OptionalLockfile is implemented by drivers whose lockfile may be absent
 // (a flake without inputs has no flake.lock). Without one, Inputs returns
 // a Lock without Data and the provenance records no lockfile hash.

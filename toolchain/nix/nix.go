@@ -100,6 +100,9 @@ func (d *Driver) Title() string        { return "Nix" }
 func (d *Driver) Lockfile() string     { return LockfileName }
 func (d *Driver) BuildCommand() string { return BuildCommand }
 
+// ArtifactRule names what Artifacts collects, for the NoArtifacts message.
+func (d *Driver) ArtifactRule() string { return "no executable in bin/ of the outputs" }
+
 // LockfileOptional: a flake without inputs has no flake.lock (Nix 2.8
 // writes none); the provenance then records no lockfile hash.
 func (d *Driver) LockfileOptional() bool { return true }
@@ -130,7 +133,7 @@ func hasDerivationShow(version string) bool {
 // Inputs checks flake.lock, prepares the job's store (remote and path
 // inputs) and evaluates the default package, all before any build step.
 func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
-	if w.Runner == nil || w.Runner.Name() != "bwrap" {
+	if !sandbox.Isolated(w.Runner) {
 		// Only bubblewrap can mount the job's own store at /nix; elsewhere
 		// Nix would use (and let builds write) the machine's store.
 		return nil, failure.New(failure.UnsupportedToolchain, "Nix builds need the bwrap sandbox (each job gets its own Nix store at /nix)")
