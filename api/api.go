@@ -135,12 +135,11 @@ func WithUI(h http.Handler) Option { return func(c *config) { c.ui = h } }
 
 // Server is the HTTP handler of the service.
 type Server struct {
-	svc  jobs.Service
-	cfg  config
-	log  *slog.Logger
-	m    *Metrics
-	mux  *http.ServeMux
-	hubs hubs
+	svc jobs.Service
+	cfg config
+	log *slog.Logger
+	m   *Metrics
+	mux *http.ServeMux
 }
 
 // New returns the service's HTTP handler over svc.

@@ -344,7 +344,7 @@ func readSSE(t *testing.T, r io.Reader) (evs []sseEvent, comments int) {
 }
 
 func buildLog(n int) []events.Event {
-	evs := []events.Event{{Type: events.Queued, Position: 0}, events.Msgf(events.Detect, "Detected Cargo project")}
+	evs := []events.Event{{Type: events.Queued, Position: 0}, events.Detected("cargo", "Cargo")}
 	for i := 0; i < n; i++ {
 		evs = append(evs, events.Msgf(events.Build, "line %d <&>", i))
 	}
@@ -591,7 +591,7 @@ const testProvenance = `{"_type":"https://in-toto.io/Statement/v1","predicate":{
 func fakeWorker(f *fakeStore, fail *events.Result) func(string) {
 	return func(id string) {
 		time.Sleep(10 * time.Millisecond)
-		f.emit(id, events.Msgf(events.Detect, "Detected Cargo project"), events.Msgf(events.Build, "Compiling hello"))
+		f.emit(id, events.Detected("cargo", "Cargo"), events.Msgf(events.Build, "Compiling hello"))
 		if fail != nil {
 			f.emit(id, events.Event{Type: events.Complete, Result: fail})
 			return
@@ -706,15 +706,6 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
 		}
-	}
-}
-
-func TestToolchainSink(t *testing.T) {
-	var got []events.Event
-	s := &ToolchainSink{Next: events.SinkFunc(func(e events.Event) { got = append(got, e) })}
-	s.Emit(events.Msgf(events.Detect, "Detected Pnpm project"))
-	if s.Toolchain() != "pnpm" || len(got) != 1 {
-		t.Fatalf("%q %v", s.Toolchain(), got)
 	}
 }
 

@@ -209,7 +209,7 @@ func (s *Server) classify(err error) (int, string) {
 // waitDone blocks until the job's `complete` event and returns its result.
 func (s *Server) waitDone(ctx context.Context, id string, fn func(i int, ev events.Event) error) (*events.Result, error) {
 	var res *events.Result
-	err := s.svc.Watch(ctx, id, 0, func(i int, ev events.Event) error {
+	err := jobs.Watch(ctx, s.svc, id, 0, func(i int, ev events.Event) error {
 		if ev.Type == events.Complete {
 			res = ev.Result
 		}
@@ -312,8 +312,17 @@ func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
 	if info("Build "+id+" accepted", false) != nil {
 		return
 	}
+	f, err := s.svc.Follow(r.Context(), id)
+	if err != nil {
+		if r.Context().Err() == nil {
+			s.log.Warn("build stream ended", "job", id, "err", err)
+		}
+		return
+	}
+	defer f.Close()
 	var final *events.Result
-	err := s.watch(r.Context(), id, 0, func(i int, ev events.Event, more bool) error {
+	err = s.follow(r.Context(), f, func(e jobs.Entry) error {
+		ev := e.Event
 		if ev.Type == events.Complete {
 			final = ev.Result
 			return nil

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/jobs"
 )
 
@@ -79,70 +78,73 @@ func (s *sseWriter) flush() error {
 	return s.rc.Flush()
 }
 
-type indexed struct {
-	i  int
-	ev events.Event
+// keepAlive is the interval of keep-alive comments on an idle stream.
+func (s *Server) keepAlive() time.Duration {
+	if s.cfg.keepAlive > 0 {
+		return s.cfg.keepAlive
+	}
+	return DefaultKeepAlive
 }
 
-// watch runs svc.Watch in its own goroutine and hands events over through a
-// small bounded channel: the store's delivery to this watcher waits for the
-// client, which keeps per-watcher memory constant. send is called for each
-// event with more=true when another event is already waiting, so writes can
-// be batched into one flush; tick is called on every keep-alive interval.
-// It returns nil after the `complete` event.
-func (s *Server) watch(ctx context.Context, id string, from int,
-	send func(i int, ev events.Event, more bool) error, tick func() error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch := make(chan indexed, 64) // bounded: a slow client stalls only its own Watch
-	done := make(chan error, 1)
-	go func() {
-		done <- s.svc.Watch(ctx, id, from, func(i int, ev events.Event) error {
-			select {
-			case ch <- indexed{i, ev}:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	}()
-	ka := s.cfg.keepAlive
-	if ka <= 0 {
-		ka = DefaultKeepAlive
-	}
+// follow calls fn for every entry of f from index 0 on, in order, and tick
+// on every keep-alive interval without one; it returns nil right after
+// `complete`. fn may block (pacing, a slow client): the feed holds the
+// entries, so nothing is dropped and nothing queues up per watcher.
+func (s *Server) follow(ctx context.Context, f jobs.Feed, fn func(jobs.Entry) error, tick func() error) error {
+	ka := s.keepAlive()
 	t := time.NewTicker(ka)
 	defer t.Stop()
+	next := 0
 	for {
-		select {
-		case x := <-ch:
-			// The watch goroutine may already hold the next event: send a
-			// burst (a replay, a fast build) as one write.
-		burst:
-			for {
-				select {
-				case y := <-ch:
-					if err := send(x.i, x.ev, true); err != nil {
-						return err
-					}
-					x = y
-				default:
-					if err := send(x.i, x.ev, false); err != nil {
-						return err
-					}
-					break burst
-				}
+		es, done, err, changed := f.Next(next)
+		for _, e := range es {
+			if err := fn(e); err != nil {
+				return err
 			}
+			next = e.Index + 1
+			if e.Event.Terminal() {
+				return nil
+			}
+		}
+		if len(es) > 0 {
 			t.Reset(ka)
-		case err := <-done:
-			// Drain: Watch can't return while a send is pending, so
-			// everything it delivered has been sent already.
+			continue
+		}
+		switch {
+		case done:
+			return nil
+		case err != nil:
 			return err
+		}
+		select {
+		case <-changed:
 		case <-t.C:
 			if err := tick(); err != nil {
 				return err
 			}
 		case <-ctx.Done():
 			return ctx.Err()
+		}
+	}
+}
+
+// pastEnd waits until the feed holds the log up to `complete` (the job is
+// known to be finished) and reports whether from lies beyond it: a watcher
+// that has seen everything. It reports false if the log cannot be read
+// (the normal path then reports the error) or ctx ends.
+func pastEnd(ctx context.Context, f jobs.Feed, from int) bool {
+	for {
+		es, done, err, changed := f.Next(from)
+		switch {
+		case done:
+			return len(es) == 0
+		case err != nil:
+			return false
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
 		}
 	}
 }
@@ -184,9 +186,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	s.m.Watchers.Inc()
 	defer s.m.Watchers.Dec()
-	h := s.acquire(id)
-	defer s.release(id, h)
-	if finished(job) && h.pastEnd(r.Context(), from) {
+	f, err := s.svc.Follow(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, id, err)
+		return
+	}
+	defer f.Close()
+	if finished(job) && pastEnd(r.Context(), f, from) {
 		// A reconnect after `complete` (EventSource sends Last-Event-ID by
 		// itself): 204 is what makes EventSource stop reconnecting.
 		w.WriteHeader(http.StatusNoContent)
@@ -197,18 +203,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if sse.rc.Flush() != nil { // headers out now: the client knows the id is valid
 		return
 	}
-	ka := s.cfg.keepAlive
-	if ka <= 0 {
-		ka = DefaultKeepAlive
-	}
+	ka := s.keepAlive()
 	t := time.NewTicker(ka)
 	defer t.Stop()
 	ctx := r.Context()
 	cursor := from
 	var lastFlush time.Time
 	for {
-		frames, done, err, changed := h.next(cursor)
-		if len(frames) > 0 {
+		es, done, err, changed := f.Next(cursor)
+		if len(es) > 0 {
 			// At most one write per coalescing interval: a busy log goes
 			// out in batches (bounded extra latency, far fewer syscalls
 			// with many watchers); a quiet one goes out at once.
@@ -221,12 +224,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			n := 0
-			for len(frames) > 0 && len(sse.buf) < 256<<10 {
-				sse.buf = append(sse.buf, frames[0]...)
-				frames = frames[1:]
+			for _, e := range es {
+				if len(sse.buf) >= 256<<10 {
+					break
+				}
+				sse.event(e.Index, e.Data) // the stored bytes, as they are
+				cursor = e.Index + 1
 				n++
 			}
-			cursor += n
 			s.m.EventsSent.Add(float64(n))
 			if sse.flush() != nil {
 				return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"sync"
 	"time"
@@ -14,13 +15,14 @@ import (
 	"github.com/kettle-build/kettle/jobs"
 )
 
-// fakeStore is an in-memory jobs.Service double: job logs with live
-// following, results as byte slices, switchable submit errors.
+// fakeStore is an in-memory jobs.Service double: job logs (stored as
+// their JSON, as the real store holds them) with live following, results
+// as byte slices, switchable submit errors.
 type fakeStore struct {
 	mu        sync.Mutex
-	cond      *sync.Cond
+	changed   chan struct{} // closed and replaced on every log change
 	jobs      map[string]*jobs.Job
-	logs      map[string][]events.Event
+	logs      map[string][]jobs.Entry
 	results   map[string][]byte
 	submitErr error
 	readyErr  error
@@ -30,8 +32,7 @@ type fakeStore struct {
 }
 
 func newFakeStore() *fakeStore {
-	f := &fakeStore{jobs: map[string]*jobs.Job{}, logs: map[string][]events.Event{}, results: map[string][]byte{}}
-	f.cond = sync.NewCond(&f.mu)
+	f := &fakeStore{jobs: map[string]*jobs.Job{}, logs: map[string][]jobs.Entry{}, results: map[string][]byte{}, changed: make(chan struct{})}
 	return f
 }
 
@@ -54,12 +55,11 @@ func (f *fakeStore) Submit(ctx context.Context, req jobs.Request) (*jobs.Job, er
 	j := &jobs.Job{ID: id, Status: jobs.StatusQueued, CreatedAt: time.Now().UTC(), Nonce: hex.EncodeToString(req.Nonce),
 		Source: jobs.Source{URL: req.RepoURL, Ref: req.RepoRef, ArchiveName: req.SourceName, ArchiveSHA256: req.ArchiveSHA256, ArchiveSize: req.ArchiveSize}}
 	f.jobs[id] = j
-	f.logs[id] = []events.Event{{Type: events.Queued, Position: 0}}
+	f.appendLocked(id, events.Event{Type: events.Queued, Position: 0})
 	f.submitted = append(f.submitted, req)
 	f.archives = append(f.archives, archive)
 	cb := f.onSubmit
 	f.mu.Unlock()
-	f.cond.Broadcast()
 	cp := *j
 	if cb != nil {
 		go cb(id)
@@ -73,13 +73,27 @@ func (f *fakeStore) add(status jobs.Status, evs ...events.Event) string {
 	defer f.mu.Unlock()
 	id := uuid.NewString()
 	f.jobs[id] = &jobs.Job{ID: id, Status: status, CreatedAt: time.Now().UTC()}
-	f.logs[id] = evs
+	f.appendLocked(id, evs...)
 	return id
+}
+
+// appendLocked stores evs as the real store does (their JSON) and wakes
+// the followers.
+func (f *fakeStore) appendLocked(id string, evs ...events.Event) {
+	for _, e := range evs {
+		b, err := json.Marshal(e)
+		if err != nil {
+			panic(err)
+		}
+		f.logs[id] = append(f.logs[id], jobs.Entry{Index: len(f.logs[id]), Data: b, Event: e})
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 func (f *fakeStore) emit(id string, evs ...events.Event) {
 	f.mu.Lock()
-	f.logs[id] = append(f.logs[id], evs...)
+	f.appendLocked(id, evs...)
 	for _, e := range evs {
 		if e.Type == events.Complete {
 			j := f.jobs[id]
@@ -95,7 +109,6 @@ func (f *fakeStore) emit(id string, evs ...events.Event) {
 		}
 	}
 	f.mu.Unlock()
-	f.cond.Broadcast()
 }
 
 func (f *fakeStore) setResult(id, name string, b []byte) {
@@ -118,38 +131,32 @@ func (f *fakeStore) Get(ctx context.Context, id string) (*jobs.Job, error) {
 	return &cp, nil
 }
 
-func (f *fakeStore) Watch(ctx context.Context, id string, from int, fn func(int, events.Event) error) error {
-	stop := context.AfterFunc(ctx, func() {
-		f.mu.Lock()
-		f.cond.Broadcast()
-		f.mu.Unlock()
-	})
-	defer stop()
-	i := from
-	for {
-		f.mu.Lock()
-		if _, ok := f.jobs[id]; !ok {
-			f.mu.Unlock()
-			return jobs.ErrNotFound
-		}
-		for i >= len(f.logs[id]) && ctx.Err() == nil {
-			f.cond.Wait()
-		}
-		if ctx.Err() != nil {
-			f.mu.Unlock()
-			return ctx.Err()
-		}
-		ev := f.logs[id][i]
-		f.mu.Unlock()
-		if err := fn(i, ev); err != nil {
-			return err
-		}
-		if ev.Type == events.Complete {
-			return nil
-		}
-		i++
+func (f *fakeStore) Follow(ctx context.Context, id string) (jobs.Feed, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.jobs[id]; !ok {
+		return nil, jobs.ErrNotFound
 	}
+	return fakeFeed{f, id}, nil
 }
+
+type fakeFeed struct {
+	f  *fakeStore
+	id string
+}
+
+func (ff fakeFeed) Next(from int) ([]jobs.Entry, bool, error, <-chan struct{}) {
+	ff.f.mu.Lock()
+	defer ff.f.mu.Unlock()
+	log := ff.f.logs[ff.id]
+	done := len(log) > 0 && log[len(log)-1].Event.Terminal()
+	if from >= len(log) {
+		return nil, done, nil, ff.f.changed
+	}
+	return log[from:len(log):len(log)], done, nil, ff.f.changed
+}
+
+func (fakeFeed) Close() {}
 
 func (f *fakeStore) Result(ctx context.Context, id string) (io.ReadCloser, *jobs.Job, error) {
 	f.mu.Lock()
@@ -170,4 +177,13 @@ func (f *fakeStore) Ready(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.readyErr
+}
+
+// addRaw appends an entry whose stored bytes are data, as they are.
+func (f *fakeStore) addRaw(id string, ev events.Event, data string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logs[id] = append(f.logs[id], jobs.Entry{Index: len(f.logs[id]), Data: []byte(data), Event: ev})
+	close(f.changed)
+	f.changed = make(chan struct{})
 }

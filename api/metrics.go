@@ -3,13 +3,11 @@ package api
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
 )
@@ -164,37 +162,4 @@ func (m *Metrics) ObserveBuild(toolchain string, queued, took time.Duration, err
 	if queued >= 0 {
 		m.QueueDuration.Observe(queued.Seconds())
 	}
-}
-
-// ToolchainSink passes events on to next and remembers the toolchain named
-// by the `detect` event ("Detected Cargo project" → "cargo"), so a build
-// observer can label its metrics without reaching into the pipeline.
-type ToolchainSink struct {
-	Next events.Sink
-	mu   sync.Mutex
-	name string
-}
-
-// Emit implements events.Sink.
-func (t *ToolchainSink) Emit(e events.Event) {
-	if e.Type == events.Detect {
-		if rest, ok := strings.CutPrefix(e.Msg, "Detected "); ok {
-			name := strings.ToLower(strings.TrimSuffix(rest, " project"))
-			if name == "pnpm" || name == "cargo" || name == "nix" || name == "go" {
-				t.mu.Lock()
-				t.name = name
-				t.mu.Unlock()
-			}
-		}
-	}
-	if t.Next != nil {
-		t.Next.Emit(e)
-	}
-}
-
-// Toolchain is the detected toolchain, "" before detection.
-func (t *ToolchainSink) Toolchain() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.name
 }

@@ -31,6 +31,10 @@ type SSEEvent struct {
 	Event string // the `event:` field, empty for "message"
 	Data  []byte
 	Retry time.Duration // a `retry:` field, when given
+	// Unknown counts this event's lines with a field the SSE rules ignore
+	// (a strict reader, such as a test of the server's wire form, may
+	// refuse them).
+	Unknown int
 }
 
 // SSEReader parses a text/event-stream (the WHATWG rules: LF, CRLF or CR
@@ -39,6 +43,8 @@ type SSEEvent struct {
 type SSEReader struct {
 	sc     *bufio.Scanner
 	lastID string
+	// Comments counts the comment lines read so far (keep-alives).
+	Comments int
 }
 
 // NewSSEReader reads events from r; no event may exceed MaxEventSize.
@@ -103,7 +109,8 @@ func (r *SSEReader) Next() (*SSEEvent, error) {
 			return nil, fmt.Errorf("%w: event larger than %d bytes", ErrProtocol, MaxEventSize)
 		}
 		if line[0] == ':' {
-			continue // comment (keep-alive)
+			r.Comments++ // comment (keep-alive)
+			continue
 		}
 		field, value, _ := bytes.Cut(line, []byte{':'})
 		value = bytes.TrimPrefix(value, []byte{' '})
@@ -125,6 +132,8 @@ func (r *SSEReader) Next() (*SSEEvent, error) {
 			if n, err := strconv.ParseUint(string(value), 10, 31); err == nil {
 				ev.Retry = time.Duration(n) * time.Millisecond
 			}
+		default:
+			ev.Unknown++
 		}
 	}
 	if err := r.sc.Err(); err != nil {

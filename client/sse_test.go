@@ -69,6 +69,20 @@ func TestSSEReaderRetryField(t *testing.T) {
 	}
 }
 
+// TestSSEReaderCounts: comments (keep-alives) and ignored fields are
+// counted, for readers that check a server's wire form.
+func TestSSEReaderCounts(t *testing.T) {
+	r := NewSSEReader(strings.NewReader(": keep-alive\n\nfoo: bar\nbaz\ndata: q\n\n: x\ndata: r\n\n"))
+	a, err := r.Next()
+	if err != nil || a.Unknown != 2 || string(a.Data) != "q" || r.Comments != 1 {
+		t.Fatalf("first %+v, %v, comments %d", a, err, r.Comments)
+	}
+	b, err := r.Next()
+	if err != nil || b.Unknown != 0 || string(b.Data) != "r" || r.Comments != 2 {
+		t.Fatalf("second %+v, %v, comments %d", b, err, r.Comments)
+	}
+}
+
 func TestSSEReaderTooLarge(t *testing.T) {
 	line := "data: " + strings.Repeat("x", 1<<20) + "\n"
 	_, err := readAll(strings.Repeat(line, 5) + "\n")

@@ -46,6 +46,18 @@ type Event struct {
 	// Phase and no Msg (see PhaseEvent) is not a log line: the job store
 	// keeps it out of the stored log and SSE.
 	Phase *Phase
+	// Toolchain, on the `detect` event, names the detected driver
+	// ("cargo", "nix", "pnpm", "go"; see Detected). Like Phase it is a
+	// field, never text, and not part of the JSON form: the peer's detect
+	// event carries only msg, so the stored log and SSE stay the peer's
+	// bytes while the job store records it as job state.
+	Toolchain string
+}
+
+// Detected is the `detect` event of a build with driver name (the
+// toolchain) and title ("Cargo"): the peer's message, the typed name.
+func Detected(name, title string) Event {
+	return Event{Type: Detect, Msg: "Detected " + title + " project", Toolchain: name}
 }
 
 // Phase names, in the order a job runs them.

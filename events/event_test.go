@@ -51,3 +51,16 @@ func TestCompleteWithoutResult(t *testing.T) {
 		t.Errorf("complete without result = %s", got)
 	}
 }
+
+// TestDetectedWire: the toolchain is a field of the detect event, and the
+// wire form stays the peer's (`msg` only).
+func TestDetectedWire(t *testing.T) {
+	e := Detected("cargo", "Cargo")
+	if e.Type != Detect || e.Toolchain != "cargo" || e.Msg != "Detected Cargo project" {
+		t.Fatalf("Detected = %+v", e)
+	}
+	got, _ := json.Marshal(e)
+	if string(got) != `{"type":"detect","msg":"Detected Cargo project"}` {
+		t.Errorf("wire form %s", got)
+	}
+}

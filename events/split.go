@@ -62,5 +62,7 @@ func SplitEvent(e Event, max int) []Event {
 	for i, p := range parts {
 		out[i] = Event{Type: e.Type, Msg: p, Cont: e.Cont || i > 0}
 	}
+	// The typed fields belong to the event, not to a piece: keep them once.
+	out[0].Phase, out[0].Toolchain = e.Phase, e.Toolchain
 	return out
 }

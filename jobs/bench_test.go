@@ -21,7 +21,7 @@ type stampBuilder struct {
 }
 
 func (b *stampBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
-	sink.Emit(events.Msgf(events.Detect, "Detected Cargo project"))
+	sink.Emit(events.Detected("cargo", "Cargo"))
 	for i := 0; i < b.n; i++ {
 		sink.Emit(events.Event{Type: events.Build, Msg: strconv.FormatInt(time.Now().UnixNano(), 10)})
 		if b.every > 0 {

@@ -22,7 +22,7 @@ type floodBuilder struct {
 }
 
 func (f *floodBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
-	sink.Emit(events.Msgf(events.Detect, "Detected Cargo project"))
+	sink.Emit(events.Detected("cargo", "Cargo"))
 	sink.Emit(events.Msgf(events.Build, "Running `cargo build`"))
 	line := strings.Repeat(string(f.char), f.size)
 	for i := 0; i < f.lines; i++ {

@@ -102,11 +102,14 @@ type Service interface {
 	// Submit enqueues a job and emits its first `queued` event.
 	Submit(ctx context.Context, req Request) (*Job, error)
 	Get(ctx context.Context, id string) (*Job, error)
-	// Watch calls fn for every event of the job from index `from` on, in
-	// order, replaying the stored log and then following live events; it
-	// returns nil right after the `complete` event, ctx.Err() when ctx ends,
-	// or fn's error. No event is dropped or repeated.
-	Watch(ctx context.Context, id string, from int, fn func(index int, ev events.Event) error) error
+	// Follow subscribes to the job's log: the stored log, then live
+	// events, as entries of this process's one shared feed of the job
+	// (ErrNotFound for an unknown job). The caller must Close it. Watch
+	// (the package function) calls fn for every event from index `from`
+	// on, in order, through it: it returns nil right after the `complete`
+	// event, ctx.Err() when ctx ends, or fn's error. No event is dropped
+	// or repeated.
+	Follow(ctx context.Context, id string) (Feed, error)
 	// Result opens a succeeded job's result tarball.
 	Result(ctx context.Context, id string) (io.ReadCloser, *Job, error)
 	// Ready reports whether the store and at least one worker are up.

@@ -146,14 +146,79 @@ func isWrongLastSeq(err error) bool {
 	return false
 }
 
+// Entry is one event of a job's log as this process holds it: its index,
+// the bytes the store holds (the event's compact JSON, the peer's wire
+// form, never modified: an SSE frame is written from them) and the event
+// decoded once from them, for consumers that need its fields.
+type Entry struct {
+	Index int
+	Data  []byte
+	Event events.Event
+}
+
+// Feed is this process's one shared view of a job's log (Service.Follow):
+// every subscriber reads the same entries through its own cursor, so a
+// slow one only lags behind and each sees every event once, in order.
+type Feed interface {
+	// Next returns the entries with index ≥ from available now (a view
+	// that stays valid: entries are never modified), whether the log is
+	// final (its `complete` arrived), the error that stopped following
+	// the log, and a channel closed on the next change.
+	Next(from int) (entries []Entry, done bool, err error, changed <-chan struct{})
+	// Close releases the subscription; the last one stops following.
+	Close()
+}
+
+// Watch calls fn for every event of job id from index from on, through
+// svc's feed (see Service.Watch's contract).
+func Watch(ctx context.Context, svc Service, id string, from int, fn func(index int, ev events.Event) error) error {
+	f, err := svc.Follow(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return WatchFeed(ctx, f, from, fn)
+}
+
+// WatchFeed is Watch over an open feed.
+func WatchFeed(ctx context.Context, f Feed, from int, fn func(index int, ev events.Event) error) error {
+	for {
+		es, done, err, changed := f.Next(from)
+		for _, e := range es {
+			if fn != nil {
+				if err := fn(e.Index, e.Event); err != nil {
+					return err
+				}
+			}
+			from = e.Index + 1
+			if e.Event.Terminal() {
+				return nil
+			}
+		}
+		switch {
+		case len(es) > 0:
+			continue
+		case done:
+			return nil // from is past the end of a finished log
+		case err != nil:
+			return err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // hub follows one job's log with a single ordered consumer and serves any
-// number of watchers from memory: each watcher has its own cursor into the
-// shared slice, so a slow watcher only slows itself and every watcher sees
+// number of subscribers (Feed) from memory: each has its own cursor into
+// the shared slice, so a slow one only slows itself and every one sees
 // every event exactly once, in order.
 type hub struct {
 	id     string
-	mu     sync.RWMutex // watchers read-lock: 1,000 of them wake per event
-	evs    []indexed
+	mu     sync.RWMutex // subscribers read-lock: 1,000 of them wake per event
+	evs    []Entry
 	done   bool // the `complete` event arrived: the log is final
 	err    error
 	notify chan struct{} // closed and replaced on every change
@@ -164,10 +229,26 @@ type hub struct {
 	startErr error
 }
 
-type indexed struct {
-	idx int
-	ev  events.Event
+// next is Feed.Next of every subscriber of h.
+func (h *hub) next(from int) ([]Entry, bool, error, <-chan struct{}) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pos := sort.Search(len(h.evs), func(i int) bool { return h.evs[i].Index >= from })
+	// The slice only grows and entries are never written again, so this
+	// view stays valid after the lock is released.
+	return h.evs[pos:len(h.evs):len(h.evs)], h.done, h.err, h.notify
 }
+
+// feed is one subscription to a hub.
+type feed struct {
+	s    *Store
+	h    *hub
+	once sync.Once
+}
+
+func (f *feed) Next(from int) ([]Entry, bool, error, <-chan struct{}) { return f.h.next(from) }
+
+func (f *feed) Close() { f.once.Do(func() { f.s.release(f.h) }) }
 
 func (h *hub) stop() {
 	select {
@@ -285,9 +366,10 @@ func (s *Store) follow(h *hub, it jetstream.MessagesContext) {
 			return
 		}
 		idx, err := strconv.Atoi(msg.Headers().Get(headerIndex))
+		data := msg.Data()
 		var ev events.Event
 		if err == nil {
-			err = json.Unmarshal(msg.Data(), &ev)
+			err = json.Unmarshal(data, &ev) // the one decode of this event
 		}
 		if err != nil {
 			s.log.Error("corrupt log event skipped", "job", h.id, "err", err)
@@ -296,9 +378,17 @@ func (s *Store) follow(h *hub, it jetstream.MessagesContext) {
 		if idx < next {
 			continue // cannot happen with an ordered consumer; be safe
 		}
+		if bytes.ContainsAny(data, "\r\n") {
+			// Valid JSON, but not the compact form appendEvent writes: a
+			// line break would end the SSE frame written from these bytes.
+			if data, err = json.Marshal(ev); err != nil {
+				s.log.Error("corrupt log event skipped", "job", h.id, "err", err)
+				continue
+			}
+		}
 		next = idx + 1
 		h.publish(func() {
-			h.evs = append(h.evs, indexed{idx, ev})
+			h.evs = append(h.evs, Entry{Index: idx, Data: data, Event: ev})
 			if ev.Terminal() {
 				h.done = true
 			}
@@ -311,56 +401,20 @@ func (s *Store) follow(h *hub, it jetstream.MessagesContext) {
 	}
 }
 
-// Watch implements Service.
-func (s *Store) Watch(ctx context.Context, id string, from int, fn func(index int, ev events.Event) error) error {
+// Follow implements Service: it subscribes to the job's hub, starting it
+// if this process has none.
+func (s *Store) Follow(ctx context.Context, id string) (Feed, error) {
 	if _, _, err := s.getJob(ctx, id); err != nil {
-		return err
-	}
-	if from < 0 {
-		from = 0
+		return nil, err
 	}
 	h, err := s.acquire(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer s.release(h)
-	pos := -1 // position in h.evs of the next event to deliver
-	for {
-		h.mu.RLock()
-		if pos < 0 {
-			pos = sort.Search(len(h.evs), func(i int) bool { return h.evs[i].idx >= from })
-			if pos == len(h.evs) && !h.done {
-				pos = -1 // wait until events at or after `from` arrive
-			}
-		}
-		var batch []indexed
-		if pos >= 0 {
-			batch = h.evs[pos:]
-		}
-		done, herr, ch := h.done, h.err, h.notify
-		h.mu.RUnlock()
-		for _, e := range batch {
-			if err := fn(e.idx, e.ev); err != nil {
-				return err
-			}
-			pos++
-			if e.ev.Terminal() {
-				return nil
-			}
-		}
-		if len(batch) > 0 {
-			continue
-		}
-		if done {
-			return nil // `from` is past the end of a finished log
-		}
-		if herr != nil {
-			return herr
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return &feed{s: s, h: h}, nil
+}
+
+// Watch is Watch(ctx, s, id, from, fn): Service.Watch's contract.
+func (s *Store) Watch(ctx context.Context, id string, from int, fn func(index int, ev events.Event) error) error {
+	return Watch(ctx, s, id, max(from, 0), fn)
 }

@@ -213,7 +213,7 @@ func (s *Store) handle(name, wid string, b Builder, msg jetstream.Msg) bool {
 		now := s.cfg.clock().UTC()
 		j.Status, j.StartedAt, j.Worker, j.WorkerID = StatusRunning, &now, name, wid
 		j.Attempts++
-		j.Building = false
+		j.Building, j.Toolchain = false, "" // this attempt detects again
 		return true
 	})
 	if err != nil {
@@ -633,8 +633,8 @@ func (k *sink) Emit(ev events.Event) {
 			return // job state, not a log line
 		}
 	}
-	if ev.Type == events.Detect {
-		k.markBuilding()
+	if ev.Toolchain != "" {
+		k.markBuilding(ev.Toolchain)
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -679,9 +679,9 @@ func (k *sink) signal() {
 	}
 }
 
-// markBuilding records that the build phase started (informational: a
-// lost worker's job is retried either way).
-func (k *sink) markBuilding() {
+// markBuilding records the detected toolchain and that the build phase
+// started (informational: a lost worker's job is retried either way).
+func (k *sink) markBuilding(toolchain string) {
 	k.mu.Lock()
 	if k.building {
 		k.mu.Unlock()
@@ -693,7 +693,7 @@ func (k *sink) markBuilding() {
 		if j.Status != StatusRunning || j.WorkerID != k.wid || j.Building {
 			return false
 		}
-		j.Building = true
+		j.Building, j.Toolchain = true, toolchain
 		return true
 	})
 	if err != nil {

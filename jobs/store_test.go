@@ -47,7 +47,7 @@ func (f *fakeBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink e
 		}
 	}
 	sink.Emit(events.Msgf(events.Init, "Extracted 3 files"))
-	sink.Emit(events.Msgf(events.Detect, "Detected Cargo project"))
+	sink.Emit(events.Detected("cargo", "Cargo"))
 	if f.gate != nil && !f.beforeDetect {
 		if err := f.gate(ctx, j); err != nil {
 			return nil, err
@@ -121,7 +121,7 @@ func collect(t *testing.T, s Service, id string, from int) []logged {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []logged
-	err := s.Watch(ctx, id, from, func(i int, ev events.Event) error {
+	err := Watch(ctx, s, id, from, func(i int, ev events.Event) error {
 		out = append(out, logged{i, ev})
 		return nil
 	})

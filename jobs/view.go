@@ -367,7 +367,7 @@ func (s *Store) recover(ctx context.Context, dead *Job) error {
 			return false
 		}
 		j.LostWorkers = append(j.LostWorkers, dead.Worker)
-		j.Status, j.Worker, j.WorkerID, j.StartedAt, j.Building = StatusQueued, "", "", nil, false
+		j.Status, j.Worker, j.WorkerID, j.StartedAt, j.Building, j.Toolchain = StatusQueued, "", "", nil, false, ""
 		return true
 	})
 	if err != nil || !ok {

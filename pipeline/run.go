@@ -145,7 +145,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	r.partial = &Result{OutDir: o.OutDir, Toolchain: drv.Name(), Lockfile: drv.Lockfile()}
-	r.msg(events.Detect, "Detected %s project", drv.Title())
+	r.emit(events.Detected(drv.Name(), drv.Title()))
 
 	if err := recreate(o.OutDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")

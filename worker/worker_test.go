@@ -87,7 +87,7 @@ func newJob() *jobs.Job {
 func fakePipeline(t *testing.T, seen *pipeline.Options) func(ctx context.Context, o pipeline.Options) (*pipeline.Result, error) {
 	return func(ctx context.Context, o pipeline.Options) (*pipeline.Result, error) {
 		*seen = o
-		o.Events.Emit(events.Msgf(events.Detect, "Detected Cargo project"))
+		o.Events.Emit(events.Detected("cargo", "Cargo"))
 		for _, f := range []string{"artifacts/app", "provenance.json", "manifest.json", "evidence.json", "build-config/Cargo.lock"} {
 			p := filepath.Join(o.OutDir, f)
 			os.MkdirAll(filepath.Dir(p), 0o755)

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kettle-build/kettle/client"
 )
 
 // RepoRoot finds the module root (the directory holding go.mod) above the
@@ -348,44 +350,42 @@ type Event struct {
 	At   time.Time // when it was read
 }
 
-// ReadSSE parses an SSE stream, calling fn per event, until EOF or fn's
-// error. Comments are counted in *comments when non-nil.
+// ReadSSE parses an SSE stream with the client's reader, calling fn per
+// event, until the stream ends or fn's error. Comments are counted in
+// *comments when non-nil. It is strict about kettle's wire form: every
+// field but `id: <index>` and one `data:` line per event is an error, and
+// so is a stream cut inside an event.
 func ReadSSE(r io.Reader, comments *int, fn func(Event) error) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	cur := Event{ID: -1}
+	sr := client.NewSSEReader(r)
+	defer func() {
+		if comments != nil {
+			*comments += sr.Comments
+		}
+	}()
 	for {
-		line, err := br.ReadString('\n')
+		se, err := sr.Next()
+		if err == io.EOF {
+			return nil
+		}
 		if err != nil {
-			if err == io.EOF {
-				return nil
-			}
 			return err
 		}
-		line = strings.TrimRight(line, "\r\n")
+		ev := Event{ID: -1, Data: string(se.Data), At: time.Now()}
 		switch {
-		case line == "":
-			if cur.Data != "" {
-				cur.At = time.Now()
-				cur.Type = eventType(cur.Data)
-				if err := fn(cur); err != nil {
-					return err
-				}
+		case se.Unknown > 0 || se.Event != "" || se.Retry != 0:
+			return fmt.Errorf("unexpected SSE field in event %q", se.Data)
+		case strings.ContainsAny(ev.Data, "\n"):
+			return fmt.Errorf("multi-line SSE data %q", se.Data)
+		case se.HasID:
+			n, err := strconv.Atoi(se.ID)
+			if err != nil || n < 0 {
+				return fmt.Errorf("bad id %q", se.ID)
 			}
-			cur = Event{ID: -1}
-		case strings.HasPrefix(line, ":"):
-			if comments != nil {
-				*comments++
-			}
-		case strings.HasPrefix(line, "id: "):
-			n, err := strconv.Atoi(line[4:])
-			if err != nil {
-				return fmt.Errorf("bad id line %q", line)
-			}
-			cur.ID = n
-		case strings.HasPrefix(line, "data: "):
-			cur.Data = line[6:]
-		default:
-			return fmt.Errorf("unexpected SSE line %q", line)
+			ev.ID = n
+		}
+		ev.Type = eventType(ev.Data)
+		if err := fn(ev); err != nil {
+			return err
 		}
 	}
 }
