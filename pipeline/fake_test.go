@@ -30,15 +30,12 @@ func (d *shDriver) Title() string        { return "Sh" }
 func (d *shDriver) Lockfile() string     { return "sh.lock" }
 func (d *shDriver) BuildCommand() string { return "sh build.sh" }
 
-func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	h, err := toolchain.LockfileSHA256(w.Dir, "sh.lock")
-	if err != nil {
-		return nil, err
-	}
+func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	h := lock.SHA256
 	return &toolchain.Inputs{
-		LockfileSHA256: h,
-		Toolchain:      provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
-		MerkleLeaves:   func(c, t string) []string { return []string{c, t, h} },
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
+		MerkleLeaves: func(c, t string) []string { return []string{c, t, h} },
 	}, nil
 }
 
@@ -115,7 +112,7 @@ func TestPipelineFailures(t *testing.T) {
 				defer cancel()
 			}
 			start := time.Now()
-			res, err := Run(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
+			res, err := RunDir(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
 			if res == nil || res.Toolchain != "sh" || res.Lockfile != "sh.lock" {
 				t.Errorf("partial result %+v", res)
 			}
@@ -136,7 +133,7 @@ func TestCanceled(t *testing.T) {
 	dir := withShDriver(t, &shDriver{fetch: "true", build: "sleep 5"})
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(200*time.Millisecond, cancel)
-	_, err := Run(ctx, Options{Dir: dir, Runner: noSandbox()})
+	_, err := RunDir(ctx, Options{Dir: dir, Runner: noSandbox()})
 	if failure.KindOf(err) != failure.Canceled {
 		t.Fatalf("err %v kind %s", err, failure.KindOf(err))
 	}
@@ -148,7 +145,7 @@ func TestLogCap(t *testing.T) {
 		build: "i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; printf 'no newline'; mkdir -p out; echo x > out/a",
 	})
 	rec := &recorder{}
-	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, MaxLogLines: 10}); err != nil {
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, MaxLogLines: 10}); err != nil {
 		t.Fatal(err)
 	}
 	b := rec.msgs(events.Build)
@@ -167,7 +164,7 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "result")
 	os.MkdirAll(filepath.Join(out, "artifacts"), 0o755)
 	os.WriteFile(filepath.Join(out, "artifacts", "stale"), []byte("old"), 0o444)
-	res, err := Run(t.Context(), Options{Dir: dir, OutDir: out, Runner: noSandbox(), BuilderID: "https://b.example/id",
+	res, err := RunDir(t.Context(), Options{Dir: dir, OutDir: out, Runner: noSandbox(), BuilderID: "https://b.example/id",
 		BuildTypeBase: "https://b.example/types/", SourceURI: "https://git.example/r.git", Nonce: make([]byte, 16)})
 	if err != nil {
 		t.Fatal(err)
@@ -186,11 +183,11 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "build-config", "sh.lock")); err != nil {
 		t.Error(err)
 	}
-	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Nonce: make([]byte, 17)}); failure.KindOf(err) != failure.InvalidSource {
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Nonce: make([]byte, 17)}); failure.KindOf(err) != failure.InvalidSource {
 		t.Errorf("17-byte nonce: %v", err)
 	}
 	for _, bad := range []string{dir, filepath.Dir(dir)} {
-		if _, err := Run(t.Context(), Options{Dir: dir, OutDir: bad, Runner: noSandbox()}); err == nil {
+		if _, err := RunDir(t.Context(), Options{Dir: dir, OutDir: bad, Runner: noSandbox()}); err == nil {
 			t.Errorf("OutDir %s holding the project accepted", bad)
 		}
 	}
@@ -221,7 +218,7 @@ func TestDirtyWorkingTree(t *testing.T) {
 	build := func() (*Result, []string) {
 		t.Helper()
 		rec := &recorder{}
-		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, Env: env})
+		res, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, Env: env})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,6 +267,15 @@ func TestGivenIdentity(t *testing.T) {
 	}
 	if id.URI != "https://git.example/a.git" {
 		t.Error("the caller's identity was modified")
+	}
+}
+
+// TestRunNeedsIdentity: Run never computes the identity a second time:
+// without Options.Source it refuses (RunDir is the local-directory entry).
+func TestRunNeedsIdentity(t *testing.T) {
+	dir := withShDriver(t, &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/a"})
+	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox()}); failure.KindOf(err) != failure.InternalError {
+		t.Fatalf("Run without a source identity: %v", err)
 	}
 }
 

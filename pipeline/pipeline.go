@@ -34,13 +34,14 @@ type Options struct {
 	BuilderID     string
 	BuildTypeBase string
 	// Source is the source's identity (commit, tree, dirty), computed once
-	// where the source was materialised (source.Tree.Identity). nil: Run
-	// computes it over Dir with the same Go code (gitid.Identify, output
-	// directory excluded); git never runs on the project.
+	// where the source was materialised (source.Tree.Identity); Run
+	// requires it. RunDir, for a local directory, computes it over Dir
+	// (SourceIdentity: Go code, output directory excluded; git never runs
+	// on the project).
 	Source *gitid.Identity
 	// SourceURI, when set, is the source uri recorded (e.g. the repo_url
-	// the service cloned from); else Source.URI, else for a nil Source
-	// the checkout's remote.origin.url read from .git/config.
+	// the service cloned from); else Source.URI (for RunDir, the
+	// checkout's remote.origin.url read from .git/config).
 	SourceURI string
 	// ArchiveSHA256 names the uploaded archive of a non-git source.
 	ArchiveSHA256 string
@@ -73,10 +74,22 @@ type Result struct {
 // partial Result naming the Toolchain and Lockfile (for job status and
 // metrics).
 func Run(ctx context.Context, opts Options) (*Result, error) {
+	return run1(ctx, opts, false)
+}
+
+// RunDir is Run for a local directory whose identity nothing computed yet
+// (`kettle build DIR`): with a nil opts.Source it computes the identity
+// once, at the step where Run would use it.
+func RunDir(ctx context.Context, opts Options) (*Result, error) {
+	return run1(ctx, opts, opts.Source == nil)
+}
+
+func run1(ctx context.Context, opts Options, identify bool) (*Result, error) {
 	r, err := newRun(opts)
 	if err != nil {
 		return nil, err
 	}
+	r.identify = identify
 	res, err := r.run(ctx)
 	if err != nil {
 		return r.partial, classify(ctx, err)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +19,7 @@ import (
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source/gitid"
 	"github.com/kettle-build/kettle/toolchain"
 )
@@ -61,10 +61,11 @@ func DefaultEnv() []string {
 }
 
 type run struct {
-	fetched hostSet // destinations of the fetch phase's egress proxy
-	opts    Options
-	emit    func(events.Event)
-	partial *Result // what is known so far, returned with an error
+	fetched  hostSet // destinations of the fetch phase's egress proxy
+	opts     Options
+	identify bool // RunDir: compute the source identity of opts.Dir
+	emit     func(events.Event)
+	partial  *Result // what is known so far, returned with an error
 }
 
 func newRun(opts Options) (*run, error) {
@@ -149,7 +150,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := recreate(o.OutDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
 	}
-	src, err := sourceIdentity(ctx, o)
+	src, err := sourceIdentity(ctx, o, r.identify)
 	if err != nil {
 		return nil, err
 	}
@@ -161,11 +162,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	// lockBytes stays nil for a driver that builds without its lockfile
-	// (a Nix flake without inputs): no lockfileHash, no build-config/.
-	lockBytes, err := toolchain.ReadProjectFile(projDir, drv.Lockfile())
-	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
-		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
+	// The one read of the lockfile: the driver plans from these bytes and
+	// the result records them. Data stays nil for a driver that builds
+	// without its lockfile (a Nix flake without inputs): no lockfileHash,
+	// no build-config/.
+	lock, err := toolchain.ReadLock(projDir, drv)
+	if err != nil {
+		return nil, err
 	}
 	r.phase(events.Detect, events.PhaseDetect, t0)
 
@@ -200,14 +203,11 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		defer c.Cleanup(w)
 	}
 	t0 = time.Now()
-	in, err := drv.Inputs(ctx, w)
+	in, err := drv.Inputs(ctx, w, lock)
 	if err != nil {
 		return nil, err
 	}
 	r.phase(events.Detect, events.PhaseEvaluate, t0)
-	if (lockBytes == nil) != (in.LockfileSHA256 == "") || lockBytes != nil && in.LockfileSHA256 != sha256hex(lockBytes) {
-		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
-	}
 	self, err := kettleTool()
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot hash the kettle binary")
@@ -254,7 +254,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, classifyAs(ctx, failure.BuildFailed, "cannot collect the artifacts", err)
 	}
 	if len(arts) == 0 {
-		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", artifactRule(drv.Name()))
+		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", toolchain.ArtifactRule(drv))
 	}
 	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
 	r.phase(events.Build, events.PhaseCollect, t0)
@@ -277,8 +277,8 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := writeFile(filepath.Join(o.OutDir, "provenance.json"), provBytes); err != nil {
 		return nil, err
 	}
-	if lockBytes != nil {
-		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
+	if lock.Data != nil {
+		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(lock.Name)), lock.Data); err != nil {
 			return nil, err
 		}
 	}
@@ -357,11 +357,11 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		FlakeInputs: in.FlakeInputs,
 		Toolchain:   tools,
 	}
-	if in.LockfileSHA256 != "" {
-		ip.LockfileHash = provenance.Digest{"sha256": in.LockfileSHA256}
+	if in.Lock != nil && in.Lock.SHA256 != "" {
+		ip.LockfileHash = provenance.Digest{"sha256": in.Lock.SHA256}
 	}
-	if o.Runner.Name() == "none" {
-		ip.Sandbox = "none"
+	if !sandbox.Isolated(o.Runner) {
+		ip.Sandbox = o.Runner.Name() // "none"
 	}
 	ip.FetchHosts = r.fetched.list()
 	return &provenance.Statement{
@@ -385,16 +385,6 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		PredicateType: provenance.PredicateType,
 		Subject:       subjects,
 	}
-}
-
-func artifactRule(name string) string {
-	switch name {
-	case "cargo":
-		return "no binary in target/release"
-	case "nix":
-		return "no executable in bin/ of the outputs"
-	}
-	return "nothing to collect"
 }
 
 var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {
@@ -499,33 +489,19 @@ func writeFile(path string, data []byte) error {
 // classifyAs keeps an error's classification, maps context expiry to
 // Timeout/Canceled, and otherwise classifies it as kind with msg.
 func classifyAs(ctx context.Context, kind failure.Kind, msg string, err error) error {
+	if e := failure.Expired(ctx, err, "build timed out", "build canceled"); e != nil {
+		return e
+	}
 	var fe *failure.Error
 	if errors.As(err, &fe) {
 		return err
-	}
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return classify(ctx, err)
 	}
 	return failure.Wrap(kind, err, msg)
 }
 
 // classify makes sure every error leaving Run is a *failure.Error.
 func classify(ctx context.Context, err error) error {
-	var fe *failure.Error
-	switch {
-	case errors.As(err, &fe):
-		// A deadline that cut a step short is a timeout, whatever the
-		// step made of it.
-		if fe.Kind != failure.Timeout && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return failure.Wrap(failure.Timeout, err, "build timed out")
-		}
-		return err
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return failure.Wrap(failure.Timeout, err, "build timed out")
-	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, context.Canceled):
-		return failure.Wrap(failure.Canceled, err, "build canceled")
-	}
-	return failure.Wrap(failure.InternalError, err, "internal error")
+	return classifyAs(ctx, failure.InternalError, "internal error", err)
 }
 
 // hostSet collects the destinations the fetch phase asked the egress proxy

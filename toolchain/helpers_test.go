@@ -179,3 +179,18 @@ func TestPieceWriterCont(t *testing.T) {
 		t.Fatalf("pieces %+v, want %+v", got, want)
 	}
 }
+
+// TestArtifactRule: the NoArtifacts message names a driver's own rule,
+// which the pipeline does not know.
+func TestArtifactRule(t *testing.T) {
+	if got := ArtifactRule(ruled{}); got != "no binary in x/" {
+		t.Errorf("ArtifactRule = %q", got)
+	}
+	if got := ArtifactRule(nil); got != "nothing to collect" {
+		t.Errorf("ArtifactRule without a rule = %q", got)
+	}
+}
+
+type ruled struct{ Driver }
+
+func (ruled) ArtifactRule() string { return "no binary in x/" }

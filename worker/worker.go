@@ -216,10 +216,7 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // context deadline of the build timeout becomes Timeout.
 func classify(ctx context.Context, err error, timeout time.Duration) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && timeout > 0 {
-		var fe *failure.Error
-		if !errors.As(err, &fe) || fe.Kind != failure.Timeout {
-			return failure.Wrap(failure.Timeout, err, fmt.Sprintf("build timed out after %s", timeout))
-		}
+		return failure.Expired(ctx, err, fmt.Sprintf("build timed out after %s", timeout), "build canceled")
 	}
 	return err
 }

@@ -182,13 +182,9 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 		ctx, cancel = context.WithTimeout(ctx, f.buildTimeout)
 		defer cancel()
 	}
-	// The source identity (commit, tree, dirty) is computed here, once,
-	// by kettle's Go code over DIR: no git runs on the project.
-	if opts.Source, err = pipeline.SourceIdentity(ctx, dir, f.outDir, f.sourceURI == ""); err != nil {
-		fmt.Fprintf(stderr, "kettle %s: %s failed: %s\n", name, failure.KindOf(err), failure.Message(err))
-		return exitFailed
-	}
-	res, err := pipeline.Run(ctx, opts)
+	// RunDir computes the source identity (commit, tree, dirty) once, by
+	// kettle's Go code over DIR: no git runs on the project.
+	res, err := pipeline.RunDir(ctx, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "kettle %s: %s failed: %s\n", name, failure.KindOf(err), failure.Message(err))
 		return exitFailed
