@@ -38,21 +38,10 @@ func bwrapServer(t *testing.T, env []string, args ...string) (*harness.Server, *
 // submitWait submits an archive of dir and waits for its end.
 func submitWait(t *testing.T, c *harness.Client, dir string) (string, []harness.Event, harness.Complete) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	id, err := c.SubmitArchive(ctx, harness.Targz(t, dir, filepath.Base(dir)), filepath.Base(dir)+".tar.gz", harness.NewNonce())
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := c.Wait(ctx, id)
-	if err != nil {
-		t.Fatalf("events of %s: %v", id, err)
-	}
-	res, err := harness.ParseComplete(evs[len(evs)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, evs, res
+	archive := harness.Targz(t, dir, filepath.Base(dir))
+	return followBuild(t, c, 4*time.Minute, func(ctx context.Context) (string, error) {
+		return c.SubmitArchive(ctx, archive, filepath.Base(dir)+".tar.gz", harness.NewNonce())
+	})
 }
 
 // allocated is the disk space (blocks) used under dir.
