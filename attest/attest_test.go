@@ -25,12 +25,13 @@ import (
 
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	"github.com/google/go-configfs-tsm/configfs/faketsm"
-	"github.com/google/go-sev-guest/abi"
+	sevabi "github.com/google/go-sev-guest/abi"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
 	sevtesting "github.com/google/go-sev-guest/testing"
 	sevverify "github.com/google/go-sev-guest/verify"
 	tdxtesting "github.com/google/go-tdx-guest/testing"
 	"github.com/google/go-tpm/tpm2"
+	"github.com/kettle-build/kettle/abi"
 	"github.com/kettle-build/kettle/attest/attesttest"
 	"github.com/kettle-build/kettle/failure"
 )
@@ -58,7 +59,7 @@ func decodeEnvelope[T any](t *testing.T, ev []byte, platform string) *T {
 	if err != nil || !bytes.Equal(back, ev) {
 		t.Fatalf("read back: %v", err)
 	}
-	env, err := ParseEnvelope(back)
+	env, err := parseEnvelope(back)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +140,11 @@ func verifySNPCrypto(t *testing.T, report, vcekDER, roots []byte, wantRD [64]byt
 	if !bytes.Equal(report[0x50:0x90], wantRD[:]) {
 		t.Fatal("REPORT_DATA mismatch")
 	}
-	p, err := abi.ReportToProto(report)
+	p, err := sevabi.ReportToProto(report)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := abi.ParseSnpPolicy(p.GetPolicy())
+	pol, err := sevabi.ParseSnpPolicy(p.GetPolicy())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,12 +171,12 @@ func TestSimSNP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := decodeEnvelope[SNPEvidence](t, ev, PlatformSNP)
+	body := decodeEnvelope[abi.SNPEvidence](t, ev, PlatformSNP)
 	report, _ := b64std.DecodeString(body.AttestationReport)
 	if body.CertChain == nil || body.CertChain.ASK == nil || body.CertChain.ARK == nil {
 		t.Fatal("sim-snp must embed its chain")
 	}
-	vcek, _ := b64std.DecodeString(body.CertChain.VCEK)
+	vcek, _ := b64std.DecodeString(*body.CertChain.VCEK)
 	var roots bytes.Buffer
 	if err := WriteSimRoots(&roots); err != nil {
 		t.Fatal(err)
@@ -261,15 +262,15 @@ func checkSNP(t *testing.T, a Attester, rd [ReportDataSize]byte, s *sevtesting.A
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := decodeEnvelope[SNPEvidence](t, ev, PlatformSNP)
+	body := decodeEnvelope[abi.SNPEvidence](t, ev, PlatformSNP)
 	report, err := b64std.DecodeString(body.AttestationReport)
-	if err != nil || len(report) != abi.ReportSize {
+	if err != nil || len(report) != sevabi.ReportSize {
 		t.Fatalf("report: %d bytes, %v", len(report), err)
 	}
 	if body.CertChain == nil {
 		t.Fatal("no cert_chain")
 	}
-	vcek, _ := b64std.DecodeString(body.CertChain.VCEK)
+	vcek, _ := b64std.DecodeString(*body.CertChain.VCEK)
 	verifySNPCrypto(t, report, vcek, attesttest.RootsPEM(s), pad64(rd))
 	if !keyed {
 		return
@@ -326,12 +327,12 @@ func TestTDXMockQuoteProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := decodeEnvelope[TDXEvidence](t, ev, PlatformTDX)
+	body := decodeEnvelope[abi.TDXEvidence](t, ev, PlatformTDX)
 	q, _ := b64std.DecodeString(body.Quote)
 	if !bytes.Equal(q, tcs[0].Quote) {
 		t.Fatal("quote differs from the provider's")
 	}
-	el, _ := b64std.DecodeString(body.CCEventlog)
+	el, _ := b64std.DecodeString(body.CCEventLog)
 	want, _ := os.ReadFile(fixture("attestation", "tdx_ccel_live.bin"))
 	if !bytes.Equal(el, want) {
 		t.Fatal("cc_eventlog differs from the CCEL table")
@@ -376,11 +377,11 @@ func TestAzSNP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := decodeEnvelope[AzSNPEvidence](t, ev, PlatformAzSNP)
+	body := decodeEnvelope[abi.AzureEvidence](t, ev, PlatformAzSNP)
 	if body.Version != 1 || len(body.TPMQuote.PCRs) != 24 {
 		t.Fatalf("version %d, %d PCRs", body.Version, len(body.TPMQuote.PCRs))
 	}
-	checkTPMQuote(t, &body.TPMQuote, v.AKModulus(), rd[:])
+	checkTPMQuote(t, body.TPMQuote, v.AKModulus(), rd[:])
 	hcl, err := b64url.DecodeString(body.HCLReport)
 	if err != nil || !bytes.Equal(hcl, v.HCL) {
 		t.Fatalf("hcl_report differs from NV 0x01400001 (%v)", err)
@@ -396,7 +397,7 @@ func TestAzSNP(t *testing.T) {
 	var snpRD [64]byte
 	sum := sha256.Sum256(h.RuntimeData)
 	copy(snpRD[:], sum[:])
-	verifySNPCrypto(t, h.TEEReport[:abi.ReportSize], vcek, attesttest.RootsPEM(v.Signer), snpRD)
+	verifySNPCrypto(t, h.TEEReport[:sevabi.ReportSize], vcek, attesttest.RootsPEM(v.Signer), snpRD)
 }
 
 func writeAssetTag(t *testing.T, sys string) {
@@ -412,7 +413,7 @@ func writeAssetTag(t *testing.T, sys string) {
 
 // checkTPMQuote verifies the quote like a verifier: signature with the AK,
 // TPMS_ATTEST type, extraData, PCR digest.
-func checkTPMQuote(t *testing.T, q *TPMQuote, akN, wantExtra []byte) {
+func checkTPMQuote(t *testing.T, q *abi.TPMQuote, akN, wantExtra []byte) {
 	t.Helper()
 	msg, _ := hex.DecodeString(q.Message)
 	sig, _ := hex.DecodeString(q.Signature)
@@ -462,8 +463,8 @@ func TestAzTDX(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body := decodeEnvelope[AzTDXEvidence](t, ev, PlatformAzTDX)
-		checkTPMQuote(t, &body.TPMQuote, v.AKModulus(), rd[:])
+		body := decodeEnvelope[abi.AzureEvidence](t, ev, PlatformAzTDX)
+		checkTPMQuote(t, body.TPMQuote, v.AKModulus(), rd[:])
 		hcl, _ := b64url.DecodeString(body.HCLReport)
 		h, err := ParseHCLReport(hcl)
 		if err != nil {
@@ -522,9 +523,9 @@ func TestEnvelopeMatchesPeer(t *testing.T) {
 		file string
 		typ  func() any
 	}{
-		{"kettle-v1/kex/evidence.json", func() any { return new(AzSNPEvidence) }},
-		{"attestation/az_snp/live-evidence.json", func() any { return new(AzSNPEvidence) }},
-		{"attestation/az_tdx/evidence-v1.json", func() any { return new(AzTDXEvidence) }},
+		{"kettle-v1/kex/evidence.json", func() any { return new(abi.AzureEvidence) }},
+		{"attestation/az_snp/live-evidence.json", func() any { return new(abi.AzureEvidence) }},
+		{"attestation/az_tdx/evidence-v1.json", func() any { return new(abi.AzureEvidence) }},
 	} {
 		raw, err := os.ReadFile(fixture(strings.Split(tc.file, "/")...))
 		if err != nil {
@@ -532,7 +533,7 @@ func TestEnvelopeMatchesPeer(t *testing.T) {
 		}
 		var compact bytes.Buffer
 		json.Compact(&compact, raw)
-		env, err := ParseEnvelope(compact.Bytes())
+		env, err := parseEnvelope(compact.Bytes())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -544,12 +545,10 @@ func TestEnvelopeMatchesPeer(t *testing.T) {
 		}
 		// evidence-v1 files pad base64url; kettle writes it unpadded.
 		switch b := body.(type) {
-		case *AzSNPEvidence:
-			b.HCLReport, b.VCEK = trimPad(b.HCLReport), trimPad(b.VCEK)
-		case *AzTDXEvidence:
-			b.HCLReport, b.TDQuote = trimPad(b.HCLReport), trimPad(b.TDQuote)
+		case *abi.AzureEvidence:
+			b.HCLReport, b.VCEK, b.TDQuote = trimPad(b.HCLReport), trimPad(b.VCEK), trimPad(b.TDQuote)
 		}
-		got, err := marshalEnvelope(env.Platform, body)
+		got, err := abi.Marshal(env.Platform, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -576,11 +575,11 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		back, _ := os.ReadFile(p)
-		env, err := ParseEnvelope(back)
+		env, err := parseEnvelope(back)
 		if err != nil || env.Platform != a.Platform() {
 			t.Fatalf("%s: %v", a.Platform(), err)
 		}
-		again, _ := marshalEnvelope(env.Platform, env.Evidence)
+		again, _ := abi.Marshal(env.Platform, env.Evidence)
 		if !bytes.Equal(again, ev) {
 			t.Fatalf("%s: round trip changed the bytes", a.Platform())
 		}
@@ -620,7 +619,7 @@ func TestIMDSRetries(t *testing.T) {
 }
 
 func TestKDSURL(t *testing.T) {
-	r := make([]byte, abi.ReportSize)
+	r := make([]byte, sevabi.ReportSize)
 	binary.LittleEndian.PutUint32(r, 3)
 	r[0x188], r[0x189] = 0x19, 0xA0 // Genoa-family Zen 4c (go-sev-guest calls it Unknown)
 	copy(r[0x180:], []byte{3, 0, 0, 0, 0, 0, 20, 209})
@@ -651,7 +650,7 @@ type rawQP struct{ report []byte }
 
 func (rawQP) IsSupported() bool                      { return true }
 func (q rawQP) GetRawQuote([64]byte) ([]byte, error) { return q.report, nil }
-func (rawQP) Product() *spb.SevProduct               { return abi.DefaultSevProduct() }
+func (rawQP) Product() *spb.SevProduct               { return sevabi.DefaultSevProduct() }
 
 func TestSNPVCEKFromKDS(t *testing.T) {
 	rd := testRD("kds")
@@ -718,4 +717,17 @@ func TestAttestCanceled(t *testing.T) {
 			t.Errorf("%s: kind %v (%v), want Canceled", name, failure.KindOf(err), err)
 		}
 	}
+}
+
+// parseEnvelope decodes evidence.json as a verifier would, without its
+// platform policy (package verify has that).
+func parseEnvelope(b []byte) (*abi.Envelope, error) {
+	var env abi.Envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, err
+	}
+	if env.Platform == "" || len(env.Evidence) == 0 {
+		return nil, errors.New("missing platform or evidence")
+	}
+	return &env, nil
 }

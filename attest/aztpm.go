@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
+	"github.com/kettle-build/kettle/abi"
 )
 
 // Azure vTPM handles (fixed by the Azure CVM paravisor).
@@ -196,16 +197,16 @@ func (a *azAttester) attest(ctx context.Context, rd [ReportDataSize]byte) ([]byt
 		if err != nil {
 			return nil, err
 		}
-		return marshalEnvelope(a.platform, AzTDXEvidence{
-			Version: 1, TPMQuote: *q, HCLReport: b64url.EncodeToString(hclRaw), TDQuote: b64url.EncodeToString(quote),
+		return abi.Marshal(a.platform, abi.AzureEvidence{
+			Version: 1, TPMQuote: q, HCLReport: b64url.EncodeToString(hclRaw), TDQuote: b64url.EncodeToString(quote),
 		})
 	default:
 		vcek, err := fetchAzureVCEK(ctx, a.o)
 		if err != nil {
 			return nil, err
 		}
-		return marshalEnvelope(a.platform, AzSNPEvidence{
-			Version: 1, TPMQuote: *q, HCLReport: b64url.EncodeToString(hclRaw), VCEK: b64url.EncodeToString(vcek),
+		return abi.Marshal(a.platform, abi.AzureEvidence{
+			Version: 1, TPMQuote: q, HCLReport: b64url.EncodeToString(hclRaw), VCEK: b64url.EncodeToString(vcek),
 		})
 	}
 }
@@ -350,7 +351,7 @@ var allPCRs = tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{
 // the PCRs, and checks its own output the way a verifier will: the AK is
 // the one in the HCL runtime data, extraData is the nonce and the PCR values
 // hash to the quoted digest (retrying when a PCR moved in between).
-func tpmQuote(t transport.TPM, nonce, akModulus []byte) (*TPMQuote, error) {
+func tpmQuote(t transport.TPM, nonce, akModulus []byte) (*abi.TPMQuote, error) {
 	if len(nonce) > azureMaxNonce {
 		return nil, fmt.Errorf("report data is %d bytes; the Azure vTPM takes at most %d", len(nonce), azureMaxNonce)
 	}
@@ -413,7 +414,7 @@ func tpmQuote(t transport.TPM, nonce, akModulus []byte) (*TPMQuote, error) {
 		for i, p := range pcrs {
 			hexPCRs[i] = hex.EncodeToString(p)
 		}
-		return &TPMQuote{
+		return &abi.TPMQuote{
 			Signature: hex.EncodeToString(sig.Sig.Buffer),
 			Message:   hex.EncodeToString(msg),
 			PCRs:      hexPCRs,

@@ -3,6 +3,8 @@ package attest
 import (
 	"context"
 	"encoding/hex"
+
+	"github.com/kettle-build/kettle/abi"
 )
 
 // insecureWarning is logged at start-up and should be repeated in every
@@ -21,5 +23,5 @@ func (insecureAttester) Attest(ctx context.Context, rd [ReportDataSize]byte) ([]
 	if err := ctx.Err(); err != nil {
 		return nil, attestFailed(PlatformInsecure, err)
 	}
-	return marshalEnvelope(PlatformInsecure, InsecureEvidence{ReportData: hex.EncodeToString(rd[:])})
+	return abi.Marshal(PlatformInsecure, abi.InsecureEvidence{ReportData: hex.EncodeToString(rd[:])})
 }

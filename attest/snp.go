@@ -11,10 +11,11 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/google/go-sev-guest/abi"
+	sevabi "github.com/google/go-sev-guest/abi"
 	sevclient "github.com/google/go-sev-guest/client"
 	labi "github.com/google/go-sev-guest/client/linuxabi"
 	spb "github.com/google/go-sev-guest/proto/sevsnp"
+	"github.com/kettle-build/kettle/abi"
 	"golang.org/x/sys/unix"
 )
 
@@ -91,10 +92,10 @@ func splitRawQuote(raw []byte, err error) ([]byte, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(raw) < abi.ReportSize {
-		return nil, nil, fmt.Errorf("SNP report is %d bytes, want %d", len(raw), abi.ReportSize)
+	if len(raw) < sevabi.ReportSize {
+		return nil, nil, fmt.Errorf("SNP report is %d bytes, want %d", len(raw), sevabi.ReportSize)
 	}
-	return raw[:abi.ReportSize], raw[abi.ReportSize:], nil
+	return raw[:sevabi.ReportSize], raw[sevabi.ReportSize:], nil
 }
 
 func (a *snpAttester) Attest(ctx context.Context, rd [ReportDataSize]byte) ([]byte, error) {
@@ -121,24 +122,24 @@ func (a *snpAttester) attest(ctx context.Context, rd [ReportDataSize]byte) ([]by
 	if err != nil {
 		return nil, err
 	}
-	return marshalEnvelope(PlatformSNP, ev)
+	return abi.Marshal(PlatformSNP, ev)
 }
 
 // snpEvidence checks a raw report against the requested REPORT_DATA and
 // assembles the evidence, fetching the VCEK from AMD KDS when the host's
 // certificate table has none.
-func snpEvidence(ctx context.Context, o *options, report, certTable []byte, rd64 [64]byte) (*SNPEvidence, error) {
-	if len(report) < abi.ReportSize {
-		return nil, fmt.Errorf("SNP report is %d bytes, want %d", len(report), abi.ReportSize)
+func snpEvidence(ctx context.Context, o *options, report, certTable []byte, rd64 [64]byte) (*abi.SNPEvidence, error) {
+	if len(report) < sevabi.ReportSize {
+		return nil, fmt.Errorf("SNP report is %d bytes, want %d", len(report), sevabi.ReportSize)
 	}
-	report = report[:abi.ReportSize]
-	if _, err := abi.ReportToProto(report); err != nil {
+	report = report[:sevabi.ReportSize]
+	if _, err := sevabi.ReportToProto(report); err != nil {
 		return nil, fmt.Errorf("parse SNP report: %w", err)
 	}
 	if string(report[0x50:0x90]) != string(rd64[:]) {
 		return nil, errors.New("the SNP report's REPORT_DATA differs from the requested report data")
 	}
-	ev := &SNPEvidence{AttestationReport: b64std.EncodeToString(report)}
+	ev := &abi.SNPEvidence{AttestationReport: b64std.EncodeToString(report)}
 	vcek, ask, ark := certsFromTable(certTable)
 	if vcek == nil {
 		var err error
@@ -150,7 +151,7 @@ func snpEvidence(ctx context.Context, o *options, report, certTable []byte, rd64
 			return ev, nil
 		}
 	}
-	ev.CertChain = &SNPCertChain{VCEK: b64std.EncodeToString(vcek)}
+	ev.CertChain = &abi.SNPCertChain{VCEK: strPtr(b64std.EncodeToString(vcek))}
 	if ask != nil {
 		ev.CertChain.ASK = strPtr(b64std.EncodeToString(ask))
 	}
@@ -166,7 +167,7 @@ func certsFromTable(table []byte) (vcek, ask, ark []byte) {
 	if len(table) == 0 {
 		return nil, nil, nil
 	}
-	var ct abi.CertTable
+	var ct sevabi.CertTable
 	if err := ct.Unmarshal(table); err != nil {
 		return nil, nil, nil
 	}
@@ -177,7 +178,7 @@ func certsFromTable(table []byte) (vcek, ask, ark []byte) {
 		}
 		return b
 	}
-	return get(abi.VcekGUID), get(abi.AskGUID), get(abi.ArkGUID)
+	return get(sevabi.VcekGUID), get(sevabi.AskGUID), get(sevabi.ArkGUID)
 }
 
 // snpProductLine names the AMD product line of a v3+ report by its CPUID
@@ -285,4 +286,4 @@ func (d *sevDevice) Ioctl(command uintptr, req any) (uintptr, error) {
 	return result, nil
 }
 
-func (d *sevDevice) Product() *spb.SevProduct { return abi.SevProduct() }
+func (d *sevDevice) Product() *spb.SevProduct { return sevabi.SevProduct() }

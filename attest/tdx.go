@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	tdxclient "github.com/google/go-tdx-guest/client"
+	"github.com/kettle-build/kettle/abi"
 )
 
 const (
@@ -107,11 +108,11 @@ func (a *tdxAttester) attest64(ctx context.Context, rd64 [64]byte) ([]byte, erro
 	if !bytes.Equal(got, rd64[:]) {
 		return nil, errors.New("the TD quote's REPORT_DATA differs from the requested report data")
 	}
-	ev := TDXEvidence{Quote: b64std.EncodeToString(quote)}
+	ev := abi.TDXEvidence{Quote: b64std.EncodeToString(quote)}
 	if el := readEventLog(a.o); el != nil {
-		ev.CCEventlog = b64std.EncodeToString(el)
+		ev.CCEventLog = b64std.EncodeToString(el)
 	}
-	return marshalEnvelope(PlatformTDX, ev)
+	return abi.Marshal(PlatformTDX, ev)
 }
 
 // TDXQuoteReportData returns the 64-byte REPORT_DATA of a DCAP quote v4 or v5.

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/kettle-build/kettle/abi"
+
 	"github.com/kettle-build/kettle/provenance"
 )
 
@@ -219,7 +221,7 @@ func bundle(ctx context.Context, fsys fs.FS, dir string, o *options) (*Report, e
 	if err != nil {
 		return nil, err
 	}
-	evRaw, err := readLimited(fsys, EvidenceFile, maxEnvelope)
+	evRaw, err := readLimited(fsys, EvidenceFile, abi.MaxEnvelope)
 	if err != nil {
 		return nil, err
 	}

@@ -13,68 +13,20 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/kettle-build/kettle/abi"
+
 	"github.com/kettle-build/kettle/verify/hcl"
 	"github.com/kettle-build/kettle/verify/snp"
 	"github.com/kettle-build/kettle/verify/tdx"
 	"github.com/kettle-build/kettle/verify/tpm"
 )
 
-// Size limits of attestation-rs: the envelope and each field.
-const (
-	maxEnvelope = 10 << 20
-	maxField    = 1 << 20
-)
-
-// Envelope is evidence.json: {"platform": "...", "evidence": {...}}.
-type Envelope struct {
-	Platform string          `json:"platform"`
-	Evidence json.RawMessage `json:"evidence"`
-}
-
-// TPMQuote is the Azure vTPM quote (all hex).
-type TPMQuote struct {
-	Signature string   `json:"signature"`
-	Message   string   `json:"message"`
-	PCRs      []string `json:"pcrs"`
-}
-
-// AzureEvidence is az-snp / az-tdx evidence.
-type AzureEvidence struct {
-	Version   int       `json:"version"`
-	TPMQuote  *TPMQuote `json:"tpm_quote"`
-	HCLReport string    `json:"hcl_report"` // base64url
-	VCEK      string    `json:"vcek,omitempty"`
-	TDQuote   string    `json:"td_quote,omitempty"`
-}
-
-// SNPEvidence is bare-metal snp evidence.
-type SNPEvidence struct {
-	AttestationReport string `json:"attestation_report"` // std base64
-	CertChain         *struct {
-		VCEK *string `json:"vcek"`
-		VLEK *string `json:"vlek"`
-		ASK  *string `json:"ask"`
-		ARK  *string `json:"ark"`
-	} `json:"cert_chain"`
-}
-
-// TDXEvidence is bare-metal tdx evidence.
-type TDXEvidence struct {
-	Quote      string `json:"quote"`
-	CCEventLog string `json:"cc_eventlog,omitempty"`
-}
-
-// InsecureEvidence is what a machine without a TEE writes.
-type InsecureEvidence struct {
-	ReportData string `json:"report_data"` // hex
-}
-
 // ParseEnvelope decodes evidence.json. Unknown platforms are an error.
-func ParseEnvelope(b []byte) (*Envelope, error) {
-	if len(b) > maxEnvelope {
-		return nil, fmt.Errorf("%w: evidence is %d bytes (limit %d)", ErrMalformed, len(b), maxEnvelope)
+func ParseEnvelope(b []byte) (*abi.Envelope, error) {
+	if len(b) > abi.MaxEnvelope {
+		return nil, fmt.Errorf("%w: evidence is %d bytes (limit %d)", ErrMalformed, len(b), abi.MaxEnvelope)
 	}
-	var env Envelope
+	var env abi.Envelope
 	if err := json.Unmarshal(b, &env); err != nil {
 		return nil, fmt.Errorf("%w: evidence envelope: %w", ErrMalformed, err)
 	}
@@ -92,7 +44,7 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 }
 
 func decodeField(name, s string, enc *base64.Encoding) ([]byte, error) {
-	if len(s) > maxField*4/3+4 {
+	if len(s) > abi.MaxField*4/3+4 {
 		return nil, fmt.Errorf("%w: %s is too large", ErrMalformed, name)
 	}
 	b, err := enc.DecodeString(s)
@@ -177,8 +129,8 @@ func genuine(ctx context.Context, b []byte, o *options) (*Claims, error) {
 	return r.c, err
 }
 
-func (r *run) insecure(env *Envelope) error {
-	var ev InsecureEvidence
+func (r *run) insecure(env *abi.Envelope) error {
+	var ev abi.InsecureEvidence
 	if err := strict(env.Evidence, &ev); err != nil {
 		return err
 	}
@@ -195,8 +147,8 @@ func (r *run) insecure(env *Envelope) error {
 	return nil
 }
 
-func (r *run) azure(ctx context.Context, env *Envelope) error {
-	var ev AzureEvidence
+func (r *run) azure(ctx context.Context, env *abi.Envelope) error {
+	var ev abi.AzureEvidence
 	if err := strict(env.Evidence, &ev); err != nil {
 		return err
 	}
@@ -426,8 +378,8 @@ func (r *run) debugRule(debug bool, what string) error {
 	return nil
 }
 
-func (r *run) snp(ctx context.Context, env *Envelope) error {
-	var ev SNPEvidence
+func (r *run) snp(ctx context.Context, env *abi.Envelope) error {
+	var ev abi.SNPEvidence
 	if err := strict(env.Evidence, &ev); err != nil {
 		return err
 	}
@@ -475,8 +427,8 @@ func (r *run) snp(ctx context.Context, env *Envelope) error {
 	return r.snpReport(rep, key)
 }
 
-func (r *run) tdx(ctx context.Context, env *Envelope) error {
-	var ev TDXEvidence
+func (r *run) tdx(ctx context.Context, env *abi.Envelope) error {
+	var ev abi.TDXEvidence
 	if err := strict(env.Evidence, &ev); err != nil {
 		return err
 	}
@@ -503,14 +455,12 @@ func (r *run) tdx(ctx context.Context, env *Envelope) error {
 	return nil
 }
 
-func (r *run) dstack(ctx context.Context, env *Envelope) error {
-	var ev struct {
-		Quote string `json:"quote"` // hex
-	}
+func (r *run) dstack(ctx context.Context, env *abi.Envelope) error {
+	var ev abi.DstackEvidence
 	if err := strict(env.Evidence, &ev); err != nil {
 		return err
 	}
-	if len(ev.Quote) > 2*maxField {
+	if len(ev.Quote) > 2*abi.MaxField {
 		return fmt.Errorf("%w: quote is too large", ErrMalformed)
 	}
 	raw, err := hex.DecodeString(ev.Quote)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/abi"
 )
 
 // TestFixtureVerdicts gives every row of testdata/README.md its verdict, at a
@@ -132,7 +134,7 @@ func TestFixtureVerdicts(t *testing.T) {
 
 func replaceVCEK(t *testing.T, evidence, der []byte) []byte {
 	t.Helper()
-	var env Envelope
+	var env abi.Envelope
 	if err := json.Unmarshal(evidence, &env); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +167,7 @@ func TestTDXEventLog(t *testing.T) {
 }
 
 func TestGCPTags(t *testing.T) {
-	var env Envelope
+	var env abi.Envelope
 	json.Unmarshal(readFixture(t, "snp/live-evidence-genoa.json"), &env)
 	c, err := Evidence(context.Background(), envelope(t, PlatformGCPSNP, []byte(env.Evidence)), WithExpectedReportData([]byte("genoa-test-fixture")))
 	if err != nil || c.Platform != PlatformGCPSNP {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/abi"
 )
 
 var (
@@ -34,7 +36,7 @@ func envelope(t testing.TB, platform string, ev any) []byte {
 			t.Fatal(err)
 		}
 	}
-	b, err := json.Marshal(Envelope{Platform: platform, Evidence: raw})
+	b, err := json.Marshal(abi.Envelope{Platform: platform, Evidence: raw})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kettle-build/kettle/abi"
 )
 
 // Sentinel errors; every error returned wraps one or more of them.
@@ -57,20 +59,16 @@ var (
 	ErrNoEndorsement = errors.New("no endorsement key")
 )
 
-// Platforms of the evidence envelope.
+// Platforms of the evidence envelope (package abi has the wire format).
 const (
-	PlatformAzSNP = "az-snp"
-	PlatformAzTDX = "az-tdx"
-	PlatformSNP   = "snp"
-	PlatformTDX   = "tdx"
-	// The peer's GCP tags: the same evidence as snp / tdx (the tag is the
-	// attester's claim; verification is identical).
-	PlatformGCPSNP = "gcp-snp"
-	PlatformGCPTDX = "gcp-tdx"
-	// PlatformDstack is a TDX quote from a dstack agent (hex); its event log
-	// is not replayed (attestation-rs drops it too).
-	PlatformDstack   = "dstack"
-	PlatformInsecure = "insecure"
+	PlatformAzSNP    = abi.PlatformAzSNP
+	PlatformAzTDX    = abi.PlatformAzTDX
+	PlatformSNP      = abi.PlatformSNP
+	PlatformTDX      = abi.PlatformTDX
+	PlatformGCPSNP   = abi.PlatformGCPSNP
+	PlatformGCPTDX   = abi.PlatformGCPTDX
+	PlatformDstack   = abi.PlatformDstack
+	PlatformInsecure = abi.PlatformInsecure
 )
 
 // HexBytes is a byte string written as lower-case hex in JSON.
