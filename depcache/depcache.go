@@ -233,6 +233,13 @@ func (c *Cache) Put(k Key, staged string, verify func(dir string) error) error {
 	return nil
 }
 
+// Has reports whether k has a record (without checking the entry: a fill
+// uses it to skip copying what is there already; Get checks).
+func (c *Cache) Has(k Key) bool {
+	_, err := os.Lstat(c.record(k))
+	return err == nil
+}
+
 // Lease is the set of entries a job uses: while it is held, no process
 // evicts them. Release it when the job is over.
 type Lease struct {

@@ -100,7 +100,7 @@ func TestPoisonedEntries(t *testing.T) {
 			fi, _ := os.Stat(p)
 			os.Chmod(p, 0o644)
 			os.WriteFile(p, []byte("package no\n"), 0o644) // same size
-			os.Chtimes(p, fi.ModTime(), fi.ModTime())       // mtime put back; ctime cannot be
+			os.Chtimes(p, fi.ModTime(), fi.ModTime())      // mtime put back; ctime cannot be
 		}},
 		{"replaced-by-symlink", func(t *testing.T, dir string) {
 			p := filepath.Join(dir, "a.go")
