@@ -133,6 +133,7 @@ type serveConfig struct {
 	cors, logFormat, logLevel string
 	nats                      natsFlags
 	budget                    budgetFlags
+	depCache                  depCacheFlags
 }
 
 func runServe(ctx context.Context, args []string) int {
@@ -165,6 +166,7 @@ func runServe(ctx context.Context, args []string) int {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.nats.register(fs, true)
 	c.budget.register(fs)
+	c.depCache.register(fs, "DATA-DIR/depcache")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -342,9 +344,14 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 			logger.Info("attester", "platform", att.Platform())
 		}
 		logger.Info("sandbox", "runner", runner.Name())
+		depCache, err := c.depCache.open(filepath.Join(dataDir, "depcache"), logger)
+		if err != nil {
+			return err
+		}
 		b := worker.Observe(worker.New(worker.Config{
 			WorkDir: work, SourcePolicy: policy, Runner: runner, Attester: att,
 			BuilderID: c.builderID, BuildTimeout: c.buildTimeout, Logger: logger,
+			DepCache: depCache,
 		}), wm)
 		host, _ := os.Hostname()
 		for i := 0; i < c.workers; i++ {

@@ -36,6 +36,7 @@ type workerFlags struct {
 	buildTimeout, shutdownMax                                          time.Duration
 	nats                                                               natsFlags
 	budget                                                             budgetFlags
+	depCache                                                           depCacheFlags
 }
 
 func runWorkerCmd(ctx context.Context, args []string) int {
@@ -58,6 +59,7 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics of this process and its builds at http://ADDR/metrics (e.g. 127.0.0.1:9102)")
 	c.nats.register(fs, false)
 	c.budget.register(fs)
+	c.depCache.register(fs, "the user cache directory's kettle/depcache")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -138,7 +140,12 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 		defer srv.Close()
 		logger.Info("metrics", "addr", ln.Addr().String())
 	}
+	depCache, err := c.depCache.open(defaultDepCacheDir(), logger)
+	if err != nil {
+		return err
+	}
 	b := worker.Observe(worker.New(worker.Config{
+		DepCache:     depCache,
 		WorkDir:      c.workDir,
 		SourcePolicy: source.Policy{AllowLocal: c.allowLocal, AllowPrivateNetworks: c.allowPrivate},
 		Runner:       runner,
