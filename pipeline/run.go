@@ -199,6 +199,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		Env:       o.Env,
 		Contacted: r.fetched.add,
 	}
+	if o.DepCache != nil {
+		w.DepCache, w.DepLease = o.DepCache, o.DepCache.NewLease()
+		defer w.DepLease.Release()
+	}
 	if c, ok := drv.(toolchain.Cleaner); ok {
 		defer c.Cleanup(w)
 	}
@@ -222,6 +226,8 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	lines.summary()
 	if hs := r.fetched.list(); len(hs) > 0 {
 		r.msg(events.Build, "Fetch contacted: %s", fetchHostsLine(hs))
+	} else if err == nil && o.DepCache != nil {
+		r.msg(events.Build, "Fetch contacted: no host")
 	}
 	if err != nil {
 		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)

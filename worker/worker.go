@@ -20,6 +20,7 @@ import (
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/bundle"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
@@ -50,6 +51,9 @@ type Config struct {
 	// Env is the base environment of toolchain commands (default
 	// pipeline.DefaultEnv).
 	Env []string
+	// DepCache is the dependency cache shared by this process's jobs
+	// (nil: every job fetches everything).
+	DepCache *depcache.Cache
 }
 
 // Builder is the real jobs.Builder.
@@ -132,6 +136,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		Dir:           tree.Dir,
 		OutDir:        outDir,
 		CacheDir:      filepath.Join(jobDir, "cache"),
+		DepCache:      b.cfg.DepCache,
 		Runner:        b.cfg.Runner,
 		Limits:        b.cfg.Limits,
 		Events:        sink,
