@@ -21,7 +21,7 @@ import (
 	"github.com/kettle-build/kettle/toolchain/gomod"
 )
 
-// depBuild is one pipeline.Run of go-hello with a shared cache.
+// depBuild is one pipeline.RunDir of go-hello with a shared cache.
 type depBuild struct {
 	res  *pipeline.Result
 	log  string
@@ -35,7 +35,7 @@ func buildWithCache(t *testing.T, runner sandbox.Runner, c *depcache.Cache, cach
 		t.Fatal(err)
 	}
 	var log strings.Builder
-	res, err := pipeline.Run(context.Background(), pipeline.Options{
+	res, err := pipeline.RunDir(context.Background(), pipeline.Options{
 		Dir: dir, Runner: runner, Env: env(), DepCache: c, CacheDir: cacheDir,
 		Events: events.SinkFunc(func(e events.Event) { log.WriteString(e.Msg + "\n") }),
 	})
