@@ -454,7 +454,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	}
 	if berr == nil {
 		t0 := time.Now()
-		err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size)
+		err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size, s.storeProgress(ctx, log, attemptCursor(j.ID, j.Attempts)))
 		if err == nil {
 			phases = append(phases, events.Phase{Name: events.PhaseStore, Start: t0, Duration: time.Since(t0)})
 		}
@@ -508,7 +508,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 // storeResult copies the result tarball at p into the object store, unless
 // it is over the result size limit: then the job fails with LimitExceeded
 // and nothing is stored.
-func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, size *int64) error {
+func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, size *int64, progress func(done, total int64)) error {
 	max := s.cfg.maxResult
 	tooLarge := func(size string) error {
 		return failure.New(failure.LimitExceeded, "result too large: the result tarball is %s, over the result size limit of %s (--max-result)",
@@ -519,12 +519,13 @@ func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, siz
 		return failure.Wrap(failure.InternalError, fmt.Errorf("open result: %w", err), "internal error")
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("stat result: %w", err), "internal error")
 	} else if fi.Size() > max {
 		return tooLarge(bytesize.Format(fi.Size()))
 	}
-	hw := &hashingWriter{h: sha256.New()}
+	hw := &hashingWriter{h: sha256.New(), total: fi.Size(), progress: progress}
 	// The limit holds even if the file grew after the check.
 	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: obj}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
 	if err == nil && hw.n > max {
@@ -536,6 +537,29 @@ func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, siz
 	}
 	*sum, *size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
 	return nil
+}
+
+// storeProgressEvery is how often storing a result says how far it got:
+// a result that stores in under that says nothing (its time is in the
+// store phase).
+var storeProgressEvery = 500 * time.Millisecond
+
+// storeProgress appends "Storing the result: x of y" to the attempt's log
+// every storeProgressEvery while a result is copied into the object store
+// (after the build's sink is closed, before `complete`).
+func (s *Store) storeProgress(ctx context.Context, log *slog.Logger, c *logCursor) func(done, total int64) {
+	last := time.Now()
+	return func(done, total int64) {
+		now := time.Now()
+		if now.Sub(last) < storeProgressEvery || done >= total {
+			return
+		}
+		last = now
+		ev := events.Msgf(events.VM, "Storing the result: %s of %s", bytesize.Format(done), bytesize.Format(total))
+		if _, err := s.appendEvent(ctx, c, ev, notFinal); err != nil {
+			log.Debug("appending store progress failed", "err", err) // informational only
+		}
+	}
 }
 
 // storeTrouble is a failure to reach the job store (NATS unreachable, a

@@ -203,12 +203,16 @@ func writeBundle(p, top, dir string, progress func(done, total int64)) (int64, e
 	return fi.Size(), nil
 }
 
-// packProgress emits a progress event at most once a second while a large
-// result is packed (a small one packs in well under a second: no event).
+// packProgressEvery is how often packing a large result says how far it
+// got; a result packed in less says nothing (its time is in the phases).
+var packProgressEvery = 500 * time.Millisecond
+
+// packProgress emits a progress event every packProgressEvery while a
+// large result is packed.
 func packProgress(sink events.Sink, start time.Time) func(done, total int64) {
 	last := start
 	return func(done, total int64) {
-		if now := time.Now(); now.Sub(last) >= time.Second && done < total {
+		if now := time.Now(); now.Sub(last) >= packProgressEvery && done < total {
 			last = now
 			sink.Emit(events.Msgf(events.VM, "Packing the result: %s of %s", mib(done), mib(total)))
 		}
