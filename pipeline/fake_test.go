@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kettle-build/kettle/source/gitid"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/source/gitid"
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
@@ -139,23 +140,36 @@ func TestCanceled(t *testing.T) {
 	}
 }
 
+// TestLogCap: the pipeline caps nothing itself; under the one log cap
+// (events.Budget, here through events.Capped as `kettle build` uses it)
+// the lines past the cap are summarised in one event and the build goes on.
 func TestLogCap(t *testing.T) {
 	dir := withShDriver(t, &shDriver{
 		fetch: "echo fetched",
 		build: "i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; printf 'no newline'; mkdir -p out; echo x > out/a",
 	})
 	rec := &recorder{}
-	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, MaxLogLines: 10}); err != nil {
+	capped := &events.Capped{Next: rec, Budget: events.Budget{MaxLines: 10}}
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: capped}); err != nil {
 		t.Fatal(err)
 	}
+	capped.Close()
 	b := rec.msgs(events.Build)
 	want := []string{"Fetching dependencies pinned by sh.lock", "fetched", "Running `sh build.sh`"}
-	for i := 0; i < 9; i++ {
+	for i := 0; i < 7; i++ {
 		want = append(want, fmt.Sprintf("line %d", i))
 	}
-	want = append(want, "(12 more output lines not shown: log limit of 10 lines reached)", "Build command finished")
+	// line 7 … line 19, "no newline", "Build command finished".
+	want = append(want, "[kettle] 15 more output lines omitted (120 bytes; log limit 10 lines reached)")
 	if strings.Join(b, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("build events:\n%s\nwant\n%s", strings.Join(b, "\n"), strings.Join(want, "\n"))
+	}
+	all := &recorder{}
+	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: all}); err != nil {
+		t.Fatal(err)
+	}
+	if b := all.msgs(events.Build); len(b) != 3+20+2 || b[len(b)-2] != "no newline" {
+		t.Fatalf("uncapped build events:\n%s", strings.Join(b, "\n"))
 	}
 }
 

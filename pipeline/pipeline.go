@@ -52,10 +52,6 @@ type Options struct {
 	// Env is the base environment of toolchain commands (PATH, HOME, …);
 	// default DefaultEnv().
 	Env []string
-	// MaxLogLines caps the toolchain output lines emitted as events
-	// (default DefaultMaxLogLines; negative: no cap). Lines beyond it are
-	// counted and summarised in one event when the command ends.
-	MaxLogLines int
 }
 
 // Result describes a finished build.

@@ -147,11 +147,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		Source:        tree.Identity,
 		SourceURI:     src.URL,
 		ArchiveSHA256: src.ArchiveSHA256,
-		Env:           b.cfg.Env,
-		// The job store caps the log (--max-events, --max-log-bytes);
-		// a second, fixed cap here would make those flags unable to
-		// raise it.
-		MaxLogLines: -1,
+		Env:           b.cfg.Env, // the job store caps the log (events.Budget)
 	})
 	var toolchain string
 	if res != nil {
