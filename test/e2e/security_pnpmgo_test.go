@@ -56,7 +56,7 @@ func pgSubmit(t *testing.T, c *harness.Client, dir, name string) (harness.Comple
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	id, err := c.SubmitArchive(ctx, targz(t, dir, name), name+".tar.gz", harness.NewNonce())
+	id, err := c.SubmitArchive(ctx, harness.Targz(t, dir, name), name+".tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func pgDeps(t *testing.T, dir string) []provenance.Dependency {
 func TestSecurityPnpmGo(t *testing.T) {
 	testenv.NeedTool(t, "bwrap")
 	_, c := server(t, "", "--workers", "2")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 
 	t.Run("go-replace-lie", func(t *testing.T) {
 		t.Parallel()

@@ -29,25 +29,10 @@ import (
 func bwrapServer(t *testing.T, env []string, args ...string) (*harness.Server, *harness.Client) {
 	t.Helper()
 	testenv.NeedTool(t, "bwrap")
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	base := []string{"--attester", "insecure", "--sandbox", "bwrap", "--allow-local-repos",
 		"--allow-private-networks", "--log-format", "json", "--shutdown-timeout", "2m"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: append(base, args...),
-		Env: env, LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log (%s):\n%s", s.LogPath, tail(s.Log(), 60))
-		}
-	})
-	c := &harness.Client{URL: s.URL}
-	waitReady(t, c)
-	return s, c
+	return harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: append(base, args...), Env: env}, true)
 }
 
 // submitWait submits an archive of dir and waits for its end.
@@ -55,7 +40,7 @@ func submitWait(t *testing.T, c *harness.Client, dir string) (string, []harness.
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	id, err := c.SubmitArchive(ctx, targz(t, dir, filepath.Base(dir)), filepath.Base(dir)+".tar.gz", harness.NewNonce())
+	id, err := c.SubmitArchive(ctx, harness.Targz(t, dir, filepath.Base(dir)), filepath.Base(dir)+".tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
