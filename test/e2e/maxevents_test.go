@@ -17,15 +17,15 @@ func TestMaxEventsAbove100k(t *testing.T) {
 	testenv.NeedTool(t, "cargo")
 	const limit = 150_000
 	_, c := server(t, "", "--max-events", "150000")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	dir := floodProject(t, "many", limit+10, 1, 0)
-	id, err := c.SubmitArchive(context.Background(), targz(t, dir, "many"), "many.tar.gz", harness.NewNonce())
+	id, err := c.SubmitArchive(context.Background(), harness.Targz(t, dir, "many"), "many.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
 	evs, _ := sseTotal(t, c, id)
 	if res, _ := harness.ParseComplete(evs[len(evs)-1]); res.Status != "ok" {
-		t.Fatalf("build: %+v\n%s", res, tail(eventLog(evs), 20))
+		t.Fatalf("build: %+v\n%s", res, harness.Tail(eventLog(evs), 20))
 	}
 	var kept int
 	var summaries []string

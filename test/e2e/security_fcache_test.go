@@ -29,7 +29,7 @@ func runJob(t *testing.T, c *harness.Client, timeout time.Duration, submit func(
 	id, evs, res := followBuild(t, c, timeout, submit)
 	log := eventLog(evs)
 	if res.Status != "ok" {
-		t.Fatalf("build failed: %+v\n%s", res, tail(log, 4000))
+		t.Fatalf("build failed: %+v\n%s", res, harness.Tail(log, 4000))
 	}
 	r := jobRun{id: id, log: log, fetch: -1}
 	st, err := c.Status(context.Background(), id)
@@ -82,19 +82,19 @@ func submitArchive(c *harness.Client, archive []byte, name string) func(context.
 func TestDepCacheGoService(t *testing.T) {
 	testenv.NeedTool(t, "go")
 	testenv.NeedReachable(t, "https://proxy.golang.org/github.com/google/uuid/@v/v1.6.0.info")
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	_, c := server(t, dataDir)
-	waitReady(t, c)
-	hello := targz(t, copyProject(t, "go-hello"), "go-hello")
+	harness.WaitReady(t, c)
+	hello := harness.Targz(t, copyProject(t, "go-hello"), "go-hello")
 
 	cold := runJob(t, c, 3*time.Minute, submitArchive(c, hello, "go-hello"))
 	if !strings.Contains(cold.log, "0 module(s) from the shared dependency cache, 1 downloaded") {
-		t.Fatalf("cold job did not download:\n%s", tail(cold.log, 3000))
+		t.Fatalf("cold job did not download:\n%s", harness.Tail(cold.log, 3000))
 	}
 	warm := runJob(t, c, 3*time.Minute, submitArchive(c, hello, "go-hello"))
 	if !strings.Contains(warm.log, "from the shared dependency cache, 0 downloaded") || !strings.Contains(warm.log, "Fetch contacted: no host") ||
 		strings.Contains(warm.log, "proxy.golang.org") {
-		t.Fatalf("warm job fetched:\n%s", tail(warm.log, 3000))
+		t.Fatalf("warm job fetched:\n%s", harness.Tail(warm.log, 3000))
 	}
 	t.Logf("fetch phase: cold %v, warm %v", cold.fetch, warm.fetch)
 	if warm.fetch < 0 || warm.fetch > time.Second {
@@ -123,17 +123,17 @@ func TestDepCacheGoService(t *testing.T) {
 	before, _ := os.ReadFile(filepath.Join(entry, "uuid.go"))
 	os.WriteFile(filepath.Join(attack, "build.js"), script, 0o644)
 	os.WriteFile(filepath.Join(attack, "targets.txt"), []byte(entry+"\n"+filepath.Join(cacheDir, "entries")+"\n"+cacheDir+"\n"), 0o644)
-	evil := runJob(t, c, 3*time.Minute, submitArchive(c, targz(t, attack, "pnpm-hello"), "pnpm-hello"))
+	evil := runJob(t, c, 3*time.Minute, submitArchive(c, harness.Targz(t, attack, "pnpm-hello"), "pnpm-hello"))
 	if !strings.Contains(evil.log, "DEPCACHE-ATTACK write ") || strings.Contains(evil.log, "DEPCACHE-ATTACK-SUCCEEDED") ||
 		strings.Contains(evil.log, "DEPCACHE-ATTACK found") || strings.Contains(evil.log, "visible "+entry+" true") {
-		t.Fatalf("attack log:\n%s", tail(evil.log, 4000))
+		t.Fatalf("attack log:\n%s", harness.Tail(evil.log, 4000))
 	}
 	if after, _ := os.ReadFile(filepath.Join(entry, "uuid.go")); string(after) != string(before) || len(before) == 0 {
 		t.Fatal("uuid's entry changed on the host")
 	}
 	victim := runJob(t, c, 3*time.Minute, submitArchive(c, hello, "go-hello"))
 	if !strings.Contains(victim.log, "0 downloaded") || victim.prov != cold.prov {
-		t.Fatalf("victim's job after the attack:\n%s", tail(victim.log, 3000))
+		t.Fatalf("victim's job after the attack:\n%s", harness.Tail(victim.log, 3000))
 	}
 }
 
@@ -154,7 +154,7 @@ packages = ["./cmd/gh"]
 ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
 `})
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	submit := func(ctx context.Context) (string, error) {
 		return c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL, RepoRef: version})
 	}
@@ -172,7 +172,7 @@ ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
 		t.Errorf("warm fetch phase %v, want under 1s", warm.fetch)
 	}
 	if !strings.Contains(warm.log, "Fetch contacted: no host") {
-		t.Errorf("warm gh job contacted a host:\n%s", tail(warm.log, 3000))
+		t.Errorf("warm gh job contacted a host:\n%s", harness.Tail(warm.log, 3000))
 	}
 	if warm.prov != cold.prov {
 		t.Errorf("provenance differs between cold and warm gh jobs")
