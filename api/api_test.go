@@ -148,7 +148,7 @@ func TestSubmitJSONOK(t *testing.T) {
 	if err := json.Unmarshal([]byte(got), &v); err != nil || len(v["job_id"]) != 36 {
 		t.Fatalf("body %q", got)
 	}
-	if len(f.submitted) != 1 || !bytes.Equal(f.archives[0], zip) || f.submitted[0].SourceName != "p.zip" || len(f.submitted[0].Nonce) != 16 {
+	if len(f.submitted) != 1 || !bytes.Equal(f.archives[0], zip) || f.submitted[0].Source.ArchiveName != "p.zip" || len(f.submitted[0].Nonce) != 16 {
 		t.Fatalf("submitted %+v", f.submitted)
 	}
 }
@@ -635,7 +635,7 @@ func TestMultipartSync(t *testing.T) {
 	if resp.StatusCode != 200 || got != string(testTarball) || resp.Header.Get("Content-Type") != "application/gzip" {
 		t.Fatalf("sync build: %d %v", resp.StatusCode, resp.Header)
 	}
-	if f.submitted[0].RepoRef != "main" {
+	if f.submitted[0].Source.Ref != "main" {
 		t.Errorf("ref not passed: %+v", f.submitted[0])
 	}
 	for _, tc := range []struct {

@@ -11,22 +11,12 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/kettle-build/kettle/api/request"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
 	"golang.org/x/time/rate"
 )
-
-// submission is a parsed POST /build body (see parse.go).
-type submission struct {
-	Nonce         []byte
-	RepoURL       string
-	RepoRef       string
-	SourceName    string
-	ArchivePath   string // decoded archive in the spool dir; removed after Submit
-	ArchiveSHA256 string
-	ArchiveSize   int64
-}
 
 // statusError is a client error with its HTTP status and one-line message;
 // err, when set, is the cause for the log.
@@ -95,7 +85,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jo
 	limit := s.cfg.maxUpload/3*4 + 1<<20
 	body := countingReader{http.MaxBytesReader(w, r.Body, limit), s.m}
 	var (
-		sub *submission
+		sub *request.Build
 		err error
 	)
 	if isMultipart(r) {
@@ -107,11 +97,11 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jo
 		s.rejected(w, r, api, err)
 		return nil, false
 	}
-	if sub.ArchivePath != "" {
-		defer os.Remove(sub.ArchivePath)
+	if sub.Source.ArchivePath != "" {
+		defer os.Remove(sub.Source.ArchivePath)
 	}
-	if sub.RepoURL != "" && s.cfg.checkRepo != nil {
-		if err := s.cfg.checkRepo(ctx, sub.RepoURL, sub.RepoRef); err != nil {
+	if sub.Source.URL != "" && s.cfg.checkRepo != nil {
+		if err := s.cfg.checkRepo(ctx, sub.Source.URL, sub.Source.Ref); err != nil {
 			// A refusal names the client's own URL or ref; anything else
 			// (a resolver outage) is ours and worth a retry.
 			se := &statusError{http.StatusServiceUnavailable, "could not check repo_url; try again", err}
@@ -123,12 +113,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jo
 			return nil, false
 		}
 	}
-	req := jobs.Request{
-		Nonce: sub.Nonce, RepoURL: sub.RepoURL, RepoRef: sub.RepoRef, SourceName: sub.SourceName,
-		ArchiveSHA256: sub.ArchiveSHA256, ArchiveSize: sub.ArchiveSize,
-	}
-	if sub.ArchivePath != "" {
-		f, err := os.Open(sub.ArchivePath)
+	req := jobs.Request{Nonce: sub.Nonce, Source: sub.Source}
+	if sub.Source.ArchivePath != "" {
+		f, err := os.Open(sub.Source.ArchivePath)
 		if err != nil {
 			s.log.Error("open spooled upload", "err", err)
 			s.rejected(w, r, api, &statusError{http.StatusInternalServerError, "internal error", err})
@@ -146,12 +133,12 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jo
 	setJobID(r, job.ID)
 	w.Header().Set("X-Kettle-Job-Id", job.ID)
 	s.m.Submitted.WithLabelValues(api, "accepted").Inc()
-	src := sub.RepoURL
+	src := sub.Source.URL
 	if src == "" {
-		src = "archive " + sub.SourceName
+		src = "archive " + sub.Source.ArchiveName
 	}
-	s.log.Info("build accepted", "job", job.ID, "api", api, "source", src, "ref", sub.RepoRef,
-		"archive_bytes", sub.ArchiveSize)
+	s.log.Info("build accepted", "job", job.ID, "api", api, "source", src, "ref", sub.Source.Ref,
+		"archive_bytes", sub.Source.ArchiveSize)
 	return job, true
 }
 

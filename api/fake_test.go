@@ -52,8 +52,9 @@ func (f *fakeStore) Submit(ctx context.Context, req jobs.Request) (*jobs.Job, er
 		return nil, err
 	}
 	id := uuid.NewString()
-	j := &jobs.Job{ID: id, Status: jobs.StatusQueued, CreatedAt: time.Now().UTC(), Nonce: hex.EncodeToString(req.Nonce),
-		Source: jobs.Source{URL: req.RepoURL, Ref: req.RepoRef, ArchiveName: req.SourceName, ArchiveSHA256: req.ArchiveSHA256, ArchiveSize: req.ArchiveSize}}
+	src := req.Source
+	src.ArchivePath = "" // the spool file is the api's, never stored
+	j := &jobs.Job{ID: id, Status: jobs.StatusQueued, CreatedAt: time.Now().UTC(), Nonce: hex.EncodeToString(req.Nonce), Source: src}
 	f.jobs[id] = j
 	f.appendLocked(id, events.Event{Type: events.Queued, Position: 0})
 	f.submitted = append(f.submitted, req)

@@ -10,15 +10,15 @@ import (
 
 // parseJSON and parseMultipart adapt the streaming parsers of api/request:
 // a *request.Error becomes the status and one-line message it carries.
-func parseJSON(ctx context.Context, ct string, body io.Reader, spool string, max int64) (*submission, error) {
+func parseJSON(ctx context.Context, ct string, body io.Reader, spool string, max int64) (*request.Build, error) {
 	return adapt(request.ParseJSON(ctx, ct, body, spool, max))
 }
 
-func parseMultipart(ctx context.Context, ct string, body io.Reader, spool string, max int64) (*submission, error) {
+func parseMultipart(ctx context.Context, ct string, body io.Reader, spool string, max int64) (*request.Build, error) {
 	return adapt(request.ParseMultipart(ctx, ct, body, spool, max))
 }
 
-func adapt(b *request.Build, err error) (*submission, error) {
+func adapt(b *request.Build, err error) (*request.Build, error) {
 	if err != nil {
 		var re *request.Error
 		if errors.As(err, &re) {
@@ -26,8 +26,5 @@ func adapt(b *request.Build, err error) (*submission, error) {
 		}
 		return nil, err
 	}
-	return &submission{
-		Nonce: b.Nonce, RepoURL: b.RepoURL, RepoRef: b.RepoRef, SourceName: b.SourceName,
-		ArchivePath: b.ArchivePath, ArchiveSHA256: b.ArchiveSHA256, ArchiveSize: b.ArchiveSize,
-	}, nil
+	return b, nil
 }

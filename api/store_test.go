@@ -27,7 +27,7 @@ type lineBuilder struct {
 	dir   string
 }
 
-func (b *lineBuilder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
+func (b *lineBuilder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*jobs.Outcome, error) {
 	select {
 	case <-b.start:
 	case <-ctx.Done():

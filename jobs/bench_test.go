@@ -20,7 +20,7 @@ type stampBuilder struct {
 	fakeBuilder
 }
 
-func (b *stampBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
+func (b *stampBuilder) Build(ctx context.Context, j *Job, sink events.Sink) (*Outcome, error) {
 	sink.Emit(events.Detected("cargo", "Cargo"))
 	for i := 0; i < b.n; i++ {
 		sink.Emit(events.Event{Type: events.Build, Msg: strconv.FormatInt(time.Now().UnixNano(), 10)})
@@ -28,7 +28,7 @@ func (b *stampBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink 
 			time.Sleep(b.every)
 		}
 	}
-	return b.fakeBuilder.Build(ctx, j, src, events.Discard)
+	return b.fakeBuilder.Build(ctx, j, events.Discard)
 }
 
 // BenchmarkWatchers1000 follows one build with 1,000 concurrent watchers
@@ -49,7 +49,7 @@ func BenchmarkWatchers1000(b *testing.B) {
 		}, beforeDetect: true}}
 		ctx, cancel := context.WithCancel(context.Background())
 		go s.RunWorker(ctx, "bench", sb)
-		j, err := s.Submit(ctx, Request{Nonce: []byte{1}, RepoURL: "https://x/y"})
+		j, err := s.Submit(ctx, Request{Nonce: []byte{1}, Source: Source{URL: "https://x/y"}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	src := bytesOf(64 << 10)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		j, err := s.Submit(ctx, Request{Nonce: []byte{1}, Archive: bytesReader(src), SourceName: "x.zip"})
+		j, err := s.Submit(ctx, Request{Nonce: []byte{1}, Archive: bytesReader(src), Source: Source{ArchiveName: "x.zip"}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -21,7 +21,7 @@ type floodBuilder struct {
 	dir         string
 }
 
-func (f *floodBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
+func (f *floodBuilder) Build(ctx context.Context, j *Job, sink events.Sink) (*Outcome, error) {
 	sink.Emit(events.Detected("cargo", "Cargo"))
 	sink.Emit(events.Msgf(events.Build, "Running `cargo build`"))
 	line := strings.Repeat(string(f.char), f.size)
@@ -174,7 +174,7 @@ func TestNonceNote(t *testing.T) {
 		{make([]byte, 15), "zero-padded to 16 bytes"},
 		{make([]byte, 16), ""},
 	} {
-		j, err := s.Submit(context.Background(), Request{Nonce: tc.nonce, Archive: strings.NewReader("src"), SourceName: "demo.zip"})
+		j, err := s.Submit(context.Background(), Request{Nonce: tc.nonce, Archive: strings.NewReader("src"), Source: Source{ArchiveName: "demo.zip"}})
 		if err != nil {
 			t.Fatal(err)
 		}

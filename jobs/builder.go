@@ -6,19 +6,6 @@ import (
 	"github.com/kettle-build/kettle/events"
 )
 
-// SourceSpec is where a worker finds a job's source.
-type SourceSpec struct {
-	RepoURL string // git URL ("" for an archive)
-	RepoRef string // branch, tag or commit; "" = remote HEAD
-	// ArchivePath is a local file holding the uploaded archive ("" for
-	// git). The store removes it after Build returns.
-	ArchivePath   string
-	ArchiveSHA256 string
-	// SourceName is the client's original archive name, for naming the
-	// result's top directory.
-	SourceName string
-}
-
 // Outcome is a finished build's result.
 type Outcome struct {
 	// ResultPath is the result tarball (bundle.Write output). The store
@@ -59,8 +46,10 @@ type Artifact struct {
 // Builder builds one job. The store calls Build from RunWorker; sink
 // receives the build's events in order and the store appends them to the
 // job's log (the store itself writes `queued`, `vm` and the final
-// `complete`; a `complete` emitted by Build is ignored). An error should be
+// `complete`; a `complete` emitted by Build is ignored). The job's Source
+// says what to build; for an archive, Source.ArchivePath is a local copy
+// of it that the store removes after Build returns. An error should be
 // a *failure.Error whose message is safe to show the client.
 type Builder interface {
-	Build(ctx context.Context, job *Job, src *SourceSpec, sink events.Sink) (*Outcome, error)
+	Build(ctx context.Context, job *Job, sink events.Sink) (*Outcome, error)
 }

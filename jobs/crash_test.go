@@ -53,7 +53,7 @@ func crashHelper(dir string) {
 	}}
 	go s.RunWorker(ctx, "w1", w1)
 	submit := func(nonce byte) *Job {
-		j, err := s.Submit(ctx, Request{Nonce: []byte{nonce}, Archive: strings.NewReader("src"), SourceName: "x.zip"})
+		j, err := s.Submit(ctx, Request{Nonce: []byte{nonce}, Archive: strings.NewReader("src"), Source: Source{ArchiveName: "x.zip"}})
 		if err != nil {
 			fail(err)
 		}

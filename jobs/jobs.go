@@ -34,13 +34,21 @@ var (
 	ErrNotReady        = errors.New("store not ready")
 )
 
-// Source says where a job's code comes from.
+// Source says where a job's code comes from. It is the one source type of
+// a submission's whole path: api/request fills it from the POST /build
+// body, Submit stores it in the job (GET /build/{id} shows it), and the
+// worker builds from it. URL (with Ref) names a git repository; otherwise
+// the source is an uploaded archive.
 type Source struct {
-	URL           string `json:"url,omitempty"`
-	Ref           string `json:"ref,omitempty"`
+	URL           string `json:"url,omitempty"` // git URL ("" for an archive)
+	Ref           string `json:"ref,omitempty"` // branch, tag or commit; "" = remote HEAD
 	ArchiveName   string `json:"archive_name,omitempty"`
-	ArchiveSHA256 string `json:"archive_sha256,omitempty"`
+	ArchiveSHA256 string `json:"archive_sha256,omitempty"` // hex
 	ArchiveSize   int64  `json:"archive_size,omitempty"`
+	// ArchivePath is a local file holding the decoded archive: the spool
+	// file at the api, the worker's copy of the stored object during
+	// Build. Never stored: it names a file of one process.
+	ArchivePath string `json:"-"`
 }
 
 // Job is the public state of one build (GET /build/{id}).
@@ -88,15 +96,13 @@ type Job struct {
 
 // Request is a validated submission.
 type Request struct {
-	Nonce      []byte
-	RepoURL    string
-	RepoRef    string
-	SourceName string
+	Nonce []byte
+	// Source is where the code comes from; for an archive, Submit
+	// records the digest and size of what Archive holds.
+	Source Source
 	// Archive is an open uploaded archive spooled to disk (nil for git);
 	// the store copies it into its object store during Submit.
-	Archive       io.Reader
-	ArchiveSHA256 string
-	ArchiveSize   int64
+	Archive io.Reader
 }
 
 // Service is what the HTTP layer needs from the store.

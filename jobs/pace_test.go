@@ -35,7 +35,7 @@ func TestSubmitLargeArchivePaced(t *testing.T) {
 	}
 	defer s.Close()
 	data := bytes.Repeat([]byte("kettle"), 3*paceBytes/6+1000)
-	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Archive: bytes.NewReader(data), SourceName: "a.zip"})
+	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Archive: bytes.NewReader(data), Source: Source{ArchiveName: "a.zip"}})
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}

@@ -296,7 +296,7 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 	log.Info("build started", "attempt", j.Attempts)
 
 	var out *Outcome
-	src, cleanup, err := s.materialize(bctx, j)
+	archive, cleanup, err := s.materialize(bctx, j)
 	for tries := 1; isStoreTrouble(err) && tries < 60 && bctx.Err() == nil; tries++ {
 		// NATS is unreachable or electing a leader (a node died): that
 		// is no reason to fail the build.
@@ -305,10 +305,10 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 		case <-bctx.Done():
 		case <-time.After(time.Second):
 		}
-		src, cleanup, err = s.materialize(bctx, j)
+		archive, cleanup, err = s.materialize(bctx, j)
 	}
 	if err == nil {
-		out, err = s.build(bctx, b, j, src, sink)
+		out, err = s.build(bctx, b, j, archive, sink)
 		cleanup()
 	}
 	sink.close()
@@ -363,39 +363,41 @@ func (s *Store) run(log *slog.Logger, wid string, b Builder, j *Job, msg jetstre
 	_ = msg.Ack()
 }
 
-// build calls the builder, turning a panic into an InternalError.
-func (s *Store) build(ctx context.Context, b Builder, j *Job, src *SourceSpec, sink events.Sink) (out *Outcome, err error) {
+// build calls the builder on a copy of j whose source names the local
+// archive file (if any), turning a panic into an InternalError.
+func (s *Store) build(ctx context.Context, b Builder, j *Job, archive string, sink events.Sink) (out *Outcome, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = failure.Wrap(failure.InternalError, fmt.Errorf("builder panic: %v", r), "internal error")
 		}
 	}()
 	jc := *j
-	return b.Build(ctx, &jc, src, sink)
+	jc.Source.ArchivePath = archive
+	return b.Build(ctx, &jc, sink)
 }
 
 // materialize fetches an uploaded archive into a file of the spool dir
 // (0700 dir, 0600 file, never TMPDIR: see WithTempDir); the returned
 // cleanup removes it, and the caller runs it whatever the build's outcome.
-func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), error) {
-	src := &SourceSpec{RepoURL: j.Source.URL, RepoRef: j.Source.Ref, ArchiveSHA256: j.Source.ArchiveSHA256, SourceName: j.Source.ArchiveName}
+// It returns "" for a git source.
+func (s *Store) materialize(ctx context.Context, j *Job) (string, func(), error) {
 	if j.Source.URL != "" {
-		return src, func() {}, nil
+		return "", func() {}, nil
 	}
 	r, err := s.objs.Get(ctx, sourceObject(j.ID))
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
+		return "", nil, failure.Wrap(failure.InternalError, fmt.Errorf("open source object: %w", err), "the uploaded source is no longer available")
 	}
 	if err != nil {
-		return nil, nil, storeTrouble{fmt.Errorf("open source object: %w", err)}
+		return "", nil, storeTrouble{fmt.Errorf("open source object: %w", err)}
 	}
 	defer r.Close()
 	if err := os.MkdirAll(s.cfg.tempDir, 0o700); err != nil {
-		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("spool dir: %w", err), "internal error")
+		return "", nil, failure.Wrap(failure.InternalError, fmt.Errorf("spool dir: %w", err), "internal error")
 	}
 	f, err := os.CreateTemp(s.cfg.tempDir, "source-*")
 	if err != nil {
-		return nil, nil, failure.Wrap(failure.InternalError, err, "internal error")
+		return "", nil, failure.Wrap(failure.InternalError, err, "internal error")
 	}
 	cleanup := func() { os.Remove(f.Name()) }
 	h := sha256.New()
@@ -403,7 +405,7 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 	if err != nil {
 		f.Close()
 		cleanup()
-		return nil, nil, storeTrouble{fmt.Errorf("read source object: %w", err)}
+		return "", nil, storeTrouble{fmt.Errorf("read source object: %w", err)}
 	}
 	err = f.Close()
 	if err == nil && hex.EncodeToString(h.Sum(nil)) != j.Source.ArchiveSHA256 {
@@ -411,10 +413,9 @@ func (s *Store) materialize(ctx context.Context, j *Job) (*SourceSpec, func(), e
 	}
 	if err != nil {
 		cleanup()
-		return nil, nil, failure.Wrap(failure.InternalError, fmt.Errorf("read source object: %w", err), "internal error")
+		return "", nil, failure.Wrap(failure.InternalError, fmt.Errorf("read source object: %w", err), "internal error")
 	}
-	src.ArchivePath = f.Name()
-	return src, cleanup, nil
+	return f.Name(), cleanup, nil
 }
 
 // finish stores the result, the final state and the `complete` event, in

@@ -40,7 +40,7 @@ func (s *Store) Submit(ctx context.Context, req Request) (*Job, error) {
 	if s.closing.Load() {
 		return nil, ErrNotReady
 	}
-	if (req.RepoURL == "") == (req.Archive == nil) {
+	if (req.Source.URL == "") == (req.Archive == nil) {
 		return nil, errors.New("jobs: exactly one of repo_url or an archive is required")
 	}
 	if len(req.Nonce) > 16 {
@@ -94,13 +94,13 @@ func (s *Store) Submit(ctx context.Context, req Request) (*Job, error) {
 			return nil, fmt.Errorf("jobs: store source: %w", err)
 		}
 		sum := hex.EncodeToString(h.Sum(nil))
-		if req.ArchiveSHA256 != "" && req.ArchiveSHA256 != sum {
+		if want := req.Source.ArchiveSHA256; want != "" && want != sum {
 			_ = s.objs.Delete(ctx, sourceObject(id))
-			return nil, fmt.Errorf("jobs: archive sha256 %s does not match its content", req.ArchiveSHA256)
+			return nil, fmt.Errorf("jobs: archive sha256 %s does not match its content", want)
 		}
-		j.Source = Source{ArchiveName: req.SourceName, ArchiveSHA256: sum, ArchiveSize: int64(info.Size)}
+		j.Source = Source{ArchiveName: req.Source.ArchiveName, ArchiveSHA256: sum, ArchiveSize: int64(info.Size)}
 	} else {
-		j.Source = Source{URL: req.RepoURL, Ref: req.RepoRef}
+		j.Source = Source{URL: req.Source.URL, Ref: req.Source.Ref}
 	}
 	data, err := json.Marshal(j)
 	if err != nil {

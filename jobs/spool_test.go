@@ -25,17 +25,17 @@ type spoolWatcher struct {
 	dir     string
 }
 
-func (w *spoolWatcher) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
-	st, err := os.Stat(src.ArchivePath)
+func (w *spoolWatcher) Build(ctx context.Context, j *Job, sink events.Sink) (*Outcome, error) {
+	st, err := os.Stat(j.Source.ArchivePath)
 	if err != nil {
 		return nil, err
 	}
-	dst, err := os.Stat(filepath.Dir(src.ArchivePath))
+	dst, err := os.Stat(filepath.Dir(j.Source.ArchivePath))
 	if err != nil {
 		return nil, err
 	}
 	w.mu.Lock()
-	w.paths = append(w.paths, src.ArchivePath)
+	w.paths = append(w.paths, j.Source.ArchivePath)
 	w.modes = append(w.modes, st.Mode().Perm())
 	w.dirMode = dst.Mode().Perm()
 	w.mu.Unlock()

@@ -43,7 +43,8 @@ const (
 
 // Defaults of the options.
 const (
-	DefaultQueueLimit = 1000
+	// DefaultQueueLimit is `kettle serve --queue-limit`'s default too.
+	DefaultQueueLimit = 100
 	DefaultRetention  = 7 * 24 * time.Hour
 	DefaultMaxEvents  = 100_000
 	// DefaultMaxLogBytes bounds the build output one job stores: a log
@@ -53,7 +54,11 @@ const (
 	// DefaultMaxResult bounds one job's result tarball in the store.
 	DefaultMaxResult int64 = 2 << 30
 	defaultAckWait         = 30 * time.Second
-	defaultWorkerTTL       = 10 * time.Second
+	// DefaultWorkerTTL: a worker counts as lost this long after its last
+	// heartbeat.
+	DefaultWorkerTTL = 10 * time.Second
+	// DefaultReplicas of kettle's streams and buckets.
+	DefaultReplicas = 1
 	// DefaultMaxAttempts bounds the workers that may take one job: a job
 	// whose worker is lost is retried on another until then.
 	DefaultMaxAttempts = 3
@@ -160,9 +165,9 @@ func newConfig(opts []Option) config {
 		retention:  DefaultRetention,
 		maxEvents:  DefaultMaxEvents,
 		clock:      time.Now,
-		replicas:   1,
+		replicas:   DefaultReplicas,
 		ackWait:    defaultAckWait,
-		workerTTL:  defaultWorkerTTL,
+		workerTTL:  DefaultWorkerTTL,
 	}
 	for _, o := range opts {
 		o(&c)

@@ -32,12 +32,12 @@ type fakeBuilder struct {
 	built        []string
 }
 
-func (f *fakeBuilder) Build(ctx context.Context, j *Job, src *SourceSpec, sink events.Sink) (*Outcome, error) {
+func (f *fakeBuilder) Build(ctx context.Context, j *Job, sink events.Sink) (*Outcome, error) {
 	f.mu.Lock()
 	f.built = append(f.built, j.ID)
 	f.mu.Unlock()
-	if src.ArchivePath != "" {
-		if _, err := os.Stat(src.ArchivePath); err != nil {
+	if j.Source.ArchivePath != "" {
+		if _, err := os.Stat(j.Source.ArchivePath); err != nil {
 			return nil, fmt.Errorf("archive not materialised: %w", err)
 		}
 	}
@@ -104,7 +104,7 @@ func startWorker(t *testing.T, s *Store, name string, b Builder) context.CancelF
 
 func submitArchive(t *testing.T, s Service, body string) *Job {
 	t.Helper()
-	j, err := s.Submit(context.Background(), Request{Nonce: []byte(testNonce), Archive: strings.NewReader(body), SourceName: "demo.zip"})
+	j, err := s.Submit(context.Background(), Request{Nonce: []byte(testNonce), Archive: strings.NewReader(body), Source: Source{ArchiveName: "demo.zip"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestSubmitBuildResult(t *testing.T) {
 func TestBuildFailure(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	startWorker(t, s, "w1", &fakeBuilder{dir: t.TempDir(), fail: failure.Wrap(failure.BuildFailed, errors.New("exit 101 in /srv/secret/dir"), "cargo build failed (exit status 101)")})
-	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://example.com/r.git", RepoRef: "main"})
+	j, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Source: Source{URL: "https://example.com/r.git", Ref: "main"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestQueuePositionsAndLimit(t *testing.T) {
 		}
 		ids = append(ids, j.ID)
 	}
-	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrQueueFull) {
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Source: Source{URL: "https://x/y"}}); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("4th submit: %v", err)
 	}
 	if g, _ := s.Get(context.Background(), ids[2]); g.Position != 2 {
@@ -379,12 +379,12 @@ func TestSingleBuildAcrossReopen(t *testing.T) {
 	if err := s.load(context.Background(), c); err != nil || c.next != 2 || c.last.Type != events.VM || !strings.Contains(c.last.Msg, "single-build") {
 		t.Fatalf("single-build notice: %v %+v", err, c)
 	}
-	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrSingleBuildUsed) {
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Source: Source{URL: "https://x/y"}}); !errors.Is(err, ErrSingleBuildUsed) {
 		t.Fatalf("second submit: %v", err)
 	}
 	s.Close()
 	s = openTest(t, dir, WithSingleBuild())
-	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrSingleBuildUsed) {
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Source: Source{URL: "https://x/y"}}); !errors.Is(err, ErrSingleBuildUsed) {
 		t.Fatalf("submit after reopen: %v", err)
 	}
 }
@@ -674,7 +674,7 @@ func TestQueueLimitIdleWorkers(t *testing.T) {
 	if c.Position != 0 {
 		t.Fatalf("third job position %d", c.Position)
 	}
-	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, RepoURL: "https://x/y"}); !errors.Is(err, ErrQueueFull) {
+	if _, err := s.Submit(context.Background(), Request{Nonce: []byte{1}, Source: Source{URL: "https://x/y"}}); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("fourth submit: %v", err)
 	}
 	close(release)

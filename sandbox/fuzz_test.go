@@ -6,19 +6,6 @@ import (
 	"testing"
 )
 
-// FuzzParseSize: operator-supplied sizes never panic and never go negative.
-func FuzzParseSize(f *testing.F) {
-	for _, s := range []string{"0", "1", "512MiB", "1.5GiB", "4G", "-1", "1e30", "NaN", "Inf", " 3 K ", "B"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		n, err := ParseSize(s)
-		if err == nil && n < 0 {
-			t.Fatalf("ParseSize(%q) = %d", s, n)
-		}
-	})
-}
-
 // FuzzReadCgroupMounts: odd mountinfo lines are skipped, never a panic.
 func FuzzReadCgroupMounts(f *testing.F) {
 	f.Add("35 25 0:30 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n36 25 0:31 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n")

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kettle-build/kettle/egress"
+	"github.com/kettle-build/kettle/internal/bytesize"
 )
 
 // Option configures a Runner made by New, NewNone or NewBwrap.
@@ -201,9 +202,9 @@ func LimitsFromEnv(base Limits, getenv func(string) string) (Limits, error) {
 		key string
 		set func(string) error
 	}{
-		{EnvMemory, func(v string) (err error) { l.Memory, err = ParseSize(v); return }},
-		{EnvFileSize, func(v string) (err error) { l.FileSize, err = ParseSize(v); return }},
-		{EnvDisk, func(v string) (err error) { l.Disk, err = ParseSize(v); return }},
+		{EnvMemory, func(v string) (err error) { l.Memory, err = bytesize.Parse(v); return }},
+		{EnvFileSize, func(v string) (err error) { l.FileSize, err = bytesize.Parse(v); return }},
+		{EnvDisk, func(v string) (err error) { l.Disk, err = bytesize.Parse(v); return }},
 		{EnvProcs, func(v string) (err error) { l.Procs, err = strconv.Atoi(v); return }},
 		{EnvCPUTime, func(v string) (err error) { l.CPUTime, err = parseDuration(v); return }},
 		{EnvWall, func(v string) (err error) { l.Wall, err = parseDuration(v); return }},
@@ -227,27 +228,6 @@ func parseDuration(v string) (time.Duration, error) {
 		return 0, nil
 	}
 	return time.ParseDuration(v)
-}
-
-// ParseSize reads a byte count: "1048576", "512MiB", "4G", "1.5GiB".
-func ParseSize(v string) (int64, error) {
-	s := strings.TrimSpace(v)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || !(f >= 0 && f*float64(mult) <= 1<<62) { // also refuses NaN
-		return 0, fmt.Errorf("invalid size %q", v)
-	}
-	return int64(f * float64(mult)), nil
 }
 
 // New returns the runner for mode: "bwrap", "none" or "auto" (bwrap when it

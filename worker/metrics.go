@@ -60,11 +60,11 @@ type observed struct {
 	m *Metrics
 }
 
-func (o observed) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
+func (o observed) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*jobs.Outcome, error) {
 	o.m.Running.Inc()
 	defer o.m.Running.Dec()
 	start := time.Now()
-	out, err := o.b.Build(ctx, job, src, sink)
+	out, err := o.b.Build(ctx, job, sink)
 	tc := "unknown"
 	if out != nil && out.Toolchain != "" {
 		tc = out.Toolchain

@@ -45,7 +45,7 @@ func TestThroughStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	j, err := s.Submit(ctx, jobs.Request{Nonce: []byte("0123456789abcdef"), Archive: f, SourceName: "ws.tar.gz"})
+	j, err := s.Submit(ctx, jobs.Request{Nonce: []byte("0123456789abcdef"), Archive: f, Source: jobs.Source{ArchiveName: "ws.tar.gz"}})
 	if err != nil {
 		t.Fatal(err)
 	}

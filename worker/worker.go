@@ -75,7 +75,7 @@ func New(cfg Config) *Builder {
 }
 
 // Build implements jobs.Builder.
-func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
+func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*jobs.Outcome, error) {
 	log := b.log.With("job", job.ID)
 	if b.cfg.BuildTimeout > 0 {
 		var cancel context.CancelFunc
@@ -107,15 +107,16 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 		return nil, failure.Wrap(failure.InternalError, err, "internal error")
 	}
 
+	src := job.Source
 	var tree *source.Tree
 	t0 := time.Now()
-	if src.RepoURL != "" {
-		tree, err = b.clone(ctx, src.RepoURL, src.RepoRef, srcDir, b.cfg.SourcePolicy)
+	if src.URL != "" {
+		tree, err = b.clone(ctx, src.URL, src.Ref, srcDir, b.cfg.SourcePolicy)
 		if err != nil {
 			return nil, classify(ctx, err, b.cfg.BuildTimeout)
 		}
 		sink.Emit(events.PhaseEvent(events.Init, events.PhaseClone, t0))
-		sink.Emit(events.Msgf(events.Init, "Cloned %s at %s", redactURL(src.RepoURL), tree.Commit))
+		sink.Emit(events.Msgf(events.Init, "Cloned %s at %s", redactURL(src.URL), tree.Commit))
 	} else {
 		tree, err = b.extract(ctx, src.ArchivePath, srcDir, b.cfg.ExtractLimits)
 		if err != nil {
@@ -139,7 +140,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 		BuilderID:     b.cfg.BuilderID,
 		BuildTypeBase: b.cfg.BuildTypeBase,
 		Source:        tree.Identity,
-		SourceURI:     src.RepoURL,
+		SourceURI:     src.URL,
 		ArchiveSHA256: src.ArchiveSHA256,
 		Env:           b.cfg.Env,
 		// The job store caps the log (--max-events, --max-log-bytes);
@@ -158,7 +159,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec
 		outDir = res.OutDir
 	}
 
-	top := TopName(tree.Top, src.SourceName)
+	top := TopName(tree.Top, src.ArchiveName)
 	// The tarball lives beside the job directory: the store takes it over
 	// (and removes it) after Build returns, when jobDir is already gone.
 	tarPath := filepath.Join(b.cfg.WorkDir, "result-"+job.ID+".tar.gz")

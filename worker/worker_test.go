@@ -84,6 +84,13 @@ func newJob() *jobs.Job {
 	return &jobs.Job{ID: uuid.NewString(), Nonce: "00112233445566778899aabbccddeeff"}
 }
 
+// withSource is j building src (the store sets Source.ArchivePath to its
+// local copy of an uploaded archive).
+func withSource(j *jobs.Job, src jobs.Source) *jobs.Job {
+	j.Source = src
+	return j
+}
+
 // fakePipeline writes a result directory like pipeline.Run.
 func fakePipeline(t *testing.T, seen *pipeline.Options) func(ctx context.Context, o pipeline.Options) (*pipeline.Result, error) {
 	return func(ctx context.Context, o pipeline.Options) (*pipeline.Result, error) {
@@ -115,7 +122,7 @@ func TestBuildGitGlue(t *testing.T) {
 	b.run = fakePipeline(t, &opts)
 	rec := &recorder{}
 	job := newJob()
-	out, err := b.Build(context.Background(), job, &jobs.SourceSpec{RepoURL: "https://user:secret@example.com/myrepo.git", RepoRef: "v1"}, rec)
+	out, err := b.Build(context.Background(), withSource(job, jobs.Source{URL: "https://user:secret@example.com/myrepo.git", Ref: "v1"}), rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +184,7 @@ func TestFailureKeepsKindAndCleansUp(t *testing.T) {
 	b.run = func(ctx context.Context, o pipeline.Options) (*pipeline.Result, error) {
 		return &pipeline.Result{Toolchain: "go"}, failure.Wrap(failure.BuildFailed, errors.New("exit 1 in "+o.Dir), "go build failed (exit status 1)")
 	}
-	out, err := b.Build(context.Background(), newJob(), &jobs.SourceSpec{ArchivePath: "/nonexistent"}, &recorder{})
+	out, err := b.Build(context.Background(), withSource(newJob(), jobs.Source{ArchivePath: "/nonexistent"}), &recorder{})
 	if failure.KindOf(err) != failure.BuildFailed || failure.Message(err) != "go build failed (exit status 1)" {
 		t.Fatalf("err = %v (%s)", err, failure.KindOf(err))
 	}
@@ -198,7 +205,7 @@ func TestTimeout(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
-	_, err := b.Build(context.Background(), newJob(), &jobs.SourceSpec{ArchivePath: "x"}, &recorder{})
+	_, err := b.Build(context.Background(), withSource(newJob(), jobs.Source{ArchivePath: "x"}), &recorder{})
 	if failure.KindOf(err) != failure.Timeout || !strings.Contains(failure.Message(err), "timed out after 100ms") {
 		t.Fatalf("err = %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))
 	}
@@ -209,7 +216,7 @@ func TestRefusedArchive(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.zip")
 	os.WriteFile(bad, []byte("this is not an archive"), 0o644)
 	b := New(Config{WorkDir: work, Runner: sandbox.NewNone()})
-	_, err := b.Build(context.Background(), newJob(), &jobs.SourceSpec{ArchivePath: bad}, &recorder{})
+	_, err := b.Build(context.Background(), withSource(newJob(), jobs.Source{ArchivePath: bad}), &recorder{})
 	if failure.KindOf(err) != failure.InvalidSource {
 		t.Fatalf("err = %v (%s)", err, failure.KindOf(err))
 	}
@@ -236,7 +243,7 @@ func TestCargoArchiveEndToEnd(t *testing.T) {
 	b := New(Config{WorkDir: work, Runner: sandbox.NewNone(), Attester: att, BuildTimeout: 5 * time.Minute})
 	rec := &recorder{}
 	job := newJob()
-	out, err := b.Build(ctx, job, &jobs.SourceSpec{ArchivePath: archive, SourceName: "upload.tar.gz"}, rec)
+	out, err := b.Build(ctx, withSource(job, jobs.Source{ArchivePath: archive, ArchiveName: "upload.tar.gz"}), rec)
 	if err != nil {
 		t.Fatalf("build: %v (%s)", err, failure.Message(err))
 	}
@@ -339,7 +346,7 @@ func TestCargoGitEndToEnd(t *testing.T) {
 
 	b := New(Config{WorkDir: t.TempDir(), Runner: sandbox.NewNone(), SourcePolicy: source.Policy{AllowLocal: true, AllowPrivateNetworks: true}})
 	rec := &recorder{}
-	out, err := b.Build(context.Background(), newJob(), &jobs.SourceSpec{RepoURL: "file://" + repo, RepoRef: "main"}, rec)
+	out, err := b.Build(context.Background(), withSource(newJob(), jobs.Source{URL: "file://" + repo, Ref: "main"}), rec)
 	if err != nil {
 		t.Fatalf("build: %v (%s)", err, failure.Message(err))
 	}
@@ -370,7 +377,7 @@ type stubBuilder struct {
 	err error
 }
 
-func (s stubBuilder) Build(context.Context, *jobs.Job, *jobs.SourceSpec, events.Sink) (*jobs.Outcome, error) {
+func (s stubBuilder) Build(context.Context, *jobs.Job, events.Sink) (*jobs.Outcome, error) {
 	return s.out, s.err
 }
 
@@ -385,7 +392,7 @@ func TestObserveMetrics(t *testing.T) {
 		stubBuilder{out: &jobs.Outcome{Toolchain: "nix"}, err: failure.New(failure.BuildFailed, "nix build failed")},
 		stubBuilder{err: failure.New(failure.InvalidSource, "bad archive")},
 	} {
-		Observe(b, m).Build(context.Background(), &jobs.Job{}, &jobs.SourceSpec{}, events.Discard)
+		Observe(b, m).Build(context.Background(), &jobs.Job{}, events.Discard)
 	}
 	rec := httptest.NewRecorder()
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

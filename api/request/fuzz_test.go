@@ -79,16 +79,16 @@ func FuzzParseJSON(f *testing.F) {
 			if err != nil {
 				t.Fatalf("accepted base64 that encoding/base64 refuses: %v", err)
 			}
-			got, _ := os.ReadFile(b.ArchivePath)
+			got, _ := os.ReadFile(b.Source.ArchivePath)
 			sum := sha256.Sum256(want)
-			if !bytes.Equal(got, want) || b.ArchiveSHA256 != hex.EncodeToString(sum[:]) || b.ArchiveSize != int64(len(want)) {
+			if !bytes.Equal(got, want) || b.Source.ArchiveSHA256 != hex.EncodeToString(sum[:]) || b.Source.ArchiveSize != int64(len(want)) {
 				t.Fatalf("spooled archive differs")
 			}
-			if ref.RepoURL != nil && *ref.RepoURL != "" || b.RepoURL != "" {
+			if ref.RepoURL != nil && *ref.RepoURL != "" || b.Source.URL != "" {
 				t.Fatalf("both sources")
 			}
-		} else if ref.RepoURL == nil || *ref.RepoURL != b.RepoURL || b.RepoURL == "" {
-			t.Fatalf("repo_url %q vs %v", b.RepoURL, ref.RepoURL)
+		} else if ref.RepoURL == nil || *ref.RepoURL != b.Source.URL || b.Source.URL == "" {
+			t.Fatalf("repo_url %q vs %v", b.Source.URL, ref.RepoURL)
 		}
 	})
 }
@@ -120,7 +120,7 @@ func FuzzParseMultipart(f *testing.F) {
 			return
 		}
 		defer b.Remove()
-		if (b.RepoURL == "") == (b.ArchivePath == "") || len(b.Nonce) > 16 {
+		if (b.Source.URL == "") == (b.Source.ArchivePath == "") || len(b.Nonce) > 16 {
 			t.Fatalf("build %+v", b)
 		}
 	})

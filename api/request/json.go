@@ -642,7 +642,7 @@ func (p *jsonParser) validate() (*Build, error) {
 		if err := checkText("source_name", name); err != nil {
 			return nil, err
 		}
-		b.SourceName = name
+		b.Source.ArchiveName = name
 	}
 	if hasURL {
 		ref, _ := get("repo_ref")
@@ -652,7 +652,7 @@ func (p *jsonParser) validate() (*Build, error) {
 		if err := checkText("repo_ref", ref); err != nil {
 			return nil, err
 		}
-		b.RepoURL, b.RepoRef = url, ref
+		b.Source.URL, b.Source.Ref = url, ref
 		return b, nil
 	}
 	if p.spool.n == 0 {

@@ -153,10 +153,10 @@ func TestLargeUpload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if b.ArchiveSize != size || b.ArchiveSHA256 != sum() || b.SourceName != "big.zip" {
+			if b.Source.ArchiveSize != size || b.Source.ArchiveSHA256 != sum() || b.Source.ArchiveName != "big.zip" {
 				t.Fatalf("build %+v", b)
 			}
-			st, err := os.Stat(b.ArchivePath)
+			st, err := os.Stat(b.Source.ArchivePath)
 			if err != nil || st.Size() != size || st.Mode().Perm() != 0o600 {
 				t.Fatalf("spool file: %v %v", st, err)
 			}

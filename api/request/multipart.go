@@ -119,7 +119,7 @@ func ParseMultipart(ctx context.Context, contentType string, body io.Reader, spo
 	if err := checkText("source_name", name); err != nil {
 		return nil, err
 	}
-	b.SourceName = name
+	b.Source.ArchiveName = name
 	if url != "" {
 		if err := checkText("repo_url", url); err != nil {
 			return nil, err
@@ -127,7 +127,7 @@ func ParseMultipart(ctx context.Context, contentType string, body io.Reader, spo
 		if err := checkText("ref", fields["ref"]); err != nil {
 			return nil, err
 		}
-		b.RepoURL, b.RepoRef = url, fields["ref"]
+		b.Source.URL, b.Source.Ref = url, fields["ref"]
 		return b, nil
 	}
 	if sp.n == 0 {

@@ -20,28 +20,25 @@ import (
 	"unicode/utf8"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/source"
 )
 
-// Build is a parsed, validated POST /build submission. ArchivePath (when an
-// archive was sent) is a file in the spool dir holding the DECODED archive;
-// the caller owns and removes it (Remove).
+// Build is a parsed, validated POST /build submission. Source is the job's
+// source as jobs stores it; Source.ArchivePath (when an archive was sent)
+// is a file in the spool dir holding the DECODED archive, its digest and
+// size filled in; the caller owns and removes it (Remove).
 type Build struct {
-	Nonce         []byte // nil when the multipart API sent none
-	RepoURL       string
-	RepoRef       string
-	SourceName    string
-	ArchivePath   string
-	ArchiveSHA256 string // hex
-	ArchiveSize   int64
+	Nonce  []byte // nil when the multipart API sent none
+	Source jobs.Source
 }
 
 // Remove deletes the spooled archive, if any.
 func (b *Build) Remove() error {
-	if b == nil || b.ArchivePath == "" {
+	if b == nil || b.Source.ArchivePath == "" {
 		return nil
 	}
-	err := os.Remove(b.ArchivePath)
+	err := os.Remove(b.Source.ArchivePath)
 	if errors.Is(err, os.ErrNotExist) {
 		err = nil
 	}
@@ -51,10 +48,10 @@ func (b *Build) Remove() error {
 // CheckRepo applies the server's repository policy (source.CheckRepo) to a
 // repo_url submission; a refusal is a 400 with the policy's reason.
 func (b *Build) CheckRepo(ctx context.Context, p source.Policy) error {
-	if b.RepoURL == "" {
+	if b.Source.URL == "" {
 		return nil
 	}
-	err := source.CheckRepo(ctx, b.RepoURL, b.RepoRef, p)
+	err := source.CheckRepo(ctx, b.Source.URL, b.Source.Ref, p)
 	if err == nil {
 		return nil
 	}
@@ -187,7 +184,7 @@ func (s *spool) finish(b *Build) error {
 		os.Remove(s.f.Name())
 		return &Error{Status: http.StatusInternalServerError, Msg: "could not store the upload", Err: err}
 	}
-	b.ArchivePath, b.ArchiveSize, b.ArchiveSHA256 = s.f.Name(), s.n, hex.EncodeToString(s.h.Sum(nil))
+	b.Source.ArchivePath, b.Source.ArchiveSize, b.Source.ArchiveSHA256 = s.f.Name(), s.n, hex.EncodeToString(s.h.Sum(nil))
 	return nil
 }
 

@@ -143,15 +143,15 @@ func TestParseJSON(t *testing.T) {
 			for _, body := range []io.Reader{strings.NewReader(c.body), iotest.OneByteReader(strings.NewReader(c.body))} {
 				b, err := ParseJSON(context.Background(), c.ct, body, spoolDir, 2048)
 				checkOutcome(t, spoolDir, b, err, c.status, c.msg)
-				if err == nil && b.ArchivePath != "" {
-					if b.ArchiveSize != int64(len(z)) || b.ArchiveSHA256 != hex.EncodeToString(zsum[:]) {
-						t.Errorf("archive %d bytes, sha256 %s", b.ArchiveSize, b.ArchiveSHA256)
+				if err == nil && b.Source.ArchivePath != "" {
+					if b.Source.ArchiveSize != int64(len(z)) || b.Source.ArchiveSHA256 != hex.EncodeToString(zsum[:]) {
+						t.Errorf("archive %d bytes, sha256 %s", b.Source.ArchiveSize, b.Source.ArchiveSHA256)
 					}
-					got, _ := os.ReadFile(b.ArchivePath)
+					got, _ := os.ReadFile(b.Source.ArchivePath)
 					if !bytes.Equal(got, z) {
 						t.Errorf("spooled archive differs")
 					}
-					if len(b.Nonce) != 16 || b.SourceName != "" && b.SourceName != "proj.zip" {
+					if len(b.Nonce) != 16 || b.Source.ArchiveName != "" && b.Source.ArchiveName != "proj.zip" {
 						t.Errorf("build %+v", b)
 					}
 					b.Remove()
@@ -327,11 +327,11 @@ func TestParseMultipart(t *testing.T) {
 				return
 			}
 			if c.file != nil {
-				if b.ArchiveSHA256 != hex.EncodeToString(zsum[:]) || b.SourceName != "proj.zip" {
+				if b.Source.ArchiveSHA256 != hex.EncodeToString(zsum[:]) || b.Source.ArchiveName != "proj.zip" {
 					t.Errorf("build %+v", b)
 				}
 				b.Remove()
-			} else if b.RepoURL != "https://github.com/a/b" || b.RepoRef != "main" {
+			} else if b.Source.URL != "https://github.com/a/b" || b.Source.Ref != "main" {
 				t.Errorf("build %+v", b)
 			}
 		})

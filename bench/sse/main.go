@@ -72,7 +72,7 @@ type stampBuilder struct {
 	emitted      time.Duration // how long emitting took (Emit may block on the store)
 }
 
-func (b *stampBuilder) Build(ctx context.Context, job *jobs.Job, src *jobs.SourceSpec, sink events.Sink) (*jobs.Outcome, error) {
+func (b *stampBuilder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*jobs.Outcome, error) {
 	select {
 	case <-b.start:
 	case <-ctx.Done():

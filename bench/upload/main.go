@@ -16,10 +16,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/bytesize"
 )
 
 func main() {
@@ -27,7 +27,7 @@ func main() {
 	bin := flag.String("bin", "", "kettle binary (default: go build ./cmd/kettle)")
 	keep := flag.Bool("keep", false, "keep the temp dir (server log, data)")
 	flag.Parse()
-	n, err := parseSize(*size)
+	n, err := bytesize.Parse(*size)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -36,17 +36,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "upload bench:", err)
 		os.Exit(1)
 	}
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suf) {
-			s, mult = strings.TrimSuffix(s, suf), m
-		}
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	return v * mult, err
 }
 
 // noise is a cheap incompressible-looking stream.

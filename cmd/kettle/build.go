@@ -47,7 +47,7 @@ func (b *buildFlags) register(fs *flag.FlagSet, withAttest bool) {
 	fs.StringVar(&b.sandbox, "sandbox", "auto", "build-phase sandbox: auto, bwrap or none")
 	fs.StringVar(&b.builderID, "builder-id", pipeline.DefaultBuilderID, "runDetails.builder.id recorded in provenance")
 	fs.StringVar(&b.buildType, "build-type", pipeline.DefaultBuildTypeBase, "buildType prefix (the toolchain and @v1 are appended)")
-	fs.DurationVar(&b.buildTimeout, "build-timeout", time.Hour, "time limit of the whole build (0: none)")
+	fs.DurationVar(&b.buildTimeout, "build-timeout", defaultBuildTimeout, "time limit of the whole build (0: none)")
 	fs.StringVar(&b.outDir, "out", "", "result directory (default DIR/kettle-build)")
 	fs.StringVar(&b.sourceURI, "source-uri", "", "source uri recorded in provenance (default: remote.origin.url of DIR/.git/config)")
 	if withAttest {

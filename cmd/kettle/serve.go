@@ -20,9 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kettle-build/kettle/api"
-	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/internal/bytesize"
 	"github.com/kettle-build/kettle/jobs"
-	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
 	"github.com/kettle-build/kettle/web"
 	"github.com/kettle-build/kettle/worker"
@@ -52,34 +51,12 @@ func (s *serveByteSize) String() string {
 }
 
 func (s *serveByteSize) Set(v string) error {
-	n, err := parseByteSize(v)
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		return err
 	}
 	*s = serveByteSize(n)
 	return nil
-}
-
-func parseByteSize(v string) (int64, error) {
-	v = strings.TrimSpace(v)
-	i := len(v)
-	for i > 0 && (v[i-1] < '0' || v[i-1] > '9') {
-		i--
-	}
-	num, unit := v[:i], strings.ToLower(strings.TrimSpace(v[i:]))
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q", v)
-	}
-	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-		"mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("invalid size unit in %q", v)
-	}
-	if n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q too large", v)
-	}
-	return n * mult, nil
 }
 
 // serveDuration is a time.Duration flag that also accepts days: 7d, 1d12h.
@@ -123,13 +100,11 @@ type serveConfig struct {
 	maxAttempts               int
 	maxUpload                 serveByteSize
 	retention                 serveDuration
-	buildTimeout, shutdownMax time.Duration
-	attester, sandboxMode     string
+	shutdownMax               time.Duration
+	build                     builderFlags
 	simMeas                   simMeasurementFlag
-	sandboxUID                int
 	singleBuild               bool
-	allowLocal, allowPrivate  bool
-	authTokenFile, builderID  string
+	authTokenFile             string
 	cors, logFormat, logLevel string
 	nats                      natsFlags
 	budget                    budgetFlags
@@ -139,30 +114,24 @@ func runServe(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var c serveConfig
 	c.maxUpload = serveByteSize(api.DefaultMaxUpload)
-	c.retention = serveDuration(7 * 24 * time.Hour)
+	c.retention = serveDuration(jobs.DefaultRetention)
 	fs.StringVar(&c.listen, "listen", ":8080", "address to listen on (KETTLE_PORT is honoured when unset)")
 	fs.StringVar(&c.dataDir, "data-dir", "./kettle-data", "directory of the embedded job store, uploads and work trees")
 	fs.StringVar(&c.natsURL, "nats", "", "join an external NATS JetStream cluster instead of the embedded store")
 	fs.StringVar(&c.natsListen, "nats-listen", "", "let kettle workers and other front ends join the embedded store at this `address` (e.g. 127.0.0.1:4222)")
 	fs.IntVar(&c.workers, "workers", 1, "builds run in parallel by this process (with --nats: 0 unless given)")
-	fs.IntVar(&c.queueLimit, "queue-limit", 100, "queued jobs before submissions answer 503 (0 = no limit)")
+	fs.IntVar(&c.queueLimit, "queue-limit", jobs.DefaultQueueLimit, "queued jobs before submissions answer 503 (0 = no limit)")
 	fs.IntVar(&c.maxAttempts, "max-attempts", jobs.DefaultMaxAttempts, "workers that may take a job submitted here: a job whose worker is lost is built again until then (1 with --single-build)")
 	fs.Var(&c.maxUpload, "max-upload", "largest uploaded source archive (e.g. 1GiB)")
 	fs.Var(&c.retention, "retention", "how long results and logs are kept (e.g. 7d)")
-	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
-	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long running builds may finish before they are marked Interrupted")
-	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
+	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long running builds may finish before they are marked Interrupted")
 	fs.Var(&c.simMeas, "sim-measurement", simMeasurementUsage)
-	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
-	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
 	fs.BoolVar(&c.singleBuild, "single-build", false, "accept exactly one build, ever (confidential-VM mode)")
-	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
-	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
 	fs.StringVar(&c.authTokenFile, "auth-token-file", "", "require this bearer token (file content) on POST routes")
-	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
 	fs.StringVar(&c.cors, "cors-origins", "", "comma-separated origins (https://host[:port]) whose web pages may call the API; default none")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.build.register(fs)
 	c.nats.register(fs, true)
 	c.budget.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -180,7 +149,7 @@ func runServe(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "kettle serve:", err)
 		return exitBadArgs
 	}
-	if _, err := c.simMeas.options(c.attester); err != nil {
+	if _, err := c.simMeas.options(c.build.attester); err != nil {
 		fmt.Fprintln(os.Stderr, "kettle serve:", err)
 		return exitBadArgs
 	}
@@ -309,43 +278,30 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		metrics.SetQueueDepth(qd.QueueDepth)
 	}
 
-	policy := source.Policy{AllowLocal: c.allowLocal, AllowPrivateNetworks: c.allowPrivate}
+	policy := c.build.policy()
 	workerCtx, stopWorkers := context.WithCancel(context.Background())
 	defer stopWorkers()
 	var workersDone sync.WaitGroup
 	if c.workers > 0 {
+		simOpts, err := c.simMeas.options(c.build.attester)
+		if err != nil {
+			return err
+		}
 		// The project directory is the only part of the data dir a build
 		// sees; hiding the store and the upload spool is defence in depth.
-		eg, err := egressOption(logger, c.allowPrivate, c.listen, c.natsListen, c.natsURL)
+		b, err := newBuilder(ctx, logger, c.build, buildHost{
+			workDir: work, workers: c.workers,
+			hidden: []string{filepath.Join(dataDir, "store"), spool},
+			listen: c.listen, natsListen: c.natsListen, natsURL: c.natsURL,
+			attest: simOpts, metrics: wm,
+		})
 		if err != nil {
 			return err
 		}
-		runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg, sandbox.WithWorkers(c.workers),
-			sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID),
-			sandbox.WithHiddenPaths(filepath.Join(dataDir, "store"), spool))
-		if err != nil {
-			return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
+		if b.att.Platform() != "insecure" { // newBuilder warned
+			logger.Info("attester", "platform", b.att.Platform())
 		}
-		simOpts, err := c.simMeas.options(c.attester)
-		if err != nil {
-			return err
-		}
-		att, err := attest.New(ctx, c.attester, simOpts...)
-		if err != nil {
-			return fmt.Errorf("--attester %s: %w", c.attester, err)
-		}
-		if att.Platform() == "insecure" {
-			d := attest.Detect()
-			logger.Warn("!!! INSECURE ATTESTER: no TEE in use; evidence is NOT hardware-backed and `kettle verify` rejects it without --allow-insecure !!!",
-				"attester", c.attester, "detection", strings.Join(d.Reasons, "; "))
-		} else {
-			logger.Info("attester", "platform", att.Platform())
-		}
-		logger.Info("sandbox", "runner", runner.Name())
-		b := worker.Observe(worker.New(worker.Config{
-			WorkDir: work, SourcePolicy: policy, Runner: runner, Attester: att,
-			BuilderID: c.builderID, BuildTimeout: c.buildTimeout, Logger: logger,
-		}), wm)
+		logger.Info("sandbox", "runner", b.runner.Name())
 		host, _ := os.Hostname()
 		for i := 0; i < c.workers; i++ {
 			name := fmt.Sprintf("%s-%d-w%d", host, os.Getpid(), i)

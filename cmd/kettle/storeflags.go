@@ -28,8 +28,8 @@ func (n *natsFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.StringVar(&n.ca, "nats-ca", "", "PEM CA bundle that verifies the NATS server's TLS certificate (--nats tls://…)")
 	fs.StringVar(&n.cert, "nats-cert", "", "PEM client certificate for NATS mutual TLS (with --nats-key)")
 	fs.StringVar(&n.key, "nats-key", "", "PEM key of --nats-cert")
-	fs.IntVar(&n.replicas, "nats-replicas", 1, "JetStream replicas of kettle's streams and buckets (3 on a three-node NATS cluster, so a lost node loses nothing); the same on every process of a cluster")
-	fs.DurationVar(&n.workerTTL, "worker-ttl", 10*time.Second, "a worker counts as lost this long after its last heartbeat (it beats every quarter), and its job goes to another; the same on every process of a cluster")
+	fs.IntVar(&n.replicas, "nats-replicas", jobs.DefaultReplicas, "JetStream replicas of kettle's streams and buckets (3 on a three-node NATS cluster, so a lost node loses nothing); the same on every process of a cluster")
+	fs.DurationVar(&n.workerTTL, "worker-ttl", jobs.DefaultWorkerTTL, "a worker counts as lost this long after its last heartbeat (it beats every quarter), and its job goes to another; the same on every process of a cluster")
 	if serve {
 		fs.StringVar(&n.listenCert, "nats-listen-cert", "", "PEM certificate: --nats-listen speaks TLS only (with --nats-listen-key)")
 		fs.StringVar(&n.listenKey, "nats-listen-key", "", "PEM key of --nats-listen-cert")

@@ -10,17 +10,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/jobs"
-	"github.com/kettle-build/kettle/sandbox"
-	"github.com/kettle-build/kettle/source"
 	"github.com/kettle-build/kettle/worker"
 )
 
@@ -29,13 +25,13 @@ func init() {
 }
 
 type workerFlags struct {
-	natsURL, name, attester, sandboxMode, builderID, workDir, logLevel string
-	metricsListen                                                      string
-	once, allowLocal, allowPrivate                                     bool
-	sandboxUID                                                         int
-	buildTimeout, shutdownMax                                          time.Duration
-	nats                                                               natsFlags
-	budget                                                             budgetFlags
+	natsURL, name, workDir, logLevel string
+	metricsListen                    string
+	once                             bool
+	shutdownMax                      time.Duration
+	build                            builderFlags
+	nats                             natsFlags
+	budget                           budgetFlags
 }
 
 func runWorkerCmd(ctx context.Context, args []string) int {
@@ -45,17 +41,11 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	fs.StringVar(&c.natsURL, "nats", "", "URL of the NATS JetStream cluster to join (required)")
 	fs.BoolVar(&c.once, "once", false, "build one job, then exit (a fresh confidential VM per build)")
 	fs.StringVar(&c.name, "name", fmt.Sprintf("%s-%d", host, os.Getpid()), "worker name shown in job logs")
-	fs.StringVar(&c.attester, "attester", "auto", "evidence platform: auto, az-snp, az-tdx, snp, tdx, sim-snp, insecure")
-	fs.StringVar(&c.sandboxMode, "sandbox", "auto", "build sandbox: auto, bwrap, none")
-	fs.IntVar(&c.sandboxUID, "sandbox-uid", sandbox.DefaultHostUID, "host uid and gid builds run as when kettle runs as root (0: as root, not recommended)")
-	fs.DurationVar(&c.buildTimeout, "build-timeout", 60*time.Minute, "wall-clock limit of one build")
-	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", 5*time.Minute, "on SIGTERM, how long a running build may finish before it is marked Interrupted")
-	fs.StringVar(&c.builderID, "builder-id", "", "builder.id URI recorded in provenance")
+	fs.DurationVar(&c.shutdownMax, "shutdown-timeout", defaultShutdownTimeout, "on SIGTERM, how long a running build may finish before it is marked Interrupted")
 	fs.StringVar(&c.workDir, "work-dir", filepath.Join(os.TempDir(), "kettle-worker"), "directory for job work trees")
-	fs.BoolVar(&c.allowLocal, "allow-local-repos", false, "allow http://, git://, file:// and local-path repo URLs")
-	fs.BoolVar(&c.allowPrivate, "allow-private-networks", false, "allow repo hosts on loopback/private/link-local addresses")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics of this process and its builds at http://ADDR/metrics (e.g. 127.0.0.1:9102)")
+	c.build.register(fs)
 	c.nats.register(fs, false)
 	c.budget.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -87,22 +77,10 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 }
 
 func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
-	eg, err := egressOption(logger, c.allowPrivate, "", "", c.natsURL)
+	wm := worker.NewMetrics()
+	b, err := newBuilder(ctx, logger, c.build, buildHost{workDir: c.workDir, workers: 1, natsURL: c.natsURL, metrics: wm})
 	if err != nil {
 		return err
-	}
-	runner, err := sandbox.New(c.sandboxMode, sandbox.WithLogger(logger), eg,
-		sandbox.WithSandboxUser(c.sandboxUID, c.sandboxUID))
-	if err != nil {
-		return fmt.Errorf("--sandbox %s: %w", c.sandboxMode, err)
-	}
-	att, err := attest.New(ctx, c.attester)
-	if err != nil {
-		return fmt.Errorf("--attester %s: %w", c.attester, err)
-	}
-	if att.Platform() == "insecure" {
-		logger.Warn("!!! INSECURE ATTESTER: no TEE in use; evidence is NOT hardware-backed and `kettle verify` rejects it without --allow-insecure !!!",
-			"detection", strings.Join(attest.Detect().Reasons, "; "))
 	}
 	// Leftovers of a killed worker are garbage: the store re-runs or
 	// interrupts its jobs.
@@ -122,7 +100,6 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	wm := worker.NewMetrics()
 	if err := wm.Register(reg); err != nil {
 		return err
 	}
@@ -138,17 +115,8 @@ func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 		defer srv.Close()
 		logger.Info("metrics", "addr", ln.Addr().String())
 	}
-	b := worker.Observe(worker.New(worker.Config{
-		WorkDir:      c.workDir,
-		SourcePolicy: source.Policy{AllowLocal: c.allowLocal, AllowPrivateNetworks: c.allowPrivate},
-		Runner:       runner,
-		Attester:     att,
-		BuilderID:    c.builderID,
-		BuildTimeout: c.buildTimeout,
-		Logger:       logger,
-	}), wm)
 	logger.Info("kettle worker joined", "nats", jobs.RedactURL(c.natsURL), "name", c.name, "once", c.once,
-		"sandbox", runner.Name(), "attester", att.Platform())
+		"sandbox", b.runner.Name(), "attester", b.att.Platform())
 
 	// The worker stops taking jobs when ctx ends (SIGTERM); a build in
 	// progress may finish within --shutdown-timeout.

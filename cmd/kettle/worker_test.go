@@ -27,7 +27,7 @@ func TestWorkerOnce(t *testing.T) {
 	w, _ := zw.Create("proj/README")
 	w.Write([]byte("nothing to build\n"))
 	zw.Close()
-	j, err := s.Submit(ctx, jobs.Request{Nonce: []byte{1}, Archive: &zbuf, SourceName: "proj.zip"})
+	j, err := s.Submit(ctx, jobs.Request{Nonce: []byte{1}, Archive: &zbuf, Source: jobs.Source{ArchiveName: "proj.zip"}})
 	if err != nil {
 		t.Fatal(err)
 	}
