@@ -481,6 +481,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		now := s.cfg.clock().UTC()
 		cur.Status, cur.FinishedAt = StatusSucceeded, &now
 		cur.ResultSHA256, cur.ResultSize, cur.ResultName, cur.ResultObject = sum, size, out.ResultName, obj
+		cur.Artifacts = listed(out.Artifacts)
 		return true
 	})
 	if err != nil {

@@ -24,6 +24,8 @@ import (
 // exercise the pipeline's error paths without a real toolchain.
 type shDriver struct {
 	fetch, build string // scripts; build writes out/<name> files
+	// planned, when set, sees the Lock Inputs was given.
+	planned func(w *toolchain.Workspace, lock *toolchain.Lock)
 }
 
 func (d *shDriver) Name() string         { return "sh" }
@@ -32,6 +34,9 @@ func (d *shDriver) Lockfile() string     { return "sh.lock" }
 func (d *shDriver) BuildCommand() string { return "sh build.sh" }
 
 func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	if d.planned != nil {
+		d.planned(w, lock)
+	}
 	h := lock.SHA256
 	return &toolchain.Inputs{
 		Lock:         lock,
@@ -281,6 +286,33 @@ func TestGivenIdentity(t *testing.T) {
 	}
 	if id.URI != "https://git.example/a.git" {
 		t.Error("the caller's identity was modified")
+	}
+}
+
+// TestLockReadOnce: the lockfile is read once, before Inputs; what the
+// driver planned from is what the result records (lockfileHash,
+// build-config/) even when the file on disk changes afterwards, as a
+// build step or a racing writer could make it.
+func TestLockReadOnce(t *testing.T) {
+	var got *toolchain.Lock
+	d := &shDriver{fetch: "echo swapped > sh.lock", build: "mkdir -p out && echo 1 > out/a",
+		planned: func(w *toolchain.Workspace, lock *toolchain.Lock) {
+			got = lock
+			os.WriteFile(filepath.Join(w.Dir, "sh.lock"), []byte("changed after the read"), 0o644)
+		}}
+	dir := withShDriver(t, d)
+	res, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || string(got.Data) != "lock" || got.SHA256 != sha256hex([]byte("lock")) || got.Name != "sh.lock" {
+		t.Fatalf("Inputs was given %+v", got)
+	}
+	if h := res.Statement.Predicate.BuildDefinition.InternalParameters.LockfileHash["sha256"]; h != sha256hex([]byte("lock")) {
+		t.Errorf("lockfileHash %s is not the planned lock's", h)
+	}
+	if b, err := os.ReadFile(filepath.Join(res.OutDir, "build-config", "sh.lock")); err != nil || string(b) != "lock" {
+		t.Errorf("build-config/sh.lock = %q, %v: not the planned bytes", b, err)
 	}
 }
 

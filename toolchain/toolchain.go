@@ -57,6 +57,7 @@ type Inputs struct {
 type Artifact struct {
 	Name   string // file name under artifacts/
 	SHA256 string
+	Size   int64 // bytes copied
 }
 
 // Driver is one toolchain.

@@ -176,7 +176,11 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		// log as it was (its time is in the phases).
 		sink.Emit(events.Msgf(events.VM, "Packed the result: a %s tarball in %.2f s", mib(size), d.Seconds()))
 	}
-	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain}, nil
+	arts := make([]jobs.Artifact, len(res.Artifacts))
+	for i, a := range res.Artifacts {
+		arts[i] = jobs.Artifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size}
+	}
+	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain, Artifacts: arts}, nil
 }
 
 // writeBundle packs dir into p and returns the tarball's size.
