@@ -170,7 +170,7 @@ func TestLogCap(t *testing.T) {
 		t.Fatalf("build events:\n%s\nwant\n%s", strings.Join(b, "\n"), strings.Join(want, "\n"))
 	}
 	all := &recorder{}
-	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: all}); err != nil {
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: all}); err != nil {
 		t.Fatal(err)
 	}
 	if b := all.msgs(events.Build); len(b) != 3+20+2 || b[len(b)-2] != "no newline" {
