@@ -24,10 +24,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/kettle-build/kettle/internal/lazyre"
 )
 
 // FileName is the configuration's name in the project root.
@@ -165,16 +166,16 @@ func Parse(data []byte) (*Config, error) {
 }
 
 var (
-	pathElem    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._+-]*$`)
-	crateName   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*$`)
-	featureName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_+.-]*(/[A-Za-z0-9_][A-Za-z0-9_+.-]*)?$`)
-	scriptName  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_:.-]*$`)
+	pathElem    = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9._+-]*$`)
+	crateName   = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_-]*$`)
+	featureName = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_+.-]*(/[A-Za-z0-9_][A-Za-z0-9_+.-]*)?$`)
+	scriptName  = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_:.-]*$`)
 	// -X importpath.name=value: importpath of a Go package, name an
 	// identifier, value from a small alphabet (no spaces or quotes: go
 	// splits -ldflags on them) with {placeholders}.
-	xName  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_./~-]*\.[A-Za-z_][A-Za-z0-9_]*$`)
-	xValue = regexp.MustCompile(`^[A-Za-z0-9_.,:/@+~{}-]*$`)
-	holder = regexp.MustCompile(`\{[^}]*\}`)
+	xName  = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_./~-]*\.[A-Za-z_][A-Za-z0-9_]*$`)
+	xValue = lazyre.New(`^[A-Za-z0-9_.,:/@+~{}-]*$`)
+	holder = lazyre.New(`\{[^}]*\}`)
 )
 
 func (c *Config) check() error {
@@ -307,7 +308,7 @@ type Stamp struct {
 	Commit  string // the full commit hash
 }
 
-var stampValue = regexp.MustCompile(`^[A-Za-z0-9_.,:/@+~-]{1,200}$`)
+var stampValue = lazyre.New(`^[A-Za-z0-9_.,:/@+~-]{1,200}$`)
 
 // UsesStamp reports whether the ldflags use {version} or {commit}.
 func (g *Go) UsesStamp() bool {

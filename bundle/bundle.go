@@ -18,15 +18,15 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"time"
 
 	"github.com/klauspost/pgzip"
+
+	"github.com/kettle-build/kettle/internal/dtar"
 )
 
 // Epoch is the modification time of every entry Write produces.
-var Epoch = time.Unix(0, 0).UTC()
+var Epoch = dtar.Epoch
 
 // Sentinel errors of Extract, checked with errors.Is.
 var (
@@ -40,14 +40,11 @@ var (
 	ErrInvalidName = errors.New("invalid top-level name")
 )
 
-// Compression of Write: parallel gzip (klauspost/pgzip) in blocks of
-// BlockSize, each compressed with the previous block's tail as dictionary.
-// The bytes depend only on the input, the level and the block size, never
-// on the number of goroutines or on scheduling: the same directory gives the
-// same tarball on any machine.
+// Compression of Write: see internal/dtar (parallel gzip, deterministic
+// whatever the number of threads).
 const (
-	BlockSize = 1 << 20
-	Level     = 1 // BestSpeed: a result is mostly binaries, where higher levels gain a few percent at 3-5× the time
+	BlockSize = dtar.BlockSize
+	Level     = dtar.Level
 )
 
 // Options tune Write.
@@ -107,51 +104,34 @@ func WriteWith(w io.Writer, top string, dir string, o Options) error {
 	if err != nil {
 		return err
 	}
-	zw, err := NewGzipWriter(w)
+	tw, err := dtar.NewWriter(w)
 	if err != nil {
 		return err
 	}
-	defer zw.Close()
 	pr := &progress{fn: o.Progress, every: o.ProgressEvery, total: total}
 	if pr.every <= 0 {
 		pr.every = 8 << 20
 	}
-	tw := tar.NewWriter(zw)
 	for _, e := range list {
 		if e.dir {
-			err = writeHeader(tw, &tar.Header{Typeflag: tar.TypeDir, Name: e.name + "/", Mode: 0o755})
+			err = tw.Dir(e.name)
 		} else {
 			err = writeFile(tw, e.path, e.name, pr)
 		}
 		if err != nil {
+			tw.Close()
 			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
 		return err
 	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
 	pr.end()
 	return nil
 }
 
-// NewGzipWriter is the deterministic parallel gzip writer of Write (no
-// name, no time in the header; see BlockSize).
-func NewGzipWriter(w io.Writer) (*pgzip.Writer, error) {
-	zw, err := pgzip.NewWriterLevel(w, Level)
-	if err != nil {
-		return nil, err
-	}
-	if err := zw.SetConcurrency(BlockSize, 2*runtime.GOMAXPROCS(0)); err != nil {
-		return nil, err
-	}
-	// pgzip writes a zero time.Time as its (non-zero) Unix seconds; the
-	// epoch is written as 0, as compress/gzip writes "no time".
-	zw.ModTime = time.Unix(0, 0)
-	return zw, nil
-}
+// NewGzipWriter is the deterministic parallel gzip writer of Write.
+func NewGzipWriter(w io.Writer) (*pgzip.Writer, error) { return dtar.NewGzipWriter(w) }
 
 // progress counts packed content bytes for Options.Progress.
 type progress struct {
@@ -174,19 +154,19 @@ func (p *progress) end() {
 	}
 }
 
-// countWriter reports what passes through it to a progress.
-type countWriter struct {
-	w io.Writer
+// countReader reports what passes through it to a progress.
+type countReader struct {
+	r io.Reader
 	p *progress
 }
 
-func (c countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
+func (c countReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
 	c.p.add(int64(n))
 	return n, err
 }
 
-func writeFile(tw *tar.Writer, p, name string, pr *progress) error {
+func writeFile(tw *dtar.Writer, p, name string, pr *progress) error {
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -199,33 +179,8 @@ func writeFile(tw *tar.Writer, p, name string, pr *progress) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("bundle: %w: %s", ErrNotRegular, name)
 	}
-	mode := int64(0o644)
-	if fi.Mode().Perm()&0o111 != 0 {
-		mode = 0o755
-	}
-	if err := writeHeader(tw, &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: fi.Size()}); err != nil {
-		return err
-	}
-	// CopyN: a file that grows while we pack it must not corrupt the archive.
-	if _, err := io.CopyN(countWriter{tw, pr}, f, fi.Size()); err != nil {
-		return fmt.Errorf("bundle: pack %s: %w", name, err)
-	}
-	return nil
-}
-
-// writeHeader fixes every field that would make the bytes depend on the
-// machine. USTAR is used when the name fits, GNU long names otherwise; never
-// PAX records (they would carry times or user names).
-func writeHeader(tw *tar.Writer, h *tar.Header) error {
-	h.ModTime = Epoch
-	h.Uid, h.Gid = 0, 0
-	h.Uname, h.Gname = "", ""
-	h.Format = tar.FormatUSTAR
-	if err := tw.WriteHeader(h); err != nil {
-		h.Format = tar.FormatGNU
-		if err2 := tw.WriteHeader(h); err2 != nil {
-			return fmt.Errorf("bundle: header %s: %w", h.Name, err2)
-		}
+	if err := tw.File(name, fi.Mode().Perm()&0o111 != 0, fi.Size(), countReader{f, pr}); err != nil {
+		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil
 }

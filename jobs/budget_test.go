@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
@@ -102,7 +103,7 @@ func TestMaxLogBytes(t *testing.T) {
 }
 
 // TestMaxEventsGoverns: the store's own cap (--max-events) is the only line
-// cap: the worker runs the pipeline with no cap of its own (MaxLogLines -1),
+// cap: the pipeline has no cap of its own (events.Budget is the one cap),
 // so a value above the pipeline's old fixed 100,000 takes effect too. A
 // small cap shows the mechanism without writing 100,000 events.
 func TestMaxEventsGoverns(t *testing.T) {
@@ -190,5 +191,43 @@ func TestNonceNote(t *testing.T) {
 		if got := NonceNote(j.Nonce); (got == "") != (tc.want == "") {
 			t.Errorf("NonceNote(%q) = %q", j.Nonce, got)
 		}
+	}
+}
+
+// TestStoreProgress: storing a result that takes longer than
+// storeProgressEvery appends "Storing the result: x of y" events, growing,
+// after the build's events and before `complete`; the result is intact.
+func TestStoreProgress(t *testing.T) {
+	prev := storeProgressEvery
+	storeProgressEvery = time.Nanosecond // every chunk: no test waits half a second
+	t.Cleanup(func() { storeProgressEvery = prev })
+	s := openTest(t, t.TempDir())
+	startWorker(t, s, "w1", &floodBuilder{resultSize: 3 << 20, dir: t.TempDir()})
+	j := submitArchive(t, s, "src")
+	evs := collect(t, s, j.ID, 0)
+	if r := evs[len(evs)-1].ev.Result; r == nil || r.Status != "ok" {
+		t.Fatalf("complete %+v", evs[len(evs)-1].ev)
+	}
+	var storing []string
+	provenance := -1
+	for i, e := range evs {
+		switch {
+		case e.ev.Type == events.Provenance:
+			provenance = i
+		case strings.HasPrefix(e.ev.Msg, "Storing the result: "):
+			if e.ev.Type != events.VM || provenance < 0 || i == len(evs)-1 {
+				t.Errorf("event %d %+v out of place", i, e.ev)
+			}
+			storing = append(storing, e.ev.Msg)
+		}
+	}
+	if len(storing) < 2 {
+		t.Fatalf("%d store progress events for a 3 MiB result: %q", len(storing), storing)
+	}
+	if !strings.HasSuffix(storing[0], " of 3 MiB") || storing[0] == storing[len(storing)-1] {
+		t.Errorf("store progress %q", storing)
+	}
+	if got := readResult(t, s, j.ID); len(got) != 3<<20 {
+		t.Errorf("stored result is %d bytes", len(got))
 	}
 }

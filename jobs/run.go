@@ -454,7 +454,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 	}
 	if berr == nil {
 		t0 := time.Now()
-		err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size)
+		err := s.storeResult(ctx, obj, out.ResultPath, &sum, &size, s.storeProgress(ctx, log, attemptCursor(j.ID, j.Attempts)))
 		if err == nil {
 			phases = append(phases, events.Phase{Name: events.PhaseStore, Start: t0, Duration: time.Since(t0)})
 		}
@@ -481,6 +481,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		now := s.cfg.clock().UTC()
 		cur.Status, cur.FinishedAt = StatusSucceeded, &now
 		cur.ResultSHA256, cur.ResultSize, cur.ResultName, cur.ResultObject = sum, size, out.ResultName, obj
+		cur.Artifacts = listed(out.Artifacts)
 		return true
 	})
 	if err != nil {
@@ -508,7 +509,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 // storeResult copies the result tarball at p into the object store, unless
 // it is over the result size limit: then the job fails with LimitExceeded
 // and nothing is stored.
-func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, size *int64) error {
+func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, size *int64, progress func(done, total int64)) error {
 	max := s.cfg.maxResult
 	tooLarge := func(size string) error {
 		return failure.New(failure.LimitExceeded, "result too large: the result tarball is %s, over the result size limit of %s (--max-result)",
@@ -519,12 +520,13 @@ func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, siz
 		return failure.Wrap(failure.InternalError, fmt.Errorf("open result: %w", err), "internal error")
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return failure.Wrap(failure.InternalError, fmt.Errorf("stat result: %w", err), "internal error")
 	} else if fi.Size() > max {
 		return tooLarge(bytesize.Format(fi.Size()))
 	}
-	hw := &hashingWriter{h: sha256.New()}
+	hw := &hashingWriter{h: sha256.New(), total: fi.Size(), progress: progress}
 	// The limit holds even if the file grew after the check.
 	_, err = s.objs.Put(ctx, jetstream.ObjectMeta{Name: obj}, s.paced(ctx, io.TeeReader(io.LimitReader(f, max+1), hw)))
 	if err == nil && hw.n > max {
@@ -536,6 +538,29 @@ func (s *Store) storeResult(ctx context.Context, obj, p string, sum *string, siz
 	}
 	*sum, *size = hex.EncodeToString(hw.h.Sum(nil)), hw.n
 	return nil
+}
+
+// storeProgressEvery is how often storing a result says how far it got:
+// a result that stores in under that says nothing (its time is in the
+// store phase).
+var storeProgressEvery = 500 * time.Millisecond
+
+// storeProgress appends "Storing the result: x of y" to the attempt's log
+// every storeProgressEvery while a result is copied into the object store
+// (after the build's sink is closed, before `complete`).
+func (s *Store) storeProgress(ctx context.Context, log *slog.Logger, c *logCursor) func(done, total int64) {
+	last := time.Now()
+	return func(done, total int64) {
+		now := time.Now()
+		if now.Sub(last) < storeProgressEvery || done >= total {
+			return
+		}
+		last = now
+		ev := events.Msgf(events.VM, "Storing the result: %s of %s", bytesize.Format(done), bytesize.Format(total))
+		if _, err := s.appendEvent(ctx, c, ev, notFinal); err != nil {
+			log.Debug("appending store progress failed", "err", err) // informational only
+		}
+	}
 }
 
 // storeTrouble is a failure to reach the job store (NATS unreachable, a
@@ -551,30 +576,26 @@ func isStoreTrouble(err error) bool {
 }
 
 // sink appends a build's events to its job's log from one goroutine, in
-// order, without blocking the build. It caps `build` output lines by count
-// (maxEvents) and by stored bytes (maxLogBytes): once either is reached,
-// further output lines are dropped, the build goes on, and the next other
-// event (or the end) is preceded by one summary of what was dropped.
+// order, without blocking the build. Its events.Budget caps `build` output
+// lines by count (maxEvents) and by stored bytes (maxLogBytes): once either
+// is reached, further output lines are dropped, the build goes on, and the
+// next other event (or the end) is preceded by one summary of what was
+// dropped. It is the one output cap: the pipeline caps nothing.
 type sink struct {
 	s        *Store
 	id       string
 	wid      string
 	log      *slog.Logger
 	cur      *logCursor
-	max      int
-	maxBytes int64
 	mu       sync.Mutex
 	queue    []events.Event
 	wake     chan struct{}
 	done     chan struct{}
-	// state of the caps
-	lines, dropped      int
-	bytes, droppedBytes int64
-	full                string // the limit reached ("" while under both)
-	closed              bool
-	building            bool
-	lost                func()         // the log went to a later attempt
-	phases              []events.Phase // ended phases, for Job.Phases
+	budget   events.Budget // the log's cap (--max-events, --max-log-bytes)
+	closed   bool
+	building bool
+	lost     func()         // the log went to a later attempt
+	phases   []events.Phase // ended phases, for Job.Phases
 }
 
 // maxPhases bounds Job.Phases (a job has a dozen; the bound only keeps a
@@ -588,8 +609,8 @@ func (k *sink) phaseList() []events.Phase {
 }
 
 func (s *Store) newSink(id, wid string, attempt int, lost func()) *sink {
-	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: attemptCursor(id, attempt), max: s.cfg.maxEvents,
-		maxBytes: s.cfg.maxLogBytes, wake: make(chan struct{}, 1), done: make(chan struct{}), lost: lost}
+	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: attemptCursor(id, attempt),
+		budget: events.Budget{MaxLines: s.cfg.maxEvents, MaxBytes: s.cfg.maxLogBytes}, wake: make(chan struct{}, 1), done: make(chan struct{}), lost: lost}
 	go k.publish()
 	return k
 }
@@ -642,35 +663,15 @@ func (k *sink) Emit(ev events.Event) {
 	if k.closed {
 		return
 	}
-	n := storedSize(ev.Msg)
-	if ev.Type == events.Build {
-		if k.full == "" && k.lines >= k.max {
-			k.full = fmt.Sprintf("%d lines", k.max)
-		}
-		if k.full == "" && k.bytes+n > k.maxBytes {
-			k.full = bytesize.Format(k.maxBytes)
-		}
-		if k.full != "" {
-			k.dropped++
-			k.droppedBytes += n - eventOverhead
-			return
-		}
-		k.lines++
-	} else {
-		k.summaryLocked()
+	keep, summary := k.budget.Admit(ev, storedSize(ev.Msg), eventOverhead)
+	if summary != nil {
+		k.queue = append(k.queue, *summary)
 	}
-	// Other events are few and short; they count but are never dropped.
-	k.bytes += n
+	if !keep {
+		return
+	}
 	k.queue = append(k.queue, ev)
 	k.signal()
-}
-
-func (k *sink) summaryLocked() {
-	if k.dropped > 0 {
-		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (%s; log limit %s reached)",
-			k.dropped, bytesize.Format(k.droppedBytes), k.full))
-		k.dropped, k.droppedBytes = 0, 0
-	}
 }
 
 func (k *sink) signal() {
@@ -706,7 +707,9 @@ func notFinal(last *events.Event) bool { return last == nil || !last.Terminal() 
 
 func (k *sink) close() {
 	k.mu.Lock()
-	k.summaryLocked()
+	if summary := k.budget.Flush(); summary != nil {
+		k.queue = append(k.queue, *summary)
+	}
 	k.closed = true
 	k.signal()
 	k.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"context"
 
 	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
@@ -22,6 +23,9 @@ type Options struct {
 	// CacheDir holds fetched dependencies; default a fresh directory that
 	// is removed afterwards.
 	CacheDir string
+	// DepCache is the dependency cache shared between jobs (nil: none):
+	// drivers take what the lockfile pins from it and fill it.
+	DepCache *depcache.Cache
 	Runner   sandbox.Runner
 	Limits   sandbox.Limits
 	Events   events.Sink // may be nil
@@ -48,10 +52,6 @@ type Options struct {
 	// Env is the base environment of toolchain commands (PATH, HOME, …);
 	// default DefaultEnv().
 	Env []string
-	// MaxLogLines caps the toolchain output lines emitted as events
-	// (default DefaultMaxLogLines; negative: no cap). Lines beyond it are
-	// counted and summarised in one event when the command ends.
-	MaxLogLines int
 }
 
 // Result describes a finished build.

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -28,7 +27,6 @@ import (
 const (
 	DefaultBuilderID     = "https://kettle.build/builder/v1"
 	DefaultBuildTypeBase = "https://kettle.build/buildtypes/"
-	DefaultMaxLogLines   = 100_000
 	// OutDirName is the result directory inside the project by default.
 	OutDirName = "kettle-build"
 )
@@ -107,9 +105,6 @@ func newRun(opts Options) (*run, error) {
 	if len(opts.Env) == 0 {
 		opts.Env = DefaultEnv()
 	}
-	if opts.MaxLogLines == 0 {
-		opts.MaxLogLines = DefaultMaxLogLines
-	}
 	sink := opts.Events
 	if sink == nil {
 		sink = events.Discard
@@ -186,7 +181,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	// cache comes first: at one position the earlier pattern wins, and the
 	// cache may sit beside or inside the project.
 	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
-	lines := &lineCap{max: o.MaxLogLines, emit: func(l string, cont bool) {
+	lines := &lineOut{emit: func(l string, cont bool) {
 		r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l), Cont: cont})
 	}}
 	w := &toolchain.Workspace{
@@ -198,6 +193,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		LogPiece:  lines.piece,
 		Env:       o.Env,
 		Contacted: r.fetched.add,
+	}
+	if o.DepCache != nil {
+		w.DepCache, w.DepLease = o.DepCache, o.DepCache.NewLease()
+		defer w.DepLease.Release()
 	}
 	if c, ok := drv.(toolchain.Cleaner); ok {
 		defer c.Cleanup(w)
@@ -219,9 +218,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	r.msg(events.Build, "Fetching dependencies pinned by %s", drv.Lockfile())
 	t0 = time.Now()
 	err = drv.Fetch(ctx, w)
-	lines.summary()
 	if hs := r.fetched.list(); len(hs) > 0 {
 		r.msg(events.Build, "Fetch contacted: %s", fetchHostsLine(hs))
+	} else if err == nil && o.DepCache != nil {
+		r.msg(events.Build, "Fetch contacted: no host")
 	}
 	if err != nil {
 		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)
@@ -230,7 +230,6 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	r.msg(events.Build, "Running `%s`", drv.BuildCommand())
 	t0 = time.Now()
 	err = drv.Build(ctx, w)
-	lines.summary()
 	if err != nil {
 		return nil, classifyAs(ctx, failure.BuildFailed, "build failed", err)
 	}
@@ -417,41 +416,22 @@ func timestamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000000") + "+00:00"
 }
 
-// lineCap forwards at most max toolchain output events and counts the
-// rest. A line too long for one event (events.Split) goes out as several,
-// the later ones marked as continuations; each counts against max.
-type lineCap struct {
-	mu      sync.Mutex
-	max     int
-	n       int
-	dropped int
-	emit    func(msg string, cont bool)
+// lineOut emits toolchain output lines as `build` events. A line too long
+// for one event (events.Split) goes out as several, the later ones marked
+// as continuations, together. It caps nothing: the log's one cap is the
+// consumer's events.Budget (the job log's, or `kettle build`'s).
+type lineOut struct {
+	mu   sync.Mutex
+	emit func(msg string, cont bool)
 }
 
-func (c *lineCap) log(line string) { c.piece(line, false) }
+func (c *lineOut) log(line string) { c.piece(line, false) }
 
-func (c *lineCap) piece(s string, cont bool) {
+func (c *lineOut) piece(s string, cont bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, p := range events.Split(s, 0) {
-		if c.max >= 0 && c.n >= c.max {
-			if !cont && i == 0 {
-				c.dropped++ // counted per line, not per piece
-			}
-			continue
-		}
-		c.n++
 		c.emit(p, cont || i > 0)
-	}
-}
-
-// summary emits one event for the lines dropped so far.
-func (c *lineCap) summary() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dropped > 0 {
-		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max), false)
-		c.dropped = 0
 	}
 }
 

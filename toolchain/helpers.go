@@ -289,14 +289,15 @@ func CopyArtifactAs(src, dstDir, name string) (Artifact, error) {
 		return Artifact{}, err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
+	n, err := io.Copy(io.MultiWriter(out, h), in)
+	if err != nil {
 		out.Close()
 		return Artifact{}, fmt.Errorf("copy artifact %s: %w", name, err)
 	}
 	if err := out.Close(); err != nil {
 		return Artifact{}, err
 	}
-	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
 }
 
 // MaxLineBytes bounds one logged line; longer output is split into pieces

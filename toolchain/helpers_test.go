@@ -69,7 +69,7 @@ func TestCopyArtifact(t *testing.T) {
 		t.Fatal(err)
 	}
 	const want = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-	if a.Name != "tool" || a.SHA256 != want {
+	if a.Name != "tool" || a.SHA256 != want || a.Size != 5 {
 		t.Fatalf("got %+v", a)
 	}
 	fi, err := os.Stat(filepath.Join(dst, "tool"))

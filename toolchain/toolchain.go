@@ -8,6 +8,7 @@ import (
 	"context"
 
 	"github.com/kettle-build/kettle/buildcfg"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
@@ -30,6 +31,13 @@ type Workspace struct {
 	// Contacted receives every destination a fetch-phase command asked the
 	// egress proxy for (Run passes it on as sandbox.Cmd.Contacted).
 	Contacted func(egress.Contact)
+	// DepCache, when set, is the dependency cache shared between jobs
+	// (package depcache): Fetch takes what the lockfile pins from it
+	// (checked) and fills it with what it verified; DepLease holds the
+	// entries this job uses until the pipeline releases it. nil: the job
+	// fetches everything itself.
+	DepCache *depcache.Cache
+	DepLease *depcache.Lease
 }
 
 // Inputs is the driver's plan of the build: everything it knows about what
@@ -49,6 +57,7 @@ type Inputs struct {
 type Artifact struct {
 	Name   string // file name under artifacts/
 	SHA256 string
+	Size   int64 // bytes copied
 }
 
 // Driver is one toolchain.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/bundle"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
@@ -50,6 +51,9 @@ type Config struct {
 	// Env is the base environment of toolchain commands (default
 	// pipeline.DefaultEnv).
 	Env []string
+	// DepCache is the dependency cache shared by this process's jobs
+	// (nil: every job fetches everything).
+	DepCache *depcache.Cache
 }
 
 // Builder is the real jobs.Builder.
@@ -132,6 +136,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		Dir:           tree.Dir,
 		OutDir:        outDir,
 		CacheDir:      filepath.Join(jobDir, "cache"),
+		DepCache:      b.cfg.DepCache,
 		Runner:        b.cfg.Runner,
 		Limits:        b.cfg.Limits,
 		Events:        sink,
@@ -142,11 +147,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		Source:        tree.Identity,
 		SourceURI:     src.URL,
 		ArchiveSHA256: src.ArchiveSHA256,
-		Env:           b.cfg.Env,
-		// The job store caps the log (--max-events, --max-log-bytes);
-		// a second, fixed cap here would make those flags unable to
-		// raise it.
-		MaxLogLines: -1,
+		Env:           b.cfg.Env, // the job store caps the log (events.Budget)
 	})
 	var toolchain string
 	if res != nil {
@@ -175,7 +176,11 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		// log as it was (its time is in the phases).
 		sink.Emit(events.Msgf(events.VM, "Packed the result: a %s tarball in %.2f s", mib(size), d.Seconds()))
 	}
-	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain}, nil
+	arts := make([]jobs.Artifact, len(res.Artifacts))
+	for i, a := range res.Artifacts {
+		arts[i] = jobs.Artifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size}
+	}
+	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain, Artifacts: arts}, nil
 }
 
 // writeBundle packs dir into p and returns the tarball's size.
@@ -198,12 +203,16 @@ func writeBundle(p, top, dir string, progress func(done, total int64)) (int64, e
 	return fi.Size(), nil
 }
 
-// packProgress emits a progress event at most once a second while a large
-// result is packed (a small one packs in well under a second: no event).
+// packProgressEvery is how often packing a large result says how far it
+// got; a result packed in less says nothing (its time is in the phases).
+var packProgressEvery = 500 * time.Millisecond
+
+// packProgress emits a progress event every packProgressEvery while a
+// large result is packed.
 func packProgress(sink events.Sink, start time.Time) func(done, total int64) {
 	last := start
 	return func(done, total int64) {
-		if now := time.Now(); now.Sub(last) >= time.Second && done < total {
+		if now := time.Now(); now.Sub(last) >= packProgressEvery && done < total {
 			last = now
 			sink.Emit(events.Msgf(events.VM, "Packing the result: %s of %s", mib(done), mib(total)))
 		}

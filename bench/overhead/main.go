@@ -10,9 +10,7 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"flag"
@@ -27,6 +25,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/bench/harness"
+	"github.com/kettle-build/kettle/internal/dtar"
 )
 
 func main() {
@@ -114,11 +113,15 @@ pub fn f%[1]d(n: u64) -> u64 {
 	return write(dir, f)
 }
 
+// targz packs dir (without target/ and .git/) as top/… through the
+// product's deterministic tar writer.
 func targz(dir, top string) ([]byte, error) {
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	tw, err := dtar.NewWriter(&buf)
+	if err != nil {
+		return nil, err
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return err
 		}
@@ -129,37 +132,27 @@ func targz(dir, top string) ([]byte, error) {
 			}
 			return nil
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		h, err := tar.FileInfoHeader(fi, "")
-		if err != nil {
-			return err
-		}
-		h.Name = top + "/" + filepath.ToSlash(rel)
+		name := top + "/" + filepath.ToSlash(rel)
 		if d.IsDir() {
-			h.Name += "/"
+			return tw.Dir(name)
 		}
-		if err := tw.WriteHeader(h); err != nil {
+		fi, err := d.Info()
+		if err != nil || !fi.Mode().IsRegular() {
 			return err
 		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
+		f, err := os.Open(p)
+		if err != nil {
 			return err
 		}
-		return nil
+		defer f.Close()
+		return tw.File(name, fi.Mode()&0o111 != 0, fi.Size(), f)
 	})
 	if err != nil {
 		return nil, err
 	}
-	tw.Close()
-	zw.Close()
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
 	return buf.Bytes(), nil
 }
 

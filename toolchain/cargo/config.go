@@ -8,11 +8,12 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/kettle-build/kettle/internal/lazyre"
 )
 
 // Config is what kettle takes from the project's .cargo/config.toml: the
@@ -51,12 +52,12 @@ const maxSourceName = 512
 
 var (
 	// nameRE is cargo's rule for registry names.
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	nameRE = lazyre.New(`^[A-Za-z0-9_-]{1,64}$`)
 	// sourceRE admits source names like cargo vendor's
 	// "git+https://github.com/x/y?branch=main" (quoted on the command line),
 	// at most maxSourceName bytes (checked apart: a counted repetition
 	// makes a large program that every process compiles at init).
-	sourceRE = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]+$`)
+	sourceRE = lazyre.New(`^[\x21\x23-\x5b\x5d-\x7e]+$`)
 )
 
 // ReadConfig reads .cargo/config.toml (or the legacy .cargo/config) of the

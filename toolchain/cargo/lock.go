@@ -3,12 +3,12 @@ package cargo
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/kettle-build/kettle/internal/lazyre"
 	"github.com/kettle-build/kettle/provenance"
 )
 
@@ -58,8 +58,8 @@ func ParseLock(data []byte) (*Lockfile, error) {
 }
 
 var (
-	hex64    = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	gitHash  = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
+	hex64    = lazyre.New(`^[0-9a-f]{64}$`)
+	gitHash  = lazyre.New(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
 	pctChars = strings.NewReplacer("?", "%3F", "#", "%23", "&", "%26", " ", "%20")
 )
 

@@ -311,13 +311,26 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := os.MkdirAll(fetchTmp, 0o755); err != nil {
 		return err
 	}
+	var cached *cacheUse
+	ro := []string{d.goRoot}
+	if w.DepCache != nil {
+		var err error
+		if cached, err = d.fromCache(w); err != nil {
+			return failure.Wrap(failure.InternalError, err, "cannot use the shared dependency cache")
+		}
+		if cached.complete {
+			logf(w, "kettle: Fetch: %d module(s) and %d go.mod file(s) from the shared dependency cache, 0 downloaded", cached.modules, cached.goMods)
+			return nil
+		}
+		ro = append(ro, w.DepCache.EntriesDir()) // what the links name
+	}
 	det := &detail{}
 	err := toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
 		Args:     []string{d.goBin, "mod", "download", "-x"},
 		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off", "TMPDIR="+fetchTmp)...),
 		Network:  true,
 		Writable: []string{w.CacheDir},
-		ReadOnly: []string{d.goRoot},
+		ReadOnly: ro,
 		Limits:   w.Limits,
 	})
 	after, rerr := toolchain.ReadProjectFile(w.Dir, SumFile)
@@ -332,6 +345,9 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		return withDetail(toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "go mod download", err), scrubPaths(det.text(), w))
 	}
 	n, err := VerifyCache(d.modCache(w), d.sum)
+	if err == nil && cached != nil {
+		err = checkLinks(d.modCache(w), cached)
+	}
 	if err != nil {
 		msg := "module cache does not match go.sum"
 		if errors.Is(err, ErrMismatch) || errors.Is(err, ErrUnpinned) {
@@ -340,6 +356,10 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		return failure.Wrap(failure.DependencyFetchFailed, err, msg)
 	}
 	logf(w, "kettle: %d module(s) verified against go.sum", n)
+	if cached != nil {
+		added := d.fill(ctx, w, cached)
+		logf(w, "kettle: Fetch: %d module(s) from the shared dependency cache, %d downloaded; %d entries added to the cache", cached.modules, n, added)
+	}
 	return nil
 }
 
@@ -379,6 +399,9 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 		}
 	}
 	ro := []string{d.goRoot, d.modCache(w)}
+	if w.DepCache != nil {
+		ro = append(ro, w.DepCache.EntriesDir()) // the module links of fromCache name entries there
+	}
 	if seed, err := prepareStdCache(ctx, w.Env, d.goBin, d.goDigest); err == nil {
 		if err := seedCache(seed, filepath.Join(scratch, "cache")); err != nil {
 			return fmt.Errorf("seed GOCACHE: %w", err)

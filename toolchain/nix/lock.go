@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 
+	"github.com/kettle-build/kettle/internal/lazyre"
 	"github.com/kettle-build/kettle/provenance"
 )
 
@@ -72,10 +72,10 @@ var defaultHosts = map[string]string{"github": "github.com", "gitlab": "gitlab.c
 // Lengths are checked apart from these: a counted repetition compiles to a
 // large program in every process's init.
 var (
-	revRe       = regexp.MustCompile(`^[0-9a-f]{40}$`)
-	ownerRepoRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
-	hostRe      = regexp.MustCompile(`^[A-Za-z0-9.-]+$`)
-	refRe       = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
+	revRe       = lazyre.New(`^[0-9a-f]{40}$`)
+	ownerRepoRe = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9._~-]*$`)
+	hostRe      = lazyre.New(`^[A-Za-z0-9.-]+$`)
+	refRe       = lazyre.New(`^[A-Za-z0-9._/-]+$`)
 )
 
 type lockFile struct {

@@ -40,7 +40,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +47,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/lazyre"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
@@ -117,7 +117,7 @@ func policyCheck(ctx context.Context, u string) error {
 	return nil
 }
 
-var versionRe = regexp.MustCompile(`(\d+)\.(\d+)`)
+var versionRe = lazyre.New(`(\d+)\.(\d+)`)
 
 // hasDerivationShow reports whether `nix derivation show` exists (Nix 2.15+).
 func hasDerivationShow(version string) bool {
@@ -410,7 +410,7 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 }
 
 // storePathRe is one store path as evaluation prints it.
-var storePathRe = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$`)
+var storePathRe = lazyre.New(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+._?=-]+$`)
 
 // Artifacts is step 7: the executables in bin/ of the default package's
 // outputs (the paths evaluation predicted, not anything the build printed),
@@ -535,7 +535,7 @@ func (d *Driver) runLogged(ctx context.Context, w *toolchain.Workspace, c *sandb
 
 // gotHashRe finds the hash Nix prints after "got" ("NAR hash mismatch in
 // input … got 'sha256-…'", a fixed-output mismatch's "got: sha256:…").
-var gotHashRe = regexp.MustCompile(`(got:?\s*'?)(sha(1|256|512)[-:][A-Za-z0-9+/=]+|[0-9a-z]{32,128})`)
+var gotHashRe = lazyre.New(`(got:?\s*'?)(sha(1|256|512)[-:][A-Za-z0-9+/=]+|[0-9a-z]{32,128})`)
 
 // ScrubLine removes from a line of Nix output the hash Nix computed over
 // something it read: a client must not learn the digest of a file it could

@@ -457,7 +457,8 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		return nil, err
 	}
 	h := sha256.New()
-	err = PackDir(o, w.Dir, DistDir, io.MultiWriter(f, h))
+	size := &countWriter{}
+	err = PackDir(o, w.Dir, DistDir, io.MultiWriter(f, h, size))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -468,5 +469,10 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		}
 		return nil, failure.Wrap(failure.InternalError, err, "cannot pack dist/")
 	}
-	return []toolchain.Artifact{{Name: ArtifactName, SHA256: hex.EncodeToString(h.Sum(nil))}}, nil
+	return []toolchain.Artifact{{Name: ArtifactName, SHA256: hex.EncodeToString(h.Sum(nil)), Size: size.n}}, nil
 }
+
+// countWriter counts the bytes written through it.
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

@@ -1,8 +1,6 @@
 package pnpm
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -11,10 +9,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kettle-build/kettle/internal/dtar"
 	"github.com/kettle-build/kettle/toolchain"
 )
 
@@ -23,14 +21,14 @@ import (
 var ErrUnsafeEntry = errors.New("unsafe entry in dist/")
 
 // Epoch is the modification time of every tarball entry.
-var Epoch = time.Unix(0, 0).UTC()
+var Epoch = dtar.Epoch
 
 // PackDir writes the directory dir of o (and everything under it) to w
 // as a gzip-compressed tarball that depends only on the names, contents,
-// exec bits and symlink targets of the files: entries in lexical order,
-// named "<dir>/…", owned by 0:0 with no user or group names, mode 0755 for
-// directories and executables and 0644 for other files, mtime Epoch, and a
-// gzip header without name or time. Reading goes through
+// exec bits and symlink targets of the files (internal/dtar: owner 0:0,
+// mode 0755 for directories and executables and 0644 for other files,
+// mtime Epoch, no name or time in the gzip header), entries in lexical
+// order, named "<dir>/…". Reading goes through
 // toolchain.Outputs: no symlink is followed at any component (dir itself
 // a symlink is refused), symlinks inside are stored, never followed, a
 // file hard-linked to one outside dir is refused, and the total size is
@@ -46,12 +44,12 @@ func PackDir(o *toolchain.Outputs, rootDir, dir string, w io.Writer) error {
 	if err := o.ScanLinks(dir); err != nil {
 		return err
 	}
-	zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
+	tw, err := dtar.NewWriter(w)
 	if err != nil {
 		return err
 	}
-	tw := tar.NewWriter(zw)
-	if err := tw.WriteHeader(&tar.Header{Name: dir + "/", ModTime: Epoch, Format: tar.FormatPAX, Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
+	if err := tw.Dir(dir); err != nil {
+		tw.Close()
 		return err
 	}
 	// Outputs.Walk lists a directory's entries before descending; the
@@ -72,21 +70,18 @@ func PackDir(o *toolchain.Outputs, rootDir, dir string, w io.Writer) error {
 	})
 	for _, e := range entries {
 		if err := packEntry(o, tw, rootDir, dir, e.p, e.fi); err != nil {
+			tw.Close()
 			return err
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return zw.Close()
+	return tw.Close()
 }
 
-func packEntry(o *toolchain.Outputs, tw *tar.Writer, rootDir, dir, p string, fi fs.FileInfo) error {
-	hdr := &tar.Header{Name: p, ModTime: Epoch, Format: tar.FormatPAX}
+func packEntry(o *toolchain.Outputs, tw *dtar.Writer, rootDir, dir, p string, fi fs.FileInfo) error {
 	t := fi.Mode()
 	switch {
 	case t.IsDir():
-		hdr.Typeflag, hdr.Name, hdr.Mode = tar.TypeDir, p+"/", 0o755
+		return tw.Dir(p)
 	case t&fs.ModeSymlink != 0:
 		target, err := readlinkBeneath(rootDir, p)
 		if err != nil {
@@ -95,33 +90,23 @@ func packEntry(o *toolchain.Outputs, tw *tar.Writer, rootDir, dir, p string, fi 
 		if !inside(dir, p, target) {
 			return fmt.Errorf("%w: %s is a symlink to %q, outside %s/", ErrUnsafeEntry, p, clip(target), dir)
 		}
-		hdr.Typeflag, hdr.Linkname, hdr.Mode = tar.TypeSymlink, target, 0o777
+		return tw.Symlink(p, target)
 	case t.IsRegular():
-		return addFile(o, tw, hdr, p)
+		return addFile(o, tw, p)
 	default:
 		return fmt.Errorf("%w: %s is not a regular file, directory or symlink", ErrUnsafeEntry, p)
 	}
-	return tw.WriteHeader(hdr)
 }
 
-func addFile(o *toolchain.Outputs, tw *tar.Writer, hdr *tar.Header, p string) error {
+func addFile(o *toolchain.Outputs, tw *dtar.Writer, p string) error {
 	f, fi, err := o.OpenFile(p)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	hdr.Typeflag, hdr.Size, hdr.Mode = tar.TypeReg, fi.Size(), 0o644
-	if fi.Mode()&0o111 != 0 {
-		hdr.Mode = 0o755
-	}
-	if err := tw.WriteHeader(hdr); err != nil {
-		return err
-	}
-	// A file that grows or shrinks now makes the tar writer fail.
-	if _, err := io.CopyN(tw, f, fi.Size()); err != nil {
-		return fmt.Errorf("pack %s: %w", p, err)
-	}
-	return nil
+	// dtar copies exactly the size read here: a file that grows or
+	// shrinks meanwhile cannot corrupt the tarball.
+	return tw.File(p, fi.Mode()&0o111 != 0, fi.Size(), f)
 }
 
 // readlinkBeneath reads the symlink rel below rootDir without following
