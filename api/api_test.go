@@ -603,7 +603,14 @@ func fakeWorker(f *fakeStore, fail *events.Result) func(string) {
 
 var testTarball []byte
 
-func (f *fakeStore) setResultUnlocked(id string) { f.setResult(id, "hello.tar.gz", testTarball) }
+// setResultUnlocked records a result as the store does from a worker's
+// outcome: the tarball and the artifact list beside it.
+func (f *fakeStore) setResultUnlocked(id string) {
+	f.setResult(id, "hello.tar.gz", testTarball)
+	f.mu.Lock()
+	f.jobs[id].Artifacts = []jobs.Artifact{{Name: "hello", SHA256: "aa", Size: 5}}
+	f.mu.Unlock()
+}
 
 func multipartBody(t *testing.T, fields map[string]string, file []byte) (string, string) {
 	var buf bytes.Buffer
@@ -671,7 +678,7 @@ func TestStreamAPI(t *testing.T) {
 	}
 	r := last.Result
 	if last.Type != "complete" || r.Status != "success" || r.ResultURL != "/build/"+r.BuildID+"/result" ||
-		len(r.Artifacts) != 1 || r.Artifacts[0] != (streamArtifact{"hello", "aa"}) {
+		len(r.Artifacts) != 1 || r.Artifacts[0] != (streamArtifact{"hello", "aa", 5}) {
 		t.Fatalf("complete: %s", evs[len(evs)-1].data)
 	}
 

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,15 +9,12 @@ import (
 	"mime"
 	"net/http"
 	"os"
-	"path"
 	"strconv"
-	"strings"
 
 	"github.com/kettle-build/kettle/api/request"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
-	"github.com/kettle-build/kettle/provenance"
 	"golang.org/x/time/rate"
 )
 
@@ -266,6 +261,7 @@ type streamResult struct {
 type streamArtifact struct {
 	Name   string `json:"name"`
 	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
 }
 
 // submitStream serves POST /build/stream: the older SSE API with `info`
@@ -355,40 +351,16 @@ func (s *Server) submitStream(w http.ResponseWriter, r *http.Request) {
 	_ = sse.flush()
 }
 
-// artifacts lists the subjects of the result's provenance.json, reading the
-// tarball as a stream up to that file.
+// artifacts lists the result's artifacts as the job recorded them when
+// it finished (jobs.Outcome.Artifacts), with the result's sha256.
 func (s *Server) artifacts(ctx context.Context, id string) ([]streamArtifact, string, error) {
-	rc, job, err := s.svc.Result(ctx, id)
+	job, err := s.svc.Get(ctx, id)
 	if err != nil {
 		return nil, "", err
 	}
-	defer rc.Close()
-	zr, err := gzip.NewReader(rc)
-	if err != nil {
-		return nil, job.ResultSHA256, err
+	out := make([]streamArtifact, 0, len(job.Artifacts))
+	for _, a := range job.Artifacts {
+		out = append(out, streamArtifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size})
 	}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			return nil, job.ResultSHA256, fmt.Errorf("provenance.json not found: %w", err)
-		}
-		name := strings.TrimPrefix(path.Clean(h.Name), "./")
-		if h.Typeflag != tar.TypeReg || path.Base(name) != "provenance.json" || strings.Count(name, "/") > 1 {
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(tr, 64<<20))
-		if err != nil {
-			return nil, job.ResultSHA256, err
-		}
-		st, err := provenance.Parse(b)
-		if err != nil {
-			return nil, job.ResultSHA256, err
-		}
-		out := make([]streamArtifact, 0, len(st.Subject))
-		for _, sub := range st.Subject {
-			out = append(out, streamArtifact{Name: sub.Name, SHA256: sub.Digest["sha256"]})
-		}
-		return out, job.ResultSHA256, nil
-	}
+	return out, job.ResultSHA256, nil
 }

@@ -76,6 +76,39 @@ func KindOf(err error) Kind {
 	return InternalError
 }
 
+// Expired classifies an error that the end of ctx, or a deadline of the
+// error's own, explains; it is the one place a context's end becomes a
+// Timeout or Canceled. ctx's deadline makes a Timeout over any other kind
+// (the step failed because its time ran out); ctx's cancellation makes a
+// Canceled of an unclassified error, as does an unclassified error that
+// is itself a deadline or a cancellation. An error already of the kind is
+// returned as it is. timedOut and canceled are the client messages. It
+// returns nil when none of this applies (or err is nil).
+func Expired(ctx context.Context, err error, timedOut, canceled string) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	classified := errors.As(err, &e)
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		if classified && e.Kind == Timeout {
+			return err
+		}
+		return Wrap(Timeout, err, timedOut)
+	case classified:
+		if ctx.Err() != nil && e.Kind == Canceled {
+			return err
+		}
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return Wrap(Timeout, err, timedOut)
+	case ctx.Err() != nil, errors.Is(err, context.Canceled):
+		return Wrap(Canceled, err, canceled)
+	}
+	return nil
+}
+
 // Message returns the client-safe message of err: the Msg of the outermost
 // classified error, or a generic text for unclassified ones (whose text may
 // leak server details).

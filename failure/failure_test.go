@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestKindAndMessage(t *testing.T) {
@@ -58,5 +59,52 @@ func TestLogShowsCause(t *testing.T) {
 	}
 	if Message(err) != "build failed" {
 		t.Errorf("client message = %q", Message(err))
+	}
+}
+
+func TestExpired(t *testing.T) {
+	live := context.Background()
+	late, cancel := context.WithDeadline(live, time.Unix(1, 0))
+	defer cancel()
+	gone, stop := context.WithCancel(live)
+	stop()
+	plain := errors.New("signal: killed")
+	fetch := Wrap(DependencyFetchFailed, context.DeadlineExceeded, "fetch failed")
+	timeout := Wrap(Timeout, plain, "cargo build: build timed out")
+	canceled := Wrap(Canceled, plain, "earlier cancel")
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		err  error
+		kind Kind // "" = nil: the context's end does not explain it
+		msg  string
+	}{
+		{"nil error", late, nil, "", ""},
+		{"live context, plain error", live, plain, "", ""},
+		{"live context, classified deadline kept", live, fetch, "", ""},
+		{"own deadline", live, fmt.Errorf("x: %w", context.DeadlineExceeded), Timeout, "T"},
+		{"own cancellation", live, context.Canceled, Canceled, "C"},
+		{"deadline over another kind", late, Wrap(BuildFailed, plain, "build failed"), Timeout, "T"},
+		{"deadline keeps a timeout", late, timeout, Timeout, "cargo build: build timed out"},
+		{"deadline of a plain error", late, plain, Timeout, "T"},
+		{"cancel of a plain error", gone, plain, Canceled, "C"},
+		{"cancel keeps a classified error", gone, Wrap(BuildFailed, plain, "build failed"), "", ""},
+		{"cancel keeps a cancel", gone, canceled, Canceled, "earlier cancel"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Expired(tc.ctx, tc.err, "T", "C")
+			if tc.kind == "" {
+				if got != nil {
+					t.Fatalf("Expired = %v, want nil", got)
+				}
+				return
+			}
+			if got == nil || KindOf(got) != tc.kind || Message(got) != tc.msg {
+				t.Fatalf("Expired = %v (%s), want %s %q", got, KindOf(got), tc.kind, tc.msg)
+			}
+			if !errors.Is(got, tc.err) {
+				t.Error("the cause is lost")
+			}
+		})
 	}
 }

@@ -103,7 +103,7 @@ func TestMaxLogBytes(t *testing.T) {
 }
 
 // TestMaxEventsGoverns: the store's own cap (--max-events) is the only line
-// cap: the worker runs the pipeline with no cap of its own (MaxLogLines -1),
+// cap: the pipeline has no cap of its own (events.Budget is the one cap),
 // so a value above the pipeline's old fixed 100,000 takes effect too. A
 // small cap shows the mechanism without writing 100,000 events.
 func TestMaxEventsGoverns(t *testing.T) {

@@ -17,6 +17,30 @@ type Outcome struct {
 	// Toolchain is the driver name ("cargo", "nix", …); it may be set on
 	// an Outcome returned together with an error.
 	Toolchain string
+	// Artifacts are the result's built files, as its provenance names
+	// them, sorted by name: kept in the job so nothing unpacks the
+	// tarball again to list them.
+	Artifacts []Artifact
+}
+
+// MaxListedArtifacts bounds the artifacts a job records (the first by
+// name): a hostile build can leave tens of thousands of binaries, and the
+// job record must stay far below the store's 8 MiB message size. The
+// result tarball and its provenance still hold every one.
+const MaxListedArtifacts = 1000
+
+func listed(a []Artifact) []Artifact {
+	if len(a) > MaxListedArtifacts {
+		a = a[:MaxListedArtifacts]
+	}
+	return a
+}
+
+// Artifact is one built file of a result.
+type Artifact struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
 }
 
 // Builder builds one job. The store calls Build from RunWorker; sink

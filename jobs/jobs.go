@@ -71,7 +71,9 @@ type Job struct {
 	Nonce      string `json:"nonce,omitempty"` // hex
 	ResultName string `json:"result_name,omitempty"`
 	ResultSize int64  `json:"result_size,omitempty"`
-	Worker     string `json:"worker,omitempty"`
+	// Artifacts are the result's built files (Outcome.Artifacts).
+	Artifacts []Artifact `json:"artifacts,omitempty"`
+	Worker    string     `json:"worker,omitempty"`
 	// Attempts counts the workers that took the job; the API shows it as
 	// `attempt`. A job whose worker is lost is taken again until
 	// MaxAttempts (fixed at submission; 0: the store's default) is used up.

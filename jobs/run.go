@@ -481,6 +481,7 @@ func (s *Store) finish(ctx context.Context, log *slog.Logger, wid string, j *Job
 		now := s.cfg.clock().UTC()
 		cur.Status, cur.FinishedAt = StatusSucceeded, &now
 		cur.ResultSHA256, cur.ResultSize, cur.ResultName, cur.ResultObject = sum, size, out.ResultName, obj
+		cur.Artifacts = listed(out.Artifacts)
 		return true
 	})
 	if err != nil {
@@ -575,30 +576,26 @@ func isStoreTrouble(err error) bool {
 }
 
 // sink appends a build's events to its job's log from one goroutine, in
-// order, without blocking the build. It caps `build` output lines by count
-// (maxEvents) and by stored bytes (maxLogBytes): once either is reached,
-// further output lines are dropped, the build goes on, and the next other
-// event (or the end) is preceded by one summary of what was dropped.
+// order, without blocking the build. Its events.Budget caps `build` output
+// lines by count (maxEvents) and by stored bytes (maxLogBytes): once either
+// is reached, further output lines are dropped, the build goes on, and the
+// next other event (or the end) is preceded by one summary of what was
+// dropped. It is the one output cap: the pipeline caps nothing.
 type sink struct {
 	s        *Store
 	id       string
 	wid      string
 	log      *slog.Logger
 	cur      *logCursor
-	max      int
-	maxBytes int64
 	mu       sync.Mutex
 	queue    []events.Event
 	wake     chan struct{}
 	done     chan struct{}
-	// state of the caps
-	lines, dropped      int
-	bytes, droppedBytes int64
-	full                string // the limit reached ("" while under both)
-	closed              bool
-	building            bool
-	lost                func()         // the log went to a later attempt
-	phases              []events.Phase // ended phases, for Job.Phases
+	budget   events.Budget // the log's cap (--max-events, --max-log-bytes)
+	closed   bool
+	building bool
+	lost     func()         // the log went to a later attempt
+	phases   []events.Phase // ended phases, for Job.Phases
 }
 
 // maxPhases bounds Job.Phases (a job has a dozen; the bound only keeps a
@@ -612,8 +609,8 @@ func (k *sink) phaseList() []events.Phase {
 }
 
 func (s *Store) newSink(id, wid string, attempt int, lost func()) *sink {
-	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: attemptCursor(id, attempt), max: s.cfg.maxEvents,
-		maxBytes: s.cfg.maxLogBytes, wake: make(chan struct{}, 1), done: make(chan struct{}), lost: lost}
+	k := &sink{s: s, id: id, wid: wid, log: s.log.With("job", id), cur: attemptCursor(id, attempt),
+		budget: events.Budget{MaxLines: s.cfg.maxEvents, MaxBytes: s.cfg.maxLogBytes}, wake: make(chan struct{}, 1), done: make(chan struct{}), lost: lost}
 	go k.publish()
 	return k
 }
@@ -666,35 +663,15 @@ func (k *sink) Emit(ev events.Event) {
 	if k.closed {
 		return
 	}
-	n := storedSize(ev.Msg)
-	if ev.Type == events.Build {
-		if k.full == "" && k.lines >= k.max {
-			k.full = fmt.Sprintf("%d lines", k.max)
-		}
-		if k.full == "" && k.bytes+n > k.maxBytes {
-			k.full = bytesize.Format(k.maxBytes)
-		}
-		if k.full != "" {
-			k.dropped++
-			k.droppedBytes += n - eventOverhead
-			return
-		}
-		k.lines++
-	} else {
-		k.summaryLocked()
+	keep, summary := k.budget.Admit(ev, storedSize(ev.Msg), eventOverhead)
+	if summary != nil {
+		k.queue = append(k.queue, *summary)
 	}
-	// Other events are few and short; they count but are never dropped.
-	k.bytes += n
+	if !keep {
+		return
+	}
 	k.queue = append(k.queue, ev)
 	k.signal()
-}
-
-func (k *sink) summaryLocked() {
-	if k.dropped > 0 {
-		k.queue = append(k.queue, events.Msgf(events.Build, "[kettle] %d more output lines omitted (%s; log limit %s reached)",
-			k.dropped, bytesize.Format(k.droppedBytes), k.full))
-		k.dropped, k.droppedBytes = 0, 0
-	}
 }
 
 func (k *sink) signal() {
@@ -730,7 +707,9 @@ func notFinal(last *events.Event) bool { return last == nil || !last.Terminal() 
 
 func (k *sink) close() {
 	k.mu.Lock()
-	k.summaryLocked()
+	if summary := k.budget.Flush(); summary != nil {
+		k.queue = append(k.queue, *summary)
+	}
 	k.closed = true
 	k.signal()
 	k.mu.Unlock()

@@ -66,7 +66,7 @@ func (f *fakeBuilder) Build(ctx context.Context, j *Job, sink events.Sink) (*Out
 	if err := os.WriteFile(p, []byte("result of "+j.ID+" nonce "+j.Nonce), 0o644); err != nil {
 		return nil, err
 	}
-	return &Outcome{ResultPath: p, ResultName: "demo", Toolchain: "cargo"}, nil
+	return &Outcome{ResultPath: p, ResultName: "demo", Toolchain: "cargo", Artifacts: []Artifact{{Name: "demo", SHA256: "ab", Size: 3}}}, nil
 }
 
 // testNonce is a full 16-byte nonce: shorter ones add a `vm` note.
@@ -198,6 +198,9 @@ func TestSubmitBuildResult(t *testing.T) {
 	}
 	if g.Status != StatusSucceeded || g.ResultName != "demo" || g.Toolchain != "cargo" || g.StartedAt == nil || g.FinishedAt == nil || len(g.ResultSHA256) != 64 {
 		t.Fatalf("job %+v", g)
+	}
+	if len(g.Artifacts) != 1 || g.Artifacts[0] != (Artifact{Name: "demo", SHA256: "ab", Size: 3}) {
+		t.Fatalf("artifacts %+v: not the outcome's", g.Artifacts)
 	}
 	if g.Source.ArchiveName != "demo.zip" || len(g.Source.ArchiveSHA256) != 64 || g.Source.ArchiveSize != int64(len("PK\x03\x04 archive")) {
 		t.Fatalf("source %+v", g.Source)
@@ -775,5 +778,17 @@ func TestWatchersJoiningTogether(t *testing.T) {
 	s.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d hubs left after every watcher ended", n)
+	}
+}
+
+// TestListedArtifacts: a job records at most MaxListedArtifacts artifacts
+// (its record must stay small whatever a build leaves behind).
+func TestListedArtifacts(t *testing.T) {
+	many := make([]Artifact, MaxListedArtifacts+5)
+	if got := listed(many); len(got) != MaxListedArtifacts {
+		t.Fatalf("%d artifacts listed", len(got))
+	}
+	if got := listed(many[:3]); len(got) != 3 {
+		t.Fatalf("%d artifacts listed, want 3", len(got))
 	}
 }

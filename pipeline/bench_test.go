@@ -21,7 +21,7 @@ func BenchmarkRunOverhead(b *testing.B) {
 	kettleTool() // the binary is hashed once per process
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := Run(b.Context(), Options{Dir: dir, Runner: runner}); err != nil {
+		if _, err := RunDir(b.Context(), Options{Dir: dir, Runner: runner}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -36,7 +36,7 @@ func BenchmarkCargoInputs(b *testing.B) {
 	dir := filepath.Join(projectsDir(), "cargo-workspace")
 	w := &toolchain.Workspace{Dir: dir, Env: env}
 	for i := 0; i < b.N; i++ {
-		if _, err := cargo.New().Inputs(b.Context(), w); err != nil {
+		if _, err := toolchain.Plan(b.Context(), cargo.New(), w); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -22,7 +22,7 @@ func TestBuildConfigDir(t *testing.T) {
 	os.MkdirAll(sub, 0o755)
 	os.WriteFile(filepath.Join(sub, "sh.lock"), []byte("lock"), 0o644)
 	os.WriteFile(filepath.Join(root, "kettle.toml"), []byte("dir = \"svc/tool\"\n"), 0o644)
-	res, err := Run(t.Context(), Options{Dir: root, Runner: noSandbox()})
+	res, err := RunDir(t.Context(), Options{Dir: root, Runner: noSandbox()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestBuildConfigDir(t *testing.T) {
 	// Without kettle.toml nothing is recorded.
 	os.Remove(filepath.Join(root, "kettle.toml"))
 	os.WriteFile(filepath.Join(root, "sh.lock"), []byte("lock"), 0o644)
-	res, err = Run(t.Context(), Options{Dir: root, Runner: noSandbox()})
+	res, err = RunDir(t.Context(), Options{Dir: root, Runner: noSandbox()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestBuildConfigRefused(t *testing.T) {
 			d := &shDriver{fetch: "touch fetched", build: "touch built"}
 			root := withShDriver(t, d)
 			tc.setup(root)
-			_, err := Run(t.Context(), Options{Dir: root, Runner: noSandbox()})
+			_, err := RunDir(t.Context(), Options{Dir: root, Runner: noSandbox()})
 			msg := failure.Message(err)
 			if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(msg, "kettle.toml") || !strings.Contains(msg, tc.want) {
 				t.Fatalf("err %v (%s), want InvalidSource with %q", err, failure.KindOf(err), tc.want)

@@ -25,7 +25,7 @@ func TestBwrap(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), tc.project)
 			gitProject(t, tc.project, dir)
 			rec := &recorder{}
-			res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
+			res, err := RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
 			if err != nil {
 				t.Fatalf("Run: %v (%s)\nevents: %v", err, failure.KindOf(err), rec.ev)
 			}

@@ -46,7 +46,7 @@ func TestCargoGitDependency(t *testing.T) {
 
 	var digests []string
 	for i, dir := range []string{proj, other} {
-		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, SourceURI: "https://example.com/app.git",
+		res, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, SourceURI: "https://example.com/app.git",
 			CacheDir: filepath.Join(base, "cache", strings.Repeat("x", i+1))})
 		if err != nil {
 			t.Fatalf("Run: %v (%s)", err, failure.KindOf(err))

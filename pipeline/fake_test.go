@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kettle-build/kettle/source/gitid"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kettle-build/kettle/source/gitid"
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
@@ -23,6 +24,8 @@ import (
 // exercise the pipeline's error paths without a real toolchain.
 type shDriver struct {
 	fetch, build string // scripts; build writes out/<name> files
+	// planned, when set, sees the Lock Inputs was given.
+	planned func(w *toolchain.Workspace, lock *toolchain.Lock)
 }
 
 func (d *shDriver) Name() string         { return "sh" }
@@ -30,15 +33,15 @@ func (d *shDriver) Title() string        { return "Sh" }
 func (d *shDriver) Lockfile() string     { return "sh.lock" }
 func (d *shDriver) BuildCommand() string { return "sh build.sh" }
 
-func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	h, err := toolchain.LockfileSHA256(w.Dir, "sh.lock")
-	if err != nil {
-		return nil, err
+func (d *shDriver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	if d.planned != nil {
+		d.planned(w, lock)
 	}
+	h := lock.SHA256
 	return &toolchain.Inputs{
-		LockfileSHA256: h,
-		Toolchain:      provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
-		MerkleLeaves:   func(c, t string) []string { return []string{c, t, h} },
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{{Name: "sh", Version: "sh 1", SHA256: strings.Repeat("0", 64)}},
+		MerkleLeaves: func(c, t string) []string { return []string{c, t, h} },
 	}, nil
 }
 
@@ -115,7 +118,7 @@ func TestPipelineFailures(t *testing.T) {
 				defer cancel()
 			}
 			start := time.Now()
-			res, err := Run(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
+			res, err := RunDir(ctx, Options{Dir: dir, Runner: noSandbox(), Attester: tc.attester})
 			if res == nil || res.Toolchain != "sh" || res.Lockfile != "sh.lock" {
 				t.Errorf("partial result %+v", res)
 			}
@@ -136,29 +139,42 @@ func TestCanceled(t *testing.T) {
 	dir := withShDriver(t, &shDriver{fetch: "true", build: "sleep 5"})
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(200*time.Millisecond, cancel)
-	_, err := Run(ctx, Options{Dir: dir, Runner: noSandbox()})
+	_, err := RunDir(ctx, Options{Dir: dir, Runner: noSandbox()})
 	if failure.KindOf(err) != failure.Canceled {
 		t.Fatalf("err %v kind %s", err, failure.KindOf(err))
 	}
 }
 
+// TestLogCap: the pipeline caps nothing itself; under the one log cap
+// (events.Budget, here through events.Capped as `kettle build` uses it)
+// the lines past the cap are summarised in one event and the build goes on.
 func TestLogCap(t *testing.T) {
 	dir := withShDriver(t, &shDriver{
 		fetch: "echo fetched",
 		build: "i=0; while [ $i -lt 20 ]; do echo line $i; i=$((i+1)); done; printf 'no newline'; mkdir -p out; echo x > out/a",
 	})
 	rec := &recorder{}
-	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, MaxLogLines: 10}); err != nil {
+	capped := &events.Capped{Next: rec, Budget: events.Budget{MaxLines: 10}}
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: capped}); err != nil {
 		t.Fatal(err)
 	}
+	capped.Close()
 	b := rec.msgs(events.Build)
 	want := []string{"Fetching dependencies pinned by sh.lock", "fetched", "Running `sh build.sh`"}
-	for i := 0; i < 9; i++ {
+	for i := 0; i < 7; i++ {
 		want = append(want, fmt.Sprintf("line %d", i))
 	}
-	want = append(want, "(12 more output lines not shown: log limit of 10 lines reached)", "Build command finished")
+	// line 7 … line 19, "no newline", "Build command finished".
+	want = append(want, "[kettle] 15 more output lines omitted (120 bytes; log limit 10 lines reached)")
 	if strings.Join(b, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("build events:\n%s\nwant\n%s", strings.Join(b, "\n"), strings.Join(want, "\n"))
+	}
+	all := &recorder{}
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: all}); err != nil {
+		t.Fatal(err)
+	}
+	if b := all.msgs(events.Build); len(b) != 3+20+2 || b[len(b)-2] != "no newline" {
+		t.Fatalf("uncapped build events:\n%s", strings.Join(b, "\n"))
 	}
 }
 
@@ -167,7 +183,7 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "result")
 	os.MkdirAll(filepath.Join(out, "artifacts"), 0o755)
 	os.WriteFile(filepath.Join(out, "artifacts", "stale"), []byte("old"), 0o444)
-	res, err := Run(t.Context(), Options{Dir: dir, OutDir: out, Runner: noSandbox(), BuilderID: "https://b.example/id",
+	res, err := RunDir(t.Context(), Options{Dir: dir, OutDir: out, Runner: noSandbox(), BuilderID: "https://b.example/id",
 		BuildTypeBase: "https://b.example/types/", SourceURI: "https://git.example/r.git", Nonce: make([]byte, 16)})
 	if err != nil {
 		t.Fatal(err)
@@ -186,11 +202,11 @@ func TestOutDirRecreatedAndOptions(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "build-config", "sh.lock")); err != nil {
 		t.Error(err)
 	}
-	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Nonce: make([]byte, 17)}); failure.KindOf(err) != failure.InvalidSource {
+	if _, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Nonce: make([]byte, 17)}); failure.KindOf(err) != failure.InvalidSource {
 		t.Errorf("17-byte nonce: %v", err)
 	}
 	for _, bad := range []string{dir, filepath.Dir(dir)} {
-		if _, err := Run(t.Context(), Options{Dir: dir, OutDir: bad, Runner: noSandbox()}); err == nil {
+		if _, err := RunDir(t.Context(), Options{Dir: dir, OutDir: bad, Runner: noSandbox()}); err == nil {
 			t.Errorf("OutDir %s holding the project accepted", bad)
 		}
 	}
@@ -221,7 +237,7 @@ func TestDirtyWorkingTree(t *testing.T) {
 	build := func() (*Result, []string) {
 		t.Helper()
 		rec := &recorder{}
-		res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, Env: env})
+		res, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Events: rec, Env: env})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,6 +286,42 @@ func TestGivenIdentity(t *testing.T) {
 	}
 	if id.URI != "https://git.example/a.git" {
 		t.Error("the caller's identity was modified")
+	}
+}
+
+// TestLockReadOnce: the lockfile is read once, before Inputs; what the
+// driver planned from is what the result records (lockfileHash,
+// build-config/) even when the file on disk changes afterwards, as a
+// build step or a racing writer could make it.
+func TestLockReadOnce(t *testing.T) {
+	var got *toolchain.Lock
+	d := &shDriver{fetch: "echo swapped > sh.lock", build: "mkdir -p out && echo 1 > out/a",
+		planned: func(w *toolchain.Workspace, lock *toolchain.Lock) {
+			got = lock
+			os.WriteFile(filepath.Join(w.Dir, "sh.lock"), []byte("changed after the read"), 0o644)
+		}}
+	dir := withShDriver(t, d)
+	res, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || string(got.Data) != "lock" || got.SHA256 != sha256hex([]byte("lock")) || got.Name != "sh.lock" {
+		t.Fatalf("Inputs was given %+v", got)
+	}
+	if h := res.Statement.Predicate.BuildDefinition.InternalParameters.LockfileHash["sha256"]; h != sha256hex([]byte("lock")) {
+		t.Errorf("lockfileHash %s is not the planned lock's", h)
+	}
+	if b, err := os.ReadFile(filepath.Join(res.OutDir, "build-config", "sh.lock")); err != nil || string(b) != "lock" {
+		t.Errorf("build-config/sh.lock = %q, %v: not the planned bytes", b, err)
+	}
+}
+
+// TestRunNeedsIdentity: Run never computes the identity a second time:
+// without Options.Source it refuses (RunDir is the local-directory entry).
+func TestRunNeedsIdentity(t *testing.T) {
+	dir := withShDriver(t, &shDriver{fetch: "true", build: "mkdir -p out && echo 1 > out/a"})
+	if _, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox()}); failure.KindOf(err) != failure.InternalError {
+		t.Fatalf("Run without a source identity: %v", err)
 	}
 }
 

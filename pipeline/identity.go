@@ -10,11 +10,14 @@ import (
 )
 
 // sourceIdentity is the source's identity: the one computed where the
-// source was materialised (Options.Source), else SourceIdentity of o.Dir.
-// SourceURI, when set, names the source.
-func sourceIdentity(ctx context.Context, o Options) (*gitid.Identity, error) {
+// source was materialised (Options.Source), or for RunDir (identify)
+// SourceIdentity of o.Dir. SourceURI, when set, names the source.
+func sourceIdentity(ctx context.Context, o Options, identify bool) (*gitid.Identity, error) {
 	id := o.Source
 	if id == nil {
+		if !identify {
+			return nil, failure.New(failure.InternalError, "no source identity")
+		}
 		var err error
 		if id, err = SourceIdentity(ctx, o.Dir, o.OutDir, o.SourceURI == ""); err != nil {
 			return nil, err

@@ -41,7 +41,7 @@ func TestNixFlake(t *testing.T) {
 		rec = &recorder{}
 		cache := filepath.Join(base, fmt.Sprint("cache", i))
 		caches = append(caches, cache)
-		res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec, CacheDir: cache})
+		res, err := RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec, CacheDir: cache})
 		if err != nil {
 			t.Fatalf("Run: %v (%s)\nevents: %v", err, failure.KindOf(err), rec.ev)
 		}
@@ -127,7 +127,7 @@ func TestNixWithoutLock(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "flake")
 	commit := gitProject(t, "nix-noinputs", dir)
 	rec := &recorder{}
-	res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
+	res, err := RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
 	if err != nil {
 		t.Fatalf("Run: %v (%s)\nevents: %v", err, failure.KindOf(err), rec.ev)
 	}
@@ -154,7 +154,7 @@ func TestNixWithoutLock(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "flake.lock")
 	os.WriteFile(outside, []byte(`{"nodes":{"root":{}},"root":"root","version":7}`), 0o644)
 	os.Symlink(outside, filepath.Join(dir, "flake.lock"))
-	if _, err = Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}}); err == nil || strings.Contains(failure.Message(err), outside) {
+	if _, err = RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}}); err == nil || strings.Contains(failure.Message(err), outside) {
 		t.Fatalf("flake.lock symlinked out of the project: err %v", err)
 	}
 
@@ -162,7 +162,7 @@ func TestNixWithoutLock(t *testing.T) {
 	dir = filepath.Join(t.TempDir(), "flake")
 	copyTree(t, filepath.Join(projectsDir(), "nix-flake"), dir)
 	os.Remove(filepath.Join(dir, "flake.lock"))
-	_, err = Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
+	_, err = RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
 	if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(failure.Message(err), "flake.lock") {
 		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), failure.Message(err))
 	}
@@ -286,7 +286,7 @@ func TestNixHostileFlakes(t *testing.T) {
 				os.WriteFile(filepath.Join(dir, "flake.lock"), []byte(tc.lock), 0o644)
 			}
 			rec := &recorder{}
-			res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
+			res, err := RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: rec})
 			log := strings.Join(rec.msgs(events.Build), "\n")
 			if failure.KindOf(err) != tc.kind && !(tc.kind == "" && err == nil) {
 				t.Fatalf("err %v (%s), want %q\n%s", err, failure.KindOf(err), tc.kind, log)
@@ -324,7 +324,7 @@ func TestNixDiskLimit(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "flake.nix"), []byte(`{ outputs = { self }: { packages.x86_64-linux.default = derivation {
   name = "big"; system = "x86_64-linux"; builder = "/bin/sh";
   args = [ "-c" "/bin/mkdir -p $out/bin; /usr/bin/head -c 67108864 /dev/urandom > $out/bin/big; /bin/chmod 755 $out/bin/big" ]; }; }; }`), 0o644)
-	_, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{},
+	_, err := RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{},
 		Limits: sandbox.Limits{Disk: 16 << 20, Wall: 2 * time.Minute}})
 	if err == nil || !strings.Contains(failure.Message(err), "disk") {
 		t.Fatalf("err %v (%s: %q), want the disk limit", err, failure.KindOf(err), failure.Message(err))
@@ -357,7 +357,7 @@ func TestNixGitFsmonitor(t *testing.T) {
 	gitProject(t, "nix-noinputs", dir)
 	marker := filepath.Join(dir, "fsmonitor-ran")
 	gitRun(t, dir, "config", "core.fsmonitor", "touch "+marker+"; false")
-	res, err := Run(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
+	res, err := RunDir(t.Context(), Options{Dir: dir, Runner: runner, Env: env, Events: &recorder{}})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}

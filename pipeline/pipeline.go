@@ -8,6 +8,7 @@ import (
 	"context"
 
 	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
@@ -22,6 +23,9 @@ type Options struct {
 	// CacheDir holds fetched dependencies; default a fresh directory that
 	// is removed afterwards.
 	CacheDir string
+	// DepCache is the dependency cache shared between jobs (nil: none):
+	// drivers take what the lockfile pins from it and fill it.
+	DepCache *depcache.Cache
 	Runner   sandbox.Runner
 	Limits   sandbox.Limits
 	Events   events.Sink // may be nil
@@ -34,23 +38,20 @@ type Options struct {
 	BuilderID     string
 	BuildTypeBase string
 	// Source is the source's identity (commit, tree, dirty), computed once
-	// where the source was materialised (source.Tree.Identity). nil: Run
-	// computes it over Dir with the same Go code (gitid.Identify, output
-	// directory excluded); git never runs on the project.
+	// where the source was materialised (source.Tree.Identity); Run
+	// requires it. RunDir, for a local directory, computes it over Dir
+	// (SourceIdentity: Go code, output directory excluded; git never runs
+	// on the project).
 	Source *gitid.Identity
 	// SourceURI, when set, is the source uri recorded (e.g. the repo_url
-	// the service cloned from); else Source.URI, else for a nil Source
-	// the checkout's remote.origin.url read from .git/config.
+	// the service cloned from); else Source.URI (for RunDir, the
+	// checkout's remote.origin.url read from .git/config).
 	SourceURI string
 	// ArchiveSHA256 names the uploaded archive of a non-git source.
 	ArchiveSHA256 string
 	// Env is the base environment of toolchain commands (PATH, HOME, …);
 	// default DefaultEnv().
 	Env []string
-	// MaxLogLines caps the toolchain output lines emitted as events
-	// (default DefaultMaxLogLines; negative: no cap). Lines beyond it are
-	// counted and summarised in one event when the command ends.
-	MaxLogLines int
 }
 
 // Result describes a finished build.
@@ -73,10 +74,22 @@ type Result struct {
 // partial Result naming the Toolchain and Lockfile (for job status and
 // metrics).
 func Run(ctx context.Context, opts Options) (*Result, error) {
+	return run1(ctx, opts, false)
+}
+
+// RunDir is Run for a local directory whose identity nothing computed yet
+// (`kettle build DIR`): with a nil opts.Source it computes the identity
+// once, at the step where Run would use it.
+func RunDir(ctx context.Context, opts Options) (*Result, error) {
+	return run1(ctx, opts, opts.Source == nil)
+}
+
+func run1(ctx context.Context, opts Options, identify bool) (*Result, error) {
 	r, err := newRun(opts)
 	if err != nil {
 		return nil, err
 	}
+	r.identify = identify
 	res, err := r.run(ctx)
 	if err != nil {
 		return r.partial, classify(ctx, err)

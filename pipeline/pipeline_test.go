@@ -19,6 +19,7 @@ import (
 	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/toolchain"
+	"github.com/kettle-build/kettle/toolchain/cargo"
 )
 
 func needTool(t *testing.T, env []string, name string) {
@@ -67,7 +68,7 @@ func TestCargoWorkspace(t *testing.T) {
 	var recs []*recorder
 	for _, dir := range []string{dirA, dirB} {
 		rec := &recorder{}
-		res, err := Run(t.Context(), Options{
+		res, err := RunDir(t.Context(), Options{
 			Dir:      dir,
 			Runner:   noSandbox(),
 			Events:   rec,
@@ -141,7 +142,7 @@ func TestCargoWorkspace(t *testing.T) {
 	}
 	rustc, _ := bd.InternalParameters.Toolchain.Get("rustc")
 	cargoT, _ := bd.InternalParameters.Toolchain.Get("cargo")
-	wantRoot, _ := provenance.MerkleRoot(provenance.CargoMerkleLeaves(commit, src.Digest["gitTree"], rustc, cargoT, sha256hex(lock), nil))
+	wantRoot, _ := provenance.MerkleRoot(cargo.MerkleLeaves(commit, src.Digest["gitTree"], rustc, cargoT, sha256hex(lock), nil))
 	if got := st.Predicate.RunDetails.Byproducts[0].Digest["sha256"]; got != wantRoot {
 		t.Errorf("merkle root %s, want %s", got, wantRoot)
 	}
@@ -236,7 +237,7 @@ func TestNonGitSource(t *testing.T) {
 	wantTree := gitRun(t, ref, "write-tree")
 
 	const archive = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-	res, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, ArchiveSHA256: archive, SourceURI: "upload.zip"})
+	res, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, ArchiveSHA256: archive, SourceURI: "upload.zip"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +262,7 @@ func TestUnsupported(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "Cargo.lock")
 	os.WriteFile(outside, []byte("version = 4\n"), 0o644)
 	os.Symlink(outside, filepath.Join(dir, "Cargo.lock")) // leaves the project: not a marker
-	_, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox()})
+	_, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox()})
 	if failure.KindOf(err) != failure.UnsupportedToolchain {
 		t.Fatalf("err %v, kind %s", err, failure.KindOf(err))
 	}
@@ -283,7 +284,7 @@ func TestBuildFailure(t *testing.T) {
 	copyTree(t, filepath.Join(projectsDir(), "cargo-workspace"), dir)
 	os.WriteFile(filepath.Join(dir, "crates/bye/src/main.rs"), []byte("fn main() { let x: u8 = \"no\"; }\n"), 0o644)
 	rec := &recorder{}
-	_, err := Run(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, Events: rec})
+	_, err := RunDir(t.Context(), Options{Dir: dir, Runner: noSandbox(), Env: env, Events: rec})
 	if failure.KindOf(err) != failure.BuildFailed {
 		t.Fatalf("err %v, kind %s", err, failure.KindOf(err))
 	}

@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -20,6 +18,7 @@ import (
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/provenance"
+	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source/gitid"
 	"github.com/kettle-build/kettle/toolchain"
 )
@@ -28,7 +27,6 @@ import (
 const (
 	DefaultBuilderID     = "https://kettle.build/builder/v1"
 	DefaultBuildTypeBase = "https://kettle.build/buildtypes/"
-	DefaultMaxLogLines   = 100_000
 	// OutDirName is the result directory inside the project by default.
 	OutDirName = "kettle-build"
 )
@@ -61,10 +59,11 @@ func DefaultEnv() []string {
 }
 
 type run struct {
-	fetched hostSet // destinations of the fetch phase's egress proxy
-	opts    Options
-	emit    func(events.Event)
-	partial *Result // what is known so far, returned with an error
+	fetched  hostSet // destinations of the fetch phase's egress proxy
+	opts     Options
+	identify bool // RunDir: compute the source identity of opts.Dir
+	emit     func(events.Event)
+	partial  *Result // what is known so far, returned with an error
 }
 
 func newRun(opts Options) (*run, error) {
@@ -106,9 +105,6 @@ func newRun(opts Options) (*run, error) {
 	if len(opts.Env) == 0 {
 		opts.Env = DefaultEnv()
 	}
-	if opts.MaxLogLines == 0 {
-		opts.MaxLogLines = DefaultMaxLogLines
-	}
 	sink := opts.Events
 	if sink == nil {
 		sink = events.Discard
@@ -149,7 +145,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := recreate(o.OutDir); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the output directory")
 	}
-	src, err := sourceIdentity(ctx, o)
+	src, err := sourceIdentity(ctx, o, r.identify)
 	if err != nil {
 		return nil, err
 	}
@@ -161,11 +157,13 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
-	// lockBytes stays nil for a driver that builds without its lockfile
-	// (a Nix flake without inputs): no lockfileHash, no build-config/.
-	lockBytes, err := toolchain.ReadProjectFile(projDir, drv.Lockfile())
-	if err != nil && !(toolchain.LockfileOptional(drv) && errors.Is(err, fs.ErrNotExist)) {
-		return nil, failure.Wrap(failure.UnsupportedToolchain, err, fmt.Sprintf("cannot read %s", drv.Lockfile()))
+	// The one read of the lockfile: the driver plans from these bytes and
+	// the result records them. Data stays nil for a driver that builds
+	// without its lockfile (a Nix flake without inputs): no lockfileHash,
+	// no build-config/.
+	lock, err := toolchain.ReadLock(projDir, drv)
+	if err != nil {
+		return nil, err
 	}
 	r.phase(events.Detect, events.PhaseDetect, t0)
 
@@ -183,7 +181,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	// cache comes first: at one position the earlier pattern wins, and the
 	// cache may sit beside or inside the project.
 	hide := strings.NewReplacer(cacheDir, "$KETTLE_CACHE", o.Dir+"/", "./", o.Dir, ".")
-	lines := &lineCap{max: o.MaxLogLines, emit: func(l string, cont bool) {
+	lines := &lineOut{emit: func(l string, cont bool) {
 		r.emit(events.Event{Type: events.Build, Msg: hide.Replace(l), Cont: cont})
 	}}
 	w := &toolchain.Workspace{
@@ -196,18 +194,19 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		Env:       o.Env,
 		Contacted: r.fetched.add,
 	}
+	if o.DepCache != nil {
+		w.DepCache, w.DepLease = o.DepCache, o.DepCache.NewLease()
+		defer w.DepLease.Release()
+	}
 	if c, ok := drv.(toolchain.Cleaner); ok {
 		defer c.Cleanup(w)
 	}
 	t0 = time.Now()
-	in, err := drv.Inputs(ctx, w)
+	in, err := drv.Inputs(ctx, w, lock)
 	if err != nil {
 		return nil, err
 	}
 	r.phase(events.Detect, events.PhaseEvaluate, t0)
-	if (lockBytes == nil) != (in.LockfileSHA256 == "") || lockBytes != nil && in.LockfileSHA256 != sha256hex(lockBytes) {
-		return nil, failure.New(failure.InvalidSource, "%s changed while it was read", drv.Lockfile())
-	}
 	self, err := kettleTool()
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot hash the kettle binary")
@@ -219,9 +218,10 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	r.msg(events.Build, "Fetching dependencies pinned by %s", drv.Lockfile())
 	t0 = time.Now()
 	err = drv.Fetch(ctx, w)
-	lines.summary()
 	if hs := r.fetched.list(); len(hs) > 0 {
 		r.msg(events.Build, "Fetch contacted: %s", fetchHostsLine(hs))
+	} else if err == nil && o.DepCache != nil {
+		r.msg(events.Build, "Fetch contacted: no host")
 	}
 	if err != nil {
 		return nil, classifyAs(ctx, failure.DependencyFetchFailed, "dependency fetch failed", err)
@@ -230,7 +230,6 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	r.msg(events.Build, "Running `%s`", drv.BuildCommand())
 	t0 = time.Now()
 	err = drv.Build(ctx, w)
-	lines.summary()
 	if err != nil {
 		return nil, classifyAs(ctx, failure.BuildFailed, "build failed", err)
 	}
@@ -254,7 +253,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		return nil, classifyAs(ctx, failure.BuildFailed, "cannot collect the artifacts", err)
 	}
 	if len(arts) == 0 {
-		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", artifactRule(drv.Name()))
+		return nil, failure.New(failure.NoArtifacts, "the build produced no artifacts (%s)", toolchain.ArtifactRule(drv))
 	}
 	sort.Slice(arts, func(i, j int) bool { return arts[i].Name < arts[j].Name })
 	r.phase(events.Build, events.PhaseCollect, t0)
@@ -277,8 +276,8 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 	if err := writeFile(filepath.Join(o.OutDir, "provenance.json"), provBytes); err != nil {
 		return nil, err
 	}
-	if lockBytes != nil {
-		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(drv.Lockfile())), lockBytes); err != nil {
+	if lock.Data != nil {
+		if err := writeFile(filepath.Join(o.OutDir, "build-config", filepath.Base(lock.Name)), lock.Data); err != nil {
 			return nil, err
 		}
 	}
@@ -357,11 +356,11 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		FlakeInputs: in.FlakeInputs,
 		Toolchain:   tools,
 	}
-	if in.LockfileSHA256 != "" {
-		ip.LockfileHash = provenance.Digest{"sha256": in.LockfileSHA256}
+	if in.Lock != nil && in.Lock.SHA256 != "" {
+		ip.LockfileHash = provenance.Digest{"sha256": in.Lock.SHA256}
 	}
-	if o.Runner.Name() == "none" {
-		ip.Sandbox = "none"
+	if !sandbox.Isolated(o.Runner) {
+		ip.Sandbox = o.Runner.Name() // "none"
 	}
 	ip.FetchHosts = r.fetched.list()
 	return &provenance.Statement{
@@ -385,16 +384,6 @@ func (r *run) statement(drv toolchain.Driver, in *toolchain.Inputs, src *gitid.I
 		PredicateType: provenance.PredicateType,
 		Subject:       subjects,
 	}
-}
-
-func artifactRule(name string) string {
-	switch name {
-	case "cargo":
-		return "no binary in target/release"
-	case "nix":
-		return "no executable in bin/ of the outputs"
-	}
-	return "nothing to collect"
 }
 
 var kettleSelf = sync.OnceValues(func() (provenance.Tool, error) {
@@ -427,41 +416,22 @@ func timestamp(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000000") + "+00:00"
 }
 
-// lineCap forwards at most max toolchain output events and counts the
-// rest. A line too long for one event (events.Split) goes out as several,
-// the later ones marked as continuations; each counts against max.
-type lineCap struct {
-	mu      sync.Mutex
-	max     int
-	n       int
-	dropped int
-	emit    func(msg string, cont bool)
+// lineOut emits toolchain output lines as `build` events. A line too long
+// for one event (events.Split) goes out as several, the later ones marked
+// as continuations, together. It caps nothing: the log's one cap is the
+// consumer's events.Budget (the job log's, or `kettle build`'s).
+type lineOut struct {
+	mu   sync.Mutex
+	emit func(msg string, cont bool)
 }
 
-func (c *lineCap) log(line string) { c.piece(line, false) }
+func (c *lineOut) log(line string) { c.piece(line, false) }
 
-func (c *lineCap) piece(s string, cont bool) {
+func (c *lineOut) piece(s string, cont bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, p := range events.Split(s, 0) {
-		if c.max >= 0 && c.n >= c.max {
-			if !cont && i == 0 {
-				c.dropped++ // counted per line, not per piece
-			}
-			continue
-		}
-		c.n++
 		c.emit(p, cont || i > 0)
-	}
-}
-
-// summary emits one event for the lines dropped so far.
-func (c *lineCap) summary() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dropped > 0 {
-		c.emit(fmt.Sprintf("(%d more output lines not shown: log limit of %d lines reached)", c.dropped, c.max), false)
-		c.dropped = 0
 	}
 }
 
@@ -499,33 +469,19 @@ func writeFile(path string, data []byte) error {
 // classifyAs keeps an error's classification, maps context expiry to
 // Timeout/Canceled, and otherwise classifies it as kind with msg.
 func classifyAs(ctx context.Context, kind failure.Kind, msg string, err error) error {
+	if e := failure.Expired(ctx, err, "build timed out", "build canceled"); e != nil {
+		return e
+	}
 	var fe *failure.Error
 	if errors.As(err, &fe) {
 		return err
-	}
-	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return classify(ctx, err)
 	}
 	return failure.Wrap(kind, err, msg)
 }
 
 // classify makes sure every error leaving Run is a *failure.Error.
 func classify(ctx context.Context, err error) error {
-	var fe *failure.Error
-	switch {
-	case errors.As(err, &fe):
-		// A deadline that cut a step short is a timeout, whatever the
-		// step made of it.
-		if fe.Kind != failure.Timeout && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return failure.Wrap(failure.Timeout, err, "build timed out")
-		}
-		return err
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return failure.Wrap(failure.Timeout, err, "build timed out")
-	case errors.Is(ctx.Err(), context.Canceled), errors.Is(err, context.Canceled):
-		return failure.Wrap(failure.Canceled, err, "build canceled")
-	}
-	return failure.Wrap(failure.InternalError, err, "internal error")
+	return classifyAs(ctx, failure.InternalError, "internal error", err)
 }
 
 // hostSet collects the destinations the fetch phase asked the egress proxy

@@ -37,14 +37,3 @@ func MerkleRoot(leaves []string) (string, error) {
 	}
 	return hex.EncodeToString(level[0][:]), nil
 }
-
-// CargoMerkleLeaves are the peer's Cargo leaves (§D.1): gitCommit, gitTree,
-// rustc hash and version, cargo hash and version, lockfile hash, then every
-// dependency uri in order.
-func CargoMerkleLeaves(gitCommit, gitTree string, rustc, cargo Tool, lockfileSHA256 string, deps []Dependency) []string {
-	l := []string{gitCommit, gitTree, rustc.SHA256, rustc.Version, cargo.SHA256, cargo.Version, lockfileSHA256}
-	for _, d := range deps {
-		l = append(l, d.URI)
-	}
-	return l
-}

@@ -87,7 +87,9 @@ func newBwrap(cfg *config) *Bwrap {
 }
 
 // Name implements Runner.
-func (b *Bwrap) Name() string { return "bwrap" }
+func (b *Bwrap) Name() string { return bwrapName }
+
+const bwrapName = "bwrap"
 
 // Probe runs a trivial command in the sandbox, once, and reports whether
 // that worked.

@@ -192,3 +192,14 @@ func TestLimitsFromEnv(t *testing.T) {
 		t.Fatal("bad environment accepted")
 	}
 }
+
+// TestIsolated: only bubblewrap confines; what runs under None says so in
+// its provenance, and Nix refuses it.
+func TestIsolated(t *testing.T) {
+	if Isolated(NewNone()) || Isolated(nil) {
+		t.Error("None counted as isolated")
+	}
+	if Isolated(&Bwrap{}) != true {
+		t.Error("Bwrap not counted as isolated")
+	}
+}

@@ -60,6 +60,11 @@ type Mount struct {
 	Writable       bool
 }
 
+// Isolated reports whether r confines the commands it runs: namespaces of
+// their own, only the directories a Cmd lists, Cmd.Mounts honoured (Bwrap).
+// None runs them on the host as they are; a build under it records that.
+func Isolated(r Runner) bool { return r != nil && r.Name() == bwrapName }
+
 // Runner runs commands. Run returns an error wrapping *exec.ExitError (or a
 // limit error from this package) when the command fails.
 type Runner interface {

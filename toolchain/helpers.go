@@ -94,19 +94,11 @@ func isExec(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
-// FindTool resolves the real binary of a tool. For rustup-managed tools
-// (cargo, rustc) the PATH entry is a rustup shim, so `rustup which <name>`
-// gives the toolchain's binary, which is what gets hashed and run; other
-// tools (and cargo without rustup) come from PATH. Symlinks are resolved so
-// the digest names the file that actually runs.
+// FindTool resolves the binary of a tool on env's PATH, symlinks resolved
+// so the digest names the file that actually runs. (A driver whose tools
+// another manager resolves, cargo's rustup, finds them itself and hashes
+// them with HashTool.)
 func FindTool(ctx context.Context, env []string, name string) (string, error) {
-	if name == "cargo" || name == "rustc" {
-		if rustup, err := LookPath(env, "rustup"); err == nil {
-			if p, ok := rustupWhich(ctx, env, rustup, name); ok {
-				return p, nil
-			}
-		}
-	}
 	p, err := LookPath(env, name)
 	if err != nil {
 		return "", err
@@ -114,44 +106,9 @@ func FindTool(ctx context.Context, env []string, name string) (string, error) {
 	return filepath.EvalSymlinks(p)
 }
 
-// rustupWhich asks rustup for the binary of name. Answers are cached per
-// process while rustup's settings file and the binary are unchanged: a
-// `rustup which` costs tens of milliseconds on every build otherwise.
-func rustupWhich(ctx context.Context, env []string, rustup, name string) (string, bool) {
-	home := Getenv(env, "RUSTUP_HOME")
-	if home == "" {
-		home = filepath.Join(Getenv(env, "HOME"), ".rustup")
-	}
-	settings := fileID(filepath.Join(home, "settings.toml"))
-	key := strings.Join([]string{name, rustup, home, Getenv(env, "RUSTUP_TOOLCHAIN"), Getenv(env, "PATH")}, "\x00")
-	toolCache.Lock()
-	c, ok := toolCache.which[key]
-	toolCache.Unlock()
-	if ok && c.settings == settings && c.bin == fileID(c.path) {
-		return c.path, true
-	}
-	cmd := exec.CommandContext(ctx, rustup, "which", name)
-	cmd.Env = env
-	out, err := cmd.Output()
-	if err != nil {
-		return "", false
-	}
-	p := strings.TrimSpace(string(out))
-	if p == "" || !isExec(p) {
-		return "", false
-	}
-	if p, err = filepath.EvalSymlinks(p); err != nil {
-		return "", false
-	}
-	toolCache.Lock()
-	toolCache.which[key] = whichEntry{path: p, settings: settings, bin: fileID(p)}
-	toolCache.Unlock()
-	return p, true
-}
-
-// fileID identifies a file's current version (device, inode, size, mtime,
-// ctime); "" when it does not exist.
-func fileID(path string) string {
+// FileID identifies a file's current version (device, inode, size, mtime,
+// ctime); "" when it does not exist. Caches of what a file says key on it.
+func FileID(path string) string {
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {
 		return ""
@@ -159,19 +116,16 @@ func fileID(path string) string {
 	return fmt.Sprint(st.Dev, st.Ino, st.Size, st.Mtim.Nano(), st.Ctim.Nano())
 }
 
-type whichEntry struct{ path, settings, bin string }
-
 type hashEntry struct {
 	id   string
 	tool provenance.Tool
 }
 
-// toolCache remembers tool lookups and hashes for the life of the process.
+// toolCache remembers tool hashes for the life of the process.
 var toolCache = struct {
 	sync.Mutex
-	which map[string]whichEntry
-	hash  map[string]hashEntry
-}{which: map[string]whichEntry{}, hash: map[string]hashEntry{}}
+	hash map[string]hashEntry
+}{hash: map[string]hashEntry{}}
 
 // HashTool describes the tool binary at path: version is the trimmed output
 // of `<path> --version`, the digest is the sha256 of the file. The version
@@ -181,7 +135,7 @@ var toolCache = struct {
 // size, mtime and ctime): hashing a 40 MB cargo on every build is the
 // largest fixed cost of a small build.
 func HashTool(ctx context.Context, w *Workspace, name, path string) (provenance.Tool, error) {
-	id := fileID(path)
+	id := FileID(path)
 	key := name + "\x00" + path
 	toolCache.Lock()
 	c, ok := toolCache.hash[key]
@@ -190,7 +144,7 @@ func HashTool(ctx context.Context, w *Workspace, name, path string) (provenance.
 		return c.tool, nil
 	}
 	tool, err := hashTool(ctx, w, name, path)
-	if err == nil && id != "" && fileID(path) == id {
+	if err == nil && id != "" && FileID(path) == id {
 		toolCache.Lock()
 		toolCache.hash[key] = hashEntry{id: id, tool: tool}
 		toolCache.Unlock()
@@ -297,16 +251,6 @@ func ProjectFileExists(dir, name string) bool {
 	return err == nil && fi.Mode().IsRegular()
 }
 
-// LockfileSHA256 hashes the project's lockfile (hex sha256 of its bytes).
-func LockfileSHA256(dir, name string) (string, error) {
-	b, err := ReadProjectFile(dir, name)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
-}
-
 // CopyArtifact copies the regular file src into dstDir under its base name
 // (replacing a previous, possibly read-only copy), keeps its exec bits, and
 // returns its name and the sha256 of the copy. src must not be a symlink:
@@ -345,14 +289,15 @@ func CopyArtifactAs(src, dstDir, name string) (Artifact, error) {
 		return Artifact{}, err
 	}
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
+	n, err := io.Copy(io.MultiWriter(out, h), in)
+	if err != nil {
 		out.Close()
 		return Artifact{}, fmt.Errorf("copy artifact %s: %w", name, err)
 	}
 	if err := out.Close(); err != nil {
 		return Artifact{}, err
 	}
-	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
 }
 
 // MaxLineBytes bounds one logged line; longer output is split into pieces
@@ -476,11 +421,8 @@ func Run(ctx context.Context, w *Workspace, c *sandbox.Cmd) error {
 // expiry becomes Timeout or Canceled, anything else kind, with a message
 // naming the command and how it ended (exit status or signal) but no path.
 func CommandFailed(ctx context.Context, kind failure.Kind, what string, err error) error {
-	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return failure.Wrap(failure.Timeout, err, what+": build timed out")
-	case errors.Is(ctx.Err(), context.Canceled):
-		return failure.Wrap(failure.Canceled, err, what+": build canceled")
+	if e := failure.Expired(ctx, err, what+": build timed out", what+": build canceled"); e != nil {
+		return e
 	}
 	var fe *failure.Error
 	if errors.As(err, &fe) {

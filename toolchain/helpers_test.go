@@ -69,7 +69,7 @@ func TestCopyArtifact(t *testing.T) {
 		t.Fatal(err)
 	}
 	const want = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-	if a.Name != "tool" || a.SHA256 != want {
+	if a.Name != "tool" || a.SHA256 != want || a.Size != 5 {
 		t.Fatalf("got %+v", a)
 	}
 	fi, err := os.Stat(filepath.Join(dst, "tool"))
@@ -179,3 +179,18 @@ func TestPieceWriterCont(t *testing.T) {
 		t.Fatalf("pieces %+v, want %+v", got, want)
 	}
 }
+
+// TestArtifactRule: the NoArtifacts message names a driver's own rule,
+// which the pipeline does not know.
+func TestArtifactRule(t *testing.T) {
+	if got := ArtifactRule(ruled{}); got != "no binary in x/" {
+		t.Errorf("ArtifactRule = %q", got)
+	}
+	if got := ArtifactRule(nil); got != "nothing to collect" {
+		t.Errorf("ArtifactRule without a rule = %q", got)
+	}
+}
+
+type ruled struct{ Driver }
+
+func (ruled) ArtifactRule() string { return "no binary in x/" }

@@ -287,7 +287,7 @@ func (o *Outputs) Copy(rel, dstDir, name string) (Artifact, error) {
 		os.Remove(dst)
 		return Artifact{}, fmt.Errorf("copy artifact %s: %w", name, err)
 	}
-	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+	return Artifact{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
 }
 
 // statInfo is an fs.FileInfo from a Stat_t.

@@ -79,8 +79,8 @@ func TestOutputsBudget(t *testing.T) {
 	}
 	defer o.Close()
 	dst := t.TempDir()
-	if _, err := o.Copy("a", dst, "a"); err != nil {
-		t.Fatal(err)
+	if a, err := o.Copy("a", dst, "a"); err != nil || a.Size != 600 {
+		t.Fatal(a, err)
 	}
 	if _, err := o.Copy("b", dst, "b"); !errors.Is(err, ErrUnsafeOutput) {
 		t.Errorf("second file over budget: %v", err)

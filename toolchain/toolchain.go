@@ -8,6 +8,7 @@ import (
 	"context"
 
 	"github.com/kettle-build/kettle/buildcfg"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
@@ -30,15 +31,23 @@ type Workspace struct {
 	// Contacted receives every destination a fetch-phase command asked the
 	// egress proxy for (Run passes it on as sandbox.Cmd.Contacted).
 	Contacted func(egress.Contact)
+	// DepCache, when set, is the dependency cache shared between jobs
+	// (package depcache): Fetch takes what the lockfile pins from it
+	// (checked) and fills it with what it verified; DepLease holds the
+	// entries this job uses until the pipeline releases it. nil: the job
+	// fetches everything itself.
+	DepCache *depcache.Cache
+	DepLease *depcache.Lease
 }
 
-// Inputs is everything a driver knows about what goes into the build.
+// Inputs is the driver's plan of the build: everything it knows about what
+// goes into it, made from the Lock read once.
 type Inputs struct {
-	LockfileSHA256 string
-	Toolchain      provenance.Toolchain // without kettle's own entry
-	Dependencies   []provenance.Dependency
-	Evaluation     *provenance.Evaluation  // nix only
-	FlakeInputs    []provenance.FlakeInput // nix only
+	Lock         *Lock                // the lockfile the plan was made from
+	Toolchain    provenance.Toolchain // without kettle's own entry
+	Dependencies []provenance.Dependency
+	Evaluation   *provenance.Evaluation  // nix only
+	FlakeInputs  []provenance.FlakeInput // nix only
 	// MerkleLeaves are the leaf strings of the input Merkle root in the
 	// peer's order for this toolchain, given the source commit and tree.
 	MerkleLeaves func(gitCommit, gitTree string) []string
@@ -48,6 +57,7 @@ type Inputs struct {
 type Artifact struct {
 	Name   string // file name under artifacts/
 	SHA256 string
+	Size   int64 // bytes copied
 }
 
 // Driver is one toolchain.
@@ -56,8 +66,10 @@ type Driver interface {
 	Title() string        // "Cargo", "Nix", "Pnpm", "Go": the detect event
 	Lockfile() string     // lockfile name in the project root
 	BuildCommand() string // recorded as externalParameters.buildCommand
-	// Inputs reads the lockfile and the toolchain binaries.
-	Inputs(ctx context.Context, w *Workspace) (*Inputs, error)
+	// Inputs plans the build from lock (ReadLock's, never read again):
+	// it parses the lockfile, checks the project and hashes the toolchain
+	// binaries. Fetch and Build use what it found.
+	Inputs(ctx context.Context, w *Workspace, lock *Lock) (*Inputs, error)
 	// Fetch downloads what the lockfile pins into w.CacheDir, with network.
 	Fetch(ctx context.Context, w *Workspace) error
 	// Build runs the build phase offline in the sandbox.
@@ -74,9 +86,23 @@ type Cleaner interface {
 	Cleanup(w *Workspace) error
 }
 
+// ArtifactRuler is implemented by drivers that collect by a rule worth
+// naming when nothing matched it (cargo: binaries of target/release).
+type ArtifactRuler interface {
+	ArtifactRule() string
+}
+
+// ArtifactRule is what the NoArtifacts message says d looked for.
+func ArtifactRule(d Driver) string {
+	if r, ok := d.(ArtifactRuler); ok {
+		return r.ArtifactRule()
+	}
+	return "nothing to collect"
+}
+
 // OptionalLockfile is implemented by drivers whose lockfile may be absent
 // (a flake without inputs has no flake.lock). Without one, Inputs returns
-// an empty LockfileSHA256 and the provenance records no lockfile hash.
+// a Lock without Data and the provenance records no lockfile hash.
 type OptionalLockfile interface {
 	LockfileOptional() bool
 }

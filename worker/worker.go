@@ -20,6 +20,7 @@ import (
 
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/bundle"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/jobs"
@@ -50,6 +51,9 @@ type Config struct {
 	// Env is the base environment of toolchain commands (default
 	// pipeline.DefaultEnv).
 	Env []string
+	// DepCache is the dependency cache shared by this process's jobs
+	// (nil: every job fetches everything).
+	DepCache *depcache.Cache
 }
 
 // Builder is the real jobs.Builder.
@@ -132,6 +136,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		Dir:           tree.Dir,
 		OutDir:        outDir,
 		CacheDir:      filepath.Join(jobDir, "cache"),
+		DepCache:      b.cfg.DepCache,
 		Runner:        b.cfg.Runner,
 		Limits:        b.cfg.Limits,
 		Events:        sink,
@@ -142,11 +147,7 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		Source:        tree.Identity,
 		SourceURI:     src.URL,
 		ArchiveSHA256: src.ArchiveSHA256,
-		Env:           b.cfg.Env,
-		// The job store caps the log (--max-events, --max-log-bytes);
-		// a second, fixed cap here would make those flags unable to
-		// raise it.
-		MaxLogLines: -1,
+		Env:           b.cfg.Env, // the job store caps the log (events.Budget)
 	})
 	var toolchain string
 	if res != nil {
@@ -175,7 +176,11 @@ func (b *Builder) Build(ctx context.Context, job *jobs.Job, sink events.Sink) (*
 		// log as it was (its time is in the phases).
 		sink.Emit(events.Msgf(events.VM, "Packed the result: a %s tarball in %.2f s", mib(size), d.Seconds()))
 	}
-	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain}, nil
+	arts := make([]jobs.Artifact, len(res.Artifacts))
+	for i, a := range res.Artifacts {
+		arts[i] = jobs.Artifact{Name: a.Name, SHA256: a.SHA256, Size: a.Size}
+	}
+	return &jobs.Outcome{ResultPath: tarPath, ResultName: top, Toolchain: toolchain, Artifacts: arts}, nil
 }
 
 // writeBundle packs dir into p and returns the tarball's size.
@@ -220,10 +225,7 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // context deadline of the build timeout becomes Timeout.
 func classify(ctx context.Context, err error, timeout time.Duration) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) && timeout > 0 {
-		var fe *failure.Error
-		if !errors.As(err, &fe) || fe.Kind != failure.Timeout {
-			return failure.Wrap(failure.Timeout, err, fmt.Sprintf("build timed out after %s", timeout))
-		}
+		return failure.Expired(ctx, err, fmt.Sprintf("build timed out after %s", timeout), "build canceled")
 	}
 	return err
 }

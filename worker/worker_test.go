@@ -27,6 +27,7 @@ import (
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
 	"github.com/kettle-build/kettle/source/gitid"
+	"github.com/kettle-build/kettle/toolchain"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -102,7 +103,8 @@ func fakePipeline(t *testing.T, seen *pipeline.Options) func(ctx context.Context
 				return nil, err
 			}
 		}
-		return &pipeline.Result{OutDir: o.OutDir, Toolchain: "cargo"}, nil
+		return &pipeline.Result{OutDir: o.OutDir, Toolchain: "cargo",
+			Artifacts: []toolchain.Artifact{{Name: "app", SHA256: "aa", Size: int64(len("artifacts/app"))}}}, nil
 	}
 }
 
@@ -138,6 +140,9 @@ func TestBuildGitGlue(t *testing.T) {
 	}
 	if out.ResultName != "myrepo" || out.Toolchain != "cargo" {
 		t.Fatalf("outcome %+v", out)
+	}
+	if len(out.Artifacts) != 1 || out.Artifacts[0] != (jobs.Artifact{Name: "app", SHA256: "aa", Size: 13}) {
+		t.Fatalf("outcome artifacts %+v: not the pipeline's", out.Artifacts)
 	}
 	checkBundle(t, out, "myrepo", []string{"artifacts/app", "build-config/Cargo.lock", "evidence.json", "manifest.json", "provenance.json"})
 	// Only the result tarball is left in the work dir.

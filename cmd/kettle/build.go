@@ -15,6 +15,7 @@ import (
 	"github.com/kettle-build/kettle/attest"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/pipeline"
 	"github.com/kettle-build/kettle/sandbox"
 )
@@ -147,11 +148,14 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 		fmt.Fprintf(stderr, "kettle %s: --sandbox %s: %v\n", name, f.sandbox, err)
 		return exitBadArgs
 	}
+	// The job log's cap and default, so a build prints what a served one
+	// would keep.
+	out := &events.Capped{Next: lineSink{stderr}, Budget: events.Budget{MaxLines: jobs.DefaultMaxEvents}}
 	opts := pipeline.Options{
 		Dir:           dir,
 		OutDir:        f.outDir,
 		Runner:        runner,
-		Events:        lineSink{stderr},
+		Events:        out,
 		BuilderID:     f.builderID,
 		BuildTypeBase: f.buildType,
 		SourceURI:     f.sourceURI,
@@ -182,13 +186,10 @@ func runBuild(ctx context.Context, name string, args []string, stdout, stderr io
 		ctx, cancel = context.WithTimeout(ctx, f.buildTimeout)
 		defer cancel()
 	}
-	// The source identity (commit, tree, dirty) is computed here, once,
-	// by kettle's Go code over DIR: no git runs on the project.
-	if opts.Source, err = pipeline.SourceIdentity(ctx, dir, f.outDir, f.sourceURI == ""); err != nil {
-		fmt.Fprintf(stderr, "kettle %s: %s failed: %s\n", name, failure.KindOf(err), failure.Message(err))
-		return exitFailed
-	}
-	res, err := pipeline.Run(ctx, opts)
+	// RunDir computes the source identity (commit, tree, dirty) once, by
+	// kettle's Go code over DIR: no git runs on the project.
+	res, err := pipeline.RunDir(ctx, opts)
+	out.Close()
 	if err != nil {
 		fmt.Fprintf(stderr, "kettle %s: %s failed: %s\n", name, failure.KindOf(err), failure.Message(err))
 		return exitFailed

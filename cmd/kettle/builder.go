@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kettle-build/kettle/attest"
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/jobs"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source"
@@ -58,6 +59,9 @@ type buildHost struct {
 	listen, natsListen, natsURL string
 	attest                      []attest.Option
 	metrics                     *worker.Metrics
+	// depCache is the dependency cache shared by this process's jobs
+	// (nil: none).
+	depCache *depcache.Cache
 }
 
 // builder is the jobs.Builder of this process, with the runner and
@@ -103,6 +107,7 @@ func newBuilder(ctx context.Context, logger *slog.Logger, f builderFlags, h buil
 		BuilderID:    f.builderID,
 		BuildTimeout: f.buildTimeout,
 		Logger:       logger,
+		DepCache:     h.depCache,
 	}), h.metrics)
 	return &builder{Builder: b, runner: runner, att: att}, nil
 }

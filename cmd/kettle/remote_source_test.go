@@ -125,7 +125,7 @@ func pipelineBuild(t *testing.T, dir string, nonce []byte, sourceURI, archiveSHA
 		}
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	_, err = pipeline.Run(context.Background(), pipeline.Options{Dir: dir, OutDir: out, Runner: sandbox.NewNone(),
+	_, err = pipeline.RunDir(context.Background(), pipeline.Options{Dir: dir, OutDir: out, Runner: sandbox.NewNone(),
 		Attester: att, Nonce: nonce, SourceURI: sourceURI, ArchiveSHA256: archiveSHA256, Env: env})
 	if err != nil {
 		t.Fatalf("pipeline: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))

@@ -108,6 +108,7 @@ type serveConfig struct {
 	cors, logFormat, logLevel string
 	nats                      natsFlags
 	budget                    budgetFlags
+	depCache                  depCacheFlags
 }
 
 func runServe(ctx context.Context, args []string) int {
@@ -134,6 +135,7 @@ func runServe(ctx context.Context, args []string) int {
 	c.build.register(fs)
 	c.nats.register(fs, true)
 	c.budget.register(fs)
+	c.depCache.register(fs, "DATA-DIR/depcache")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -289,8 +291,12 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		}
 		// The project directory is the only part of the data dir a build
 		// sees; hiding the store and the upload spool is defence in depth.
+		depCache, err := c.depCache.open(filepath.Join(dataDir, "depcache"), logger)
+		if err != nil {
+			return err
+		}
 		b, err := newBuilder(ctx, logger, c.build, buildHost{
-			workDir: work, workers: c.workers,
+			workDir: work, workers: c.workers, depCache: depCache,
 			hidden: []string{filepath.Join(dataDir, "store"), spool},
 			listen: c.listen, natsListen: c.natsListen, natsURL: c.natsURL,
 			attest: simOpts, metrics: wm,

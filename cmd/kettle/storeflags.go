@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/jobs"
 )
 
@@ -136,4 +139,44 @@ func storeJoinHint(logger *slog.Logger, url, creds, listen string, tls bool) {
 	}
 	logger.Info("embedded job store accepts workers and front ends with its credentials",
 		"nats", url, "creds", creds, "join", join)
+}
+
+// depCacheFlags configure the dependency cache shared by the builds of a
+// process (package depcache), for `kettle serve` and `kettle worker`.
+type depCacheFlags struct {
+	dir  string
+	size serveByteSize
+}
+
+// register adds the flags; where describes the default directory.
+func (d *depCacheFlags) register(fs *flag.FlagSet, where string) {
+	d.size = serveByteSize(depcache.DefaultSize)
+	fs.StringVar(&d.dir, "dep-cache-dir", "", "dependency cache shared between jobs (Go modules), filled and checked by kettle only, read-only in sandboxes (default "+where+")")
+	fs.Var(&d.size, "dep-cache-size", "byte budget of --dep-cache-dir (e.g. 4GiB); least recently used entries are evicted; 0 disables the shared cache")
+}
+
+// open opens the cache (at defaultDir without --dep-cache-dir), or
+// returns nil when --dep-cache-size is 0.
+func (d *depCacheFlags) open(defaultDir string, logger *slog.Logger) (*depcache.Cache, error) {
+	if d.size <= 0 {
+		return nil, nil
+	}
+	dir := d.dir
+	if dir == "" {
+		dir = defaultDir
+	}
+	c, err := depcache.Open(dir, int64(d.size), logger)
+	if err != nil {
+		return nil, fmt.Errorf("--dep-cache-dir: %w", err)
+	}
+	return c, nil
+}
+
+// defaultDepCacheDir is the worker's default --dep-cache-dir: its
+// --work-dir is removed at exit, the cache is meant to outlive it.
+func defaultDepCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "kettle", "depcache")
+	}
+	return filepath.Join(os.TempDir(), "kettle-depcache")
 }

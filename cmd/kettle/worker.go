@@ -32,6 +32,7 @@ type workerFlags struct {
 	build                            builderFlags
 	nats                             natsFlags
 	budget                           budgetFlags
+	depCache                         depCacheFlags
 }
 
 func runWorkerCmd(ctx context.Context, args []string) int {
@@ -48,6 +49,7 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 	c.build.register(fs)
 	c.nats.register(fs, false)
 	c.budget.register(fs)
+	c.depCache.register(fs, "the user cache directory's kettle/depcache")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -78,7 +80,11 @@ func runWorkerCmd(ctx context.Context, args []string) int {
 
 func workerMain(ctx context.Context, c workerFlags, logger *slog.Logger) error {
 	wm := worker.NewMetrics()
-	b, err := newBuilder(ctx, logger, c.build, buildHost{workDir: c.workDir, workers: 1, natsURL: c.natsURL, metrics: wm})
+	depCache, err := c.depCache.open(defaultDepCacheDir(), logger)
+	if err != nil {
+		return err
+	}
+	b, err := newBuilder(ctx, logger, c.build, buildHost{workDir: c.workDir, workers: 1, natsURL: c.natsURL, metrics: wm, depCache: depCache})
 	if err != nil {
 		return err
 	}

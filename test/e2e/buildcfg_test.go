@@ -29,7 +29,7 @@ func buildConfigured(t *testing.T, c *harness.Client, repo gitRepo, ref string, 
 		return c.Submit(ctx, harness.BuildRequest{Nonce: nonce, RepoURL: repo.URL, RepoRef: ref})
 	})
 	if res.Status != "ok" {
-		t.Fatalf("%+v\n%s", res, tail(eventLog(evs), 4000))
+		t.Fatalf("%+v\n%s", res, harness.Tail(eventLog(evs), 4000))
 	}
 	t.Logf("build of %s took %v", ref, time.Since(start).Round(time.Second))
 	tarball, _ := download(t, c, id)
@@ -90,7 +90,7 @@ packages = ["."]
 ldflags = ["-s", "-w", "-X main.version={version}", "-X main.revision={commit}"]
 `})
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	dir := buildConfigured(t, c, repo, version, 3*time.Minute)
 	ents, _ := os.ReadDir(filepath.Join(dir, "artifacts"))
 	if len(ents) != 1 || ents[0].Name() != "fzf" {
@@ -126,7 +126,7 @@ packages = ["./cmd/gh"]
 ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
 `})
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	dir := buildConfigured(t, c, repo, version, 10*time.Minute)
 	ents, _ := os.ReadDir(filepath.Join(dir, "artifacts"))
 	if len(ents) != 1 || ents[0].Name() != "gh" {
@@ -148,12 +148,12 @@ ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
 // result of its successful build.
 func submitProject(t *testing.T, c *harness.Client, name string) string {
 	t.Helper()
-	archive := targz(t, copyProject(t, name), name)
+	archive := harness.Targz(t, copyProject(t, name), name)
 	id, evs, res := followBuild(t, c, 3*time.Minute, func(ctx context.Context) (string, error) {
 		return c.SubmitArchive(ctx, archive, name+".tar.gz", harness.NewNonce())
 	})
 	if res.Status != "ok" {
-		t.Fatalf("build failed: %+v\n%s", res, tail(eventLog(evs), 4000))
+		t.Fatalf("build failed: %+v\n%s", res, harness.Tail(eventLog(evs), 4000))
 	}
 	tarball, _ := download(t, c, id)
 	return extract(t, tarball)
@@ -166,7 +166,7 @@ func submitProject(t *testing.T, c *harness.Client, name string) string {
 // (testdata/projects/pnpm-pack).
 func TestBuildConfigCargoPnpm(t *testing.T) {
 	_, c := server(t, "", "--workers", "2")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	t.Run("cargo", func(t *testing.T) {
 		t.Parallel()
 		testenv.NeedTool(t, "cargo")

@@ -166,7 +166,7 @@ max_payload: 8MB
 		if t.Failed() {
 			for _, n := range c.nodes {
 				b, _ := os.ReadFile(n.logPath)
-				t.Logf("%s log:\n%s", n.name, tail(string(b), 15))
+				t.Logf("%s log:\n%s", n.name, harness.Tail(string(b), 15))
 			}
 		}
 	})
@@ -208,7 +208,7 @@ func (n *natsNode) tryStart() error {
 		select {
 		case <-n.done:
 			b, _ := os.ReadFile(n.logPath)
-			return fmt.Errorf("nats node %s exited before listening: %s", n.name, tail(string(b), 10))
+			return fmt.Errorf("nats node %s exited before listening: %s", n.name, harness.Tail(string(b), 10))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -363,11 +363,11 @@ func startWorker(t *testing.T, c *natsCluster, name, url, workDir, logPath strin
 	for !strings.Contains(readFile(logPath), "worker started") {
 		select {
 		case <-w.done:
-			t.Fatalf("worker %s exited:\n%s", name, tail(readFile(logPath), 20))
+			t.Fatalf("worker %s exited:\n%s", name, harness.Tail(readFile(logPath), 20))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("worker %s did not start:\n%s", name, tail(readFile(logPath), 20))
+			t.Fatalf("worker %s did not start:\n%s", name, harness.Tail(readFile(logPath), 20))
 		}
 	}
 	return w
@@ -639,7 +639,7 @@ func TestNATSCluster(t *testing.T) {
 	start := time.Now()
 	nc := startNATSCluster(t)
 	t.Logf("NATS cluster of 3 ready in %v", time.Since(start).Round(time.Millisecond))
-	dir := tempDir(t)
+	dir := harness.DataDir(t)
 	fes := map[string]*frontEnd{}
 	for _, n := range []string{"A", "B"} {
 		f := &frontEnd{name: n, port: freePort(t), dataDir: filepath.Join(dir, "fe"+n),
@@ -649,7 +649,7 @@ func TestNATSCluster(t *testing.T) {
 		t.Cleanup(func() {
 			f.srv.Kill()
 			if t.Failed() {
-				t.Logf("front end %s log:\n%s", f.name, tail(readFile(f.logPath), 40))
+				t.Logf("front end %s log:\n%s", f.name, harness.Tail(readFile(f.logPath), 40))
 			}
 		})
 	}
@@ -664,15 +664,15 @@ func TestNATSCluster(t *testing.T) {
 		if t.Failed() {
 			for _, n := range []string{"w1", "w2", "w3"} {
 				if w := workers[n]; w != nil {
-					t.Logf("worker %s log:\n%s", n, tail(readFile(w.logPath), 40))
+					t.Logf("worker %s log:\n%s", n, harness.Tail(readFile(w.logPath), 40))
 				}
 			}
 		}
 	})
 	startW(t, "w1", "")
 	startW(t, "w2", "")
-	waitReady(t, A.c)
-	waitReady(t, B.c)
+	harness.WaitReady(t, A.c)
+	harness.WaitReady(t, B.c)
 	t.Logf("front ends and workers up at %v", time.Since(start).Round(time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -681,7 +681,7 @@ func TestNATSCluster(t *testing.T) {
 	submit := func(t *testing.T, via *frontEnd, name string) *clusterJob {
 		src := t.TempDir()
 		project(t, src, name, clusterBuild)
-		id, err := via.c.SubmitArchive(ctx, targz(t, src, name), name+".tar.gz", harness.NewNonce())
+		id, err := via.c.SubmitArchive(ctx, harness.Targz(t, src, name), name+".tar.gz", harness.NewNonce())
 		if err != nil {
 			t.Fatalf("submit %s through %s: %v", name, via.name, err)
 		}
@@ -693,7 +693,7 @@ func TestNATSCluster(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, j := range all {
-				t.Logf("events of %s (submitted through %s):\n%s", j.id, j.via.name, tail(eventLog(j.f.events()), 12))
+				t.Logf("events of %s (submitted through %s):\n%s", j.id, j.via.name, harness.Tail(eventLog(j.f.events()), 12))
 			}
 		}
 	})

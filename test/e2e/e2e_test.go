@@ -86,7 +86,7 @@ func plainError(t *testing.T, code int, h http.Header, body string, wantCode int
 // order against a real process.
 func TestRoutes(t *testing.T) {
 	s, c := server(t, "", "--max-upload", "1MiB")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	dd := s.DataDir
 
 	code, h, body := get(t, c, "/health")
@@ -202,11 +202,11 @@ func hasEvent(evs []harness.Event, typ, substr string) bool {
 func TestBuildEndToEnd(t *testing.T) {
 	repo := serveRepo(t, "hello", 0)
 	s, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 
 	srcDir := filepath.Join(t.TempDir(), "up")
 	project(t, srcDir, "upload", 0)
-	archive := targz(t, srcDir, "upload")
+	archive := harness.Targz(t, srcDir, "upload")
 
 	for _, tc := range []struct {
 		name string
@@ -281,7 +281,7 @@ func TestBuildEndToEnd(t *testing.T) {
 func TestEventsResume(t *testing.T) {
 	repo := serveRepo(t, "resume", 0)
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
 	if res.Status != "ok" {
 		t.Fatalf("%+v", res)
@@ -319,7 +319,7 @@ func TestQuickStartCurl(t *testing.T) {
 	testenv.NeedTool(t, "zip")
 	repo := serveRepo(t, "quick", 0)
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	dir := t.TempDir()
 	cmd := exec.Command(curl, "-sS", "-f", "-F", "repo_url="+repo.URL, "-F", "ref=main", "-o", "build.tar.gz", c.URL+"/build")
 	cmd.Dir = dir
@@ -363,7 +363,7 @@ func TestQuickStartCurl(t *testing.T) {
 		}
 	}
 	if !strings.Contains(text, `"artifacts":[{"name":"quick","sha256":"`) {
-		t.Errorf("stream complete lacks the artifact:\n%s", tail(text, 3))
+		t.Errorf("stream complete lacks the artifact:\n%s", harness.Tail(text, 3))
 	}
 }
 
@@ -371,7 +371,7 @@ func TestQuickStartCurl(t *testing.T) {
 func TestSimSNP(t *testing.T) {
 	repo := serveRepo(t, "snp", 0)
 	_, c := server(t, "", "--attester", "sim-snp")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	nonce := harness.NewNonce()
 	id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: nonce, RepoURL: repo.URL, RepoRef: "v1"})
 	if res.Status != "ok" {
@@ -398,9 +398,9 @@ func TestSimSNP(t *testing.T) {
 func TestRestart(t *testing.T) {
 	fast := serveRepo(t, "fast", 0)
 	slow := serveRepo(t, "slow", 4*time.Second)
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	s1, c1 := server(t, dataDir, "--workers", "1")
-	waitReady(t, c1)
+	harness.WaitReady(t, c1)
 	done, evsDone, res := buildAndWait(t, c1, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: fast.URL})
 	if res.Status != "ok" {
 		t.Fatalf("%+v", res)
@@ -422,7 +422,7 @@ func TestRestart(t *testing.T) {
 	s1.Kill()
 
 	s2, c2 := server(t, dataDir, "--workers", "1")
-	waitReady(t, c2)
+	harness.WaitReady(t, c2)
 	again, _ := download(t, c2, done)
 	if !bytes.Equal(tarball, again) {
 		t.Fatal("result changed across kill -9")
@@ -479,7 +479,7 @@ func waitEvent(t *testing.T, c *harness.Client, id, typ string, d time.Duration)
 func TestWorkersAndQueue(t *testing.T) {
 	slow := serveRepo(t, "slowq", 4*time.Second)
 	_, c := server(t, "", "--workers", "2", "--queue-limit", "1")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	ctx := context.Background()
 	var ids []string
 	for i := 0; i < 2; i++ {
@@ -537,7 +537,7 @@ func TestWorkersAndQueue(t *testing.T) {
 
 // TestSingleBuild: 409 after the first accepted build, also after a restart.
 func TestSingleBuild(t *testing.T) {
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	s1, c1 := server(t, dataDir, "--single-build")
 	body := `{"nonce":"` + harness.NewNonce() + `","repo_url":"http://127.0.0.1:1/x.git"}`
 	if code, _, b := post(t, c1, "/build", "application/json", body); code != 200 {
@@ -582,9 +582,9 @@ func TestShutdown(t *testing.T) {
 		{"deadline", "1s", "failed", "Interrupted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dataDir := filepath.Join(tempDir(t), "data")
+			dataDir := filepath.Join(harness.DataDir(t), "data")
 			s, c := server(t, dataDir, "--shutdown-timeout", tc.deadline)
-			waitReady(t, c)
+			harness.WaitReady(t, c)
 			id, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: slow.URL})
 			if err != nil {
 				t.Fatal(err)
@@ -638,7 +638,7 @@ func TestShutdown(t *testing.T) {
 func TestRetention(t *testing.T) {
 	repo := serveRepo(t, "ret", 0)
 	_, c := server(t, "", "--retention", "3s")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	id, _, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
 	if res.Status != "ok" {
 		t.Fatalf("%+v", res)
@@ -665,7 +665,7 @@ func TestRetention(t *testing.T) {
 func TestUploadLarge(t *testing.T) {
 	const size = 64 << 20
 	_, c := server(t, "", "--max-upload", "100MiB")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	id, err := uploadNoise(c, size)
 	if err != nil {
 		t.Fatal(err)
@@ -697,7 +697,7 @@ func BenchmarkUploadMemory(b *testing.B) {
 		size = v << 20
 	}
 	s, c := server(b, "", "--max-upload", fmt.Sprintf("%dMiB", size>>20+1))
-	waitReady(b, c)
+	harness.WaitReady(b, c)
 	var growthMax int64
 	for b.Loop() {
 		b.StopTimer()
@@ -752,7 +752,7 @@ func TestCluster(t *testing.T) {
 	creds := filepath.Join(sA.DataDir, "store", "auth", "member.nk")
 	_, cB := server(t, "", "--nats", natsURL, "--nats-creds", creds)
 	w := exec.Command(kettleBin, "worker", "--nats", natsURL, "--nats-creds", creds, "--attester", "insecure", "--sandbox", sandboxMode(),
-		"--allow-local-repos", "--allow-private-networks", "--work-dir", tempDir(t))
+		"--allow-local-repos", "--allow-private-networks", "--work-dir", harness.DataDir(t))
 	var wlog bytes.Buffer
 	w.Stdout, w.Stderr = &wlog, &wlog
 	w.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -763,11 +763,11 @@ func TestCluster(t *testing.T) {
 		syscall.Kill(-w.Process.Pid, syscall.SIGKILL)
 		w.Wait()
 		if t.Failed() {
-			t.Logf("worker log:\n%s", tail(wlog.String(), 40))
+			t.Logf("worker log:\n%s", harness.Tail(wlog.String(), 40))
 		}
 	})
-	waitReady(t, cB)
-	waitReady(t, cA)
+	harness.WaitReady(t, cB)
+	harness.WaitReady(t, cA)
 	id, evs, res := buildAndWait(t, cB, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
 	if res.Status != "ok" {
 		t.Fatalf("%+v\n%s", res, eventLog(evs))
@@ -787,7 +787,7 @@ func TestCluster(t *testing.T) {
 func TestQueuePositions(t *testing.T) {
 	slow := serveRepo(t, "slowpos", 3*time.Second)
 	_, c := server(t, "", "--workers", "1")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	ctx := context.Background()
 	first, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: slow.URL})
 	if err != nil {
@@ -832,7 +832,7 @@ func TestQueuePositions(t *testing.T) {
 
 // TestAuthToken: --auth-token-file guards the POST routes only.
 func TestAuthToken(t *testing.T) {
-	tok := filepath.Join(tempDir(t), "token")
+	tok := filepath.Join(harness.DataDir(t), "token")
 	os.WriteFile(tok, []byte("s3cret-token\n"), 0o600)
 	_, c := server(t, "", "--auth-token-file", tok)
 	body := `{"nonce":"00","repo_url":"http://127.0.0.1:1/x.git"}`

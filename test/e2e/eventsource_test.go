@@ -28,7 +28,7 @@ func TestEventSourceThroughServe(t *testing.T) {
 
 	repo := serveRepo(t, "es", 0)
 	s, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
 	if res.Status != "ok" {
 		t.Fatalf("%+v", res)

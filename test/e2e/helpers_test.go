@@ -17,7 +17,6 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -37,25 +36,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("e2e: linux only")
 		os.Exit(0)
 	}
-	dir, err := os.MkdirTemp("", "kettle-e2e-bin-")
-	if err != nil {
-		panic(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	kettleBin, err = harness.BuildBinary(ctx, dir)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	// The server finds cargo where rustup put it.
-	if home, err := os.UserHomeDir(); err == nil {
-		os.Setenv("PATH", filepath.Join(home, ".cargo", "bin")+string(os.PathListSeparator)+os.Getenv("PATH"))
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(harness.Main(m, "e2e", &kettleBin))
 }
 
 // sandboxMode is the --sandbox of test servers (KETTLE_E2E_SANDBOX, default
@@ -77,69 +58,11 @@ func sandboxMode() string {
 func server(t testing.TB, dataDir string, args ...string) (*harness.Server, *harness.Client) {
 	t.Helper()
 	if dataDir == "" {
-		dataDir = filepath.Join(tempDir(t), "data")
+		dataDir = filepath.Join(harness.DataDir(t), "data")
 	}
 	base := []string{"--attester", "insecure", "--sandbox", sandboxMode(), "--allow-local-repos",
 		"--allow-private-networks", "--log-format", "json", "--shutdown-timeout", "2m"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: append(base, args...),
-		LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log (%s):\n%s", s.LogPath, tail(s.Log(), 60))
-		}
-	})
-	return s, &harness.Client{URL: s.URL}
-}
-
-// tempDir is a directory for server data inside t.TempDir: after a kill
-// -9, processes the server started (git, the sandbox) may still be
-// finishing, so its removal retries for a while first; whatever is still
-// there then makes t.TempDir's own cleanup fail the test (a leak).
-func tempDir(t testing.TB) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "d")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for i := 0; i < 100; i++ {
-			if os.RemoveAll(dir) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
-	return dir
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func waitReady(t testing.TB, c *harness.Client) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := c.Do(context.Background(), "GET", "/ready", "", nil)
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: append(base, args...)}, false)
 }
 
 // project writes a zero-dependency Cargo binary crate. With sleep > 0 a
@@ -280,44 +203,6 @@ func moduleRepo(t *testing.T, module, version string, extra map[string]string) g
 	git(t, work, "tag", "-a", "-m", version, version)
 	head := git(t, work, "rev-parse", "HEAD")
 	return gitRepo{URL: publish(t, root, work, name), Commit: head, Old: head}
-}
-
-// targz packs dir as a gzip tarball under top/.
-func targz(t *testing.T, dir, top string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	var paths []string
-	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && p != dir {
-			paths = append(paths, p)
-		}
-		return err
-	})
-	sort.Strings(paths)
-	for _, p := range paths {
-		fi, err := os.Lstat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rel, _ := filepath.Rel(dir, p)
-		h, _ := tar.FileInfoHeader(fi, "")
-		h.Name = top + "/" + filepath.ToSlash(rel)
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().IsRegular() {
-			b, _ := os.ReadFile(p)
-			tw.Write(b)
-		}
-	}
-	tw.Close()
-	zw.Close()
-	return buf.Bytes()
 }
 
 // extract unpacks a result tarball into a new dir and returns <top>'s path.

@@ -58,7 +58,7 @@ func TestIGVMImagePolicy(t *testing.T) {
 
 	repo := serveRepo(t, "igvm", 0)
 	_, c := server(t, "", "--attester", "sim-snp", "--sim-measurement", m.Digest.String())
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	nonce := harness.NewNonce()
 	id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: nonce, RepoURL: repo.URL, RepoRef: "v1"})
 	if res.Status != "ok" {

@@ -14,7 +14,7 @@ import (
 func TestPhases(t *testing.T) {
 	repo := serveRepo(t, "phases", 0)
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	id, _, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
 	if res.Status != "ok" {
 		t.Fatalf("%+v", res)

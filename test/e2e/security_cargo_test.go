@@ -30,25 +30,10 @@ func securityServer(t *testing.T, env []string) (*harness.Server, *harness.Clien
 	t.Helper()
 	testenv.NeedTool(t, "bwrap")
 	testenv.NeedTool(t, "cargo")
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	args := []string{"--attester", "insecure", "--sandbox", "bwrap", "--allow-local-repos",
 		"--allow-private-networks", "--log-format", "json", "--shutdown-timeout", "2m", "--workers", "2"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: args, Env: env,
-		LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log (%s):\n%s", s.LogPath, tail(s.Log(), 60))
-		}
-	})
-	c := &harness.Client{URL: s.URL}
-	waitReady(t, c)
-	return s, c
+	return harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: args, Env: env}, true)
 }
 
 // securityProject copies testdata/security/<name> into a new directory,
@@ -84,7 +69,7 @@ func securityProject(t *testing.T, name string, repl map[string]string) string {
 
 func submitDir(t *testing.T, c *harness.Client, dir string) string {
 	t.Helper()
-	archive := targz(t, dir, filepath.Base(dir))
+	archive := harness.Targz(t, dir, filepath.Base(dir))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(),

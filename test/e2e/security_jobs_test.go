@@ -39,34 +39,6 @@ func securityData(t *testing.T, finding string) string {
 	return filepath.Join(root, "testdata", "security", finding)
 }
 
-// copyTree copies the regular files and directories of src to dst,
-// keeping the modes (the attack scripts are executable).
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		out := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(out, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		fi, _ := d.Info()
-		return os.WriteFile(out, b, fi.Mode().Perm()|0o200)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // buildRTForge compiles the red team's JetStream client (rtforge) as a
 // static binary.
 func buildRTForge(t *testing.T) string {
@@ -120,7 +92,7 @@ func TestSecurityNATSJobStoreForgery(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	natsURL := "nats://" + addr
 	s, c := server(t, "", "--workers", "1", "--nats-listen", addr)
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	creds := filepath.Join(s.DataDir, "store", "auth", "member.nk")
 	seed, err := os.ReadFile(creds)
 	if err != nil {
@@ -134,20 +106,20 @@ func TestSecurityNATSJobStoreForgery(t *testing.T) {
 	// store while the fetch phase has the network, then tries to read the
 	// credentials file; build.rs prints what it got.
 	att := filepath.Join(t.TempDir(), "cargo-nats-swap")
-	copyTree(t, filepath.Join(data, "cargo-nats-swap"), att)
+	harness.CopyTree(t, filepath.Join(data, "cargo-nats-swap"), att)
 	wrap := filepath.Join(att, "tools", "wrap.sh")
 	b, _ := os.ReadFile(wrap)
 	b = []byte(strings.NewReplacer("@NATS_URL@", natsURL, "@CREDS@", creds).Replace(string(b)))
 	os.WriteFile(wrap, b, 0o755)
 	rb, _ := os.ReadFile(rtforge)
 	os.WriteFile(filepath.Join(att, "tools", "rtforge"), rb, 0o755)
-	os.WriteFile(filepath.Join(att, "tools", "evil.tar.gz"), targz(t, filepath.Join(data, "evil-src", "victim-app"), "victim-app"), 0o644)
-	victimArchive := targz(t, filepath.Join(data, "cargo-victim"), "cargo-victim")
+	os.WriteFile(filepath.Join(att, "tools", "evil.tar.gz"), harness.Targz(t, filepath.Join(data, "evil-src", "victim-app"), "victim-app"), 0o644)
+	victimArchive := harness.Targz(t, filepath.Join(data, "cargo-victim"), "cargo-victim")
 	victimSum := sha256.Sum256(victimArchive)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	attID, err := c.SubmitArchive(ctx, targz(t, att, "cargo-nats-swap"), "cargo-nats-swap.tar.gz", harness.NewNonce())
+	attID, err := c.SubmitArchive(ctx, harness.Targz(t, att, "cargo-nats-swap"), "cargo-nats-swap.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,25 +318,25 @@ func dirSize(dir string) int64 {
 func TestSecurityLogFlood(t *testing.T) {
 	testenv.NeedTool(t, "cargo")
 	s, c := server(t, "", "--workers", "2", "--max-log-bytes", "2MiB")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	store := filepath.Join(s.DataDir, "store")
 	before := dirSize(store)
 	flood := floodProject(t, "flood", 3000, 16000, 0)
 	honest := filepath.Join(t.TempDir(), "honest")
 	project(t, honest, "honest", 0)
 	ctx := context.Background()
-	floodID, err := c.SubmitArchive(ctx, targz(t, flood, "flood"), "flood.tar.gz", harness.NewNonce())
+	floodID, err := c.SubmitArchive(ctx, harness.Targz(t, flood, "flood"), "flood.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
-	honestID, err := c.SubmitArchive(ctx, targz(t, honest, "honest"), "honest.tar.gz", harness.NewNonce())
+	honestID, err := c.SubmitArchive(ctx, harness.Targz(t, honest, "honest"), "honest.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
 	evs, total := sseTotal(t, c, floodID)
 	res, _ := harness.ParseComplete(evs[len(evs)-1])
 	if res.Status != "ok" {
-		t.Fatalf("flood build: %+v\n%s", res, tail(eventLog(evs), 20))
+		t.Fatalf("flood build: %+v\n%s", res, harness.Tail(eventLog(evs), 20))
 	}
 	var summaries []string
 	long := 0
@@ -404,16 +376,16 @@ func TestSecurityLogFlood(t *testing.T) {
 func TestSecurityGiantResult(t *testing.T) {
 	testenv.NeedTool(t, "cargo")
 	_, c := server(t, "", "--workers", "2", "--max-result", "3MiB")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	giant := floodProject(t, "giant", 0, 0, 6<<20)
 	honest := filepath.Join(t.TempDir(), "honest")
 	project(t, honest, "honest", 0)
 	ctx := context.Background()
-	gID, err := c.SubmitArchive(ctx, targz(t, giant, "giant"), "giant.tar.gz", harness.NewNonce())
+	gID, err := c.SubmitArchive(ctx, harness.Targz(t, giant, "giant"), "giant.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
-	hID, err := c.SubmitArchive(ctx, targz(t, honest, "honest"), "honest.tar.gz", harness.NewNonce())
+	hID, err := c.SubmitArchive(ctx, harness.Targz(t, honest, "honest"), "honest.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +395,7 @@ func TestSecurityGiantResult(t *testing.T) {
 	}
 	res, _ := harness.ParseComplete(gEvs[len(gEvs)-1])
 	if res.Status != "failed" || res.ErrorType != "LimitExceeded" || !strings.Contains(res.Error, "result size limit of 3 MiB (--max-result)") {
-		t.Fatalf("giant result: %+v\n%s", res, tail(eventLog(gEvs), 10))
+		t.Fatalf("giant result: %+v\n%s", res, harness.Tail(eventLog(gEvs), 10))
 	}
 	if code, _, body := get(t, c, "/build/"+gID+"/result"); code != 404 || !strings.Contains(body, "LimitExceeded") {
 		t.Errorf("result of the failed job: %d %q", code, body)
@@ -449,7 +421,7 @@ func TestSecurityNonceNote(t *testing.T) {
 	testenv.NeedTool(t, "cargo")
 	repo := serveRepo(t, "noncenote", 0)
 	_, c := server(t, "", "--workers", "1")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	ct, body := multipartForm(map[string]string{"repo_url": repo.URL})
 	code, h, _ := post(t, c, "/build", ct, body)
 	id := h.Get("X-Kettle-Job-Id")

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/kettle-build/kettle/bench/harness"
 	"github.com/kettle-build/kettle/internal/testenv"
@@ -33,23 +31,10 @@ func nixServer(t *testing.T) (*harness.Server, *harness.Client) {
 	t.Helper()
 	testenv.NeedTool(t, "nix")
 	testenv.NeedTool(t, "bwrap")
-	dataDir := filepath.Join(tempDir(t), "data")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: dataDir,
+	dataDir := filepath.Join(harness.DataDir(t), "data")
+	return harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: dataDir,
 		Args: []string{"--attester", "insecure", "--sandbox", "bwrap", "--workers", "2", "--log-format", "json",
-			"--shutdown-timeout", "2m"},
-		LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log (%s):\n%s", s.LogPath, tail(s.Log(), 60))
-		}
-	})
-	return s, &harness.Client{URL: s.URL}
+			"--shutdown-timeout", "2m"}}, false)
 }
 
 // nixProject copies testdata/<rel> to a new directory, replacing each
@@ -91,7 +76,7 @@ func submitNix(t *testing.T, c *harness.Client, dir string) nixJob {
 	t.Helper()
 	name := filepath.Base(dir)
 	id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(),
-		SourceData: base64.StdEncoding.EncodeToString(targz(t, dir, name)), SourceName: name + ".tar.gz"})
+		SourceData: base64.StdEncoding.EncodeToString(harness.Targz(t, dir, name)), SourceName: name + ".tar.gz"})
 	j := nixJob{id: id, log: eventLog(evs), res: res}
 	if res.Status == "ok" {
 		tarball, _ := download(t, c, id)

@@ -54,23 +54,15 @@ func pgProject(t *testing.T, name string) string {
 // complete result, the events and (when it succeeded) the extracted bundle.
 func pgSubmit(t *testing.T, c *harness.Client, dir, name string) (harness.Complete, []harness.Event, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	id, err := c.SubmitArchive(ctx, targz(t, dir, name), name+".tar.gz", harness.NewNonce())
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := c.Wait(ctx, id)
-	if err != nil {
-		t.Fatalf("events of %s: %v", id, err)
-	}
-	res, err := harness.ParseComplete(evs[len(evs)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
+	archive := harness.Targz(t, dir, name)
+	id, evs, res := followBuild(t, c, 4*time.Minute, func(ctx context.Context) (string, error) {
+		return c.SubmitArchive(ctx, archive, name+".tar.gz", harness.NewNonce())
+	})
 	if res.Status != "ok" {
 		return res, evs, ""
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
 	var buf bytes.Buffer
 	if _, _, err := c.Download(ctx, id, &buf); err != nil {
 		t.Fatal(err)
@@ -116,7 +108,7 @@ func pgDeps(t *testing.T, dir string) []provenance.Dependency {
 func TestSecurityPnpmGo(t *testing.T) {
 	testenv.NeedTool(t, "bwrap")
 	_, c := server(t, "", "--workers", "2")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 
 	t.Run("go-replace-lie", func(t *testing.T) {
 		t.Parallel()

@@ -29,45 +29,19 @@ import (
 func bwrapServer(t *testing.T, env []string, args ...string) (*harness.Server, *harness.Client) {
 	t.Helper()
 	testenv.NeedTool(t, "bwrap")
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	base := []string{"--attester", "insecure", "--sandbox", "bwrap", "--allow-local-repos",
 		"--allow-private-networks", "--log-format", "json", "--shutdown-timeout", "2m"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: append(base, args...),
-		Env: env, LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log (%s):\n%s", s.LogPath, tail(s.Log(), 60))
-		}
-	})
-	c := &harness.Client{URL: s.URL}
-	waitReady(t, c)
-	return s, c
+	return harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: append(base, args...), Env: env}, true)
 }
 
 // submitWait submits an archive of dir and waits for its end.
 func submitWait(t *testing.T, c *harness.Client, dir string) (string, []harness.Event, harness.Complete) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	id, err := c.SubmitArchive(ctx, targz(t, dir, filepath.Base(dir)), filepath.Base(dir)+".tar.gz", harness.NewNonce())
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, err := c.Wait(ctx, id)
-	if err != nil {
-		t.Fatalf("events of %s: %v", id, err)
-	}
-	res, err := harness.ParseComplete(evs[len(evs)-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, evs, res
+	archive := harness.Targz(t, dir, filepath.Base(dir))
+	return followBuild(t, c, 4*time.Minute, func(ctx context.Context) (string, error) {
+		return c.SubmitArchive(ctx, archive, filepath.Base(dir)+".tar.gz", harness.NewNonce())
+	})
 }
 
 // allocated is the disk space (blocks) used under dir.

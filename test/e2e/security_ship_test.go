@@ -43,7 +43,7 @@ func configRepo(t *testing.T, cfg string, setup func(work, outside string)) gitR
 func TestSecurityBuildConfig(t *testing.T) {
 	testenv.NeedTool(t, "go")
 	testenv.NeedTool(t, "git")
-	marker := filepath.Join(tempDir(t), "marker")
+	marker := filepath.Join(harness.DataDir(t), "marker")
 	hostile := []struct {
 		name, cfg, want string
 		setup           func(work, outside string)
@@ -67,7 +67,7 @@ func TestSecurityBuildConfig(t *testing.T) {
 		{"section of another toolchain", "[cargo]\nbins = [\"x\"]\n", "[cargo] section", nil},
 	}
 	_, c := server(t, "", "--workers", "2")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	for _, tc := range hostile {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -84,7 +84,7 @@ func TestSecurityBuildConfig(t *testing.T) {
 			}
 			res, _ := harness.ParseComplete(evs[len(evs)-1])
 			if res.Status == "ok" || res.ErrorType != "InvalidSource" || !strings.Contains(res.Error, "kettle.toml") || !strings.Contains(res.Error, tc.want) {
-				t.Fatalf("result %+v, want InvalidSource about kettle.toml (%q)\n%s", res, tc.want, tail(eventLog(evs), 2000))
+				t.Fatalf("result %+v, want InvalidSource about kettle.toml (%q)\n%s", res, tc.want, harness.Tail(eventLog(evs), 2000))
 			}
 			if strings.Contains(eventLog(evs), "Running `") {
 				t.Errorf("a build command ran:\n%s", eventLog(evs))

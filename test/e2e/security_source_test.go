@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kettle-build/kettle/bench/harness"
 	"github.com/kettle-build/kettle/internal/testenv"
@@ -22,23 +20,9 @@ func securitySourceServer(t *testing.T, rt string) *harness.Client {
 	testenv.NeedTool(t, "bwrap")
 	testenv.NeedTool(t, "git")
 	testenv.NeedTool(t, "tar")
-	dataDir := filepath.Join(tempDir(t), "data")
+	dataDir := filepath.Join(harness.DataDir(t), "data")
 	args := []string{"--attester", "insecure", "--sandbox", "bwrap", "--log-format", "json", "--workers", "2", "--shutdown-timeout", "2m"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: args, Env: []string{"RT=" + rt},
-		LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log (%s):\n%s", s.LogPath, tail(s.Log(), 60))
-		}
-	})
-	c := &harness.Client{URL: s.URL}
-	waitReady(t, c)
+	_, c := harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: dataDir, Args: args, Env: []string{"RT=" + rt}}, true)
 	return c
 }
 
@@ -163,7 +147,7 @@ func TestSecuritySourceGitConfigSymlink(t *testing.T) {
 			if tc.dirty {
 				os.WriteFile(filepath.Join(work, "src", "main.rs"), []byte("fn main() { println!(\"changed\"); }\n"), 0o644)
 			}
-			data := targz(t, tc.dir, filepath.Base(tc.dir))
+			data := harness.Targz(t, tc.dir, filepath.Base(tc.dir))
 			id, evs, res := buildAndWait(t, c, harness.BuildRequest{Nonce: harness.NewNonce(), SourceData: base64.StdEncoding.EncodeToString(data)})
 			if res.Status != "ok" {
 				t.Fatalf("build failed: %+v\n%s", res, eventLog(evs))

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kettle-build/kettle/bench/harness"
 	"github.com/kettle-build/kettle/internal/testenv"
 )
 
@@ -38,7 +39,7 @@ func TestSeedStreamClientLongLines(t *testing.T) {
 	git(t, repo, "commit", "-q", "-m", "long lines")
 
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)

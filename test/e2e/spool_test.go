@@ -36,29 +36,16 @@ type spoolServer struct {
 
 func startSpoolServer(t *testing.T, args ...string) *spoolServer {
 	t.Helper()
-	data := filepath.Join(tempDir(t), "data")
+	data := filepath.Join(harness.DataDir(t), "data")
 	tmp := filepath.Join(t.TempDir(), "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	base := []string{"--attester", "insecure", "--sandbox", sandboxMode(), "--allow-local-repos",
 		"--allow-private-networks", "--log-format", "json", "--shutdown-timeout", "2s"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := harness.Start(ctx, harness.Config{Bin: kettleBin, DataDir: data, Args: append(base, args...),
-		Env: []string{"TMPDIR=" + tmp}, LogPath: filepath.Join(t.TempDir(), "serve.log")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			t.Logf("server log:\n%s", tail(s.Log(), 60))
-		}
-	})
-	ss := &spoolServer{Server: s, c: &harness.Client{URL: s.URL}, spool: filepath.Join(data, "spool"), tmp: tmp}
-	waitReady(t, ss.c)
-	return ss
+	s, c := harness.StartTest(t, harness.Config{Bin: kettleBin, DataDir: data, Args: append(base, args...),
+		Env: []string{"TMPDIR=" + tmp}}, true)
+	return &spoolServer{Server: s, c: c, spool: filepath.Join(data, "spool"), tmp: tmp}
 }
 
 // entries lists dir ("" entries when it does not exist).
@@ -195,7 +182,7 @@ func TestSpoolAfterBuilds(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(empty, "README"), []byte("no lockfile\n"), 0o644)
-	id, err := s.c.SubmitArchive(ctx, targz(t, empty, "empty"), "empty.tar.gz", harness.NewNonce())
+	id, err := s.c.SubmitArchive(ctx, harness.Targz(t, empty, "empty"), "empty.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +201,7 @@ func TestSpoolAfterBuilds(t *testing.T) {
 	// source-* in the data dir while it runs.
 	work := filepath.Join(t.TempDir(), "slow")
 	project(t, work, "slow", 3*time.Second)
-	id, err = s.c.SubmitArchive(ctx, targz(t, work, "slow"), "slow.tar.gz", harness.NewNonce())
+	id, err = s.c.SubmitArchive(ctx, harness.Targz(t, work, "slow"), "slow.tar.gz", harness.NewNonce())
 	if err != nil {
 		t.Fatal(err)
 	}

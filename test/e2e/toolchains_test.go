@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,34 +59,7 @@ func copyProject(t *testing.T, name string) string {
 	}
 	src := filepath.Join(root, "testdata", "projects", name)
 	dst := filepath.Join(t.TempDir(), name)
-	err = filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() && (d.Name() == "kettle-build" || d.Name() == "node_modules" || d.Name() == ".git") {
-			return filepath.SkipDir
-		}
-		out := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(out, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(out, b, fi.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	harness.CopyTree(t, src, dst, "kettle-build", "node_modules", ".git")
 	return dst
 }
 
@@ -139,12 +111,12 @@ func checkProvenance(t *testing.T, dir string, p toolchainProject) {
 // nonce and `kettle verify --nonce … --allow-insecure`.
 func TestToolchainsService(t *testing.T) {
 	_, c := server(t, "", "--workers", "2")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	for _, p := range toolchainProjects {
 		t.Run(p.toolchain, func(t *testing.T) {
 			t.Parallel()
 			needToolchain(t, p)
-			archive := targz(t, copyProject(t, p.name), p.name)
+			archive := harness.Targz(t, copyProject(t, p.name), p.name)
 			nonce := harness.NewNonce()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

@@ -141,7 +141,7 @@ func (p *page) waitJS(d time.Duration, what, cond string) {
 		if time.Now().After(deadline) {
 			var body string
 			p.eval("document.body.innerText", &body)
-			p.t.Fatalf("timed out after %s waiting for %s; page text:\n%s\nconsole errors: %v", d, what, tail(body, 40), p.errors())
+			p.t.Fatalf("timed out after %s waiting for %s; page text:\n%s\nconsole errors: %v", d, what, harness.Tail(body, 40), p.errors())
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
@@ -307,7 +307,7 @@ func (p *page) verifyInPage(file, nonce string, insecure, drop bool) (map[string
 func TestWebPage(t *testing.T) {
 	repo := serveRepo(t, "webpage", 0)
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	downloads := t.TempDir()
 	p := newPage(t, c.URL, downloads)
 
@@ -675,7 +675,7 @@ func (c *cutWriter) Flush() {
 func TestWebPageResume(t *testing.T) {
 	repo := serveRepo(t, "webresume", 0)
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	ctx := context.Background()
 	id, err := c.Submit(ctx, harness.BuildRequest{Nonce: harness.NewNonce(), RepoURL: repo.URL})
 	if err != nil {
@@ -772,9 +772,9 @@ func (p *postRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestWebPageArchive(t *testing.T) {
 	src := t.TempDir()
 	project(t, src, "webarchive", 0)
-	data := targz(t, src, "webarchive")
+	data := harness.Targz(t, src, "webarchive")
 	_, c := server(t, "")
-	waitReady(t, c)
+	harness.WaitReady(t, c)
 	target, err := url.Parse(c.URL)
 	if err != nil {
 		t.Fatal(err)

@@ -12,8 +12,6 @@ package cargo
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,15 +56,17 @@ func (d *Driver) Name() string     { return "cargo" }
 func (d *Driver) Title() string    { return "Cargo" }
 func (d *Driver) Lockfile() string { return LockfileName }
 
+// ArtifactRule names what Artifacts collects, for the NoArtifacts message.
+func (d *Driver) ArtifactRule() string { return "no binary in target/release" }
+
 // Inputs reads Cargo.lock, the manifests and .cargo/config.toml, checks
 // vendored crates, and hashes cargo and rustc.
-func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	proj, err := ReadProject(w.Dir)
+func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	proj, err := ReadProject(w.Dir, lock.Data)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, clientMsg(err))
 	}
-	sum := sha256.Sum256(proj.LockData)
-	lockHash := hex.EncodeToString(sum[:])
+	lockHash := lock.SHA256
 	deps, err := proj.Lock.Dependencies(proj)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, clientMsg(err))
@@ -78,11 +78,11 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	// project.
 	neutral := *w
 	neutral.Dir = "/"
-	cargo, cargoPath, err := toolchain.ResolveTool(ctx, &neutral, "cargo")
+	cargo, cargoPath, err := resolveTool(ctx, &neutral, "cargo")
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cargo is not usable on this builder")
 	}
-	rustc, rustcPath, err := toolchain.ResolveTool(ctx, &neutral, "rustc")
+	rustc, rustcPath, err := resolveTool(ctx, &neutral, "rustc")
 	if err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "rustc is not usable on this builder")
 	}
@@ -91,13 +91,24 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		d.rustdoc = rd
 	}
 	return &toolchain.Inputs{
-		LockfileSHA256: lockHash,
-		Toolchain:      provenance.Toolchain{cargo, rustc},
-		Dependencies:   deps,
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{cargo, rustc},
+		Dependencies: deps,
 		MerkleLeaves: func(gitCommit, gitTree string) []string {
-			return provenance.CargoMerkleLeaves(gitCommit, gitTree, rustc, cargo, lockHash, deps)
+			return MerkleLeaves(gitCommit, gitTree, rustc, cargo, lockHash, deps)
 		},
 	}, nil
+}
+
+// MerkleLeaves are the peer's Cargo leaves (reference §D.1): gitCommit,
+// gitTree, rustc hash and version, cargo hash and version, lockfile hash,
+// then every dependency uri in order.
+func MerkleLeaves(gitCommit, gitTree string, rustc, cargo provenance.Tool, lockfileSHA256 string, deps []provenance.Dependency) []string {
+	l := []string{gitCommit, gitTree, rustc.SHA256, rustc.Version, cargo.SHA256, cargo.Version, lockfileSHA256}
+	for _, d := range deps {
+		l = append(l, d.URI)
+	}
+	return l
 }
 
 func isFile(p string) bool {

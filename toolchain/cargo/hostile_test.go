@@ -118,7 +118,7 @@ func TestFetchRunsNoProjectCode(t *testing.T) {
 	w := &toolchain.Workspace{Dir: dir, CacheDir: filepath.Join(base, "cache"), Runner: sandbox.NewNone(), Env: env,
 		Log: func(l string) { log = append(log, l) }}
 	d := cargo.New()
-	if _, err := d.Inputs(t.Context(), w); err != nil {
+	if _, err := toolchain.Plan(t.Context(), d, w); err != nil {
 		t.Fatalf("Inputs: %v", err)
 	}
 	if err := d.Fetch(t.Context(), w); err != nil {
@@ -149,7 +149,7 @@ func TestBuildOverridesProgramKeys(t *testing.T) {
 	marker := filepath.Join(base, "MARKER")
 	url, hits := loopback(t)
 	hostileProject(t, dir, marker, url, everyKey)
-	res, err := pipeline.Run(t.Context(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env,
+	res, err := pipeline.RunDir(t.Context(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env,
 		CacheDir: filepath.Join(base, "cache"), SourceURI: "https://example.com/app.git"})
 	if err != nil {
 		t.Fatalf("Run: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))

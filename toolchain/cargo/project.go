@@ -135,18 +135,18 @@ func inside(root *os.Root, base, p, what string) (string, error) {
 	return q, nil
 }
 
-// ReadProject reads and checks the Cargo project in dir. Every refusal
-// wraps ErrProject or ErrLockfile and is safe to show the client.
-func ReadProject(dir string) (*Project, error) {
+// ReadProject reads and checks the Cargo project in dir whose Cargo.lock
+// is lockData (toolchain.ReadLock's bytes). Every refusal wraps ErrProject
+// or ErrLockfile and is safe to show the client.
+func ReadProject(dir string, lockData []byte) (*Project, error) {
+	if lockData == nil {
+		return nil, fmt.Errorf("%w: cannot read Cargo.lock", ErrLockfile)
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
-	lockData, err := readFile(root, LockfileName, 64<<20)
-	if err != nil {
-		return nil, fmt.Errorf("%w: cannot read Cargo.lock", ErrLockfile)
-	}
 	lf, err := ParseLock(lockData)
 	if err != nil {
 		return nil, err

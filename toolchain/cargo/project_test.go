@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/toolchain"
 	"golang.org/x/mod/sumdb/dirhash"
 )
 
@@ -120,7 +122,7 @@ name = "standalone"
 version = "2.0.0"
 `,
 	})
-	p, err := ReadProject(dir)
+	p, err := readProject(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,14 +278,17 @@ func TestProjectRefusals(t *testing.T) {
 					t.Skip(err)
 				}
 			}
-			p, err := ReadProject(dir)
+			p, err := readProject(dir)
 			if err == nil {
 				_, err = p.Lock.Dependencies(p)
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
-			if !errors.Is(err, ErrProject) && !errors.Is(err, ErrLockfile) {
+			// A lockfile the plan cannot read is refused by
+			// toolchain.ReadLock, as a classified failure.
+			var fe *failure.Error
+			if !errors.Is(err, ErrProject) && !errors.Is(err, ErrLockfile) && !errors.As(err, &fe) {
 				t.Errorf("not a client error: %v", err)
 			}
 			for _, leak := range []string{"job-4f1d-secret-name", "src-123", outside} {
@@ -336,7 +341,7 @@ func vendorProject(t *testing.T, mutate func(dir string, sums map[string]string)
 // never as the registry package; anything in between is refused.
 func TestVendored(t *testing.T) {
 	dir, _ := vendorProject(t, nil)
-	p, err := ReadProject(dir)
+	p, err := readProject(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +391,7 @@ func TestVendored(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir, _ := vendorProject(t, tc.mutate)
-			_, err := ReadProject(dir)
+			_, err := readProject(dir)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrProject) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
@@ -396,26 +401,26 @@ func TestVendored(t *testing.T) {
 	t.Run("no checksum file", func(t *testing.T) {
 		dir, _ := vendorProject(t, nil)
 		os.Remove(filepath.Join(dir, "vendor/itoa/.cargo-checksum.json"))
-		if _, err := ReadProject(dir); err == nil || !strings.Contains(err.Error(), "no readable .cargo-checksum.json") {
+		if _, err := readProject(dir); err == nil || !strings.Contains(err.Error(), "no readable .cargo-checksum.json") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("vendored copy of a source that is not replaced", func(t *testing.T) {
 		dir, _ := vendorProject(t, nil)
 		os.WriteFile(filepath.Join(dir, ".cargo/config.toml"), []byte("[source.vendored-sources]\ndirectory = \"vendor\"\n"), 0o644)
-		if _, err := ReadProject(dir); err == nil || !strings.Contains(err.Error(), "cannot tell whether cargo replaces") {
+		if _, err := readProject(dir); err == nil || !strings.Contains(err.Error(), "cannot tell whether cargo replaces") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("replaced but not vendored", func(t *testing.T) {
 		dir, _ := vendorProject(t, nil)
 		os.RemoveAll(filepath.Join(dir, "vendor/itoa"))
-		if _, err := ReadProject(dir); err == nil || !strings.Contains(err.Error(), "which does not hold it") {
+		if _, err := readProject(dir); err == nil || !strings.Contains(err.Error(), "which does not hold it") {
 			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("the finding's project", func(t *testing.T) {
-		_, err := ReadProject(filepath.Join("..", "..", "testdata", "security", "cargo-vendor-lie"))
+		_, err := readProject(filepath.Join("..", "..", "testdata", "security", "cargo-vendor-lie"))
 		if err == nil || !strings.Contains(err.Error(), "vendored crate vendor/itoa (itoa@1.0.11): .cargo-checksum.json lists no files") {
 			t.Fatalf("err = %v", err)
 		}
@@ -436,7 +441,7 @@ func FuzzProject(f *testing.F) {
 		os.WriteFile(filepath.Join(dir, "m", "x", "Cargo.toml"), manifest, 0o644)
 		os.WriteFile(filepath.Join(dir, ".cargo", "config.toml"), config, 0o644)
 		os.WriteFile(filepath.Join(dir, "Cargo.lock"), lock, 0o644)
-		p, err := ReadProject(dir)
+		p, err := readProject(dir)
 		if err == nil {
 			_, err = p.Lock.Dependencies(p)
 		}
@@ -520,7 +525,7 @@ func TestProjectFifoDoesNotBlock(t *testing.T) {
 			t.Skip(err)
 		}
 		done := make(chan error, 1)
-		go func() { _, err := ReadProject(dir); done <- err }()
+		go func() { _, err := readProject(dir); done <- err }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
@@ -544,4 +549,14 @@ func TestCanonicalGit(t *testing.T) {
 			t.Errorf("%s vs %s: same = %v", tc.a, tc.b, got)
 		}
 	}
+}
+
+// readProject is the driver's plan step on dir without the toolchain: the
+// lock read once by toolchain.ReadLock, then ReadProject.
+func readProject(dir string) (*Project, error) {
+	lock, err := toolchain.ReadLock(dir, New())
+	if err != nil {
+		return nil, err
+	}
+	return ReadProject(dir, lock.Data)
 }

@@ -122,7 +122,7 @@ func TestCargoFetchChecksum(t *testing.T) {
 	t.Run("honest", func(t *testing.T) {
 		base := t.TempDir()
 		proj, _, sum := localRegistryProject(t, base)
-		res, err := pipeline.Run(t.Context(), pipeline.Options{Dir: proj, Runner: sandbox.NewNone(), Env: env,
+		res, err := pipeline.RunDir(t.Context(), pipeline.Options{Dir: proj, Runner: sandbox.NewNone(), Env: env,
 			CacheDir: filepath.Join(base, "cache"), SourceURI: "https://example.com/app.git"})
 		if err != nil {
 			t.Fatalf("Run: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))
@@ -170,7 +170,7 @@ func TestCargoFetchChecksum(t *testing.T) {
 			proj, crate, sum := localRegistryProject(t, base)
 			tc.tamper(t, proj, crate, sum)
 			rec := &recorder{}
-			res, err := pipeline.Run(t.Context(), pipeline.Options{Dir: proj, Runner: sandbox.NewNone(), Env: env,
+			res, err := pipeline.RunDir(t.Context(), pipeline.Options{Dir: proj, Runner: sandbox.NewNone(), Env: env,
 				CacheDir: filepath.Join(base, "cache"), SourceURI: "https://example.com/app.git", Events: rec})
 			msg := failure.Message(err)
 			if err == nil || failure.KindOf(err) != failure.DependencyFetchFailed {

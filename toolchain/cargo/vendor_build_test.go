@@ -90,7 +90,7 @@ func TestVendoredBuild(t *testing.T) {
 	}
 	base := t.TempDir()
 	app := vendoredApp(t, env, base)
-	res, err := pipeline.Run(t.Context(), pipeline.Options{Dir: app, Runner: sandbox.NewNone(), Env: env,
+	res, err := pipeline.RunDir(t.Context(), pipeline.Options{Dir: app, Runner: sandbox.NewNone(), Env: env,
 		CacheDir: filepath.Join(base, "cache"), SourceURI: "https://example.com/app.git"})
 	if err != nil {
 		t.Fatalf("Run: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))
@@ -106,7 +106,7 @@ func TestVendoredBuild(t *testing.T) {
 	}
 
 	os.WriteFile(filepath.Join(app, "vendor/dep/src/lib.rs"), []byte("pub fn f() -> &'static str { \"TAMPERED\" }\n"), 0o644)
-	_, err = pipeline.Run(t.Context(), pipeline.Options{Dir: app, Runner: sandbox.NewNone(), Env: env,
+	_, err = pipeline.RunDir(t.Context(), pipeline.Options{Dir: app, Runner: sandbox.NewNone(), Env: env,
 		CacheDir: filepath.Join(base, "cache2"), SourceURI: "https://example.com/app.git"})
 	if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(failure.Message(err), "vendored crate vendor/dep (dep@0.2.0): src/lib.rs does not match its checksum") {
 		t.Fatalf("tampered: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))
@@ -145,7 +145,7 @@ func TestWorkspaceBuild(t *testing.T) {
 	if out, err := gen.CombinedOutput(); err != nil {
 		t.Fatalf("generate-lockfile: %v\n%s", err, out)
 	}
-	res, err := pipeline.Run(t.Context(), pipeline.Options{Dir: app, Runner: sandbox.NewNone(), Env: env,
+	res, err := pipeline.RunDir(t.Context(), pipeline.Options{Dir: app, Runner: sandbox.NewNone(), Env: env,
 		CacheDir: filepath.Join(base, "cache"), SourceURI: "https://example.com/ws.git"})
 	if err != nil {
 		t.Fatalf("Run: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))

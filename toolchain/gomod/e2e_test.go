@@ -53,7 +53,7 @@ func TestPipelineGo(t *testing.T) {
 		t.Run(tc.project, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), tc.project)
 			gitProject(t, filepath.Join("..", "..", "testdata", "projects", tc.project), dir)
-			res, err := pipeline.Run(ctx, pipeline.Options{Dir: dir, Runner: runner, Attester: att, Env: env()})
+			res, err := pipeline.RunDir(ctx, pipeline.Options{Dir: dir, Runner: runner, Attester: att, Env: env()})
 			if err != nil {
 				t.Fatalf("Run: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))
 			}
@@ -90,7 +90,7 @@ func TestPipelineGo(t *testing.T) {
 				dir2 := filepath.Join(t.TempDir(), "elsewhere", tc.project)
 				os.MkdirAll(filepath.Dir(dir2), 0o755)
 				gitProject(t, filepath.Join("..", "..", "testdata", "projects", tc.project), dir2)
-				res2, err := pipeline.Run(ctx, pipeline.Options{Dir: dir2, Runner: runner, Env: env()})
+				res2, err := pipeline.RunDir(ctx, pipeline.Options{Dir: dir2, Runner: runner, Env: env()})
 				if err != nil {
 					t.Fatalf("second Run: %v", err)
 				}
@@ -127,7 +127,7 @@ func TestPipelineGoTampered(t *testing.T) {
 	sum := filepath.Join(dir, gomod.SumFile)
 	b, _ := os.ReadFile(sum)
 	os.WriteFile(sum, []byte(strings.Replace(string(b), "h1:NIva", "h1:NIvb", 1)), 0o644)
-	_, err := pipeline.Run(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env()})
+	_, err := pipeline.RunDir(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env()})
 	msg := failure.Message(err)
 	if failure.KindOf(err) != failure.DependencyFetchFailed || !strings.Contains(msg, "github.com/google/uuid@v1.6.0: checksum mismatch") {
 		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), msg)

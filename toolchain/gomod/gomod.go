@@ -9,8 +9,6 @@ package gomod
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"go/version"
@@ -54,6 +52,7 @@ type Driver struct {
 	goRoot   string
 	module   string            // module path of the project
 	sum      *Sum              // parsed go.sum (nil when modOnly)
+	lockData []byte            // the lockfile as planned (toolchain.Lock)
 	names    map[string]string // artifact name → import path of its main package
 	local    bool              // go.mod replaces a module by a project directory
 	patterns []string          // kettle.toml [go] packages (nil: ./...)
@@ -84,7 +83,7 @@ func (d *Driver) Lockfile() string {
 // module by a directory outside the project, or a go.work naming one, is
 // refused before anything runs; one inside the project is recorded as
 // local code with the dirhash of its tree.
-func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
+func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
 	tool, err := d.resolve(ctx, w)
 	if err != nil {
 		return nil, err
@@ -94,9 +93,11 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		return nil, failure.Wrap(failure.InternalError, err, "cannot open the project")
 	}
 	defer root.Close()
-	modData, err := toolchain.ReadProjectFile(w.Dir, ModFile)
-	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.mod (it must be a regular file in the project root)")
+	modData := lock.Data // go.mod is the lockfile of a module without go.sum
+	if !d.modOnly {
+		if modData, err = toolchain.ReadProjectFile(w.Dir, ModFile); err != nil {
+			return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.mod (it must be a regular file in the project root)")
+		}
 	}
 	mi, err := ParseMod(modData)
 	if err != nil {
@@ -121,19 +122,13 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	}
 	d.module = mi.Module
 
-	var lockData []byte
 	if d.modOnly {
 		if n := len(unreplaced(mi)); n > 0 {
 			return nil, failure.New(failure.UnsupportedToolchain,
 				"go.mod requires %d module(s) but the project has no go.sum: run `go mod tidy` and commit go.sum", n)
 		}
-		lockData = modData
 	} else {
-		lockData, err = toolchain.ReadProjectFile(w.Dir, SumFile)
-		if err != nil {
-			return nil, failure.Wrap(failure.InvalidSource, err, "cannot read go.sum (it must be a regular file in the project root)")
-		}
-		d.sum, err = ParseSum(lockData)
+		d.sum, err = ParseSum(lock.Data)
 		if err != nil {
 			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
 		}
@@ -143,12 +138,12 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		logf(w, "kettle: %s is replaced by the project directory %s: recorded as local code (h1:%s)", l.Old, l.Dir, local[l.Dir])
 	}
 	d.local = len(mi.Local) > 0
-	sum := sha256.Sum256(lockData)
-	lockHash := hex.EncodeToString(sum[:])
+	d.lockData = lock.Data
+	lockHash := lock.SHA256
 	return &toolchain.Inputs{
-		LockfileSHA256: lockHash,
-		Toolchain:      provenance.Toolchain{tool},
-		Dependencies:   deps,
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{tool},
+		Dependencies: deps,
 		MerkleLeaves: func(gitCommit, gitTree string) []string {
 			return MerkleLeaves(gitCommit, gitTree, tool, lockHash, deps)
 		},
@@ -285,7 +280,7 @@ func (d *Driver) ready(ctx context.Context, w *toolchain.Workspace) error {
 	if d.goBin != "" && d.module != "" {
 		return nil
 	}
-	_, err := d.Inputs(ctx, w)
+	_, err := toolchain.Plan(ctx, d, w)
 	return err
 }
 
@@ -306,10 +301,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if d.modOnly {
 		return nil // nothing is required: nothing to download
 	}
-	before, err := toolchain.ReadProjectFile(w.Dir, SumFile)
-	if err != nil {
-		return failure.Wrap(failure.InvalidSource, err, "cannot read go.sum")
-	}
+	before := d.lockData // the go.sum the plan checked
 	proxy := toolchain.Getenv(w.Env, "GOPROXY")
 	if proxy == "" || proxy == "off" {
 		proxy = DefaultProxy
@@ -319,13 +311,26 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := os.MkdirAll(fetchTmp, 0o755); err != nil {
 		return err
 	}
+	var cached *cacheUse
+	ro := []string{d.goRoot}
+	if w.DepCache != nil {
+		var err error
+		if cached, err = d.fromCache(w); err != nil {
+			return failure.Wrap(failure.InternalError, err, "cannot use the shared dependency cache")
+		}
+		if cached.complete {
+			logf(w, "kettle: Fetch: %d module(s) and %d go.mod file(s) from the shared dependency cache, 0 downloaded", cached.modules, cached.goMods)
+			return nil
+		}
+		ro = append(ro, w.DepCache.EntriesDir()) // what the links name
+	}
 	det := &detail{}
-	err = toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
+	err := toolchain.Run(ctx, det.wrap(w), &sandbox.Cmd{
 		Args:     []string{d.goBin, "mod", "download", "-x"},
 		Env:      d.env(w, proxy, append(privateHome(d.fetchHome(w)), "GOCACHE=off", "TMPDIR="+fetchTmp)...),
 		Network:  true,
 		Writable: []string{w.CacheDir},
-		ReadOnly: []string{d.goRoot},
+		ReadOnly: ro,
 		Limits:   w.Limits,
 	})
 	after, rerr := toolchain.ReadProjectFile(w.Dir, SumFile)
@@ -340,6 +345,9 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		return withDetail(toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "go mod download", err), scrubPaths(det.text(), w))
 	}
 	n, err := VerifyCache(d.modCache(w), d.sum)
+	if err == nil && cached != nil {
+		err = checkLinks(d.modCache(w), cached)
+	}
 	if err != nil {
 		msg := "module cache does not match go.sum"
 		if errors.Is(err, ErrMismatch) || errors.Is(err, ErrUnpinned) {
@@ -348,6 +356,10 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		return failure.Wrap(failure.DependencyFetchFailed, err, msg)
 	}
 	logf(w, "kettle: %d module(s) verified against go.sum", n)
+	if cached != nil {
+		added := d.fill(ctx, w, cached)
+		logf(w, "kettle: Fetch: %d module(s) from the shared dependency cache, %d downloaded; %d entries added to the cache", cached.modules, n, added)
+	}
 	return nil
 }
 
@@ -387,6 +399,9 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) (err error) 
 		}
 	}
 	ro := []string{d.goRoot, d.modCache(w)}
+	if w.DepCache != nil {
+		ro = append(ro, w.DepCache.EntriesDir()) // the module links of fromCache name entries there
+	}
 	if seed, err := prepareStdCache(ctx, w.Env, d.goBin, d.goDigest); err == nil {
 		if err := seedCache(seed, filepath.Join(scratch, "cache")); err != nil {
 			return fmt.Errorf("seed GOCACHE: %w", err)

@@ -165,7 +165,7 @@ func TestBuildGoProject(t *testing.T) {
 	ctx := context.Background()
 	w, lines := workspace(t, projectDir(t, "go-hello"))
 	d := New()
-	in, err := d.Inputs(ctx, w)
+	in, err := toolchain.Plan(ctx, d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestBuildGoProject(t *testing.T) {
 		t.Fatalf("deps %+v", in.Dependencies)
 	}
 	leaves := in.MerkleLeaves("c", "t")
-	if len(leaves) != 6 || leaves[4] != in.LockfileSHA256 || leaves[5] != in.Dependencies[0].URI {
+	if len(leaves) != 6 || leaves[4] != in.Lock.SHA256 || leaves[5] != in.Dependencies[0].URI {
 		t.Fatalf("leaves %q", leaves)
 	}
 	if err := d.Fetch(ctx, w); err != nil {
@@ -252,7 +252,7 @@ func TestFetchTampered(t *testing.T) {
 			}
 			w, _ := workspace(t, dir)
 			d := New()
-			if _, err := d.Inputs(context.Background(), w); err != nil {
+			if _, err := toolchain.Plan(context.Background(), d, w); err != nil {
 				t.Fatal(err)
 			}
 			err := d.Fetch(context.Background(), w)
@@ -277,15 +277,15 @@ func TestModOnly(t *testing.T) {
 	if d.Lockfile() != ModFile {
 		t.Fatalf("lockfile %s", d.Lockfile())
 	}
-	in, err := d.Inputs(ctx, w)
+	in, err := toolchain.Plan(ctx, d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if in.Dependencies == nil || len(in.Dependencies) != 0 {
 		t.Fatalf("deps %#v", in.Dependencies)
 	}
-	if sum, _ := toolchain.SHA256File(filepath.Join(w.Dir, ModFile)); in.LockfileSHA256 != sum {
-		t.Fatalf("lockfile hash %s, go.mod %s", in.LockfileSHA256, sum)
+	if sum, _ := toolchain.SHA256File(filepath.Join(w.Dir, ModFile)); in.Lock.SHA256 != sum {
+		t.Fatalf("lockfile hash %s, go.mod %s", in.Lock.SHA256, sum)
 	}
 	if err := d.Fetch(ctx, w); err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func TestInputsErrors(t *testing.T) {
 			if tc.modOnly {
 				d = NewModOnly()
 			}
-			_, err := d.Inputs(context.Background(), w)
+			_, err := toolchain.Plan(context.Background(), d, w)
 			if failure.KindOf(err) != tc.kind || !strings.Contains(failure.Message(err), tc.msg) {
 				t.Fatalf("err %v (%s: %q), want %s containing %q", err, failure.KindOf(err), failure.Message(err), tc.kind, tc.msg)
 			}
@@ -349,7 +349,7 @@ func TestGoModSymlink(t *testing.T) {
 	os.Symlink(secret, filepath.Join(dir, ModFile))
 	os.WriteFile(filepath.Join(dir, SumFile), nil, 0o644)
 	w, _ := workspace(t, dir)
-	_, err := New().Inputs(context.Background(), w)
+	_, err := toolchain.Plan(context.Background(), New(), w)
 	if failure.KindOf(err) != failure.InvalidSource {
 		t.Fatalf("err %v", err)
 	}
@@ -364,7 +364,7 @@ func TestBuildFails(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() { undefinedThing() }\n"), 0o644)
 	w, lines := workspace(t, dir)
 	d := NewModOnly()
-	if _, err := d.Inputs(ctx, w); err != nil {
+	if _, err := toolchain.Plan(ctx, d, w); err != nil {
 		t.Fatal(err)
 	}
 	err := d.Build(ctx, w)
@@ -387,7 +387,7 @@ func TestLibraryNoArtifacts(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "lib.go"), []byte("package nodeps\n\nfunc Answer() int { return 42 }\n"), 0o644)
 	w, lines := workspace(t, dir)
 	d := NewModOnly()
-	if _, err := d.Inputs(ctx, w); err != nil {
+	if _, err := toolchain.Plan(ctx, d, w); err != nil {
 		t.Fatal(err)
 	}
 	err := d.Build(ctx, w)

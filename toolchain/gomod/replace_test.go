@@ -130,7 +130,7 @@ func TestGoReplaceLieRecordedAsLocal(t *testing.T) {
 	dir := replaceLie(t)
 	w, lines := workspace(t, dir)
 	d := New()
-	in, err := d.Inputs(ctx, w)
+	in, err := toolchain.Plan(ctx, d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestGoReplaceLieRecordedAsLocal(t *testing.T) {
 
 	// Changing the local code changes its recorded digest.
 	os.WriteFile(filepath.Join(dir, "fake", "nkeys.go"), []byte("package nkeys\n\nconst Version = \"other\"\n"), 0o644)
-	in2, err := New().Inputs(ctx, w)
+	in2, err := toolchain.Plan(ctx, New(), w)
 	if err != nil || in2.Dependencies[0].Digest[DigestKey] == dep.Digest[DigestKey] {
 		t.Fatalf("digest did not follow the local code: %+v %v", in2.Dependencies, err)
 	}
@@ -219,7 +219,7 @@ func TestReplaceRefused(t *testing.T) {
 			dir := replaceLie(t)
 			tc.setup(t, dir)
 			w, _ := workspace(t, dir)
-			_, err := New().Inputs(context.Background(), w)
+			_, err := toolchain.Plan(context.Background(), New(), w)
 			if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(failure.Message(err), tc.msg) {
 				t.Fatalf("err %v (%s: %q), want InvalidSource containing %q", err, failure.KindOf(err), failure.Message(err), tc.msg)
 			}
@@ -247,7 +247,7 @@ func TestToolchainDirectiveNoDownload(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dir, ModFile))
 	os.WriteFile(filepath.Join(dir, ModFile), append(b, "\ntoolchain go1.99.0\n"...), 0o644)
 	w, _ := workspace(t, dir)
-	_, err := New().Inputs(context.Background(), w)
+	_, err := toolchain.Plan(context.Background(), New(), w)
 	if failure.KindOf(err) != failure.UnsupportedToolchain || !strings.Contains(failure.Message(err), "toolchain go1.99.0") {
 		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), failure.Message(err))
 	}
@@ -294,7 +294,7 @@ func TestReplaceByModule(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, SumFile), sum, 0o644)
 	w, lines := workspace(t, dir)
 	d := New()
-	in, err := d.Inputs(ctx, w)
+	in, err := toolchain.Plan(ctx, d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func NewSHA1(UUID, []byte) string { return "TAMPERED-VENDOR" }
 	})
 	w, lines := workspace(t, dir)
 	d := New()
-	if _, err := d.Inputs(ctx, w); err != nil {
+	if _, err := toolchain.Plan(ctx, d, w); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Fetch(ctx, w); err != nil {

@@ -84,7 +84,7 @@ func TestStdCacheReadOnlyInSandbox(t *testing.T) {
 	dir := projectDir(t, "go-nodeps")
 	w, _ := workspace(t, dir)
 	d := NewModOnly().(*Driver)
-	if _, err := d.Inputs(context.Background(), w); err != nil {
+	if _, err := toolchain.Plan(context.Background(), d, w); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Fetch(context.Background(), w); err != nil {

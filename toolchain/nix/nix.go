@@ -100,6 +100,9 @@ func (d *Driver) Title() string        { return "Nix" }
 func (d *Driver) Lockfile() string     { return LockfileName }
 func (d *Driver) BuildCommand() string { return BuildCommand }
 
+// ArtifactRule names what Artifacts collects, for the NoArtifacts message.
+func (d *Driver) ArtifactRule() string { return "no executable in bin/ of the outputs" }
+
 // LockfileOptional: a flake without inputs has no flake.lock (Nix 2.8
 // writes none); the provenance then records no lockfile hash.
 func (d *Driver) LockfileOptional() bool { return true }
@@ -127,32 +130,19 @@ func hasDerivationShow(version string) bool {
 	return major > 2 || major == 2 && minor >= 15
 }
 
-// readLock returns flake.lock's bytes, or nil when the project has none.
-func readLock(dir string) ([]byte, error) {
-	b, err := toolchain.ReadProjectFile(dir, LockfileName)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	return b, err
-}
-
 // Inputs checks flake.lock, prepares the job's store (remote and path
 // inputs) and evaluates the default package, all before any build step.
-func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	if w.Runner == nil || w.Runner.Name() != "bwrap" {
+func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolchain.Lock) (*toolchain.Inputs, error) {
+	if !sandbox.Isolated(w.Runner) {
 		// Only bubblewrap can mount the job's own store at /nix; elsewhere
 		// Nix would use (and let builds write) the machine's store.
 		return nil, failure.New(failure.UnsupportedToolchain, "Nix builds need the bwrap sandbox (each job gets its own Nix store at /nix)")
 	}
-	lockBytes, err := readLock(w.Dir)
-	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read flake.lock")
-	}
-	lockHash := ""
+	lockHash := lock.SHA256
 	d.lock = &Lock{Remote: map[string]map[string]any{}}
-	if lockBytes != nil {
-		lockHash = sha256hex(lockBytes)
-		if d.lock, err = ParseLock(lockBytes); err != nil {
+	if lock.Data != nil {
+		var err error
+		if d.lock, err = ParseLock(lock.Data); err != nil {
 			return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
 		}
 	}
@@ -204,11 +194,11 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 		deps = append(deps, f.Dependency())
 	}
 	return &toolchain.Inputs{
-		LockfileSHA256: lockHash,
-		Toolchain:      provenance.Toolchain{tool},
-		Dependencies:   deps,
-		Evaluation:     &provenance.Evaluation{DerivationCount: len(all.Derivations), FetchCount: len(fetches)},
-		FlakeInputs:    d.lock.Inputs,
+		Lock:         lock,
+		Toolchain:    provenance.Toolchain{tool},
+		Dependencies: deps,
+		Evaluation:   &provenance.Evaluation{DerivationCount: len(all.Derivations), FetchCount: len(fetches)},
+		FlakeInputs:  d.lock.Inputs,
 		MerkleLeaves: func(gitCommit, gitTree string) []string {
 			return MerkleLeaves(gitCommit, gitTree, lockHash, fetches, tool)
 		},

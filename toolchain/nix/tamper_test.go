@@ -55,7 +55,7 @@ func TestNixFetchHashMismatch(t *testing.T) {
 	}
 
 	rec := &recorder{}
-	res, err := pipeline.Run(t.Context(), pipeline.Options{Dir: dir, Runner: runner, Env: env, Events: rec,
+	res, err := pipeline.RunDir(t.Context(), pipeline.Options{Dir: dir, Runner: runner, Env: env, Events: rec,
 		CacheDir: filepath.Join(base, "cache"), SourceURI: "https://example.com/nix-flake.git"})
 	msg := failure.Message(err)
 	if err == nil || failure.KindOf(err) != failure.DependencyFetchFailed {

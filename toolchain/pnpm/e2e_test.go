@@ -45,7 +45,7 @@ func TestPipelinePnpm(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce := []byte("0123456789abcdef")
-	res, err := pipeline.Run(ctx, pipeline.Options{Dir: dir, Runner: runner, Attester: att, Nonce: nonce})
+	res, err := pipeline.RunDir(ctx, pipeline.Options{Dir: dir, Runner: runner, Attester: att, Nonce: nonce})
 	if err != nil {
 		t.Fatalf("Run: %v (%s: %s)", err, failure.KindOf(err), failure.Message(err))
 	}
@@ -110,7 +110,7 @@ func TestPipelinePnpmTampered(t *testing.T) {
 		"sha512-6FlzubTLZG3J2a/NVCAleEhjzq5oxgHyaCU9yYXvcLsvoVaHJq/s5xXI6/XXP6tz7R9xAOtHnSO/tXtF3WRTlA==",
 		"sha512-GsCCIZDE/p3i96vtEqx+7dBUGXrc7zeSK3wwPHIaRThS+9OhWIXRqzs4d6k1SVU8g91DrNRWxWUGhp5KXQb2VA==", 1)), 0o644)
 	env := append(pipeline.DefaultEnv(), "npm_config_fetch_retries=0")
-	_, err := pipeline.Run(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env})
+	_, err := pipeline.RunDir(context.Background(), pipeline.Options{Dir: dir, Runner: sandbox.NewNone(), Env: env})
 	msg := failure.Message(err)
 	if failure.KindOf(err) != failure.DependencyFetchFailed || !strings.Contains(msg, "ERR_PNPM_TARBALL_INTEGRITY") {
 		t.Fatalf("err %v (%s: %q)", err, failure.KindOf(err), msg)

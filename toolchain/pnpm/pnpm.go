@@ -45,6 +45,7 @@ const (
 type Driver struct {
 	pnpm, node string     // resolved binaries (set by Inputs)
 	local      []LocalRef // local inputs, checked by Inputs
+	lock       []byte     // pnpm-lock.yaml as planned (toolchain.Lock), for the fetch copy
 	script     string     // kettle.toml [pnpm] script ("": build)
 	pack       bool       // kettle.toml [pnpm] output = "pack"
 }
@@ -57,17 +58,12 @@ func (d *Driver) Title() string    { return "Pnpm" }
 func (d *Driver) Lockfile() string { return LockfileName }
 
 // Inputs parses pnpm-lock.yaml and hashes pnpm and node.
-func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain.Inputs, error) {
-	data, err := toolchain.ReadProjectFile(w.Dir, LockfileName)
-	if err != nil {
-		return nil, failure.Wrap(failure.InvalidSource, err, "cannot read pnpm-lock.yaml (it must be a regular file in the project root)")
-	}
-	lock, err := ParseLock(data)
+func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, planned *toolchain.Lock) (*toolchain.Inputs, error) {
+	lock, err := ParseLock(planned.Data)
 	if err != nil {
 		return nil, failure.Wrap(failure.InvalidSource, err, err.Error())
 	}
-	sum := sha256.Sum256(data)
-	lockHash := hex.EncodeToString(sum[:])
+	lockHash := planned.SHA256
 
 	// `pnpm --version` and `node --version` run in this trusted process:
 	// in a private empty directory with kettle's environment, so that no
@@ -88,15 +84,15 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace) (*toolchain
 	if err != nil {
 		return nil, toolMissing("node", err)
 	}
-	d.pnpm, d.node = pnpmPath, nodePath
+	d.pnpm, d.node, d.lock = pnpmPath, nodePath, planned.Data
 	deps, err := d.localInputs(w, lock)
 	if err != nil {
 		return nil, err
 	}
 	return &toolchain.Inputs{
-		LockfileSHA256: lockHash,
-		Toolchain:      provenance.Toolchain{pnpm, node},
-		Dependencies:   deps,
+		Lock:         planned,
+		Toolchain:    provenance.Toolchain{pnpm, node},
+		Dependencies: deps,
 		MerkleLeaves: func(gitCommit, gitTree string) []string {
 			return MerkleLeaves(gitCommit, gitTree, node, pnpm, lockHash, deps)
 		},
@@ -171,7 +167,7 @@ func (d *Driver) ready(ctx context.Context, w *toolchain.Workspace) error {
 	if d.pnpm != "" {
 		return nil
 	}
-	_, err := d.Inputs(ctx, w)
+	_, err := toolchain.Plan(ctx, d, w)
 	return err
 }
 
@@ -310,11 +306,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 			return err
 		}
 	}
-	lock, err := toolchain.ReadProjectFile(w.Dir, LockfileName)
-	if err != nil {
-		return failure.Wrap(failure.InvalidSource, err, "cannot read "+LockfileName+" (it must be a regular file in the project root)")
-	}
-	if err := os.WriteFile(filepath.Join(proj, LockfileName), lock, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(proj, LockfileName), d.lock, 0o644); err != nil {
 		return err
 	}
 	ws, err := toolchain.ReadProjectFile(w.Dir, WorkspaceFile)
@@ -465,7 +457,8 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		return nil, err
 	}
 	h := sha256.New()
-	err = PackDir(o, w.Dir, DistDir, io.MultiWriter(f, h))
+	size := &countWriter{}
+	err = PackDir(o, w.Dir, DistDir, io.MultiWriter(f, h, size))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -476,5 +469,10 @@ func (d *Driver) Artifacts(ctx context.Context, w *toolchain.Workspace, dst stri
 		}
 		return nil, failure.Wrap(failure.InternalError, err, "cannot pack dist/")
 	}
-	return []toolchain.Artifact{{Name: ArtifactName, SHA256: hex.EncodeToString(h.Sum(nil))}}, nil
+	return []toolchain.Artifact{{Name: ArtifactName, SHA256: hex.EncodeToString(h.Sum(nil)), Size: size.n}}, nil
 }
+
+// countWriter counts the bytes written through it.
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

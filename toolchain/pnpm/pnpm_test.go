@@ -120,7 +120,7 @@ func TestBuildPnpmProject(t *testing.T) {
 	ctx := context.Background()
 	w, log := workspace(t, "")
 	d := New()
-	in, err := d.Inputs(ctx, w)
+	in, err := toolchain.Plan(ctx, d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestFetchTamperedIntegrity(t *testing.T) {
 	w, log := workspace(t, tampered)
 	w.Env = append(w.Env, "npm_config_fetch_retries=0") // an integrity failure is not retried into success
 	d := New()
-	if _, err := d.Inputs(context.Background(), w); err != nil {
+	if _, err := toolchain.Plan(context.Background(), d, w); err != nil {
 		t.Fatal(err)
 	}
 	err = d.Fetch(context.Background(), w)
@@ -280,13 +280,13 @@ func TestInputsBadLockfile(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, LockfileName), []byte("lockfileVersion: '9.0'\npackages:\n  a@1.0.0: {}\n"), 0o644)
 	w := &toolchain.Workspace{Dir: dir, Env: []string{"PATH=" + os.Getenv("PATH")}}
-	_, err := New().Inputs(context.Background(), w)
+	_, err := toolchain.Plan(context.Background(), New(), w)
 	if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(failure.Message(err), `package "a@1.0.0" missing resolution`) {
 		t.Fatalf("err %v", err)
 	}
 	w.Env = []string{"PATH=/nonexistent"}
 	os.WriteFile(filepath.Join(dir, LockfileName), []byte("lockfileVersion: '9.0'\n"), 0o644)
-	if _, err := New().Inputs(context.Background(), w); failure.KindOf(err) != failure.UnsupportedToolchain {
+	if _, err := toolchain.Plan(context.Background(), New(), w); failure.KindOf(err) != failure.UnsupportedToolchain {
 		t.Fatalf("no pnpm: %v", err)
 	}
 }

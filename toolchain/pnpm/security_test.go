@@ -44,7 +44,7 @@ func TestLocalInputsRecorded(t *testing.T) {
 	needRegistry(t)
 	w, lines := localProject(t)
 	d := New()
-	in, err := d.Inputs(context.Background(), w)
+	in, err := toolchain.Plan(context.Background(), d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestLocalInputsRecorded(t *testing.T) {
 	}
 	// A changed local package changes its digest.
 	os.WriteFile(filepath.Join(w.Dir, "linked", "index.js"), []byte("module.exports = 'other';\n"), 0o644)
-	in2, err := New().Inputs(ctx, w)
+	in2, err := toolchain.Plan(ctx, New(), w)
 	if err != nil || dep(in2.Dependencies, "file:linked").Digest[TreeDigestKey] == dep(in.Dependencies, "file:linked").Digest[TreeDigestKey] {
 		t.Fatalf("digest did not follow the local code: %v", err)
 	}
@@ -174,7 +174,7 @@ func TestLocalInputsRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			w, _ := localProject(t)
 			tc.setup(t, w.Dir)
-			_, err := New().Inputs(context.Background(), w)
+			_, err := toolchain.Plan(context.Background(), New(), w)
 			if failure.KindOf(err) != failure.InvalidSource || !strings.Contains(failure.Message(err), tc.msg) {
 				t.Fatalf("err %v (%s: %q), want InvalidSource containing %q", err, failure.KindOf(err), failure.Message(err), tc.msg)
 			}
@@ -226,7 +226,7 @@ func TestFetchIgnoresProjectConfig(t *testing.T) {
 	}, "\n"), 0o644)
 	w.Env = append(w.Env, "TMPDIR=/nonexistent/server-tmp", "npm_config_git="+filepath.Join(w.Dir, "evil.sh"), "NODE_OPTIONS=--require "+filepath.Join(w.Dir, "evil.js"))
 	d := New()
-	if _, err := d.Inputs(context.Background(), w); err != nil {
+	if _, err := toolchain.Plan(context.Background(), d, w); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Fetch(context.Background(), w); err != nil {
@@ -271,7 +271,7 @@ func TestProjectRegistryIgnoredByFetch(t *testing.T) {
 	writeFile(t, filepath.Join(w.Dir, ".npmrc"), "registry=http://127.0.0.1:9/\n", 0o644)
 	d := New()
 	ctx := context.Background()
-	if _, err := d.Inputs(ctx, w); err != nil {
+	if _, err := toolchain.Plan(ctx, d, w); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Fetch(ctx, w); err != nil {
@@ -295,7 +295,7 @@ func TestFetchLinkToProjectRoot(t *testing.T) {
 	writeFile(t, filepath.Join(w.Dir, LockfileName), string(lock), 0o644)
 	writeFile(t, filepath.Join(w.Dir, ".npmrc"), "registry=http://127.0.0.1:9/\ngit=/bin/false\n", 0o644)
 	d := New()
-	in, err := d.Inputs(context.Background(), w)
+	in, err := toolchain.Plan(context.Background(), d, w)
 	if err != nil {
 		t.Fatal(err)
 	}
