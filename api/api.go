@@ -1,4 +1,4 @@
-// Package api is kettle's HTTP service (SPEC §3): the JSON and multipart
+// Package api is kettle's HTTP service (docs/api.md): the JSON and multipart
 // submission routes, the SSE event stream, result downloads, job status,
 // health, readiness and Prometheus metrics. It holds no job state of its own:
 // everything goes through jobs.Service, so any number of front ends can
@@ -23,10 +23,10 @@ import (
 	"github.com/kettle-build/kettle/jobs"
 )
 
-// DefaultMaxUpload bounds a decoded source archive (SPEC §3: 1 GiB).
+// DefaultMaxUpload bounds a decoded source archive (docs/api.md: 1 GiB).
 const DefaultMaxUpload int64 = 1 << 30
 
-// DefaultKeepAlive is the SSE keep-alive comment interval (SPEC §3: 15 s).
+// DefaultKeepAlive is the SSE keep-alive comment interval (docs/api.md: 15 s).
 const DefaultKeepAlive = 15 * time.Second
 
 // RepoChecker validates a repo_url and repo_ref at submit time; its error

@@ -56,7 +56,7 @@ func do(t *testing.T, method, url, ct, body string, hdr ...string) (*http.Respon
 	return resp, string(b)
 }
 
-// checkPlainError asserts the SPEC's error body: plain text, one line.
+// checkPlainError asserts docs/api.md's error body: plain text, one line.
 func checkPlainError(t *testing.T, resp *http.Response, body string, code int, want string) {
 	t.Helper()
 	if resp.StatusCode != code {

@@ -59,7 +59,7 @@ func isMultipart(r *http.Request) bool {
 	return mt == "multipart/form-data"
 }
 
-// submit serves POST /build: JSON is asynchronous (SPEC's canonical API),
+// submit serves POST /build: JSON is asynchronous (docs/api.md's canonical API),
 // multipart is the older synchronous API that answers with the tarball.
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 	if isMultipart(r) {
@@ -74,7 +74,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 }
 
 // accept parses, validates and submits a build, answering the error itself
-// when it fails. The order of checks is SPEC §3's: content type, body
+// when it fails. The order of checks is docs/api.md's: content type, body
 // shape, size, nonce, sources (all in the parser), repo policy, then the
 // store's queue limit and single-build gate.
 func (s *Server) accept(w http.ResponseWriter, r *http.Request, api string) (*jobs.Job, bool) {

@@ -12,7 +12,7 @@ import (
 	"github.com/kettle-build/kettle/jobs"
 )
 
-// Metrics are the service's Prometheus collectors (SPEC §3 Operations).
+// Metrics are the service's Prometheus collectors (docs/api.md#operations).
 // The HTTP handler records watchers and uploads. The build metrics come
 // from job state: ObserveJob is fed by the job store's view of every
 // finished job (jobs.WithFinished), so every front end of a cluster counts

@@ -75,7 +75,7 @@ func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, job *jobs.J
 	}
 }
 
-// resultFileName is `<top>.tar.gz` (SPEC §4), safe for a header.
+// resultFileName is `<top>.tar.gz` (docs/api.md#the-result-tarball), safe for a header.
 func resultFileName(job *jobs.Job) string {
 	name := job.ResultName
 	name = name[strings.LastIndexAny(name, `/\`)+1:]
@@ -137,7 +137,7 @@ func noResultReason(job *jobs.Job) string {
 	return "no result for this build"
 }
 
-// statusJSON is the public view of a job (SPEC §3 GET /build/{id}); the
+// statusJSON is the public view of a job (docs/api.md GET /build/{id}); the
 // store's bookkeeping fields (nonce, worker, …) stay private.
 type statusJSON struct {
 	ID           string      `json:"job_id"`

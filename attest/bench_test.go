@@ -11,7 +11,7 @@ import (
 	"github.com/kettle-build/kettle/attest/attesttest"
 )
 
-// TestNoBackDoors guards SPEC point 5: nothing a build's subprocess controls
+// TestNoBackDoors guards docs/provenance.md (nothing of a submission runs on the trusted side): nothing a build's subprocess controls
 // (environment variables, files it could write, process-global flags) may
 // change where evidence comes from. Options are code-only.
 func TestNoBackDoors(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package bundle writes and safely reads the result tarball of a build
-// (SPEC §4): a gzipped tar with one top directory holding artifacts/,
+// (docs/api.md#the-result-tarball): a gzipped tar with one top directory holding artifacts/,
 // build-config/, provenance.json, manifest.json and evidence.json.
 //
 // Write is deterministic: the same directory contents give the same bytes,

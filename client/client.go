@@ -1,4 +1,4 @@
-// Package client talks to a kettle server (SPEC §3): it submits builds as
+// Package client talks to a kettle server (docs/api.md): it submits builds as
 // streamed JSON, follows a build's Server-Sent Events (resuming a dropped
 // stream with Last-Event-ID, so no event is lost or repeated), reads job
 // status and downloads result tarballs. Transient failures (connection

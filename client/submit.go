@@ -76,7 +76,7 @@ func (c *Client) SubmitSource(ctx context.Context, req Request) (*Submission, er
 }
 
 // submitRetryable: a refused connection carried nothing; 503 and 429 with
-// Retry-After say "not accepted, come back" (SPEC §3: queue full).
+// Retry-After say "not accepted, come back" (docs/api.md: queue full).
 func submitRetryable(err error) bool {
 	if errors.Is(err, errNotSent) {
 		return true

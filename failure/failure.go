@@ -1,5 +1,5 @@
 // Package failure classifies why a build failed. Every error that ends a
-// build carries a Kind (the SPEC's error_type) and a message that is safe to
+// build carries a Kind (docs/api.md's error_type) and a message that is safe to
 // show a client: it never contains a server path or a secret.
 package failure
 
@@ -13,7 +13,7 @@ import (
 // Kind is a build's error_type.
 type Kind string
 
-// The error types of SPEC §3.
+// The error types of docs/api.md.
 const (
 	InvalidSource         Kind = "InvalidSource"
 	UnsupportedToolchain  Kind = "UnsupportedToolchain"

@@ -124,7 +124,7 @@ type Service interface {
 	Ready(ctx context.Context) error
 }
 
-// NonceSize is the nonce length the evidence binds (SPEC §6); shorter
+// NonceSize is the nonce length the evidence binds (docs/provenance.md#what-the-evidence-binds); shorter
 // nonces are zero-padded to it.
 const NonceSize = 16
 

@@ -13,7 +13,7 @@ const paceBytes = 512 << 10
 // round trip to the server. nats.go's object store publishes chunks
 // asynchronously with up to thousands of 128 KiB chunks in flight and no
 // option to lower that, so without pacing a 1 GiB upload can hold hundreds
-// of MiB in the client's buffers (SPEC §9: < 64 MiB per 1 GiB upload).
+// of MiB in the client's buffers (docs/benchmarks.md: < 64 MiB per 1 GiB upload).
 type pacedReader struct {
 	ctx   context.Context
 	r     io.Reader

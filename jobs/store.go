@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// JetStream layout (SPEC §8). Every name is fixed so that any number of
+// JetStream layout (docs/jobs.md). Every name is fixed so that any number of
 // front ends and workers sharing one cluster agree on it.
 const (
 	workStream    = "KETTLE_WORK"    // work queue: one message per waiting job

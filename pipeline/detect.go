@@ -21,7 +21,7 @@ type Detector struct {
 	New    func() toolchain.Driver
 }
 
-// Detectors is the detection table, in SPEC §5 order: the first marker
+// Detectors is the detection table, in docs/provenance.md order: the first marker
 // present wins. To add a toolchain, add one line per marker in its place:
 //
 //	{"flake.nix", nix.New}, {"Cargo.lock", cargo.New},

@@ -68,7 +68,7 @@ type Result struct {
 // Run builds opts.Dir: detect the toolchain, read its inputs, fetch, build
 // in the sandbox, collect artifacts, write provenance.json, build-config/
 // and manifest.json, then (with an Attester) evidence.json. Events go to
-// opts.Events in SPEC §3 order; Run does not emit `complete` (its caller
+// opts.Events in docs/api.md order; Run does not emit `complete` (its caller
 // does, from the returned error). Every error is a *failure.Error whose
 // message names no server path; a failure after detection also returns a
 // partial Result naming the Toolchain and Lockfile (for job status and

@@ -174,7 +174,7 @@ func TestCargoWorkspace(t *testing.T) {
 		t.Errorf("manifest %s", mb)
 	}
 
-	// Events, in SPEC §3 order and wording.
+	// Events, in docs/api.md order and wording.
 	var kinds []events.Type
 	for _, e := range rec.ev {
 		if len(kinds) == 0 || kinds[len(kinds)-1] != e.Type {

@@ -23,7 +23,7 @@ import (
 	"github.com/kettle-build/kettle/toolchain"
 )
 
-// Defaults of this project's own URIs (SPEC §5: not the peer's).
+// Defaults of this project's own URIs (docs/provenance.md: not the peer's).
 const (
 	DefaultBuilderID     = "https://kettle.build/builder/v1"
 	DefaultBuildTypeBase = "https://kettle.build/buildtypes/"

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// Manifest is manifest.json (SPEC §4): a human summary derived from the
+// Manifest is manifest.json (docs/api.md#the-result-tarball): a human summary derived from the
 // provenance, in the field order of the peer's Python-era file (reference
 // §D.3) plus the artifacts. It is not attested; provenance.json is.
 type Manifest struct {

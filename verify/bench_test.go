@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-// BenchmarkBundleKexNoHash is SPEC §9's budget: verifying the kex az-snp
+// BenchmarkBundleKexNoHash is docs/benchmarks.md's budget: verifying the kex az-snp
 // bundle (read both documents, the whole evidence chain, statement, checksum)
 // without artifact hashing. Budget: ≤ 3 ms/op.
 func BenchmarkBundleKexNoHash(b *testing.B) {
@@ -67,7 +67,7 @@ func BenchmarkEvidenceTDX(b *testing.B) {
 	}
 }
 
-// BenchmarkHashArtifact measures artifact hashing throughput (SPEC §9:
+// BenchmarkHashArtifact measures artifact hashing throughput (docs/benchmarks.md:
 // ≥ 1 GB/s) on a 256 MiB file.
 func BenchmarkHashArtifact(b *testing.B) {
 	const size = 256 << 20

@@ -234,7 +234,7 @@ func classify(ctx context.Context, err error, timeout time.Duration) error {
 // peer's rule).
 var archiveSuffixes = []string{".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".tar", ".zip"}
 
-// TopName is the result's top directory (SPEC §4): the source's single
+// TopName is the result's top directory (docs/api.md#the-result-tarball): the source's single
 // top-level directory, else source_name without its directories and archive
 // suffix, else DefaultTop. Names unusable as one path element fall through.
 func TopName(treeTop, sourceName string) string {

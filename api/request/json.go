@@ -25,7 +25,7 @@ import (
 // ignored, any other character is refused. Unknown fields are ignored; a
 // known field given twice is refused. null counts as absent.
 //
-// Errors come in SPEC §3 order except that an oversized source_data is
+// Errors come in docs/api.md order except that an oversized source_data is
 // reported (413) as soon as it is seen: the rest of the body is not read.
 func ParseJSON(ctx context.Context, contentType string, body io.Reader, spoolDir string, maxUpload int64) (b *Build, err error) {
 	if mt, _, perr := mime.ParseMediaType(contentType); perr != nil || mt != "application/json" {
@@ -615,7 +615,7 @@ func (d *b64decoder) finish() error {
 	return d.flush()
 }
 
-// validate checks the parsed fields in SPEC order.
+// validate checks the parsed fields in docs/api.md's order.
 func (p *jsonParser) validate() (*Build, error) {
 	get := func(k string) (string, bool) {
 		if v := p.fields[k]; v != nil {

@@ -178,7 +178,7 @@ func parseLarge(ct string, body io.Reader, spoolDir string, mp bool) (*Build, er
 	return ParseJSON(context.Background(), ct, body, spoolDir, 1<<30)
 }
 
-// BenchmarkLargeUploadMemory is SPEC §9's memory budget for the parsers: a
+// BenchmarkLargeUploadMemory is docs/benchmarks.md's memory budget for the parsers: a
 // 1 GiB archive (KETTLE_BENCH_UPLOAD_MIB sets another size) streamed
 // through each parser must grow resident memory by well under 64 MiB. It
 // reports the peak RSS and Go heap growth per upload; compare them with the

@@ -2,7 +2,7 @@
 // (source_data base64 decoded straight to a spool file, never held whole in
 // memory) and the older multipart API. Every rejection is an *Error carrying
 // the HTTP status and a one-line, client-safe message, in the order of
-// SPEC §3.
+// docs/api.md.
 package request
 
 import (

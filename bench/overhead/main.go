@@ -1,4 +1,4 @@
-// Command overhead measures SPEC §9's service budgets in one run on one
+// Command overhead measures docs/benchmarks.md's service budgets in one run on one
 // machine: the bare `cargo build --release` of a test project against the
 // same build through a real `kettle serve` process, from submit to the
 // downloaded result (issue 16: ratio ≤ 1.03 on a medium project), and the

@@ -1,4 +1,4 @@
-// Command sse is the SSE load benchmark of SPEC §9: N concurrent watchers
+// Command sse is the SSE load benchmark of docs/benchmarks.md: N concurrent watchers
 // (default 1,000) plus deliberately slow readers follow one build's event
 // stream through the real HTTP handler (api) and the real job store
 // (embedded NATS JetStream, jobs). A synthetic builder emits events carrying

@@ -1,4 +1,4 @@
-// Command upload measures SPEC §9's upload budget on a real `kettle serve`
+// Command upload measures docs/benchmarks.md's upload budget on a real `kettle serve`
 // process: a source_data body carrying a 1 GiB archive (base64, ~1.33 GiB
 // on the wire) must raise the server's resident memory by < 64 MiB. It
 // samples /proc/<pid>/status (VmRSS) every 10 ms and reads VmHWM after

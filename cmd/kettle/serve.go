@@ -28,7 +28,7 @@ import (
 )
 
 func init() {
-	register("serve", "run the HTTP build service (SPEC §3)", runServe)
+	register("serve", "run the HTTP build service (docs/api.md)", runServe)
 }
 
 // serveByteSize is a flag holding a byte count: 1073741824, 1GiB, 512MiB,

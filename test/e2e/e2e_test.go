@@ -1,5 +1,5 @@
 // Package e2e starts real `kettle serve` processes and talks to them over
-// HTTP (issue 5): every route and rule of SPEC §3 in order, whole builds from
+// HTTP (issue 5): every route and rule of docs/api.md in order, whole builds from
 // a loopback git server and from uploads verified with `kettle verify`,
 // restarts after kill -9, limits, shutdown and retention.
 package e2e
@@ -60,7 +60,7 @@ func get(t *testing.T, c *harness.Client, path string) (int, http.Header, string
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-// plainError checks the SPEC's error form: status, text/plain, one line, no
+// plainError checks docs/api.md's error form: status, text/plain, one line, no
 // server path.
 func plainError(t *testing.T, code int, h http.Header, body string, wantCode int, want, dataDir string) {
 	t.Helper()
@@ -82,7 +82,7 @@ func plainError(t *testing.T, code int, h http.Header, body string, wantCode int
 	}
 }
 
-// TestRoutes walks every route and POST /build's validation rules in SPEC
+// TestRoutes walks every route and POST /build's validation rules in docs/api.md
 // order against a real process.
 func TestRoutes(t *testing.T) {
 	s, c := server(t, "", "--max-upload", "1MiB")
@@ -545,7 +545,7 @@ func TestSingleBuild(t *testing.T) {
 	}
 	code, h, b := post(t, c1, "/build", "application/json", body)
 	plainError(t, code, h, b, 409, "this CVM has already accepted a build", "")
-	// An invalid request is still a 400, not a 409 (SPEC order).
+	// An invalid request is still a 400, not a 409 (docs/api.md's order).
 	code, h, b = post(t, c1, "/build", "application/json", `{"nonce":"zz","repo_url":"https://example.com/x"}`)
 	plainError(t, code, h, b, 400, "invalid nonce hex", "")
 	s1.Kill()
@@ -686,7 +686,7 @@ func uploadNoise(c *harness.Client, size int64) (string, error) {
 	return c.SubmitRaw(context.Background(), "application/json", harness.Base64JSONBody(harness.NewNonce(), "big.tar.gz", src))
 }
 
-// BenchmarkUploadMemory is SPEC §9's upload budget on a real server: a
+// BenchmarkUploadMemory is docs/benchmarks.md's upload budget on a real server: a
 // 256 MiB source_data body (KETTLE_BENCH_UPLOAD_MIB sets another size)
 // should grow the server's resident memory by well under 64 MiB. It
 // reports the growth per upload (peak of VmRSS sampled every 20 ms and

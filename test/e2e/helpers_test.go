@@ -138,7 +138,7 @@ func publish(t *testing.T, root, work, name string) string {
 	pub := filepath.Join(root, "pub")
 	os.MkdirAll(pub, 0o755)
 	git(t, root, "clone", "-q", "--bare", work, filepath.Join(pub, name+".git"))
-	// Let clients fetch any reachable commit by hash (SPEC §7 fetches
+	// Let clients fetch any reachable commit by hash (docs/security.md fetches
 	// exact commits with `git fetch --depth 1 origin <sha>`).
 	git(t, filepath.Join(pub, name+".git"), "config", "uploadpack.allowAnySHA1InWant", "true")
 	backend := "/usr/lib/git-core/git-http-backend"
