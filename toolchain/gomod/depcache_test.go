@@ -49,7 +49,16 @@ func buildWithCache(t *testing.T, runner sandbox.Runner, c *depcache.Cache, cach
 	return depBuild{res: res, log: log.String(), prov: prov}
 }
 
-var helloDir string
+var helloDir, helloRoot string
+
+// TestMain removes the shared go-hello commit: nothing may stay in TMPDIR.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if helloRoot != "" {
+		os.RemoveAll(helloRoot)
+	}
+	os.Exit(code)
+}
 
 // helloCommit is go-hello committed once: every job builds the same commit.
 func helloCommit(t *testing.T) string {
@@ -58,6 +67,7 @@ func helloCommit(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		helloRoot = d
 		helloDir = filepath.Join(d, "go-hello")
 		gitProject(t, filepath.Join("..", "..", "testdata", "projects", "go-hello"), helloDir)
 	}
