@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/failure"
 )
 
@@ -155,23 +156,6 @@ func TestCheckRepo(t *testing.T) {
 	}
 }
 
-func TestIsPublic(t *testing.T) {
-	for s, want := range map[string]bool{
-		"8.8.8.8": true, "140.82.121.3": true, "2606:4700::1": true, "203.0.113.9": true,
-		"127.0.0.1": false, "10.0.0.1": false, "172.16.0.1": false, "192.168.0.1": false, "169.254.169.254": false,
-		"100.64.0.1": false, "0.0.0.0": false, "0.1.2.3": false, "224.0.0.1": false, "255.255.255.255": false,
-		"240.0.0.1": false, "198.18.0.1": false, "192.0.0.1": false,
-		"::": false, "::1": false, "fe80::1": false, "fc00::1": false, "fd00::1": false, "ff02::1": false, "fec0::1": false,
-		"::ffff:127.0.0.1": false, "::ffff:8.8.8.8": true, "64:ff9b::7f00:1": false, "64:ff9b::808:808": true,
-		"2002:a00:1::": false, "2002:808:808::": true, "2001:0:4136:e378:8000:63bf:f5ff:fffe": false,
-		"::127.0.0.1": false, "2001:db8::1": false,
-	} {
-		if got := IsPublic(netip.MustParseAddr(s)); got != want {
-			t.Errorf("IsPublic(%s) = %v, want %v", s, got, want)
-		}
-	}
-}
-
 // FuzzCheckRepo checks that whatever URL and ref are accepted under the
 // default policy is an https URL of a public host with a plain ref, so
 // nothing git reads as an option, a helper transport or a local path can
@@ -203,7 +187,7 @@ func FuzzCheckRepo(f *testing.F) {
 		r, err := parseRemote(url, Policy{})
 		if err != nil || r.trans != transHTTPS || r.host != "github.com" && !func() bool {
 			a, err := netip.ParseAddr(r.host)
-			return err == nil && IsPublic(a)
+			return err == nil && egress.IsPublic(a)
 		}() {
 			t.Fatalf("accepted URL %q: %+v %v", url, r, err)
 		}
