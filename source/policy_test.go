@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -195,6 +196,34 @@ func FuzzCheckRepo(f *testing.F) {
 			t.Fatalf("accepted ref %q", ref)
 		}
 	})
+}
+
+// TestHostRefusalMessages: the client-facing texts of host refusals, now
+// decided by egress, are the ones source has always given.
+func TestHostRefusalMessages(t *testing.T) {
+	strict := Policy{Resolver: testResolver}
+	open := Policy{Resolver: testResolver, AllowPrivateNetworks: true}
+	private := "repository host %q resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed unless the server runs with --allow-private-networks"
+	for _, c := range []struct {
+		url  string
+		p    Policy
+		want string
+	}{
+		{"https://dual.example.com/a", strict, fmt.Sprintf(private, "dual.example.com")},
+		{"https://169.254.169.254/a", strict, fmt.Sprintf(private, "169.254.169.254")},
+		{"https://[::ffff:10.0.0.1]/a", strict, fmt.Sprintf(private, "::ffff:10.0.0.1")},
+		{"https://nx.example/a", strict, `repository host "nx.example" does not resolve`},
+		{"https://2130706433/a", open, `repo_url host "2130706433" is neither a host name nor a dotted IPv4 address`},
+		{"https://0x7f.1/a", open, `repo_url host "0x7f.1" is neither a host name nor a dotted IPv4 address`},
+		{"https://a..b/a", open, `repo_url has an invalid host name "a..b"`},
+		{"https://" + strings.Repeat("a.", 127) + "com/a", open, "repo_url has an invalid host name"},
+		{"https://[fe80::1%25eth0]/a", open, "repo_url host must not contain '%'"},
+	} {
+		err := CheckRepo(context.Background(), c.url, "", c.p)
+		if got := failure.Message(err); got != c.want {
+			t.Errorf("CheckRepo(%.40q) = %q, want %q", c.url, got, c.want)
+		}
+	}
 }
 
 // TestRefusalsSayWhatToDo: a refusal an operator can lift names the flag
