@@ -27,9 +27,9 @@ import (
 // exactly (`git fetch --depth 1 origin <sha>`). It runs git with no system
 // or global config, no hooks, no submodules, no credential helpers or
 // prompts, only the transports p allows (GIT_ALLOW_PROTOCOL), "--" before
-// every URL, inside p's time and size limits; http(s) goes through a proxy
-// that checks each connection's resolved address (no DNS rebinding,
-// redirects included). A checkout whose symlinks leave the tree is refused.
+// every URL, inside p's time and size limits; http(s) goes through an
+// egress.Session that checks each connection's resolved address (no DNS
+// rebinding, redirects included) and counts the bytes received. A checkout whose symlinks leave the tree is refused.
 // Tree.Dir is <workDir>/<new dir>/<repository name>.
 func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, error) {
 	gr, err := parseRef(ref)
