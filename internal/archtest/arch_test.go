@@ -18,9 +18,9 @@ const module = "github.com/kettle-build/kettle/"
 var floors = map[string]int{
 	"abi": 0, "failure": 0, "provenance": 0, "source/gitid": 0, "igvm": 0, "verity": 0,
 	"verify/snp": 0, "verify/tdx": 0, "verify/tpm": 0, "verify/hcl": 0, "web": 0,
-	"internal/bytesize": 0, "internal/dtar": 0, "internal/rmtree": 0, "internal/lazyre": 0, "internal/tunnel": 0, "internal/testenv": 0,
+	"internal/bytesize": 0, "internal/dtar": 0, "internal/rmtree": 0, "internal/lazyre": 0, "internal/testenv": 0, "egress": 0,
 	"events": 1, "depcache": 1, "buildcfg": 1, "bundle": 1, "attest": 1, "verify": 1, "source": 1,
-	"jobs": 2, "client": 2, "egress": 2,
+	"jobs": 2, "client": 2,
 	"api/request": 3, "sandbox": 3,
 	"api": 4, "toolchain": 4,
 	"toolchain/cargo": 5, "toolchain/nix": 5, "toolchain/pnpm": 5, "toolchain/gomod": 5,
