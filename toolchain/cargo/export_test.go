@@ -1,0 +1,4 @@
+package cargo
+
+// ExtractCrate is extractCrate, for the external tests.
+var ExtractCrate = extractCrate
