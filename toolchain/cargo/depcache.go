@@ -350,6 +350,15 @@ func (d *Driver) fill(ctx context.Context, w *toolchain.Workspace, u *cacheUse) 
 // component, a regular file within maxCrateBytes) into memory and checks
 // its sha256 against sum.
 func readCrate(root *os.Root, rel, sum string) ([]byte, error) {
+	// os.Root resolves a symlink inside the root itself: refuse one first,
+	// then require the opened file to be the one looked at.
+	li, err := root.Lstat(rel)
+	if err != nil {
+		return nil, err
+	}
+	if !li.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
 	f, err := root.OpenFile(rel, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -359,7 +368,7 @@ func readCrate(root *os.Root, rel, sum string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() || fi.Size() > maxCrateBytes {
+	if !os.SameFile(li, fi) || !fi.Mode().IsRegular() || fi.Size() > maxCrateBytes {
 		return nil, errors.New("not a regular file within the size bound")
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxCrateBytes+1))

@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -133,10 +135,11 @@ func cargoRunner(t *testing.T) sandbox.Runner {
 }
 
 type cargoBuild struct {
-	res  *pipeline.Result
-	log  string
-	prov map[string]any
-	err  error
+	res   *pipeline.Result
+	log   string
+	prov  map[string]any
+	err   error
+	fetch time.Duration // the fetch phase
 }
 
 // buildApp copies the project src to a new directory and builds it as a
@@ -151,11 +154,19 @@ func buildApp(t *testing.T, runner sandbox.Runner, env []string, c *depcache.Cac
 		cacheDir = filepath.Join(t.TempDir(), "cache")
 	}
 	var log strings.Builder
+	var fetch time.Duration
 	res, err := pipeline.RunDir(t.Context(), pipeline.Options{
 		Dir: dir, Runner: runner, Env: env, DepCache: c, CacheDir: cacheDir, SourceURI: "https://example.com/app.git",
-		Events: events.SinkFunc(func(e events.Event) { log.WriteString(e.Msg + "\n") }),
+		Events: events.SinkFunc(func(e events.Event) {
+			if e.Phase != nil && e.Phase.Name == events.PhaseFetch {
+				fetch = e.Phase.Duration
+			}
+			if !e.PhaseOnly() {
+				log.WriteString(e.Msg + "\n")
+			}
+		}),
 	})
-	b := cargoBuild{res: res, log: log.String(), err: err}
+	b := cargoBuild{res: res, log: log.String(), err: err, fetch: fetch}
 	if err == nil {
 		if err := json.Unmarshal(res.Provenance, &b.prov); err != nil {
 			t.Fatal(err)
@@ -225,10 +236,12 @@ func TestCargoSharedDepCache(t *testing.T) {
 		t.Fatal("the cold build's provenance names no fetch host")
 	}
 
-	t0 := time.Now()
 	jobCache := filepath.Join(t.TempDir(), "cache") // kept, with its links
 	warm := mustBuild(t, buildApp(t, runner, env, c, proj, jobCache))
-	t.Logf("warm build %v", time.Since(t0))
+	t.Logf("fetch phase: cold %v, warm %v", cold.fetch, warm.fetch)
+	if n, _ := strconv.Atoi(os.Getenv("KETTLE_CARGOCACHE_BENCH")); n > 0 {
+		benchFetch(t, n, runner, env, proj)
+	}
 	if !strings.Contains(warm.log, "Fetch: 3 crate(s) from the shared dependency cache, 0 downloaded\n") ||
 		!strings.Contains(warm.log, "Fetch contacted: no host") || strings.Contains(warm.log, "Downloaded") || strings.Contains(warm.log, "Updating") {
 		t.Fatalf("warm build log:\n%s", warm.log)
@@ -324,19 +337,22 @@ func TestCargoSharedDepCache(t *testing.T) {
 			// them all; the build must succeed (it ignores the errors).
 			e := entry("foo")
 			var rs strings.Builder
-			rs.WriteString("use std::fs;\nfn main() {\n")
+			rs.WriteString("use std::fs;\nfn say(what: &str, r: std::io::Result<()>) { println!(\"cargo::warning=ATTEMPT {}: {:?}\", what, r.err().map(|e| e.kind())); }\nfn main() {\n")
 			for _, p := range []string{e + "/src/lib.rs", e + "/.cargo-checksum.json", c.EntriesDir() + "/planted", c.Dir() + "/records/planted"} {
-				fmt.Fprintf(&rs, "    let _ = fs::write(%q, \"evil\");\n", p)
+				fmt.Fprintf(&rs, "    say(\"write\", fs::write(%q, \"evil\"));\n", p)
 			}
-			fmt.Fprintf(&rs, "    let _ = fs::remove_dir_all(%q);\n", e)
-			fmt.Fprintf(&rs, "    let _ = fs::rename(%q, %q);\n", e, e+".x")
+			fmt.Fprintf(&rs, "    say(\"rmdir\", fs::remove_dir_all(%q));\n", e)
+			fmt.Fprintf(&rs, "    say(\"rename\", fs::rename(%q, %q));\n", e, e+".x")
 			rs.WriteString("    for d in fs::read_dir(std::env::var(\"CARGO_HOME\").unwrap_or_default() + \"/registry/src\").into_iter().flatten().flatten() {\n")
-			rs.WriteString("        for p in fs::read_dir(d.path()).into_iter().flatten().flatten() { let _ = fs::write(p.path().join(\"src/lib.rs\"), \"evil\"); }\n    }\n}\n")
+			rs.WriteString("        for p in fs::read_dir(d.path()).into_iter().flatten().flatten() { say(\"link\", fs::write(p.path().join(\"src/lib.rs\"), \"evil\")); }\n    }\n}\n")
 			hostile := filepath.Join(t.TempDir(), "app")
 			registryApp(t, hostile, url, crates, rs.String())
 			b := mustBuild(t, buildApp(t, runner, env, c, hostile, ""))
 			if !strings.Contains(b.log, "3 crate(s) from the shared dependency cache, 0 downloaded") {
 				t.Fatalf("hostile build log:\n%s", b.log)
+			}
+			if n := strings.Count(b.log, "ATTEMPT "); n < 6 || strings.Count(b.log, ": None") > 0 {
+				t.Fatalf("the build script's attempts (want each refused):\n%s", b.log)
 			}
 			if _, err := os.Lstat(filepath.Join(c.EntriesDir(), "planted")); err == nil {
 				t.Fatal("the build script planted a file in the cache")
@@ -413,4 +429,22 @@ func TestCargoSharedDepCache(t *testing.T) {
 			t.Fatalf("tiny build log:\n%s", b.log)
 		}
 	})
+}
+
+// benchFetch alternates n cold builds (each with an empty shared cache) and
+// n warm ones of the project and logs the fetch phase's medians
+// (KETTLE_CARGOCACHE_BENCH=n; docs/benchmarks.md).
+func benchFetch(t *testing.T, n int, runner sandbox.Runner, env []string, proj string) {
+	var cold, warm []time.Duration
+	for range n {
+		c, err := depcache.Open(filepath.Join(t.TempDir(), "depcache"), 1<<30, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cold = append(cold, mustBuild(t, buildApp(t, runner, env, c, proj, "")).fetch)
+		warm = append(warm, mustBuild(t, buildApp(t, runner, env, c, proj, "")).fetch)
+	}
+	slices.Sort(cold)
+	slices.Sort(warm)
+	t.Logf("fetch phase medians over %d alternated runs: cold %v, warm %v (min %v / %v)", n, cold[n/2], warm[n/2], cold[0], warm[0])
 }

@@ -4,10 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/kettle-build/kettle/toolchain/cargo"
@@ -83,7 +86,7 @@ func TestExtractCrate(t *testing.T) {
 	})
 	bomb := func() []byte {
 		var buf bytes.Buffer
-		zw := gzip.NewWriter(&buf)
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 		tw := tar.NewWriter(zw)
 		tw.WriteHeader(&tar.Header{Name: "foo-0.1.0/big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 600 << 20})
 		zero := make([]byte, 1<<20)
@@ -168,4 +171,36 @@ func FuzzExtractCrate(f *testing.F) {
 		_ = cargo.ExtractCrate(data, "foo", "0.1.0", dst)
 		assertContained(t, base, dst)
 	})
+}
+
+// TestReadCrate: a fill reads the .crate the fetch left only as a regular
+// file (no symlink followed, no FIFO opened to block on), within the size
+// bound, into memory, and only when its sha256 is Cargo.lock's checksum:
+// bytes changed after cargo checked them never enter the cache.
+func TestReadCrate(t *testing.T) {
+	dir := t.TempDir()
+	good := []byte("crate bytes")
+	h := sha256.Sum256(good)
+	sum := hex.EncodeToString(h[:])
+	os.WriteFile(filepath.Join(dir, "good.crate"), good, 0o644)
+	os.WriteFile(filepath.Join(dir, "changed.crate"), []byte("crate bytez"), 0o644)
+	os.Symlink("good.crate", filepath.Join(dir, "link.crate"))
+	syscall.Mkfifo(filepath.Join(dir, "fifo.crate"), 0o644)
+	os.Mkdir(filepath.Join(dir, "dir.crate"), 0o755)
+	f, _ := os.Create(filepath.Join(dir, "big.crate"))
+	f.Truncate(65<<20 + 1)
+	f.Close()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if b, err := cargo.ReadCrate(root, "good.crate", sum); err != nil || !bytes.Equal(b, good) {
+		t.Fatalf("good: %q %v", b, err)
+	}
+	for _, name := range []string{"changed.crate", "link.crate", "fifo.crate", "dir.crate", "big.crate", "../escape.crate"} {
+		if _, err := cargo.ReadCrate(root, name, sum); err == nil {
+			t.Errorf("%s was read", name)
+		}
+	}
 }
