@@ -285,7 +285,7 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 		fetched := 0
 		for _, g := range u.groups {
 			if !g.cached {
-				fetched += len(g.pkgs)
+				fetched += len(g.pkgs) - g.seeded
 			}
 		}
 		added := d.fill(ctx, w, u)

@@ -23,11 +23,12 @@ import (
 
 // Kinds of the shared dependency cache's entries for Cargo (package
 // depcache):
-//   - KindCrate: a registry crate's extracted tree (the files under
-//     "<name>-<version>/" of its .crate) plus the .cargo-checksum.json a
-//     directory source needs; digest: Cargo.lock's checksum (sha256 of the
-//     .crate), which the trusted process checked on its own copy of the
-//     .crate before extracting it;
+//   - KindCrate: a registry crate: "crate", the .crate itself, and "pkg/",
+//     its extracted tree (the files under "<name>-<version>/" of the
+//     .crate) plus the .cargo-checksum.json a directory source needs;
+//     digest: Cargo.lock's checksum (sha256 of the .crate), which the
+//     trusted process checked on its own copy before extracting it, and
+//     which Put's verify checks again on the staged "crate";
 //   - KindSrcDir: the directory name cargo gives a registry under
 //     CARGO_HOME/registry/{cache,src} ("index.crates.io-1949cf8c6b5b557f");
 //     digest: sha256 of the cargo binary, the Cargo.lock source and the
@@ -59,6 +60,7 @@ type crateGroup struct {
 	pkgs   []Package
 	dir    string // CARGO_HOME/registry/src/<dir> (when cached)
 	cached bool   // every package came from the shared cache
+	seeded int    // else: its crates put in cargo's download cache from the shared one
 }
 
 // cacheUse is what the shared cache gave one job.
@@ -181,14 +183,34 @@ func (d *Driver) fromCache(w *toolchain.Workspace) (*cacheUse, error) {
 		entries := make([]string, len(g.pkgs))
 		all := true
 		for i, pk := range g.pkgs {
-			e, ok := c.Get(depcache.Key{Kind: KindCrate, Digest: pk.Checksum}, l)
-			if !ok {
+			if e, ok := c.Get(depcache.Key{Kind: KindCrate, Digest: pk.Checksum}, l); ok {
+				entries[i] = e
+			} else {
 				all = false
-				break
 			}
-			entries[i] = e
 		}
 		if !all {
+			// The registry must serve the rest, so cargo reads this
+			// source itself: seed its download cache with the crates the
+			// cache has (a link to the entry's verified .crate, which
+			// cargo takes without downloading and extracts itself).
+			if err := mkdirReal(home, filepath.Join("registry", "cache", name)); err != nil {
+				return nil, err
+			}
+			for i, pk := range g.pkgs {
+				if entries[i] == "" {
+					continue
+				}
+				link := filepath.Join(home, "registry", "cache", name, pk.Name+"-"+pk.Version+".crate")
+				if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return nil, err
+				}
+				if err := os.Symlink(filepath.Join(entries[i], "crate"), link); err != nil {
+					return nil, err
+				}
+				g.seeded++
+				u.crates++
+			}
 			continue
 		}
 		src := filepath.Join(home, "registry", "src", name)
@@ -202,10 +224,11 @@ func (d *Driver) fromCache(w *toolchain.Workspace) (*cacheUse, error) {
 		}
 		for i, pk := range g.pkgs {
 			link := filepath.Join(src, pk.Name+"-"+pk.Version)
-			if err := os.Symlink(entries[i], link); err != nil {
+			target := filepath.Join(entries[i], "pkg")
+			if err := os.Symlink(target, link); err != nil {
 				return nil, err
 			}
-			u.links[link] = entries[i]
+			u.links[link] = target
 		}
 		g.dir, g.cached = name, true
 		u.crates += len(g.pkgs)
@@ -385,27 +408,43 @@ func readCrate(root *os.Root, rel, sum string) ([]byte, error) {
 	return data, nil
 }
 
-// putCrate extracts data (already checked against k.Digest) into a staged
-// directory, adds the .cargo-checksum.json of a directory source, and
-// Puts it.
+// putCrate stages data (already checked against k.Digest) as "crate",
+// extracts it into "pkg/" with the .cargo-checksum.json of a directory
+// source, and Puts it; the verify step hashes the sealed "crate" again.
 func putCrate(c *depcache.Cache, k depcache.Key, pk Package, data []byte) error {
 	st, err := c.Stage()
 	if err != nil {
 		return err
 	}
-	if err := extractCrate(data, pk.Name, pk.Version, st); err != nil {
+	fail := func(err error) error {
 		os.RemoveAll(st)
 		return err
+	}
+	if err := os.WriteFile(filepath.Join(st, "crate"), data, 0o644); err != nil {
+		return fail(err)
+	}
+	pkg := filepath.Join(st, "pkg")
+	if err := os.Mkdir(pkg, 0o755); err != nil {
+		return fail(err)
+	}
+	if err := extractCrate(data, pk.Name, pk.Version, pkg); err != nil {
+		return fail(err)
 	}
 	sumFile := checksumJSON(pk.Checksum)
-	if err := os.WriteFile(filepath.Join(st, ".cargo-checksum.json"), sumFile, 0o644); err != nil {
-		os.RemoveAll(st)
-		return err
+	if err := os.WriteFile(filepath.Join(pkg, ".cargo-checksum.json"), sumFile, 0o644); err != nil {
+		return fail(err)
 	}
 	return c.Put(k, st, func(dir string) error {
-		got, err := os.ReadFile(filepath.Join(dir, ".cargo-checksum.json"))
+		got, err := os.ReadFile(filepath.Join(dir, "pkg", ".cargo-checksum.json"))
 		if err != nil || !bytes.Equal(got, sumFile) {
 			return errors.New(".cargo-checksum.json is not kettle's")
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "crate"))
+		if err != nil {
+			return err
+		}
+		if h := sha256.Sum256(b); hex.EncodeToString(h[:]) != k.Digest {
+			return errors.New("the .crate does not match Cargo.lock's checksum")
 		}
 		return nil
 	})

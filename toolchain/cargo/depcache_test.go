@@ -306,7 +306,8 @@ func TestCargoSharedDepCache(t *testing.T) {
 				"echo evil > " + link + "/src/new.rs",
 				"echo '{\"files\":{},\"package\":\"00\"}' > " + link + "/.cargo-checksum.json",
 				"chmod 666 " + link + "/src/lib.rs",
-				"rm -f " + e + "/Cargo.toml",
+				"rm -f " + e + "/pkg/Cargo.toml",
+				"echo evil > " + e + "/crate",
 				"mv " + e + " " + e + ".x",
 				"ln -s /tmp " + e + "/x",
 				"touch " + c.EntriesDir() + "/new",
@@ -325,7 +326,7 @@ func TestCargoSharedDepCache(t *testing.T) {
 				if err := runner.Run(t.Context(), &cmd); err != nil {
 					t.Fatalf("%s: %v\n%s", shape.name, err, out.String())
 				}
-				if n := strings.Count(out.String(), "Read-only file system"); n < 8 || !strings.Contains(out.String(), "done") {
+				if n := strings.Count(out.String(), "Read-only file system"); n < 9 || !strings.Contains(out.String(), "done") {
 					t.Errorf("%s sandbox: not every write was refused as read-only:\n%s", shape.name, out.String())
 				}
 			}
@@ -338,7 +339,7 @@ func TestCargoSharedDepCache(t *testing.T) {
 			e := entry("foo")
 			var rs strings.Builder
 			rs.WriteString("use std::fs;\nfn say(what: &str, r: std::io::Result<()>) { println!(\"cargo::warning=ATTEMPT {}: {:?}\", what, r.err().map(|e| e.kind())); }\nfn main() {\n")
-			for _, p := range []string{e + "/src/lib.rs", e + "/.cargo-checksum.json", c.EntriesDir() + "/planted", c.Dir() + "/records/planted"} {
+			for _, p := range []string{e + "/pkg/src/lib.rs", e + "/pkg/.cargo-checksum.json", e + "/crate", c.EntriesDir() + "/planted", c.Dir() + "/records/planted"} {
 				fmt.Fprintf(&rs, "    say(\"write\", fs::write(%q, \"evil\"));\n", p)
 			}
 			fmt.Fprintf(&rs, "    say(\"rmdir\", fs::remove_dir_all(%q));\n", e)
@@ -351,7 +352,7 @@ func TestCargoSharedDepCache(t *testing.T) {
 			if !strings.Contains(b.log, "3 crate(s) from the shared dependency cache, 0 downloaded") {
 				t.Fatalf("hostile build log:\n%s", b.log)
 			}
-			if n := strings.Count(b.log, "ATTEMPT "); n < 6 || strings.Count(b.log, ": None") > 0 {
+			if n := strings.Count(b.log, "ATTEMPT "); n < 7 || strings.Count(b.log, ": None") > 0 {
 				t.Fatalf("the build script's attempts (want each refused):\n%s", b.log)
 			}
 			if _, err := os.Lstat(filepath.Join(c.EntriesDir(), "planted")); err == nil {
@@ -366,21 +367,21 @@ func TestCargoSharedDepCache(t *testing.T) {
 		poison func(t *testing.T)
 	}{
 		{"bytes-changed", func(t *testing.T) {
-			p := filepath.Join(entry("foo"), "src", "lib.rs")
+			p := filepath.Join(entry("foo"), "pkg", "src", "lib.rs")
 			os.Chmod(p, 0o644)
 			if err := os.WriteFile(p, []byte("pub fn hi() -> &'static str { \"EVIL\" }\n"), 0o444); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"symlink-planted", func(t *testing.T) {
-			p := filepath.Join(entry("bar"), "src", "lib.rs")
+			p := filepath.Join(entry("bar"), "pkg", "src", "lib.rs")
 			os.Remove(p)
 			if err := os.Symlink("/etc/passwd", p); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"hardlink-planted", func(t *testing.T) {
-			if err := os.Link(filepath.Join(entry("baz"), "src", "lib.rs"), filepath.Join(t.TempDir(), "writable-name")); err != nil {
+			if err := os.Link(filepath.Join(entry("baz"), "crate"), filepath.Join(t.TempDir(), "writable-name")); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -389,11 +390,13 @@ func TestCargoSharedDepCache(t *testing.T) {
 			tc.poison(t)
 			before := downloads.Load()
 			b := mustBuild(t, buildApp(t, runner, env, c, proj, ""))
-			if !strings.Contains(b.log, "from the shared dependency cache, 3 downloaded; 1 entries added") {
+			// The other two crates are not downloaded again: cargo's
+			// download cache is seeded with their verified .crate.
+			if !strings.Contains(b.log, "Fetch: 2 crate(s) from the shared dependency cache, 1 downloaded; 1 entries added") {
 				t.Fatalf("poisoned entry was not refused:\n%s", b.log)
 			}
-			if downloads.Load() == before {
-				t.Fatal("nothing was downloaded again")
+			if n := downloads.Load() - before; n != 1 {
+				t.Fatalf("%d crates downloaded, want the poisoned one", n)
 			}
 			if stable(b.prov) != stable(cold.prov) || fmt.Sprint(b.res.Artifacts) != fmt.Sprint(cold.res.Artifacts) {
 				t.Fatal("result differs from the honest build")
