@@ -218,6 +218,10 @@ const kettleConfig = "# kettle's cargo configuration: intentionally empty (see d
 // Fetch runs `cargo fetch --locked` with network into the job's CARGO_HOME,
 // in a copy of the project holding only its manifests and Cargo.lock (see
 // writeFetchCopy); cargo checks each crate against its Cargo.lock checksum.
+// With a shared dependency cache (w.DepCache), sources whose crates are all
+// cached are read from it as directory sources and no command runs when
+// nothing else is left to fetch; what the fetch downloaded is verified
+// again by kettle and added to the cache (depcache.go).
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(); err != nil {
 		return err

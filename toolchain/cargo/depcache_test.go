@@ -422,6 +422,47 @@ func TestCargoSharedDepCache(t *testing.T) {
 		}
 	})
 
+	t.Run("git-dependency", func(t *testing.T) {
+		// A git dependency is not cached: the fetch runs for it, with the
+		// registry crates read from the cache (a directory source), and
+		// kettle checks their links afterwards. No sandbox: the local
+		// repository is not mounted in the fetch sandbox.
+		none := sandbox.NewNone()
+		dep := filepath.Join(t.TempDir(), "dep")
+		writeFile(t, filepath.Join(dep, "Cargo.toml"), "[package]\nname = \"dep\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
+		writeFile(t, filepath.Join(dep, "src", "lib.rs"), "pub fn hi() -> &'static str { \"dep\" }\n")
+		for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "dep"}} {
+			cmd := exec.Command("git", args...)
+			cmd.Dir = dep
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Skipf("git: %v %s", err, out)
+			}
+		}
+		p := filepath.Join(t.TempDir(), "app")
+		registryApp(t, p, url, crates, "")
+		writeFile(t, filepath.Join(p, "Cargo.toml"), "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nfoo = \"0.1\"\nbar = \"0.1\"\nbaz = \"0.1\"\ndep = { git = \"file://"+dep+"\" }\n")
+		writeFile(t, filepath.Join(p, "src", "main.rs"), "fn main() { println!(\"{} {} {} {}\", foo::hi(), bar::hi(), baz::hi(), dep::hi()); }\n")
+		// Resolved against the loopback registry (the project's config).
+		os.Remove(filepath.Join(p, "Cargo.lock"))
+		gen := exec.Command("cargo", "generate-lockfile")
+		gen.Dir, gen.Env = p, append(env, "CARGO_HOME="+filepath.Join(t.TempDir(), "home"))
+		if out, err := gen.CombinedOutput(); err != nil {
+			t.Fatalf("generate-lockfile: %v\n%s", err, out)
+		}
+		before := downloads.Load()
+		withCache := mustBuild(t, buildApp(t, none, env, c, p, ""))
+		if !strings.Contains(withCache.log, "Fetch: 3 crate(s) from the shared dependency cache, 0 downloaded; 0 entries added") {
+			t.Fatalf("build log:\n%s", withCache.log)
+		}
+		if n := downloads.Load() - before; n != 0 {
+			t.Fatalf("%d crates downloaded", n)
+		}
+		without := mustBuild(t, buildApp(t, none, env, nil, p, ""))
+		if stable(withCache.prov) != stable(without.prov) || fmt.Sprint(withCache.res.Artifacts) != fmt.Sprint(without.res.Artifacts) {
+			t.Fatal("the build with the cache differs from the one without")
+		}
+	})
+
 	t.Run("no-registry-packages", func(t *testing.T) {
 		p := filepath.Join(t.TempDir(), "tiny")
 		writeFile(t, filepath.Join(p, "Cargo.toml"), "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n")
