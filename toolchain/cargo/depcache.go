@@ -106,6 +106,7 @@ func (u *cacheUse) config(home string) []string {
 // cache can serve, by source, and the count of the others.
 func (d *Driver) groups(w *toolchain.Workspace) (groups []*crateGroup, other int) {
 	by := map[string]*crateGroup{}
+	tables := map[string]bool{}
 	for _, pk := range d.proj.Lock.Package {
 		if pk.Source == "" || d.proj.Vendored[lockKey(pk)] != nil {
 			continue // the project's own code
@@ -113,10 +114,13 @@ func (d *Driver) groups(w *toolchain.Workspace) (groups []*crateGroup, other int
 		g := by[pk.Source]
 		if g == nil {
 			table, effective, ok := d.proj.Config.cacheable(pk.Source)
-			if !ok {
+			if !ok || tables[table] {
+				// Two sources behind one table (crates.io's git and sparse
+				// ids) cannot both be replaced: the second is fetched.
 				other++
 				continue
 			}
+			tables[table] = true
 			h := sha256.New()
 			fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s", d.cargoSHA, pk.Source, effective, toolchain.Getenv(w.Env, "CARGO_REGISTRIES_CRATES_IO_PROTOCOL"))
 			g = &crateGroup{source: pk.Source, table: table, key: depcache.Key{Kind: KindSrcDir, Digest: hex.EncodeToString(h.Sum(nil))}}
@@ -171,6 +175,9 @@ func (d *Driver) fromCache(w *toolchain.Workspace) (*cacheUse, error) {
 	u := &cacheUse{links: map[string]string{}}
 	u.groups, u.other = d.groups(w)
 	for _, g := range u.groups {
+		if len(g.pkgs) == 0 {
+			continue
+		}
 		dirEntry, ok := c.Get(g.key, l)
 		if !ok {
 			continue
