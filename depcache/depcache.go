@@ -444,8 +444,8 @@ func (c *Cache) evictLocked(added Key) {
 	}
 }
 
-// seal makes the staged tree read-only and refuses anything but
-// directories and regular files with one link.
+// seal makes the staged tree read-only (keeping executable bits) and
+// refuses anything but directories and regular files with one link.
 func seal(root string) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -461,6 +461,10 @@ func seal(root string) error {
 		case unix.S_IFREG:
 			if st.Nlink != 1 {
 				return fmt.Errorf("%s: a hard link", rel(root, p))
+			}
+			// Read-only; an executable bit stays (a crate's scripts).
+			if st.Mode&0o111 != 0 {
+				return os.Chmod(p, 0o555)
 			}
 			return os.Chmod(p, 0o444)
 		default:

@@ -46,7 +46,9 @@ const (
 type Driver struct {
 	cargo, rustc, rustdoc string // resolved binaries (set by Inputs)
 	proj                  *Project
-	selection             []string // kettle.toml [cargo]: --bin=, --package=, feature flags
+	selection             []string  // kettle.toml [cargo]: --bin=, --package=, feature flags
+	cargoSHA              string    // sha256 of the cargo binary (keys the registry layout in the shared cache)
+	cached                *cacheUse // what the shared dependency cache gave this job (nil: none)
 }
 
 // New returns a Cargo driver.
@@ -87,6 +89,7 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, lock *toolc
 		return nil, failure.Wrap(failure.InternalError, err, "rustc is not usable on this builder")
 	}
 	d.cargo, d.rustc = cargoPath, rustcPath
+	d.cargoSHA = cargo.SHA256
 	if rd := filepath.Join(filepath.Dir(rustcPath), "rustdoc"); isFile(rd) {
 		d.rustdoc = rd
 	}
@@ -215,6 +218,10 @@ const kettleConfig = "# kettle's cargo configuration: intentionally empty (see d
 // Fetch runs `cargo fetch --locked` with network into the job's CARGO_HOME,
 // in a copy of the project holding only its manifests and Cargo.lock (see
 // writeFetchCopy); cargo checks each crate against its Cargo.lock checksum.
+// With a shared dependency cache (w.DepCache), sources whose crates are all
+// cached are read from it as directory sources and no command runs when
+// nothing else is left to fetch; what the fetch downloaded is verified
+// again by kettle and added to the cache (depcache.go).
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(); err != nil {
 		return err
@@ -225,6 +232,21 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	if err := writeKettleConfig(home); err != nil {
 		return err
+	}
+	ro := d.readOnly()
+	var cacheArgs []string
+	if w.DepCache != nil {
+		u, err := d.fromCache(w)
+		if err != nil {
+			return failure.Wrap(failure.InternalError, err, "cannot use the shared dependency cache")
+		}
+		d.cached = u
+		if u.complete() {
+			logf(w, "kettle: Fetch: %d crate(s) from the shared dependency cache, 0 downloaded", u.crates)
+			return nil
+		}
+		cacheArgs = u.config(home)
+		ro = append(ro, w.DepCache.EntriesDir()) // what the links name
 	}
 	copyDir := filepath.Join(w.CacheDir, "fetch-src")
 	// cargo reads .cargo/config.toml of its working directory's parents:
@@ -239,12 +261,12 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.proj.writeFetchCopy(copyDir); err != nil {
 		return err
 	}
-	ro := d.readOnly()
 	for _, dir := range d.proj.Config.dirs() {
 		ro = append(ro, filepath.Join(w.Dir, filepath.FromSlash(dir)))
 	}
 	args := append([]string{d.cargo, "fetch", "--locked"}, d.overrides(ctx)...)
 	args = append(args, d.proj.Config.fetchConfig(w.Dir)...)
+	args = append(args, cacheArgs...) // after the project's: a later --config wins
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
 		Args:     args,
 		Dir:      copyDir,
@@ -257,7 +279,23 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err != nil {
 		return toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "cargo fetch --locked", err)
 	}
-	return checkKettleConfig(home)
+	if err := checkKettleConfig(home); err != nil {
+		return err
+	}
+	if u := d.cached; u != nil {
+		if err := checkLinks(home, u); err != nil {
+			return failure.Wrap(failure.DependencyFetchFailed, err, "cargo fetch changed the crates kettle took from the shared dependency cache")
+		}
+		fetched := 0
+		for _, g := range u.groups {
+			if !g.cached {
+				fetched += len(g.pkgs) - g.seeded
+			}
+		}
+		added := d.fill(ctx, w, u)
+		logf(w, "kettle: Fetch: %d crate(s) from the shared dependency cache, %d downloaded; %d entries added to the cache", u.crates, fetched, added)
+	}
+	return nil
 }
 
 func writeKettleConfig(home string) error {
@@ -305,10 +343,16 @@ func (d *Driver) Build(ctx context.Context, w *toolchain.Workspace) error {
 	})
 	args := []string{d.cargo, "build", "--locked", "--release", "--offline", "--config", "build.rustflags=" + string(flags)}
 	args = append(args, d.selection...)
+	args = append(args, d.overrides(ctx)...)
+	ro := append([]string{d.cargoHome(w)}, d.readOnly()...)
+	if d.cached != nil && w.DepCache != nil {
+		args = append(args, d.cached.config(d.cargoHome(w))...)
+		ro = append(ro, w.DepCache.EntriesDir()) // the crate links of fromCache name entries there
+	}
 	err := toolchain.Run(ctx, w, &sandbox.Cmd{
-		Args:     append(args, d.overrides(ctx)...),
+		Args:     args,
 		Env:      d.env(w),
-		ReadOnly: append([]string{d.cargoHome(w)}, d.readOnly()...),
+		ReadOnly: ro,
 		Limits:   w.Limits,
 	})
 	if err != nil {
