@@ -6,6 +6,7 @@ import (
 	"crypto/sha512"
 	_ "embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +29,22 @@ import (
 // integrity ("sha512-…"); the entry is a directory holding one file,
 // TarballFile, whose bytes have that integrity.
 const KindTarball = "pnpm-integrity"
+
+// KindPlan is the kind of a fetch plan: which registry packages of one
+// pnpm-lock.yaml a successful `pnpm fetch` of it (same pnpm, node and
+// platform) did not ask for, such as optional packages of other
+// platforms. Its digest is planDigest's. A plan only lets a later fetch
+// run without network when everything else is cached; a wrong one can at
+// worst make that fetch fail, never change what is installed (pnpm and
+// kettle check every tarball's integrity).
+const KindPlan = "pnpm-plan"
+
+// planDigest keys the plan of one lockfile fetched by one pnpm and node
+// on this platform.
+func planDigest(pnpmSHA, nodeSHA, lockSHA string) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{pnpmSHA, nodeSHA, lockSHA, runtime.GOOS, runtime.GOARCH}, "\x00")))
+	return hex.EncodeToString(h[:])
+}
 
 // TarballFile is the name of the tarball in an entry.
 const TarballFile = "package.tgz"
@@ -54,9 +72,10 @@ var (
 type cacheUse struct {
 	dir      string // the mirror's directory in the job's cache
 	plan     mirrorPlan
-	misses   []miss // registry packages the mirror downloads
-	hits     int    // registry packages served from the cache
-	complete bool   // every remote package came from the cache: no network
+	misses   []miss          // registry packages the mirror downloads
+	hits     int             // registry packages served from the cache
+	unneeded map[string]bool // integrities the last fetch of this lockfile did not ask for (the plan)
+	complete bool            // every remote package pnpm will ask for is cached: no network
 }
 
 type miss struct {
@@ -144,7 +163,13 @@ func (d *Driver) fromCache(w *toolchain.Workspace) (*cacheUse, error) {
 		u.plan.Pkgs["/"+path] = item
 		u.misses = append(u.misses, miss{pkg: p, out: item.Out})
 	}
-	u.complete = len(u.misses) == 0 && d.otherRemote == 0
+	u.unneeded = d.readPlan(w)
+	u.complete = d.otherRemote == 0
+	for _, m := range u.misses {
+		if !u.unneeded[m.pkg.Integrity] {
+			u.complete = false
+		}
+	}
 	data, err := json.Marshal(&u.plan)
 	if err != nil {
 		return nil, err
@@ -156,6 +181,68 @@ func (d *Driver) fromCache(w *toolchain.Workspace) (*cacheUse, error) {
 		return nil, err
 	}
 	return u, nil
+}
+
+// readPlan reads the plan of this lockfile, if the cache has one.
+func (d *Driver) readPlan(w *toolchain.Workspace) map[string]bool {
+	out := map[string]bool{}
+	if d.planDigest == "" {
+		return out
+	}
+	dir, ok := w.DepCache.Get(depcache.Key{Kind: KindPlan, Digest: d.planDigest}, w.DepLease)
+	if !ok {
+		return out
+	}
+	f, err := os.Open(filepath.Join(dir, "unneeded"))
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxLockfileSize))
+	if err != nil {
+		return out
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if l != "" {
+			out[l] = true
+		}
+	}
+	return out
+}
+
+// downloaded counts the misses the mirror downloaded.
+func (u *cacheUse) downloaded() (n int) {
+	for _, m := range u.misses {
+		if fi, err := os.Lstat(m.out); err == nil && fi.Mode().IsRegular() {
+			n++
+		}
+	}
+	return n
+}
+
+// writePlan records which registry packages this successful fetch did not
+// ask the mirror for (misses it did not download), unless the cache has
+// this plan already.
+func (d *Driver) writePlan(w *toolchain.Workspace, u *cacheUse) {
+	k := depcache.Key{Kind: KindPlan, Digest: d.planDigest}
+	if d.planDigest == "" || w.DepCache.Has(k) {
+		return
+	}
+	var b strings.Builder
+	for _, m := range u.misses {
+		if _, err := os.Lstat(m.out); err != nil {
+			b.WriteString(m.pkg.Integrity + "\n")
+		}
+	}
+	st, err := w.DepCache.Stage()
+	if err != nil {
+		return
+	}
+	if err := os.WriteFile(filepath.Join(st, "unneeded"), []byte(b.String()), 0o644); err != nil {
+		os.RemoveAll(st)
+		return
+	}
+	_ = w.DepCache.Put(k, st, func(string) error { return nil })
 }
 
 // fill copies into the shared cache each tarball the mirror downloaded

@@ -48,6 +48,7 @@ type Driver struct {
 	lock        []byte     // pnpm-lock.yaml as planned (toolchain.Lock), for the fetch copy
 	registry    []RegistryPackage
 	otherRemote int
+	planDigest  string // key of the fetch plan in the shared cache (depcache.go)
 	script      string // kettle.toml [pnpm] script ("": build)
 	pack        bool   // kettle.toml [pnpm] output = "pack"
 }
@@ -88,6 +89,7 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, planned *to
 	}
 	d.pnpm, d.node, d.lock = pnpmPath, nodePath, planned.Data
 	d.registry, d.otherRemote = lock.Registry, lock.OtherRemote
+	d.planDigest = planDigest(pnpm.SHA256, node.SHA256, lockHash)
 	deps, err := d.localInputs(w, lock)
 	if err != nil {
 		return nil, err
@@ -369,7 +371,8 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	}
 	if cached != nil && !cached.complete {
 		added := d.fill(ctx, w, cached)
-		logf(w, "kettle: Fetch: %d package(s) from the shared dependency cache, %d downloaded; %d entries added to the cache", cached.hits, len(cached.misses), added)
+		d.writePlan(w, cached)
+		logf(w, "kettle: Fetch: %d package(s) from the shared dependency cache, %d downloaded; %d entries added to the cache", cached.hits, cached.downloaded(), added)
 	}
 	return nil
 }
