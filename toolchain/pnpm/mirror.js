@@ -114,8 +114,18 @@ const server = http.createServer((req, res) => {
     }
     ready = pending.get(p);
   }
+  // Messages carry error codes, never paths (the build log is the
+  // client's).
   ready.then((file) => {
-    const st = fs.statSync(file);
+    let st;
+    try {
+      st = fs.statSync(file);
+    } catch (e) {
+      console.error('kettle mirror: ' + pkg.id + ': cannot read the tarball (' + e.code + ')');
+      res.writeHead(500);
+      res.end();
+      return;
+    }
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size });
     if (req.method === 'HEAD') {
       res.end();
@@ -123,7 +133,7 @@ const server = http.createServer((req, res) => {
     }
     fs.createReadStream(file).on('error', () => res.destroy()).pipe(res);
   }, (e) => {
-    console.error('kettle mirror: ' + pkg.id + ': ' + e.message);
+    console.error('kettle mirror: ' + pkg.id + ': ' + (e.code || e.message));
     res.writeHead(502);
     res.end();
   });
