@@ -322,3 +322,47 @@ func buildScriptWrites(t *testing.T, runner sandbox.Runner, c *depcache.Cache, e
 		t.Fatalf("a build script wrote the cache:\n%s", got)
 	}
 }
+
+// TestPnpmDepCacheFigures measures the fetch phase of a project
+// (KETTLE_PNPM_BENCH_PROJECT: a git directory of a pnpm project) without
+// the shared cache, cold (empty cache) and warm, alternating for
+// KETTLE_PNPM_BENCH_RUNS rounds (default 3), and prints the medians
+// (docs/benchmarks.md).
+func TestPnpmDepCacheFigures(t *testing.T) {
+	src := os.Getenv("KETTLE_PNPM_BENCH_PROJECT")
+	if src == "" {
+		t.Skip("set KETTLE_PNPM_BENCH_PROJECT to a committed pnpm project")
+	}
+	runs := 3
+	fmt.Sscan(os.Getenv("KETTLE_PNPM_BENCH_RUNS"), &runs)
+	runner, err := sandbox.New("bwrap")
+	if err != nil {
+		t.Skip(err)
+	}
+	var none, cold, warm []time.Duration
+	for range runs {
+		c, err := depcache.Open(filepath.Join(t.TempDir(), "depcache"), 4<<30, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		none = append(none, buildWithCache(t, runner, nil, src, "").fetch)
+		cb := buildWithCache(t, runner, c, src, "")
+		wb := buildWithCache(t, runner, c, src, "")
+		if !strings.Contains(wb.log, "Fetch contacted: no host") || stable(cb.prov) != stable(wb.prov) {
+			t.Fatalf("warm build was not offline or differs:\n%s", wb.log)
+		}
+		cold, warm = append(cold, cb.fetch), append(warm, wb.fetch)
+	}
+	med := func(d []time.Duration) time.Duration {
+		s := append([]time.Duration(nil), d...)
+		for i := range s {
+			for j := i + 1; j < len(s); j++ {
+				if s[j] < s[i] {
+					s[i], s[j] = s[j], s[i]
+				}
+			}
+		}
+		return s[len(s)/2]
+	}
+	t.Logf("fetch phase medians of %d: no cache %v, cold %v, warm %v (runs %v / %v / %v)", runs, med(none), med(cold), med(warm), none, cold, warm)
+}

@@ -25,43 +25,49 @@ function proxyFor(u) {
   return p ? new URL(p) : null;
 }
 
-// open sends GET url, through the egress proxy when there is one (node 20
-// ignores HTTPS_PROXY by itself).
-function open(url) {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const tlsOn = u.protocol === 'https:';
-    const port = Number(u.port || (tlsOn ? 443 : 80));
-    const p = proxyFor(u);
-    if (!p) {
-      (tlsOn ? https : http).get(u, resolve).on('error', reject);
-      return;
-    }
-    const pport = Number(p.port || 80);
-    if (!tlsOn) {
-      http.get({ host: p.hostname, port: pport, path: u.href, headers: { host: u.host } }, resolve).on('error', reject);
-      return;
-    }
-    const target = u.hostname + ':' + port;
-    const c = http.request({ host: p.hostname, port: pport, method: 'CONNECT', path: target, headers: { host: target } });
-    c.on('error', reject);
+// tunnelAgent keeps TLS connections to the registry alive, each through a
+// CONNECT tunnel of the egress proxy (node 20 ignores HTTPS_PROXY).
+function tunnelAgent(proxy) {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 16 });
+  agent.createConnection = (opts, cb) => {
+    const target = opts.host + ':' + opts.port;
+    const c = http.request({ host: proxy.hostname, port: Number(proxy.port || 80), method: 'CONNECT', path: target, headers: { host: target } });
+    c.on('error', (e) => cb(e));
     c.on('connect', (res, socket) => {
       if (res.statusCode !== 200) {
         socket.destroy();
-        reject(new Error('the egress proxy refused ' + u.host + ' (' + res.statusCode + ')'));
+        cb(new Error('the egress proxy refused the registry (' + res.statusCode + ')'));
         return;
       }
-      // No agent: a request with createConnection and no agent uses it.
-      https.get({
-        host: u.hostname, port, path: u.pathname + u.search, servername: u.hostname,
-        createConnection: () => tls.connect({ socket, servername: u.hostname }),
-      }, resolve).on('error', reject);
+      cb(null, tls.connect({ socket, servername: opts.servername || opts.host }));
     });
     c.end();
+  };
+  return agent;
+}
+
+const agents = new Map();
+const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+
+// open sends GET url (through the egress proxy when there is one).
+function open(url) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const p = proxyFor(u);
+    if (u.protocol === 'https:') {
+      const key = p ? p.href : '';
+      if (!agents.has(key)) agents.set(key, p ? tunnelAgent(p) : new https.Agent({ keepAlive: true, maxSockets: 16 }));
+      https.get(u, { agent: agents.get(key), servername: u.hostname }, resolve).on('error', reject);
+    } else if (p) {
+      http.get({ host: p.hostname, port: Number(p.port || 80), path: u.href, headers: { host: u.host }, agent: httpAgent }, resolve).on('error', reject);
+    } else {
+      http.get(u, { agent: httpAgent }, resolve).on('error', reject);
+    }
   });
 }
 
-async function fetchTo(url, out) {
+// upstream opens the package's tarball, following redirects.
+async function upstream(url) {
   for (let i = 0; i < 5; i++) {
     const res = await open(url);
     if ([301, 302, 303, 307, 308].includes(res.statusCode) && res.headers.location) {
@@ -73,24 +79,75 @@ async function fetchTo(url, out) {
       res.resume();
       throw new Error('HTTP ' + res.statusCode);
     }
-    await new Promise((resolve, reject) => {
-      const f = fs.createWriteStream(out + '.part');
-      let n = 0;
-      const fail = (e) => { f.destroy(); res.destroy(); reject(e); };
-      res.on('data', (b) => {
-        n += b.length;
-        if (n > plan.max) fail(new Error('larger than ' + plan.max + ' bytes'));
-      });
-      res.on('error', fail);
-      res.on('aborted', () => fail(new Error('connection closed')));
-      f.on('error', fail);
-      f.on('finish', resolve);
-      res.pipe(f);
-    });
-    fs.renameSync(out + '.part', out);
-    return;
+    return res;
   }
   throw new Error('too many redirects');
+}
+
+// relay streams a download to pnpm and into the job's file at once; the
+// file is renamed into place only when complete.
+function relay(pkg, req, res) {
+  return upstream(pkg.upstream).then((up) => new Promise((resolve, reject) => {
+    const headers = { 'content-type': 'application/octet-stream' };
+    if (up.headers['content-length']) headers['content-length'] = up.headers['content-length'];
+    res.writeHead(200, headers);
+    const f = fs.createWriteStream(pkg.out + '.part');
+    let n = 0;
+    let failed = false;
+    const fail = (e) => {
+      if (failed) return;
+      failed = true;
+      f.destroy();
+      up.destroy();
+      res.destroy();
+      reject(e);
+    };
+    up.on('data', (b) => {
+      n += b.length;
+      if (n > plan.max) {
+        fail(new Error('larger than ' + plan.max + ' bytes'));
+        return;
+      }
+      f.write(b);
+      if (!res.write(b)) {
+        up.pause();
+        res.once('drain', () => up.resume());
+      }
+    });
+    up.on('error', fail);
+    up.on('aborted', () => fail(new Error('connection closed')));
+    f.on('error', fail);
+    up.on('end', () => {
+      if (failed) return;
+      res.end();
+      f.end(() => {
+        try {
+          fs.renameSync(pkg.out + '.part', pkg.out);
+          resolve();
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }));
+}
+
+function serveFile(pkg, file, req, res) {
+  let st;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    console.error('kettle mirror: ' + pkg.id + ': cannot read the tarball (' + e.code + ')');
+    res.writeHead(500);
+    res.end();
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size });
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  fs.createReadStream(file).on('error', () => res.destroy()).pipe(res);
 }
 
 const server = http.createServer((req, res) => {
@@ -105,37 +162,33 @@ const server = http.createServer((req, res) => {
     res.end();
     return;
   }
-  let ready;
-  if (pkg.file) {
-    ready = Promise.resolve(pkg.file);
-  } else {
-    if (!pending.has(p)) {
-      pending.set(p, fetchTo(pkg.upstream, pkg.out).then(() => pkg.out, (e) => { pending.delete(p); throw e; }));
-    }
-    ready = pending.get(p);
-  }
   // Messages carry error codes, never paths (the build log is the
   // client's).
-  ready.then((file) => {
-    let st;
-    try {
-      st = fs.statSync(file);
-    } catch (e) {
-      console.error('kettle mirror: ' + pkg.id + ': cannot read the tarball (' + e.code + ')');
-      res.writeHead(500);
+  if (pkg.file) {
+    serveFile(pkg, pkg.file, req, res);
+    return;
+  }
+  if (fs.existsSync(pkg.out)) { // downloaded by an earlier request
+    serveFile(pkg, pkg.out, req, res);
+    return;
+  }
+  if (pending.has(p) || req.method === 'HEAD') {
+    // Another request is downloading it: serve the file once complete.
+    (pending.get(p) || Promise.reject(new Error('not downloaded yet'))).then(() => serveFile(pkg, pkg.out, req, res), (e) => {
+      console.error('kettle mirror: ' + pkg.id + ': ' + (e.code || e.message));
+      res.writeHead(502);
       res.end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': st.size });
-    if (req.method === 'HEAD') {
-      res.end();
-      return;
-    }
-    fs.createReadStream(file).on('error', () => res.destroy()).pipe(res);
-  }, (e) => {
+    });
+    return;
+  }
+  const done = relay(pkg, req, res).finally(() => pending.delete(p));
+  pending.set(p, done);
+  done.catch((e) => {
     console.error('kettle mirror: ' + pkg.id + ': ' + (e.code || e.message));
-    res.writeHead(502);
-    res.end();
+    if (!res.headersSent) {
+      res.writeHead(502);
+      res.end();
+    }
   });
 });
 
