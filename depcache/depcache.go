@@ -48,6 +48,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/kettle-build/kettle/internal/rmtree"
 )
 
 // DefaultSize is the default byte budget (--dep-cache-size).
@@ -110,7 +112,7 @@ func Open(dir string, budget int64, log *slog.Logger) (*Cache, error) {
 	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
 		for _, e := range ents {
 			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > time.Hour {
-				removeTree(filepath.Join(dir, "tmp", e.Name()))
+				rmtree.RemoveAll(filepath.Join(dir, "tmp", e.Name()))
 			}
 		}
 	}
@@ -180,7 +182,7 @@ type fp struct {
 // jobs filling one entry). Then least recently used entries are evicted
 // until the cache fits its budget. staged is gone when Put returns.
 func (c *Cache) Put(k Key, staged string, verify func(dir string) error) error {
-	defer removeTree(staged)
+	defer rmtree.RemoveAll(staged)
 	if err := seal(staged); err != nil {
 		return fmt.Errorf("depcache: seal %s: %w", k, err)
 	}
@@ -210,7 +212,7 @@ func (c *Cache) Put(k Key, staged string, verify func(dir string) error) error {
 	// An entry without a record is what a crash between the two renames
 	// leaves (under this lock nobody else is between them): replace it.
 	if _, err := os.Lstat(dst); err == nil {
-		if err := removeTree(dst); err != nil {
+		if err := rmtree.RemoveAll(dst); err != nil {
 			return fmt.Errorf("depcache: remove orphan %s: %w", k, err)
 		}
 	}
@@ -226,7 +228,7 @@ func (c *Cache) Put(k Key, staged string, verify func(dir string) error) error {
 		}
 	}
 	if err := writeFileAtomic(recPath, rec); err != nil {
-		removeTree(dst)
+		rmtree.RemoveAll(dst)
 		return fmt.Errorf("depcache: %w", err)
 	}
 	c.evictLocked(k)
@@ -350,7 +352,7 @@ func (c *Cache) removeLocked(name string, force bool) bool {
 		}
 	}
 	os.Remove(recPath)
-	removeTree(filepath.Join(c.dir, "entries", name))
+	rmtree.RemoveAll(filepath.Join(c.dir, "entries", name))
 	return true
 }
 
@@ -585,21 +587,6 @@ func writeFileAtomic(name string, data []byte) error {
 		os.Remove(f.Name())
 	}
 	return err
-}
-
-// removeTree removes a tree whose directories may be read-only.
-func removeTree(p string) error {
-	err := os.RemoveAll(p)
-	if err == nil || os.Geteuid() == 0 {
-		return err
-	}
-	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o755)
-		}
-		return nil
-	})
-	return os.RemoveAll(p)
 }
 
 // CopyFile copies the regular file src (opened without following a

@@ -1,13 +1,16 @@
-// Package egress is the only way out of a sandbox that has network: an HTTP
-// proxy (CONNECT tunnels and plain-HTTP forwarding) that runs in the trusted
-// process, outside the sandbox, and applies the repo_url address policy to
-// every destination. It resolves each host itself, refuses the destination
-// when any of its addresses is not public (unless AllowPrivate), always
-// refuses the cloud metadata service, link-local addresses and the
-// addresses in Policy.Deny (kettle's own listeners), and then dials exactly
-// the address it checked, so a DNS answer that changes between check and
-// connect (rebinding) gains nothing. Every destination asked for, allowed or
-// refused, is reported.
+// Package egress is kettle's one way out to the network: the HTTP proxy
+// (CONNECT tunnels and plain-HTTP forwarding) that is a fetch sandbox's only
+// exit and that every git connection of a clone (package source) goes
+// through, and the address policy both apply (Check, IsPublic,
+// CheckHostName; source checks repo_url with it too). It runs in the trusted
+// process, resolves each host itself, refuses the destination when any of
+// its addresses is not public (unless AllowPrivate), always refuses the
+// cloud metadata service, link-local addresses and the addresses in
+// Policy.Deny (kettle's own listeners), and then dials exactly the address
+// it checked, so a DNS answer that changes between check and connect
+// (rebinding) gains nothing. Every destination asked for, allowed or
+// refused, is reported; a session can also bound the bytes it receives
+// (Budget) and tell its first refusal (Session.Err).
 package egress
 
 import (
@@ -23,10 +26,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/kettle-build/kettle/internal/tunnel"
-	"github.com/kettle-build/kettle/source"
 )
 
 // Resolver looks up a host's addresses; *net.Resolver satisfies it.
@@ -85,6 +87,22 @@ var alwaysRefused = []netip.Prefix{
 	netip.MustParsePrefix("fe80::/10"),
 	netip.MustParsePrefix("fd00:ec2::254/128"),
 	netip.MustParsePrefix("100.100.100.200/32"), // Alibaba Cloud metadata
+}
+
+// isAlwaysRefused reports a in alwaysRefused, or an IPv6 address carrying
+// one (NAT64, 6to4, Teredo, IPv4-compatible): with AllowPrivate a NAT64
+// gateway would otherwise reach the metadata service as 64:ff9b::a9fe:a9fe.
+func isAlwaysRefused(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range alwaysRefused {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	if v4, ok := embedded4(a); ok {
+		return isAlwaysRefused(v4)
+	}
+	return false
 }
 
 // New returns a Proxy for p. A Deny entry that does not parse or resolve
@@ -154,10 +172,17 @@ var (
 	ErrNotProxy = errors.New("not a proxy request")
 )
 
+// Host name errors of CheckHostName; each wraps ErrSyntax.
+var (
+	ErrHostLength  = fmt.Errorf("%w: host name length", ErrSyntax)
+	ErrHostName    = fmt.Errorf("%w: host name", ErrSyntax)
+	ErrNumericHost = fmt.Errorf("%w: numeric host name", ErrSyntax)
+)
+
 // Check resolves host and returns the addresses that may be dialled for
 // port, or an error wrapping one of the Err… sentinels.
 func (x *Proxy) Check(ctx context.Context, host string, port uint16) ([]netip.Addr, error) {
-	if err := checkHostSyntax(host); err != nil {
+	if err := CheckHostName(host); err != nil {
 		return nil, err
 	}
 	if port == 0 {
@@ -174,10 +199,16 @@ func (x *Proxy) Check(ctx context.Context, host string, port uint16) ([]netip.Ad
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrResolve, err)
+			}
 			return nil, ErrResolve
 		}
 		for _, ip := range ips {
-			if a, ok := netip.AddrFromSlice(ip.IP); ok && ip.Zone == "" {
+			// A zone is dropped, not a reason to skip the answer: the
+			// zone-less address is the one judged (link-local: refused)
+			// and the one dialled.
+			if a, ok := netip.AddrFromSlice(ip.IP); ok {
 				addrs = append(addrs, a.Unmap())
 			}
 		}
@@ -204,10 +235,8 @@ func (x *Proxy) Check(ctx context.Context, host string, port uint16) ([]netip.Ad
 	// Every address must pass: the client cannot pick which one we dial,
 	// and neither can a resolver that answers differently each time.
 	for _, a := range addrs {
-		for _, p := range alwaysRefused {
-			if p.Contains(a) {
-				return nil, ErrDenied
-			}
+		if isAlwaysRefused(a) {
+			return nil, ErrDenied
 		}
 		if a.IsUnspecified() || a.IsMulticast() || !a.IsValid() {
 			return nil, ErrPrivate
@@ -220,7 +249,7 @@ func (x *Proxy) Check(ctx context.Context, host string, port uint16) ([]netip.Ad
 				return nil, ErrDenied
 			}
 		}
-		if !x.p.AllowPrivate && (!source.IsPublic(a) || isLocal(a)) {
+		if !x.p.AllowPrivate && (!IsPublic(a) || isLocal(a)) {
 			return nil, ErrPrivate
 		}
 	}
@@ -245,10 +274,83 @@ func localAddrs() []netip.Addr {
 	return out
 }
 
-// checkHostSyntax accepts IP literals and DNS names (letters, digits, '-'
+// nonPublic lists the ranges, beyond Go's predicates, that must never be
+// reached from a build: shared, reserved, benchmarking, protocol and
+// translation ranges (the latter are checked through their embedded IPv4,
+// except the local-use 64:ff9b:1::/48, which is never public).
+var nonPublic = func() []netip.Prefix {
+	var ps []netip.Prefix
+	for _, s := range []string{
+		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4",
+		"::/128", "::1/128", "fec0::/10", "100::/64", "2001:db8::/32", "64:ff9b:1::/48",
+	} {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	return ps
+}()
+
+// IsPublic reports whether a is a globally routable unicast address that a
+// build may fetch from: not loopback, private, link-local, multicast,
+// unspecified, shared (CGNAT) or reserved; IPv4 embedded in IPv6
+// (mapped, NAT64, 6to4, Teredo, IPv4-compatible) is judged by the embedded
+// address.
+func IsPublic(a netip.Addr) bool {
+	a = a.Unmap()
+	if !a.IsValid() || a.Zone() != "" {
+		return false
+	}
+	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	if v4, ok := embedded4(a); ok {
+		return IsPublic(v4)
+	}
+	return true
+}
+
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Loc  = netip.MustParsePrefix("64:ff9b:1::/48")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+	teredo    = netip.MustParsePrefix("2001::/32")
+	v4Compat  = netip.MustParsePrefix("::/96")
+)
+
+// embedded4 is the IPv4 address an IPv6 address carries by a translation
+// or tunnelling scheme (RFC 6052 NAT64, 6to4, Teredo, IPv4-compatible).
+func embedded4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() || a.Is4In6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	switch {
+	case nat64.Contains(a), v4Compat.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case nat64Loc.Contains(a):
+		// A /48 prefix: the IPv4 address around the reserved octet 8.
+		return netip.AddrFrom4([4]byte{b[6], b[7], b[9], b[10]}), true
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	case teredo.Contains(a):
+		// The client's IPv4 is stored inverted.
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}), true
+	}
+	return netip.Addr{}, false
+}
+
+// CheckHostName accepts IP literals and DNS names (letters, digits, '-'
 // and '_' in labels) and nothing else: no zones, no empty labels, no
-// numeric forms that some resolvers read as IPv4 (2130706433, 0x7f.1).
-func checkHostSyntax(host string) error {
+// numeric forms that inet_aton and curl read as IPv4 but Go does not
+// (2130706433, 0x7f.1, 127.1, 0177.0.0.1), so the address a tool connects
+// to is the one checked. Errors wrap ErrSyntax; a name's are ErrHostLength,
+// ErrHostName or ErrNumericHost.
+func CheckHostName(host string) error {
 	if host == "" {
 		return fmt.Errorf("%w: empty host", ErrSyntax)
 	}
@@ -260,17 +362,17 @@ func checkHostSyntax(host string) error {
 	}
 	name := strings.TrimSuffix(host, ".")
 	if len(name) == 0 || len(name) > 253 {
-		return fmt.Errorf("%w: host name length", ErrSyntax)
+		return ErrHostLength
 	}
 	labels := strings.Split(name, ".")
 	for _, l := range labels {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return fmt.Errorf("%w: host name", ErrSyntax)
+			return ErrHostName
 		}
 		for i := 0; i < len(l); i++ {
 			c := l[i]
 			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%w: host name", ErrSyntax)
+				return ErrHostName
 			}
 		}
 	}
@@ -282,7 +384,7 @@ func checkHostSyntax(host string) error {
 		}
 	}
 	if numeric && (last[0] >= '0' && last[0] <= '9') {
-		return fmt.Errorf("%w: numeric host name", ErrSyntax)
+		return ErrNumericHost
 	}
 	return nil
 }
@@ -303,25 +405,47 @@ func SplitTarget(hostport string) (host string, port uint16, err error) {
 	return strings.ToLower(h), uint16(n), nil
 }
 
-// Session is the proxy serving one listener (one command).
+// Session is the proxy serving one listener (one command, one clone).
 type Session struct {
 	x      *Proxy
 	ln     net.Listener
 	srv    *http.Server
 	rp     *httputil.ReverseProxy
 	report func(Contact)
+	budget int64 // bytes the session may receive; 0: no bound
 
-	conns tunnel.Conns
+	received atomic.Int64
+	exceeded atomic.Bool
+
+	mu    sync.Mutex
+	first *Refusal
+
+	conns conns
 	done  chan struct{}
 }
 
-// quiet drops net/http's own log lines: refusals are reported as contacts.
+// Option configures a Session.
+type Option func(*Session)
+
+// Budget bounds the bytes a session receives from its destinations
+// (response bodies of forwarded requests, everything a CONNECT tunnel
+// carries to the client) at max; max <= 0 means no bound. The transfer
+// that crosses it is cut, and Exceeded reports it.
+func Budget(max int64) Option {
+	return func(s *Session) { s.budget = max }
+}
+
+// quiet drops net/http's own log lines: refusals are reported as contacts,
+// and a cut transfer is expected when the budget is spent.
 var quiet = log.New(io.Discard, "", 0)
 
 // Serve proxies the connections of ln until Close; report (may be nil)
 // receives every destination asked for.
-func (x *Proxy) Serve(ln net.Listener, report func(Contact)) *Session {
+func (x *Proxy) Serve(ln net.Listener, report func(Contact), opts ...Option) *Session {
 	s := &Session{x: x, ln: ln, report: report, done: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
 	tr := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           s.dial,
@@ -335,7 +459,13 @@ func (x *Proxy) Serve(ln net.Listener, report func(Contact)) *Session {
 			pr.Out.URL = pr.In.URL
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:    tr,
+		Transport: tr,
+		ModifyResponse: func(r *http.Response) error {
+			if s.budget > 0 {
+				r.Body = &countBody{ReadCloser: r.Body, s: s}
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) { refusedResponse(w, err) },
 		ErrorLog:     quiet,
 	}
@@ -350,11 +480,50 @@ func (x *Proxy) Serve(ln net.Listener, report func(Contact)) *Session {
 // Close stops the listener and cuts every connection.
 func (s *Session) Close() {
 	_ = s.srv.Close()
-	s.conns.CloseAll()
+	s.conns.closeAll()
 	<-s.done
 	if t, ok := s.rp.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
 	}
+}
+
+// Err is the first destination the session refused (a *Refusal), or nil.
+// A dial that failed, or was cancelled, is not a refusal.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.first == nil {
+		return nil
+	}
+	return s.first
+}
+
+// Exceeded reports whether the session received more than its Budget.
+func (s *Session) Exceeded() bool { return s.exceeded.Load() }
+
+// count adds n received bytes and reports whether the budget still holds.
+func (s *Session) count(n int) bool {
+	if s.received.Add(int64(n)) > s.budget {
+		s.exceeded.Store(true)
+		return false
+	}
+	return true
+}
+
+var errBudget = errors.New("egress: byte budget exceeded")
+
+// countBody counts a forwarded response body against the budget.
+type countBody struct {
+	io.ReadCloser
+	s *Session
+}
+
+func (b *countBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if !b.s.count(n) {
+		return 0, errBudget
+	}
+	return n, err
 }
 
 func (s *Session) contact(addr string, err error) {
@@ -379,11 +548,18 @@ func reason(err error) string {
 	return "connection failed"
 }
 
-// refusal marks an error of Check (as opposed to a failed dial).
-type refusal struct{ err error }
+// Refusal is a destination the proxy refused to dial.
+type Refusal struct {
+	// Target is the destination as asked ("host:port", unfiltered: quote
+	// it before showing it).
+	Target string
+	// Err is Check's or SplitTarget's error: it wraps one of the Err…
+	// sentinels, or is the context's error.
+	Err error
+}
 
-func (r *refusal) Error() string { return r.err.Error() }
-func (r *refusal) Unwrap() error { return r.err }
+func (r *Refusal) Error() string { return "egress: " + printable(r.Target) + ": " + r.Err.Error() }
+func (r *Refusal) Unwrap() error { return r.Err }
 
 // dial checks hostport and connects to exactly the checked addresses.
 func (s *Session) dial(ctx context.Context, network, hostport string) (net.Conn, error) {
@@ -397,7 +573,15 @@ func (s *Session) dial(ctx context.Context, network, hostport string) (net.Conn,
 		}
 	}
 	s.contact(hostport, err)
-	return nil, &refusal{err}
+	r := &Refusal{Target: hostport, Err: err}
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		s.mu.Lock()
+		if s.first == nil {
+			s.first = r
+		}
+		s.mu.Unlock()
+	}
+	return nil, r
 }
 
 func (s *Session) connect(ctx context.Context, addrs []netip.Addr, port uint16) (net.Conn, error) {
@@ -418,7 +602,7 @@ func (s *Session) connect(ctx context.Context, addrs []netip.Addr, port uint16) 
 }
 
 func refusedResponse(w http.ResponseWriter, err error) {
-	var r *refusal
+	var r *Refusal
 	if errors.As(err, &r) {
 		http.Error(w, "kettle egress: refused: "+reason(err), http.StatusForbidden)
 		return
@@ -447,7 +631,11 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refusedResponse(w, err)
 		return
 	}
-	tunnel.Splice(w, upstream, &s.conns, nil)
+	var received func(int) bool
+	if s.budget > 0 {
+		received = s.count
+	}
+	splice(w, upstream, &s.conns, received)
 }
 
 // printable bounds a client-chosen destination for logs and provenance:

@@ -17,6 +17,7 @@ import (
 	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/rmtree"
 	"github.com/kettle-build/kettle/provenance"
 	"github.com/kettle-build/kettle/sandbox"
 	"github.com/kettle-build/kettle/source/gitid"
@@ -172,7 +173,7 @@ func (r *run) run(ctx context.Context) (*Result, error) {
 		if cacheDir, err = os.MkdirTemp("", "kettle-cache-"); err != nil {
 			return nil, failure.Wrap(failure.InternalError, err, "cannot create the dependency cache")
 		}
-		defer removeAll(cacheDir)
+		defer rmtree.RemoveAll(cacheDir)
 	} else if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, failure.Wrap(failure.InternalError, err, "cannot create the dependency cache")
 	}
@@ -436,24 +437,10 @@ func (c *lineOut) piece(s string, cont bool) {
 }
 
 func recreate(dir string) error {
-	if err := removeAll(dir); err != nil {
+	if err := rmtree.RemoveAll(dir); err != nil {
 		return err
 	}
 	return os.MkdirAll(dir, 0o755)
-}
-
-// removeAll also removes read-only trees (Nix store copies, Go module cache).
-func removeAll(dir string) error {
-	if err := os.RemoveAll(dir); err == nil {
-		return nil
-	}
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(p, 0o755)
-		}
-		return nil
-	})
-	return os.RemoveAll(dir)
 }
 
 func writeFile(path string, data []byte) error {

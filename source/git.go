@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/failure"
 	"github.com/kettle-build/kettle/source/gitid"
 )
@@ -26,9 +27,9 @@ import (
 // exactly (`git fetch --depth 1 origin <sha>`). It runs git with no system
 // or global config, no hooks, no submodules, no credential helpers or
 // prompts, only the transports p allows (GIT_ALLOW_PROTOCOL), "--" before
-// every URL, inside p's time and size limits; http(s) goes through a proxy
-// that checks each connection's resolved address (no DNS rebinding,
-// redirects included). A checkout whose symlinks leave the tree is refused.
+// every URL, inside p's time and size limits; http(s) goes through an
+// egress.Session that checks each connection's resolved address (no DNS
+// rebinding, redirects included) and counts the bytes received. A checkout whose symlinks leave the tree is refused.
 // Tree.Dir is <workDir>/<new dir>/<repository name>.
 func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, error) {
 	gr, err := parseRef(ref)
@@ -39,9 +40,13 @@ func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, e
 	if err != nil {
 		return nil, err
 	}
+	x, err := p.proxy()
+	if err != nil {
+		return nil, fmt.Errorf("egress proxy: %w", err)
+	}
 	fetchURL := rawURL
 	if r.host != "" {
-		addrs, err := checkHost(ctx, r.host, p)
+		addrs, err := checkHost(ctx, x, r, p)
 		if err != nil {
 			return nil, err
 		}
@@ -57,7 +62,7 @@ func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, e
 	if err != nil {
 		return nil, fmt.Errorf("create clone directory: %w", err)
 	}
-	t, err := clone(ctx, r, fetchURL, gr, root, p)
+	t, err := clone(ctx, r, fetchURL, gr, root, p, x)
 	if err != nil {
 		os.RemoveAll(root)
 		return nil, err
@@ -65,7 +70,7 @@ func Clone(ctx context.Context, rawURL, ref, workDir string, p Policy) (*Tree, e
 	return t, nil
 }
 
-func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root string, p Policy) (*Tree, error) {
+func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root string, p Policy, x *egress.Proxy) (*Tree, error) {
 	ctx, cancel := context.WithTimeout(parent, p.cloneTimeout())
 	defer cancel()
 	name := repoName(r.path)
@@ -78,13 +83,17 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 
 	g := &gitCmd{root: root, home: home, local: p.AllowLocal}
 	if r.trans == transHTTP || r.trans == transHTTPS {
-		eg, err := startEgress(p, p.maxRepoBytes())
+		// Every connection git makes (redirects included) goes through an
+		// egress session: checked, pinned to the checked address, and
+		// counted towards the size limit.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("start egress proxy: %w", err)
 		}
-		defer eg.Close()
-		g.proxy = eg
-		g.config = append(g.config, "http.proxy="+eg.url())
+		g.proxy = x.Serve(ln, nil, egress.Budget(p.maxRepoBytes()))
+		defer g.proxy.Close()
+		g.proxyAddr = ln.Addr().String()
+		g.config = append(g.config, "http.proxy=http://"+g.proxyAddr)
 		if p.caFile != "" {
 			g.config = append(g.config, "http.sslCAInfo="+p.caFile)
 		}
@@ -141,9 +150,9 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 	switch {
 	case parent.Err() != nil:
 		return nil, fmt.Errorf("clone: %w", parent.Err())
-	case g.proxy != nil && g.proxy.err() != nil:
-		return nil, g.proxy.err()
-	case tooLarge.Load():
+	case g.proxy != nil && g.proxy.Err() != nil:
+		return nil, proxyRefusal(g.proxy.Err(), p)
+	case g.proxy != nil && g.proxy.Exceeded(), tooLarge.Load():
 		return nil, refuse(ErrRepoTooLarge, err, "the repository is larger than %d bytes", p.maxRepoBytes())
 	case ctx.Err() == context.DeadlineExceeded && err != nil:
 		return nil, refuse(ErrCloneTimeout, err, "git clone timed out after %v", p.cloneTimeout())
@@ -196,7 +205,8 @@ type gitCmd struct {
 	root, home string
 	local      bool
 	config     []string
-	proxy      *egress
+	proxy      *egress.Session // nil for git:// and local transports
+	proxyAddr  string
 }
 
 // baseConfig are the -c settings of every git command of a clone.
@@ -294,8 +304,8 @@ func (g *gitCmd) run(ctx context.Context, dir string, args ...string) (string, e
 // summarise keeps git's last meaningful stderr lines, without server paths.
 func (g *gitCmd) summarise(s string) string {
 	dirs := []string{g.root, g.home}
-	if g.proxy != nil {
-		dirs = append(dirs, g.proxy.ln.Addr().String())
+	if g.proxyAddr != "" {
+		dirs = append(dirs, g.proxyAddr)
 	}
 	var keep []string
 	for _, l := range strings.Split(s, "\n") {

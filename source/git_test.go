@@ -335,6 +335,19 @@ func TestCloneRedirects(t *testing.T) {
 	})
 }
 
+// TestCloneRedirectPrivateNetworks: with --allow-private-networks a
+// redirect to the metadata service is still refused by the clone's egress
+// session, with a message that does not suggest the flag.
+func TestCloneRedirectPrivateNetworks(t *testing.T) {
+	p := publicWorld(t, map[string]http.Handler{"meta.example": redirectTo("http://169.254.169.254")}, nil)
+	p.AllowPrivateNetworks = true
+	_, err := Clone(context.Background(), "http://meta.example/proj.git", "", jobDirs(t), p)
+	if !errors.Is(err, ErrPrivateAddress) || !strings.Contains(err.Error(), `"169.254.169.254"`) ||
+		strings.Contains(err.Error(), "--allow-private-networks") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestCloneDNSRebinding(t *testing.T) {
 	r := makeRepo(t, "proj", nil)
 	p := publicWorld(t, map[string]http.Handler{"rebind.example": httpBackend(r.base)}, nil)
@@ -377,6 +390,13 @@ func TestCloneRefused(t *testing.T) {
 		{"no such ref", daemon, "nope", localPolicy, ErrClone},
 		{"no such commit", daemon, strings.Repeat("1", 40), localPolicy, ErrClone},
 		{"no such repo", strings.TrimSuffix(daemon, "proj.git") + "nope.git", "", localPolicy, ErrClone},
+		// --allow-private-networks never opens link-local (the metadata
+		// service), unspecified (0.0.0.0 reaches local listeners) or
+		// multicast addresses, in any form (egress.Check).
+		{"metadata with AllowPrivateNetworks", "http://169.254.169.254/proj.git", "", localPolicy, ErrPrivateAddress},
+		{"NAT64 metadata with AllowPrivateNetworks", "http://[64:ff9b::a9fe:a9fe]/proj.git", "", localPolicy, ErrPrivateAddress},
+		{"unspecified with AllowPrivateNetworks", strings.Replace(daemon, "127.0.0.1", "0.0.0.0", 1), "", localPolicy, ErrPrivateAddress},
+		{"multicast with AllowPrivateNetworks", "git://224.0.0.1/proj.git", "", localPolicy, ErrPrivateAddress},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,18 +2,19 @@ package source
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kettle-build/kettle/egress"
 )
 
 // Resolver looks up a host's addresses; *net.Resolver satisfies it.
-type Resolver interface {
-	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
-}
+type Resolver = egress.Resolver
 
 // Policy says which repositories may be fetched and how.
 type Policy struct {
@@ -22,9 +23,10 @@ type Policy struct {
 	// configuration on this machine: enable only for trusted callers (tests,
 	// `kettle build` on one's own checkout).
 	AllowLocal bool
-	// AllowPrivateNetworks permits hosts resolving to loopback, private,
-	// link-local (the cloud metadata service), multicast, unspecified and
-	// other non-public addresses.
+	// AllowPrivateNetworks permits hosts resolving to loopback, private
+	// and other non-public addresses. Link-local addresses (the cloud
+	// metadata service), unspecified and multicast addresses stay refused
+	// (egress.Policy.AllowPrivate).
 	AllowPrivateNetworks bool
 	// Resolver resolves repository hosts; nil means net.DefaultResolver.
 	Resolver Resolver
@@ -35,8 +37,9 @@ type Policy struct {
 	MaxRepoBytes int64
 
 	// Test hooks (unexported so production code cannot weaken the policy):
-	// dial replaces the network dialer of the egress proxy; caFile is a CA
-	// bundle git trusts for https.
+	// dial replaces the network dialer of the egress proxy (and of nothing
+	// else: git:// connects by itself); caFile is a CA bundle git trusts
+	// for https.
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	caFile string
 }
@@ -47,11 +50,11 @@ const (
 	DefaultMaxRepoBytes = 2 << 30
 )
 
-func (p Policy) resolver() Resolver {
-	if p.Resolver != nil {
-		return p.Resolver
-	}
-	return net.DefaultResolver
+// proxy is the address policy of p as an egress proxy: it checks every
+// repository host, and a Session of it carries a clone's http(s)
+// connections.
+func (p Policy) proxy() (*egress.Proxy, error) {
+	return egress.New(egress.Policy{AllowPrivate: p.AllowPrivateNetworks, Resolver: p.Resolver, Dial: p.dial})
 }
 
 func (p Policy) cloneTimeout() time.Duration {
@@ -104,7 +107,11 @@ func CheckRepo(ctx context.Context, url, ref string, p Policy) error {
 	if r.host == "" || p.AllowPrivateNetworks {
 		return nil
 	}
-	_, err = checkHost(ctx, r.host, p)
+	x, err := p.proxy()
+	if err != nil {
+		return err
+	}
+	_, err = checkHost(ctx, x, r, p)
 	return err
 }
 
@@ -193,9 +200,11 @@ func parseRemote(raw string, p Policy) (*remote, error) {
 	return &remote{url: raw, trans: tr, host: strings.ToLower(host), port: port, path: u.Path}, nil
 }
 
-// checkHostSyntax accepts IP literals and DNS names. Numeric forms that
-// curl reads as IPv4 addresses but Go does not (2130706433, 0x7f.1, 127.1)
-// are refused, so the address git connects to is the one we checked.
+// checkHostSyntax checks a URL's host: an IPv4 literal, an IPv6 literal in
+// brackets, or a DNS name by egress.CheckHostName's rules (numeric forms
+// that curl reads as IPv4 addresses but Go does not, 2130706433, 0x7f.1,
+// 127.1, are refused, so the address git connects to is the one we
+// checked).
 func checkHostSyntax(host, hostport string) error {
 	if host == "" {
 		return refuse(ErrURL, nil, "repo_url has no host")
@@ -209,139 +218,75 @@ func checkHostSyntax(host, hostport string) error {
 		}
 		return nil
 	}
-	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
-		return nil
-	}
-	name := strings.TrimSuffix(host, ".")
-	if len(name) == 0 || len(name) > 253 {
-		return refuse(ErrURL, nil, "repo_url has an invalid host name")
-	}
-	labels := strings.Split(name, ".")
-	for _, l := range labels {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return refuse(ErrURL, nil, "repo_url has an invalid host name %s", quote(host))
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return refuse(ErrURL, nil, "repo_url has an invalid host name %s", quote(host))
-			}
-		}
-	}
-	last := strings.ToLower(labels[len(labels)-1])
-	if isNumericLabel(last) {
-		return refuse(ErrURL, nil, "repo_url host %s is neither a host name nor a dotted IPv4 address", quote(host))
-	}
-	return nil
-}
-
-// isNumericLabel reports whether l is a decimal, octal or hex number as
-// inet_aton would read it.
-func isNumericLabel(l string) bool {
-	if strings.HasPrefix(l, "0x") {
-		l = l[2:]
-		for i := 0; i < len(l); i++ {
-			if !strings.ContainsRune("0123456789abcdef", rune(l[i])) {
-				return false
-			}
-		}
-		return true
-	}
-	for i := 0; i < len(l); i++ {
-		if l[i] < '0' || l[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// checkHost resolves host (unless it is an IP literal) and refuses it when
-// any of its addresses is not public. It returns the addresses to connect to.
-func checkHost(ctx context.Context, host string, p Policy) ([]netip.Addr, error) {
-	var addrs []netip.Addr
 	if a, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{a}
-	} else {
-		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		ips, err := p.resolver().LookupIPAddr(rctx, host)
-		if err != nil || len(ips) == 0 {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, refuse(ErrResolve, err, "repository host %s does not resolve", quote(host))
+		if a.Is4() {
+			return nil
 		}
-		for _, ip := range ips {
-			if a, ok := netip.AddrFromSlice(ip.IP); ok {
-				addrs = append(addrs, a.Unmap())
-			}
-		}
+		// An IPv6 literal outside brackets.
+		return refuse(ErrURL, nil, "repo_url has an invalid host name %s", quote(host))
 	}
-	if !p.AllowPrivateNetworks {
-		for _, a := range addrs {
-			if !IsPublic(a) {
-				// The address itself is not echoed: it would let a client map
-				// internal DNS names.
-				return nil, refuse(ErrPrivateAddress, nil,
-					"repository host %s resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed unless the server runs with --allow-private-networks", quote(host))
-			}
-		}
+	switch err := egress.CheckHostName(host); {
+	case err == nil:
+		return nil
+	case errors.Is(err, egress.ErrHostLength):
+		return refuse(ErrURL, err, "repo_url has an invalid host name")
+	case errors.Is(err, egress.ErrNumericHost):
+		return refuse(ErrURL, err, "repo_url host %s is neither a host name nor a dotted IPv4 address", quote(host))
+	default:
+		return refuse(ErrURL, err, "repo_url has an invalid host name %s", quote(host))
+	}
+}
+
+// checkHost checks r's host and port with x (egress.Proxy.Check: resolved
+// once, every address must pass) and returns the addresses to connect to.
+func checkHost(ctx context.Context, x *egress.Proxy, r *remote, p Policy) ([]netip.Addr, error) {
+	port, err := strconv.ParseUint(r.port, 10, 16)
+	if err != nil {
+		return nil, refuse(ErrURL, nil, "repo_url has an invalid port")
+	}
+	addrs, err := x.Check(ctx, r.host, uint16(port))
+	if err != nil {
+		return nil, hostRefusal(r.host, r.host, err, p)
 	}
 	return addrs, nil
 }
 
-// nonPublic lists the ranges, beyond Go's predicates, that must never be
-// reached from a build: shared, reserved, benchmarking, protocol and
-// translation ranges (the latter are checked through their embedded IPv4).
-var nonPublic = func() []netip.Prefix {
-	var ps []netip.Prefix
-	for _, s := range []string{
-		"0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "198.18.0.0/15", "240.0.0.0/4",
-		"::/128", "::1/128", "fec0::/10", "100::/64", "2001:db8::/32",
-	} {
-		ps = append(ps, netip.MustParsePrefix(s))
+// hostRefusal is the client's refusal of a host egress refused: err is
+// egress.Proxy.Check's error for host (hostport as it was asked for).
+func hostRefusal(host, hostport string, err error, p Policy) error {
+	switch {
+	case errors.Is(err, egress.ErrResolve):
+		return refuse(ErrResolve, err, "repository host %s does not resolve", quote(host))
+	case errors.Is(err, egress.ErrPrivate), errors.Is(err, egress.ErrDenied):
+		// The address itself is not echoed: it would let a client map
+		// internal DNS names.
+		if p.AllowPrivateNetworks {
+			return refuse(ErrPrivateAddress, err,
+				"repository host %s resolves to a link-local (cloud metadata), unspecified or multicast address, which is never allowed", quote(host))
+		}
+		return refuse(ErrPrivateAddress, err,
+			"repository host %s resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed unless the server runs with --allow-private-networks", quote(host))
+	case errors.Is(err, egress.ErrSyntax):
+		if serr := checkHostSyntax(host, hostport); serr != nil {
+			return serr
+		}
+		return refuse(ErrURL, err, "repo_url has an invalid host %s", quote(hostport))
 	}
-	return ps
-}()
+	return err // the context's
+}
 
-// IsPublic reports whether a is a globally routable unicast address that a
-// build may fetch from: not loopback, private, link-local, multicast,
-// unspecified, shared (CGNAT) or reserved; IPv4 embedded in IPv6
-// (mapped, NAT64, 6to4, Teredo) is judged by the embedded address.
-func IsPublic(a netip.Addr) bool {
-	a = a.Unmap()
-	if !a.IsValid() || a.Zone() != "" {
-		return false
+// proxyRefusal is the client's refusal of a connection a clone's egress
+// session refused (a redirect's target, or a name that rebound).
+func proxyRefusal(err error, p Policy) error {
+	var r *egress.Refusal
+	if !errors.As(err, &r) {
+		return err
 	}
-	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() {
-		return false
+	host, _, serr := net.SplitHostPort(r.Target)
+	if serr != nil {
+		host = r.Target
 	}
-	for _, p := range nonPublic {
-		if p.Contains(a) {
-			return false
-		}
-	}
-	if a.Is6() {
-		b := a.As16()
-		switch {
-		case netip.MustParsePrefix("64:ff9b::/96").Contains(a), netip.MustParsePrefix("64:ff9b:1::/48").Contains(a):
-			return IsPublic(netip.AddrFrom4([4]byte(b[12:16])))
-		case netip.MustParsePrefix("2002::/16").Contains(a):
-			return IsPublic(netip.AddrFrom4([4]byte(b[2:6])))
-		case netip.MustParsePrefix("2001::/32").Contains(a):
-			// Teredo: the client's IPv4 is stored inverted.
-			var v4 [4]byte
-			for i := range v4 {
-				v4[i] = ^b[12+i]
-			}
-			return IsPublic(netip.AddrFrom4(v4))
-		case netip.MustParsePrefix("::/96").Contains(a):
-			// Deprecated IPv4-compatible addresses.
-			return IsPublic(netip.AddrFrom4([4]byte(b[12:16])))
-		}
-	}
-	return true
+	return hostRefusal(host, r.Target, r.Err, p)
 }
 
 // refKind is what a repo_ref names.

@@ -3,12 +3,14 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/kettle-build/kettle/egress"
 	"github.com/kettle-build/kettle/failure"
 )
 
@@ -155,23 +157,6 @@ func TestCheckRepo(t *testing.T) {
 	}
 }
 
-func TestIsPublic(t *testing.T) {
-	for s, want := range map[string]bool{
-		"8.8.8.8": true, "140.82.121.3": true, "2606:4700::1": true, "203.0.113.9": true,
-		"127.0.0.1": false, "10.0.0.1": false, "172.16.0.1": false, "192.168.0.1": false, "169.254.169.254": false,
-		"100.64.0.1": false, "0.0.0.0": false, "0.1.2.3": false, "224.0.0.1": false, "255.255.255.255": false,
-		"240.0.0.1": false, "198.18.0.1": false, "192.0.0.1": false,
-		"::": false, "::1": false, "fe80::1": false, "fc00::1": false, "fd00::1": false, "ff02::1": false, "fec0::1": false,
-		"::ffff:127.0.0.1": false, "::ffff:8.8.8.8": true, "64:ff9b::7f00:1": false, "64:ff9b::808:808": true,
-		"2002:a00:1::": false, "2002:808:808::": true, "2001:0:4136:e378:8000:63bf:f5ff:fffe": false,
-		"::127.0.0.1": false, "2001:db8::1": false,
-	} {
-		if got := IsPublic(netip.MustParseAddr(s)); got != want {
-			t.Errorf("IsPublic(%s) = %v, want %v", s, got, want)
-		}
-	}
-}
-
 // FuzzCheckRepo checks that whatever URL and ref are accepted under the
 // default policy is an https URL of a public host with a plain ref, so
 // nothing git reads as an option, a helper transport or a local path can
@@ -203,7 +188,7 @@ func FuzzCheckRepo(f *testing.F) {
 		r, err := parseRemote(url, Policy{})
 		if err != nil || r.trans != transHTTPS || r.host != "github.com" && !func() bool {
 			a, err := netip.ParseAddr(r.host)
-			return err == nil && IsPublic(a)
+			return err == nil && egress.IsPublic(a)
 		}() {
 			t.Fatalf("accepted URL %q: %+v %v", url, r, err)
 		}
@@ -211,6 +196,34 @@ func FuzzCheckRepo(f *testing.F) {
 			t.Fatalf("accepted ref %q", ref)
 		}
 	})
+}
+
+// TestHostRefusalMessages: the client-facing texts of host refusals, now
+// decided by egress, are the ones source has always given.
+func TestHostRefusalMessages(t *testing.T) {
+	strict := Policy{Resolver: testResolver}
+	open := Policy{Resolver: testResolver, AllowPrivateNetworks: true}
+	private := "repository host %q resolves to a non-public address (loopback, private, link-local, multicast or reserved); not allowed unless the server runs with --allow-private-networks"
+	for _, c := range []struct {
+		url  string
+		p    Policy
+		want string
+	}{
+		{"https://dual.example.com/a", strict, fmt.Sprintf(private, "dual.example.com")},
+		{"https://169.254.169.254/a", strict, fmt.Sprintf(private, "169.254.169.254")},
+		{"https://[::ffff:10.0.0.1]/a", strict, fmt.Sprintf(private, "::ffff:10.0.0.1")},
+		{"https://nx.example/a", strict, `repository host "nx.example" does not resolve`},
+		{"https://2130706433/a", open, `repo_url host "2130706433" is neither a host name nor a dotted IPv4 address`},
+		{"https://0x7f.1/a", open, `repo_url host "0x7f.1" is neither a host name nor a dotted IPv4 address`},
+		{"https://a..b/a", open, `repo_url has an invalid host name "a..b"`},
+		{"https://" + strings.Repeat("a.", 127) + "com/a", open, "repo_url has an invalid host name"},
+		{"https://[fe80::1%25eth0]/a", open, "repo_url host must not contain '%'"},
+	} {
+		err := CheckRepo(context.Background(), c.url, "", c.p)
+		if got := failure.Message(err); got != c.want {
+			t.Errorf("CheckRepo(%.40q) = %q, want %q", c.url, got, c.want)
+		}
+	}
 }
 
 // TestRefusalsSayWhatToDo: a refusal an operator can lift names the flag

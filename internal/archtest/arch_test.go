@@ -16,11 +16,11 @@ const module = "github.com/kettle-build/kettle/"
 // floors is docs/architecture.md's table. A new package must be placed
 // here: the test fails for a package it doesn't know.
 var floors = map[string]int{
-	"abi": 0, "failure": 0, "provenance": 0, "depcache": 0, "source/gitid": 0, "igvm": 0, "verity": 0,
+	"abi": 0, "failure": 0, "provenance": 0, "source/gitid": 0, "igvm": 0, "verity": 0,
 	"verify/snp": 0, "verify/tdx": 0, "verify/tpm": 0, "verify/hcl": 0, "web": 0,
-	"internal/bytesize": 0, "internal/dtar": 0, "internal/lazyre": 0, "internal/tunnel": 0, "internal/testenv": 0,
-	"events": 1, "buildcfg": 1, "bundle": 1, "attest": 1, "verify": 1, "source": 1,
-	"jobs": 2, "client": 2, "egress": 2,
+	"internal/bytesize": 0, "internal/dtar": 0, "internal/rmtree": 0, "internal/lazyre": 0, "internal/testenv": 0, "egress": 0,
+	"events": 1, "depcache": 1, "buildcfg": 1, "bundle": 1, "attest": 1, "verify": 1, "source": 1,
+	"jobs": 2, "client": 2,
 	"api/request": 3, "sandbox": 3,
 	"api": 4, "toolchain": 4,
 	"toolchain/cargo": 5, "toolchain/nix": 5, "toolchain/pnpm": 5, "toolchain/gomod": 5,

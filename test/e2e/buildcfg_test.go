@@ -109,6 +109,22 @@ ldflags = ["-s", "-w", "-X main.version={version}", "-X main.revision={commit}"]
 	}
 }
 
+// ghVersion is the cli/cli tag the gh tests build.
+const ghVersion = "v2.83.1"
+
+// ghRepo serves cli/cli at ghVersion (from the Go module proxy) as a git
+// repository with a kettle.toml that builds only ./cmd/gh and stamps the
+// tag into internal/build.Version.
+func ghRepo(t *testing.T) (gitRepo, string) {
+	t.Helper()
+	testenv.NeedTool(t, "git")
+	return moduleRepo(t, "github.com/cli/cli/v2", ghVersion, map[string]string{"kettle.toml": `
+[go]
+packages = ["./cmd/gh"]
+ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
+`}), ghVersion
+}
+
 // TestBuildConfigGh (issue 18): cli/cli at its tag, building only ./cmd/gh
 // with the version stamped into internal/build.Version: `gh version`
 // reports the tag. gh is a large compile (about 140 s on 2 shared cores),
@@ -118,13 +134,7 @@ func TestBuildConfigGh(t *testing.T) {
 	if testing.Short() || (!testenv.CI() && os.Getenv("KETTLE_E2E_LARGE") != "1") {
 		t.Skip("gh is a large compile (~140 s): runs with CI=true or KETTLE_E2E_LARGE=1")
 	}
-	testenv.NeedTool(t, "git")
-	const version = "v2.83.1"
-	repo := moduleRepo(t, "github.com/cli/cli/v2", version, map[string]string{"kettle.toml": `
-[go]
-packages = ["./cmd/gh"]
-ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
-`})
+	repo, version := ghRepo(t)
 	_, c := server(t, "")
 	harness.WaitReady(t, c)
 	dir := buildConfigured(t, c, repo, version, 10*time.Minute)

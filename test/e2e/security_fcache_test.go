@@ -146,13 +146,7 @@ func TestDepCacheGh(t *testing.T) {
 	if testing.Short() || os.Getenv("KETTLE_E2E_LARGE") != "1" {
 		t.Skip("two gh builds (~5 min): runs with KETTLE_E2E_LARGE=1")
 	}
-	testenv.NeedTool(t, "git")
-	const version = "v2.83.1"
-	repo := moduleRepo(t, "github.com/cli/cli/v2", version, map[string]string{"kettle.toml": `
-[go]
-packages = ["./cmd/gh"]
-ldflags = ["-s -w", "-X github.com/cli/cli/v2/internal/build.Version={version}"]
-`})
+	repo, version := ghRepo(t)
 	_, c := server(t, "")
 	harness.WaitReady(t, c)
 	submit := func(ctx context.Context) (string, error) {

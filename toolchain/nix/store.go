@@ -1,13 +1,12 @@
 package nix
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/kettle-build/kettle/internal/rmtree"
 	"github.com/kettle-build/kettle/toolchain"
 )
 
@@ -130,21 +129,11 @@ func (j *jobStore) env(base []string) []string {
 		"GIT_CONFIG_KEY_3=core.sshCommand", "GIT_CONFIG_VALUE_3=false")
 }
 
-// remove deletes the job's Nix state. Store paths are read-only
-// directories, so write permission is restored on directories first
-// (without following symlinks: the tree was written by the build).
+// remove deletes the job's Nix state; store paths are read-only
+// directories (rmtree restores write permission without following the
+// symlinks the build wrote).
 func (j *jobStore) remove() error {
-	err := os.RemoveAll(j.base)
-	if err == nil {
-		return nil
-	}
-	filepath.WalkDir(j.base, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() && d.Type()&fs.ModeSymlink == 0 {
-			os.Chmod(p, 0o755)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(j.base); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := rmtree.RemoveAll(j.base); err != nil {
 		return fmt.Errorf("remove the job's Nix store: %w", err)
 	}
 	return nil

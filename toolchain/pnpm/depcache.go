@@ -68,6 +68,12 @@ var (
 	pkgVersion = regexp.MustCompile(`^[0-9A-Za-z][0-9A-Za-z.+-]*$`)
 )
 
+// mirrorable reports whether the mirror can serve p at tarballPath: a
+// plain npm name and version, nothing to escape, no "..".
+func mirrorable(p RegistryPackage) bool {
+	return pkgName.MatchString(p.Name) && pkgVersion.MatchString(p.Version) && !strings.Contains(p.Name, "..") && !strings.Contains(p.Version, "..")
+}
+
 // cacheUse is what the shared cache gave one fetch.
 type cacheUse struct {
 	dir      string // the mirror's directory in the job's cache
@@ -137,7 +143,7 @@ func cacheable(integrity string) bool {
 // would need escaping): the fetch then goes to the registry directly.
 func (d *Driver) fromCache(w *toolchain.Workspace) (*cacheUse, error) {
 	for _, p := range d.registry {
-		if !pkgName.MatchString(p.Name) || !pkgVersion.MatchString(p.Version) || strings.Contains(p.Name, "..") {
+		if !mirrorable(p) {
 			logf(w, "kettle: %s@%s cannot be served from the shared dependency cache: fetching every package from the registry", clip(p.Name), clip(p.Version))
 			return nil, nil
 		}

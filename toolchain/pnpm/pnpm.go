@@ -300,6 +300,12 @@ func (c *codeLog) fail(ctx context.Context, kind failure.Kind, what string, err 
 //     shell-emulator, node-options) or change what may build
 //     (onlyBuiltDependencies); settings pnpm 10 reads from
 //     pnpm-workspace.yaml are dropped with it.
+//
+// With the shared dependency cache (w.DepCache), pnpm fetches the registry
+// packages from kettle's mirror instead (depcache.go, mirror.js): verified
+// tarballs from the cache, the rest downloaded and, after the fetch, hashed
+// by kettle and added; when the cache has everything the fetch runs
+// without network. The store stays the job's own.
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(ctx, w); err != nil {
 		return err

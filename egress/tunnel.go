@@ -1,8 +1,8 @@
-// Package tunnel is the CONNECT half of kettle's two HTTP proxies (the
-// clone proxy in source, the fetch-phase egress proxy in egress): it tracks
-// a proxy's connections so closing the proxy cuts them all, and splices a
-// hijacked client connection to the upstream the proxy dialled.
-package tunnel
+package egress
+
+// The CONNECT half of the proxy: the set of a session's connections, so
+// closing the session cuts them all, and the splice of a hijacked client
+// connection to the upstream the session dialled.
 
 import (
 	"bufio"
@@ -12,16 +12,16 @@ import (
 	"sync"
 )
 
-// Conns is the set of open connections of one proxy. The zero value is
+// conns is the set of open connections of one proxy. The zero value is
 // ready to use.
-type Conns struct {
+type conns struct {
 	mu     sync.Mutex
 	m      map[net.Conn]bool
 	closed bool
 }
 
-// Add tracks c; after CloseAll it closes c and reports false.
-func (s *Conns) Add(c net.Conn) bool {
+// add tracks c; after closeAll it closes c and reports false.
+func (s *conns) add(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -35,16 +35,16 @@ func (s *Conns) Add(c net.Conn) bool {
 	return true
 }
 
-// Remove stops tracking c and closes it.
-func (s *Conns) Remove(c net.Conn) {
+// remove stops tracking c and closes it.
+func (s *conns) remove(c net.Conn) {
 	s.mu.Lock()
 	delete(s.m, c)
 	s.mu.Unlock()
 	c.Close()
 }
 
-// CloseAll closes every tracked connection and refuses new ones.
-func (s *Conns) CloseAll() {
+// closeAll closes every tracked connection and refuses new ones.
+func (s *conns) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -53,11 +53,11 @@ func (s *Conns) CloseAll() {
 	}
 }
 
-// Splice hijacks the CONNECT request's connection, answers 200 and copies
+// splice hijacks the CONNECT request's connection, answers 200 and copies
 // both ways until either side ends; it owns upstream. received, when not
 // nil, sees each chunk sent to the client and stops the tunnel by returning
 // false (a size limit).
-func Splice(w http.ResponseWriter, upstream net.Conn, conns *Conns, received func(n int) bool) {
+func splice(w http.ResponseWriter, upstream net.Conn, cs *conns, received func(n int) bool) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		upstream.Close()
@@ -69,13 +69,13 @@ func Splice(w http.ResponseWriter, upstream net.Conn, conns *Conns, received fun
 		upstream.Close()
 		return
 	}
-	if !conns.Add(client) || !conns.Add(upstream) {
+	if !cs.add(client) || !cs.add(upstream) {
 		client.Close()
 		upstream.Close()
 		return
 	}
-	defer conns.Remove(client)
-	defer conns.Remove(upstream)
+	defer cs.remove(client)
+	defer cs.remove(upstream)
 	if _, err := client.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n")); err != nil {
 		return
 	}
