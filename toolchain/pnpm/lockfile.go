@@ -73,7 +73,19 @@ type Lock struct {
 	// tarballs and patch files. Their paths are checked (by their text) to
 	// stay inside the project; the driver hashes them.
 	Local []LocalRef
+	// Registry are the packages fetched from the configured registry:
+	// resolved by integrity alone (no tarball URL), once per integrity and
+	// name@version, sorted. Their integrity keys the shared dependency
+	// cache.
+	Registry []RegistryPackage
+	// OtherRemote counts the remote packages that are not Registry ones
+	// (tarball URLs, codeload tarballs): the fetch needs the network for
+	// them whatever the cache holds.
+	OtherRemote int
 }
+
+// RegistryPackage is a registry package as the lockfile pins it.
+type RegistryPackage struct{ Name, Version, Integrity string }
 
 // LocalRef is a project file or directory that goes into the build.
 type LocalRef struct {
@@ -134,6 +146,12 @@ func ParseLock(data []byte) (*Lock, error) {
 		if id := d.URI + "\x00" + d.Digest[DigestKey]; !seen[id] {
 			seen[id] = true
 			deps = append(deps, d)
+			if info != nil && info.Resolution.Tarball == "" && info.Resolution.Integrity != "" {
+				name, version, _ := splitKey(key)
+				lock.Registry = append(lock.Registry, RegistryPackage{Name: name, Version: version, Integrity: info.Resolution.Integrity})
+			} else {
+				lock.OtherRemote++
+			}
 		}
 	}
 	sort.Slice(deps, func(i, j int) bool {
@@ -143,6 +161,13 @@ func ParseLock(data []byte) (*Lock, error) {
 		return deps[i].Digest[DigestKey] < deps[j].Digest[DigestKey]
 	})
 	lock.Dependencies = deps
+	sort.Slice(lock.Registry, func(i, j int) bool {
+		a, b := lock.Registry[i], lock.Registry[j]
+		if a.Name != b.Name {
+			return a.Name < b.Name
+		}
+		return a.Version < b.Version
+	})
 	importers := lf.Importers
 	if len(importers) == 0 {
 		importers = map[string]*importer{".": &lf.importer}

@@ -181,6 +181,20 @@ func FuzzPnpmLock(f *testing.F) {
 				t.Fatalf("local input %+v leaves the project", l)
 			}
 		}
+		if len(lock.Registry)+lock.OtherRemote != len(lock.Dependencies) {
+			t.Fatalf("%d registry + %d other packages, %d dependencies", len(lock.Registry), lock.OtherRemote, len(lock.Dependencies))
+		}
+		for _, p := range lock.Registry {
+			if p.Integrity == "" || p.Name == "" {
+				t.Fatalf("registry package %+v", p)
+			}
+			if mirrorable(p) {
+				tp := tarballPath(p.Name, p.Version)
+				if strings.Contains(tp, "..") || strings.Contains(tp, "//") || strings.HasPrefix(tp, "/") || strings.Count(tp, "/") > 3 {
+					t.Fatalf("mirror path %q of %+v", tp, p)
+				}
+			}
+		}
 		for i, d := range lock.Dependencies {
 			if d.URI == "" || d.Digest[DigestKey] == "" || len(d.Digest) != 1 {
 				t.Fatalf("dep %+v", d)

@@ -43,11 +43,14 @@ const (
 
 // Driver builds pnpm projects. A Driver is for one build.
 type Driver struct {
-	pnpm, node string     // resolved binaries (set by Inputs)
-	local      []LocalRef // local inputs, checked by Inputs
-	lock       []byte     // pnpm-lock.yaml as planned (toolchain.Lock), for the fetch copy
-	script     string     // kettle.toml [pnpm] script ("": build)
-	pack       bool       // kettle.toml [pnpm] output = "pack"
+	pnpm, node  string     // resolved binaries (set by Inputs)
+	local       []LocalRef // local inputs, checked by Inputs
+	lock        []byte     // pnpm-lock.yaml as planned (toolchain.Lock), for the fetch copy
+	registry    []RegistryPackage
+	otherRemote int
+	planDigest  string // key of the fetch plan in the shared cache (depcache.go)
+	script      string // kettle.toml [pnpm] script ("": build)
+	pack        bool   // kettle.toml [pnpm] output = "pack"
 }
 
 // New returns a pnpm driver.
@@ -85,6 +88,8 @@ func (d *Driver) Inputs(ctx context.Context, w *toolchain.Workspace, planned *to
 		return nil, toolMissing("node", err)
 	}
 	d.pnpm, d.node, d.lock = pnpmPath, nodePath, planned.Data
+	d.registry, d.otherRemote = lock.Registry, lock.OtherRemote
+	d.planDigest = planDigest(pnpm.SHA256, node.SHA256, lockHash)
 	deps, err := d.localInputs(w, lock)
 	if err != nil {
 		return nil, err
@@ -295,6 +300,12 @@ func (c *codeLog) fail(ctx context.Context, kind failure.Kind, what string, err 
 //     shell-emulator, node-options) or change what may build
 //     (onlyBuiltDependencies); settings pnpm 10 reads from
 //     pnpm-workspace.yaml are dropped with it.
+//
+// With the shared dependency cache (w.DepCache), pnpm fetches the registry
+// packages from kettle's mirror instead (depcache.go, mirror.js): verified
+// tarballs from the cache, the rest downloaded and, after the fetch, hashed
+// by kettle and added; when the cache has everything the fetch runs
+// without network. The store stays the job's own.
 func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.ready(ctx, w); err != nil {
 		return err
@@ -326,19 +337,48 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err := d.copyLocal(w, proj); err != nil {
 		return failure.Wrap(failure.InvalidSource, err, "cannot copy the project's local packages for the fetch")
 	}
+	args := []string{d.pnpm, "fetch", "--frozen-lockfile", "--ignore-pnpmfile", "--ignore-scripts",
+		"--store-dir", d.store(w), "--reporter=append-only"}
+	ro := d.readOnly()
+	network := true
+	var cached *cacheUse
+	if w.DepCache != nil {
+		// With the shared cache, pnpm fetches every registry package from
+		// kettle's mirror (depcache.go), which serves verified cache
+		// entries and downloads the rest; when it has everything, the
+		// fetch runs without network.
+		if cached, err = d.fromCache(w); err != nil {
+			return failure.Wrap(failure.InternalError, err, "cannot use the shared dependency cache")
+		}
+		if cached != nil {
+			// --use-openssl-ca: the system's CA store, which the
+			// registry's certificate is checked against as pnpm does
+			// with the system npmrc's cafile.
+			args = append([]string{d.node, "--use-openssl-ca", filepath.Join(cached.dir, "mirror.js"), filepath.Join(cached.dir, "plan.json")}, args...)
+			ro = append(ro, w.DepCache.EntriesDir()) // what the plan's files name
+			if cached.complete {
+				network = false
+				logf(w, "kettle: Fetch: %d package(s) from the shared dependency cache, 0 downloaded", cached.hits)
+			}
+		}
+	}
 	cl := &codeLog{w: w}
 	err = toolchain.Run(ctx, cl.workspace(), &sandbox.Cmd{
-		Args: []string{d.pnpm, "fetch", "--frozen-lockfile", "--ignore-pnpmfile", "--ignore-scripts",
-			"--store-dir", d.store(w), "--reporter=append-only"},
+		Args:     args,
 		Dir:      proj,
 		Env:      d.env(w, home),
-		Network:  true,
+		Network:  network,
 		Writable: []string{w.CacheDir},
-		ReadOnly: d.readOnly(),
+		ReadOnly: ro,
 		Limits:   w.Limits,
 	})
 	if err != nil {
 		return cl.fail(ctx, failure.DependencyFetchFailed, "pnpm fetch --frozen-lockfile", err)
+	}
+	if cached != nil && !cached.complete {
+		added := d.fill(ctx, w, cached)
+		d.writePlan(w, cached)
+		logf(w, "kettle: Fetch: %d package(s) from the shared dependency cache, %d downloaded; %d entries added to the cache", cached.hits, cached.downloaded(), added)
 	}
 	return nil
 }
