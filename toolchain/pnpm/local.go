@@ -1,14 +1,11 @@
 package pnpm
 
 import (
-	"crypto/sha1"
 	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -114,18 +111,8 @@ func fileDigests(root *os.Root, p, integrity string) (string, error) {
 		return "", failure.New(failure.InvalidSource, "%s is not a regular file", quotePath(p))
 	}
 	h := sha256.New()
-	var sri hash.Hash
 	algo, want, _ := strings.Cut(integrity, "-")
-	switch algo {
-	case "sha1":
-		sri = sha1.New()
-	case "sha256":
-		sri = sha256.New()
-	case "sha384":
-		sri = sha512.New384()
-	case "sha512":
-		sri = sha512.New()
-	}
+	sri := sriHash(algo)
 	w := io.Writer(h)
 	if sri != nil {
 		w = io.MultiWriter(h, sri)

@@ -1,9 +1,13 @@
 package pnpm
 
 import (
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"net/url"
 	"path"
 	"sort"
@@ -463,4 +467,20 @@ func clip(s string) string {
 		return s[:100] + "…"
 	}
 	return s
+}
+
+// sriHash is the hash of a Subresource Integrity algorithm name as
+// pnpm-lock.yaml writes it ("sha512-…"), nil for one it does not know.
+func sriHash(algo string) hash.Hash {
+	switch algo {
+	case "sha1":
+		return sha1.New()
+	case "sha256":
+		return sha256.New()
+	case "sha384":
+		return sha512.New384()
+	case "sha512":
+		return sha512.New()
+	}
+	return nil
 }
