@@ -34,7 +34,6 @@ package depcache
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +108,12 @@ func Open(dir string, budget int64, log *slog.Logger) (*Cache, error) {
 		}
 	}
 	c := &Cache{dir: dir, budget: budget, log: log}
+	unlock, err := c.lock()
+	if err != nil {
+		return nil, err
+	}
+	c.recountLocked()
+	unlock()
 	// Stale fills of a process that died.
 	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
 		for _, e := range ents {
@@ -157,24 +163,6 @@ func (c *Cache) Stage() (string, error) {
 	return os.MkdirTemp(filepath.Join(c.dir, "tmp"), "fill-")
 }
 
-// record is what the trusted process saw of an entry when it sealed it.
-type recordData struct {
-	Kind   string `json:"kind"`
-	Digest string `json:"digest"`
-	Bytes  int64  `json:"bytes"` // allocated bytes of the entry (its budget charge)
-	Files  []fp   `json:"files"` // sorted by path; "." is the entry's directory
-}
-
-// fp is the fingerprint of one name in an entry.
-type fp struct {
-	Path  string `json:"p"`
-	Dir   bool   `json:"d,omitempty"`
-	Size  int64  `json:"s"`
-	Ino   uint64 `json:"i"`
-	Mtime int64  `json:"m"`
-	Ctime int64  `json:"c"`
-}
-
 // Put seals the staged directory (made by Stage and filled by the caller),
 // calls verify on it (the caller checks the bytes against k.Digest there;
 // nothing changes them after), records its fingerprint and moves it into
@@ -196,10 +184,7 @@ func (c *Cache) Put(k Key, staged string, verify func(dir string) error) error {
 	if size > c.budget {
 		return ErrTooLarge
 	}
-	rec, err := json.Marshal(&recordData{Kind: k.Kind, Digest: k.Digest, Bytes: size, Files: files})
-	if err != nil {
-		return err
-	}
+	rec := &recordData{Kind: k.Kind, Digest: k.Digest, Bytes: size, Files: files}
 	unlock, err := c.lock()
 	if err != nil {
 		return err
@@ -221,16 +206,17 @@ func (c *Cache) Put(k Key, staged string, verify func(dir string) error) error {
 	}
 	// rename keeps inodes and times (the directory's ctime changes: its
 	// ".." entry moved), so fingerprint the directory itself again.
-	if files[0].Path == "." {
-		if f, err := statFP(dst, "."); err == nil {
-			files[0] = f
-			rec, _ = json.Marshal(&recordData{Kind: k.Kind, Digest: k.Digest, Bytes: size, Files: files})
-		}
-	}
-	if err := writeFileAtomic(recPath, rec); err != nil {
+	f, err := statFP(dst, ".")
+	if err != nil {
 		rmtree.RemoveAll(dst)
 		return fmt.Errorf("depcache: %w", err)
 	}
+	files[0] = f
+	if err := writeFileAtomic(recPath, rec.encode()); err != nil {
+		rmtree.RemoveAll(dst)
+		return fmt.Errorf("depcache: %w", err)
+	}
+	c.addUsageLocked(size)
 	c.evictLocked(k)
 	return nil
 }
@@ -302,9 +288,9 @@ func (c *Cache) Get(k Key, l *Lease) (dir string, ok bool) {
 		return "", false
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxRecordBytes))
-	var rec recordData
+	var rec *recordData
 	if err == nil {
-		err = json.Unmarshal(data, &rec)
+		rec, err = decodeRecord(data, false)
 	}
 	if err == nil && (rec.Kind != k.Kind || rec.Digest != k.Digest) {
 		err = errors.New("record names another key")
@@ -345,15 +331,31 @@ func (c *Cache) drop(k Key, why string) {
 func (c *Cache) removeLocked(name string, force bool) bool {
 	recPath := filepath.Join(c.dir, "records", name)
 	f, err := os.OpenFile(recPath, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	var charged int64
 	if err == nil {
 		defer f.Close()
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil && !force {
 			return false // in use
 		}
+		charged = readCharge(f)
 	}
 	os.Remove(recPath)
 	rmtree.RemoveAll(filepath.Join(c.dir, "entries", name))
+	if charged > 0 {
+		c.addUsageLocked(-charged)
+	}
 	return true
+}
+
+// readCharge is the byte charge in a record's header (0 if unreadable).
+func readCharge(f *os.File) int64 {
+	buf := make([]byte, 4096)
+	n, _ := io.ReadFull(f, buf)
+	r, err := decodeRecord(buf[:n], true)
+	if err != nil || r.Bytes < 0 {
+		return 0
+	}
+	return r.Bytes
 }
 
 // lock takes the cache-wide lock (this process's mutex, then the flock).
@@ -372,7 +374,8 @@ func (c *Cache) lock() (func(), error) {
 	return func() { f.Close(); c.mu.Unlock() }, nil
 }
 
-// Usage is the bytes the cache's entries are charged and their number.
+// Usage is the bytes the cache's entries are charged and their number,
+// counted from the records.
 func (c *Cache) Usage() (bytes int64, entries int) {
 	for _, r := range c.records() {
 		bytes += r.bytes
@@ -381,13 +384,53 @@ func (c *Cache) Usage() (bytes int64, entries int) {
 	return bytes, entries
 }
 
+// The running total of the entries' charges is kept in the file "usage"
+// (under the lock), so a fill costs the same with ten entries or ten
+// thousand: summing every record on each fill made filling a large Go
+// project's 2,000 entries quadratic (docs/benchmarks.md). Open counts it
+// afresh from the records; eviction, when the total is over budget,
+// counts it again while it looks for the least recently used.
+func (c *Cache) usagePath() string { return filepath.Join(c.dir, "usage") }
+
+func (c *Cache) readUsageLocked() (int64, bool) {
+	b, err := os.ReadFile(c.usagePath())
+	if err != nil {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	return v, err == nil && v >= 0
+}
+
+func (c *Cache) writeUsageLocked(v int64) {
+	_ = writeFileAtomic(c.usagePath(), []byte(strconv.FormatInt(max(v, 0), 10)+"\n"))
+}
+
+// addUsageLocked adds delta to the total (recounting when it is missing).
+func (c *Cache) addUsageLocked(delta int64) {
+	v, ok := c.readUsageLocked()
+	if !ok {
+		c.recountLocked()
+		return
+	}
+	c.writeUsageLocked(v + delta)
+}
+
+func (c *Cache) recountLocked() int64 {
+	var total int64
+	for _, r := range c.records() {
+		total += r.bytes
+	}
+	c.writeUsageLocked(total)
+	return total
+}
+
 type recInfo struct {
 	name  string
 	used  time.Time
 	bytes int64
 }
 
-// records lists the records with their last use and size.
+// records lists the records with their last use and charge.
 func (c *Cache) records() []recInfo {
 	dir := filepath.Join(c.dir, "records")
 	ents, err := os.ReadDir(dir)
@@ -397,20 +440,16 @@ func (c *Cache) records() []recInfo {
 	var out []recInfo
 	for _, e := range ents {
 		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() || info.Size() > MaxRecordBytes {
+		if err != nil || !info.Mode().IsRegular() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 		if err != nil {
 			continue
 		}
-		var r struct {
-			Bytes int64 `json:"bytes"`
-		}
-		if json.Unmarshal(data, &r) != nil {
-			continue
-		}
-		out = append(out, recInfo{name: e.Name(), used: info.ModTime(), bytes: r.Bytes})
+		charge := readCharge(f)
+		f.Close()
+		out = append(out, recInfo{name: e.Name(), used: info.ModTime(), bytes: charge})
 	}
 	return out
 }
@@ -418,11 +457,15 @@ func (c *Cache) records() []recInfo {
 // evictLocked removes least recently used entries (not held by a lease)
 // until the cache fits its budget. The entry just added goes last.
 func (c *Cache) evictLocked(added Key) {
+	if v, ok := c.readUsageLocked(); ok && v <= c.budget {
+		return
+	}
 	recs := c.records()
 	var total int64
 	for _, r := range recs {
 		total += r.bytes
 	}
+	defer func() { c.writeUsageLocked(total) }()
 	if total <= c.budget {
 		return
 	}
@@ -481,20 +524,25 @@ func fingerprint(root string) ([]fp, int64, error) {
 		if err != nil {
 			return err
 		}
-		r := rel(root, p)
-		f, err := statFP(root, r)
-		if err != nil {
-			return err
-		}
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		f, err := toFP(rel(root, p), &st)
+		if err != nil {
 			return err
 		}
 		size += st.Blocks * 512
 		out = append(out, f)
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	// "." first (a name may sort before it: "+x", "-x"), then by path.
+	sort.Slice(out, func(i, j int) bool {
+		if (out[i].Path == ".") != (out[j].Path == ".") {
+			return out[i].Path == "."
+		}
+		return out[i].Path < out[j].Path
+	})
 	return out, size, err
 }
 
@@ -503,6 +551,10 @@ func statFP(root, r string) (fp, error) {
 	if err := unix.Lstat(filepath.Join(root, r), &st); err != nil {
 		return fp{}, err
 	}
+	return toFP(r, &st)
+}
+
+func toFP(r string, st *unix.Stat_t) (fp, error) {
 	f := fp{Path: r, Size: st.Size, Ino: st.Ino, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano()}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
@@ -517,50 +569,43 @@ func statFP(root, r string) (fp, error) {
 	return f, nil
 }
 
-// check compares the tree at dir with its record: exactly the recorded
-// names, each still the same directory or single-link regular file with
-// the same inode, size, mtime and ctime. Nothing is followed.
+// check compares the tree at dir with its record: each recorded name still
+// the same directory or single-link regular file, with the same inode,
+// size, mtime and ctime. Directories are not listed: a name added to,
+// removed from or renamed in a directory changes that directory's mtime
+// and ctime, which are recorded, so equal fingerprints of every recorded
+// name mean no name was added either (and the kernel alone sets ctime).
+// Each name is stat'ed relative to the entry's directory, opened without
+// following a symlink; none is followed (a directory replaced by a symlink
+// changes its parent's times, checked first: parents sort before children).
 func check(dir string, want []fp) error {
 	if len(want) == 0 || want[0].Path != "." {
 		return errors.New("record has no root")
 	}
-	i := 0
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		r := rel(dir, p)
-		got, err := statFP(dir, r)
-		if err != nil {
-			return err
-		}
-		// WalkDir visits in lexical order per directory; records are
-		// sorted by full path, which differs ("a/b" vs "a-b"): look up.
-		w, ok := find(want, r)
-		if !ok {
-			return fmt.Errorf("%s: not in the record", r)
-		}
-		if got != w {
-			return fmt.Errorf("%s: changed since it was verified", r)
-		}
-		i++
-		return nil
-	})
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	if i != len(want) {
-		return fmt.Errorf("%d recorded names missing", len(want)-i)
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	for _, w := range want {
+		if w.Path == "." {
+			err = unix.Fstat(fd, &st)
+		} else {
+			err = unix.Fstatat(fd, w.Path, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", w.Path, err)
+		}
+		got, err := toFP(w.Path, &st)
+		if err != nil {
+			return err
+		}
+		if got != w {
+			return fmt.Errorf("%s: changed since it was verified", w.Path)
+		}
 	}
 	return nil
-}
-
-func find(list []fp, p string) (fp, bool) {
-	i := sort.Search(len(list), func(i int) bool { return list[i].Path >= p })
-	if i < len(list) && list[i].Path == p {
-		return list[i], true
-	}
-	return fp{}, false
 }
 
 func rel(root, p string) string {
@@ -577,10 +622,9 @@ func writeFileAtomic(name string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	// No fsync: a record or total a crash leaves short fails to decode,
+	// and the entry is fetched again or the total counted again.
 	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

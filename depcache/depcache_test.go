@@ -117,6 +117,25 @@ func TestPoisonedEntries(t *testing.T) {
 		{"file-added", func(t *testing.T, dir string) {
 			os.WriteFile(filepath.Join(dir, "init.go"), []byte("package ok\n"), 0o644)
 		}},
+		{"file-added-in-subdirectory", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "sub", "init.go"), []byte("package sub\n"), 0o644)
+		}},
+		{"file-added-directory-times-restored", func(t *testing.T, dir string) {
+			sub := filepath.Join(dir, "sub")
+			fi, _ := os.Stat(sub)
+			os.WriteFile(filepath.Join(sub, "init.go"), []byte("package sub\n"), 0o644)
+			os.Chtimes(sub, fi.ModTime(), fi.ModTime()) // mtime put back; ctime cannot be
+		}},
+		{"subdirectory-replaced-by-symlink", func(t *testing.T, dir string) {
+			evil := filepath.Join(t.TempDir(), "evil")
+			os.Mkdir(evil, 0o755)
+			os.WriteFile(filepath.Join(evil, "c.go"), []byte("package sub\n"), 0o444)
+			os.RemoveAll(filepath.Join(dir, "sub"))
+			os.Symlink(evil, filepath.Join(dir, "sub"))
+		}},
+		{"file-renamed-over-another", func(t *testing.T, dir string) {
+			os.Rename(filepath.Join(dir, "sub", "c.go"), filepath.Join(dir, "a.go"))
+		}},
 		{"file-removed", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, "sub", "c.go"))
 		}},
@@ -291,5 +310,95 @@ func TestOpenRefusesUnsafeDir(t *testing.T) {
 	_ = link
 	if _, err := Open(real, 1<<20, nil); err == nil {
 		t.Fatal("symlinked records/ accepted")
+	}
+}
+
+// TestRecordRoundTrip: a record decodes to what was encoded, "." first
+// even when a name sorts before it; damaged records are refused.
+func TestRecordRoundTrip(t *testing.T) {
+	c := open(t, 1<<20)
+	k := Key{"test", "h1:order"}
+	put(t, c, k, map[string]string{"+x": "a", "-y/z": "b", "a/b": "c", "a-b": "d"})
+	data, err := os.ReadFile(c.record(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := decodeRecord(data, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Kind != k.Kind || r.Digest != k.Digest || r.Bytes <= 0 || len(r.Files) != 7 || r.Files[0].Path != "." {
+		t.Fatalf("record %+v", r)
+	}
+	if string(r.encode()) != string(data) {
+		t.Fatal("re-encoding differs")
+	}
+	l := c.NewLease()
+	defer l.Release()
+	if _, ok := c.Get(k, l); !ok {
+		t.Fatal("entry with names sorting before \".\" refused")
+	}
+	for i := range data {
+		if _, err := decodeRecord(data[:i], false); err == nil {
+			t.Fatalf("truncated record (%d of %d bytes) accepted", i, len(data))
+		}
+	}
+	for _, bad := range []string{"../x", "/abs", "a/../b", "a//b", "."} {
+		r2 := *r
+		r2.Files = append([]fp{r.Files[0]}, fp{Path: bad})
+		if _, err := decodeRecord(r2.encode(), false); err == nil {
+			t.Errorf("path %q accepted", bad)
+		}
+	}
+	r3 := *r
+	r3.Files = []fp{r.Files[0], {Path: "b"}, {Path: "a"}}
+	if _, err := decodeRecord(r3.encode(), false); err == nil {
+		t.Error("unsorted paths accepted")
+	}
+}
+
+// FuzzDecodeRecord: no input panics or yields a path check could use to
+// leave the entry.
+func FuzzDecodeRecord(f *testing.F) {
+	r := &recordData{Kind: "go-h1", Digest: "abc=", Bytes: 4096, Files: []fp{{Path: ".", Dir: true, Ino: 2}, {Path: "a", Size: 3, Ino: 5}, {Path: "a/b", Dir: true}}}
+	f.Add(r.encode())
+	f.Add([]byte(recordMagic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := decodeRecord(data, false)
+		if err != nil {
+			return
+		}
+		for i, fp := range r.Files {
+			if i > 0 && (!filepath.IsLocal(fp.Path) || fp.Path == ".") {
+				t.Fatalf("path %q accepted", fp.Path)
+			}
+		}
+		if _, err := decodeRecord(r.encode(), false); err != nil {
+			t.Fatalf("re-encoded record refused: %v", err)
+		}
+	})
+}
+
+// TestUsageTotal: the running total follows fills, drops and evictions,
+// and a lost or damaged total is counted again.
+func TestUsageTotal(t *testing.T) {
+	c := open(t, 1<<20)
+	for _, d := range []string{"a", "b", "c"} {
+		put(t, c, Key{"t", d}, map[string]string{"f": d})
+	}
+	unlock, _ := c.lock()
+	v, ok := c.readUsageLocked()
+	unlock()
+	if want, _ := c.Usage(); !ok || v != want {
+		t.Fatalf("total %d (%v), records say %d", v, ok, want)
+	}
+	os.WriteFile(c.usagePath(), []byte("garbage"), 0o600)
+	put(t, c, Key{"t", "d"}, map[string]string{"f": "d"})
+	c.drop(Key{"t", "a"}, "test")
+	unlock, _ = c.lock()
+	v, ok = c.readUsageLocked()
+	unlock()
+	if want, n := c.Usage(); !ok || v != want || n != 3 {
+		t.Fatalf("total %d (%v), records say %d in %d", v, ok, want, n)
 	}
 }

@@ -161,10 +161,8 @@ func TestDepCacheGh(t *testing.T) {
 			}
 		}
 	}
+	// The figure goes to docs/benchmarks.md; budgets are not pass/fail.
 	t.Logf("gh fetch phase: cold %v, warm %v", cold.fetch, warm.fetch)
-	if warm.fetch < 0 || warm.fetch >= time.Second {
-		t.Errorf("warm fetch phase %v, want under 1s", warm.fetch)
-	}
 	if !strings.Contains(warm.log, "Fetch contacted: no host") {
 		t.Errorf("warm gh job contacted a host:\n%s", harness.Tail(warm.log, 3000))
 	}

@@ -15,9 +15,11 @@ import (
 	"github.com/kettle-build/kettle/depcache"
 	"github.com/kettle-build/kettle/events"
 	"github.com/kettle-build/kettle/failure"
+	"github.com/kettle-build/kettle/internal/rmtree"
 	"github.com/kettle-build/kettle/internal/testenv"
 	"github.com/kettle-build/kettle/pipeline"
 	"github.com/kettle-build/kettle/sandbox"
+	"github.com/kettle-build/kettle/toolchain"
 	"github.com/kettle-build/kettle/toolchain/gomod"
 )
 
@@ -28,11 +30,17 @@ type depBuild struct {
 	prov map[string]any
 }
 
-func buildWithCache(t *testing.T, runner sandbox.Runner, c *depcache.Cache, cacheDir string) depBuild {
+func buildWithCache(t *testing.T, runner sandbox.Runner, c *depcache.Cache, cacheDir string, edits ...func(dir string)) depBuild {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "go-hello")
 	if err := exec.Command("cp", "-a", helloCommit(t), dir).Run(); err != nil {
 		t.Fatal(err)
+	}
+	for _, edit := range edits {
+		edit(dir)
+		if out, err := exec.Command("git", "-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "edit").CombinedOutput(); err != nil {
+			t.Fatalf("git commit: %v\n%s", err, out)
+		}
 	}
 	var log strings.Builder
 	res, err := pipeline.RunDir(context.Background(), pipeline.Options{
@@ -130,6 +138,35 @@ func TestGoSharedDepCache(t *testing.T) {
 	if fmt.Sprint(cold.res.Artifacts) != fmt.Sprint(warm.res.Artifacts) {
 		t.Fatalf("artifacts differ: %v vs %v", cold.res.Artifacts, warm.res.Artifacts)
 	}
+
+	// Another go.mod (the plan is unknown): the module comes from the
+	// cache as a link, go downloads only its zip (checked), and the
+	// extracted tree the build uses is the entry.
+	t.Run("plan-miss", func(t *testing.T) {
+		b := buildWithCache(t, runner, c, "", func(dir string) {
+			f, err := os.OpenFile(filepath.Join(dir, "go.mod"), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("// another go.mod, the same modules\n")
+			f.Close()
+		})
+		if !strings.Contains(b.log, "Fetch: 1 module(s) from the shared dependency cache, 1 downloaded") {
+			t.Fatalf("plan-miss build log:\n%s", b.log)
+		}
+		if fmt.Sprint(cold.res.Artifacts) != fmt.Sprint(b.res.Artifacts) {
+			t.Fatalf("artifacts differ: %v vs %v", cold.res.Artifacts, b.res.Artifacts)
+		}
+		// Its plan is recorded now: a third job runs no fetch command.
+		again := buildWithCache(t, runner, c, "", func(dir string) {
+			f, _ := os.OpenFile(filepath.Join(dir, "go.mod"), os.O_APPEND|os.O_WRONLY, 0)
+			f.WriteString("// another go.mod, the same modules\n")
+			f.Close()
+		})
+		if !strings.Contains(again.log, "from the shared dependency cache, 0 downloaded") || !strings.Contains(again.log, "Fetch contacted: no host") {
+			t.Fatalf("third build log:\n%s", again.log)
+		}
+	})
 
 	entry := moduleEntry(t, c)
 	if _, ok := runner.(*sandbox.Bwrap); ok {
@@ -233,11 +270,62 @@ func moduleEntry(t *testing.T, c *depcache.Cache) func() string {
 	}
 }
 
-func bwrapOrNone(t *testing.T) sandbox.Runner {
+func bwrapOrNone(t testing.TB) sandbox.Runner {
 	runner, err := sandbox.New("bwrap")
 	if err != nil {
 		testenv.Need(t, !testenv.CI(), fmt.Sprintf("bubblewrap is unavailable: %v", err))
 		return sandbox.NewNone()
 	}
 	return runner
+}
+
+// BenchmarkWarmFetch is the fetch phase of a job whose go.mod and go.sum an
+// earlier job fetched: everything comes from the shared cache. The project
+// is go-hello, or the directory in KETTLE_BENCH_GO_PROJECT (say an
+// unzipped github.com/cli/cli/v2, whose go.sum pins 338 modules and 1,869
+// go.mod files; docs/benchmarks.md).
+func BenchmarkWarmFetch(b *testing.B) {
+	testenv.NeedReachable(b, "https://proxy.golang.org/github.com/google/uuid/@v/v1.6.0.info")
+	src := os.Getenv("KETTLE_BENCH_GO_PROJECT")
+	if src == "" {
+		src = filepath.Join("..", "..", "testdata", "projects", "go-hello")
+	}
+	runner := bwrapOrNone(b)
+	cacheDir := os.Getenv("KETTLE_BENCH_DEPCACHE") // kept between runs when set
+	if cacheDir == "" {
+		cacheDir = filepath.Join(b.TempDir(), "depcache")
+	}
+	c, err := depcache.Open(cacheDir, 8<<30, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fetch := func() time.Duration {
+		dir := filepath.Join(b.TempDir(), "p")
+		if err := exec.Command("cp", "-a", src, dir).Run(); err != nil {
+			b.Fatal(err)
+		}
+		w := &toolchain.Workspace{Dir: dir, CacheDir: b.TempDir(), Runner: runner, Env: env(), DepCache: c, DepLease: c.NewLease(), Log: func(l string) {
+			if os.Getenv("KETTLE_BENCH_VERBOSE") != "" {
+				fmt.Println(time.Now().Format("15:04:05.000"), l)
+			}
+		}}
+		defer w.DepLease.Release()
+		d := gomod.New()
+		if _, err := toolchain.Plan(context.Background(), d, w); err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := d.Fetch(context.Background(), w); err != nil {
+			b.Fatalf("fetch: %v (%s)", err, failure.Message(err))
+		}
+		el := time.Since(t0)
+		rmtree.RemoveAll(w.CacheDir) // read-only module trees
+		return el
+	}
+	b.Logf("first fetch %v", fetch())
+	var total time.Duration
+	for b.Loop() {
+		total += fetch()
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1e3, "fetch-ms")
 }

@@ -344,7 +344,11 @@ func (d *Driver) Fetch(ctx context.Context, w *toolchain.Workspace) error {
 	if err != nil {
 		return withDetail(toolchain.CommandFailed(ctx, failure.DependencyFetchFailed, "go mod download", err), scrubPaths(det.text(), w))
 	}
-	n, err := VerifyCache(d.modCache(w), d.sum)
+	var linked func(string) bool
+	if cached != nil {
+		linked = cached.has
+	}
+	n, err := VerifyCache(d.modCache(w), d.sum, linked)
 	if err == nil && cached != nil {
 		err = checkLinks(d.modCache(w), cached)
 	}

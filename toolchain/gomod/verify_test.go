@@ -59,25 +59,25 @@ func TestVerifyCache(t *testing.T) {
 	}
 	cache := t.TempDir()
 	copyTree(t, "testdata/modcache", cache)
-	n, err := VerifyCache(cache, good)
+	n, err := VerifyCache(cache, good, nil)
 	if err != nil || n != 1 {
 		t.Fatalf("VerifyCache = %d, %v", n, err)
 	}
 
-	if n, err := VerifyCache(filepath.Join(t.TempDir(), "empty"), good); err != nil || n != 0 {
+	if n, err := VerifyCache(filepath.Join(t.TempDir(), "empty"), good, nil); err != nil || n != 0 {
 		t.Fatalf("empty cache: %d, %v", n, err)
 	}
 
 	wrong, _ := ParseSum([]byte(strings.Replace(uuidSum, "NIva", "NIvb", 1)))
-	if _, err := VerifyCache(cache, wrong); !errors.Is(err, ErrMismatch) {
+	if _, err := VerifyCache(cache, wrong, nil); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("tampered zip hash: %v, want ErrMismatch", err)
 	}
 	wrongMod, _ := ParseSum([]byte(strings.Replace(uuidSum, "TIyP", "TIyQ", 1)))
-	if _, err := VerifyCache(cache, wrongMod); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "/go.mod") {
+	if _, err := VerifyCache(cache, wrongMod, nil); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "/go.mod") {
 		t.Fatalf("tampered go.mod hash: %v, want ErrMismatch", err)
 	}
 	onlyMod, _ := ParseSum([]byte("github.com/google/uuid v1.6.0/go.mod h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo=\n"))
-	if _, err := VerifyCache(cache, onlyMod); !errors.Is(err, ErrUnpinned) {
+	if _, err := VerifyCache(cache, onlyMod, nil); !errors.Is(err, ErrUnpinned) {
 		t.Fatalf("unpinned zip: %v, want ErrUnpinned", err)
 	}
 
@@ -86,7 +86,7 @@ func TestVerifyCache(t *testing.T) {
 	b, _ := os.ReadFile(zip)
 	b[len(b)/2] ^= 1
 	os.WriteFile(zip, b, 0o644)
-	if _, err := VerifyCache(cache, good); err == nil {
+	if _, err := VerifyCache(cache, good, nil); err == nil {
 		t.Fatal("corrupted zip accepted")
 	}
 }
