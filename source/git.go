@@ -251,6 +251,9 @@ var baseConfig = []string{
 	"init.defaultBranch=main",
 	"gc.auto=0",
 	"maintenance.auto=false",
+	// The clone is scratch, removed with its job: no fsync of its pack
+	// (durability only; git ≥ 2.36, ignored before).
+	"core.fsync=none",
 	// A bare repository committed inside the checkout is never
 	// discovered as the repository git runs in (its config could run
 	// commands); kettle's own clone has a .git.
