@@ -124,13 +124,7 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 		// kettle's own clone, before anything else touched it: the commit
 		// it fetched and that commit's tree. (The content is not re-hashed:
 		// git checked the commit out itself.)
-		var out string
-		out, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{commit}")
-		head = strings.TrimSpace(out)
-		if err == nil {
-			out, err = g.run(ctx, dir, "rev-parse", "--verify", "-q", "HEAD^{tree}")
-			tree = strings.TrimSpace(out)
-		}
+		head, tree, err = g.readHead(ctx, dir)
 	}
 	var tag string
 	if err == nil && hasConfig(dir) {
@@ -173,6 +167,38 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 		return nil, err
 	}
 	return &Tree{Dir: dir, Top: name, Commit: head, Files: files, Identity: &gitid.Identity{Commit: head, Tree: tree, HeadCommit: head, Tag: tag}}, nil
+}
+
+// readHead returns HEAD's commit and tree in kettle's own clone dir.
+// gitid.ReadHead reads them in Go: every git process costs 5-10 ms here,
+// and the pack it reads was indexed (every object hashed) by git's
+// index-pack. Where the Go reader declines a clone git made (a ref storage
+// or object it does not read, an object beyond its size limits), one git
+// rev-parse answers as before.
+func (g *gitCmd) readHead(ctx context.Context, dir string) (commit, tree string, err error) {
+	if h, err := gitid.ReadHead(filepath.Join(dir, ".git")); err == nil {
+		return h.Commit, h.Tree, nil
+	}
+	return g.revParseHead(ctx, dir)
+}
+
+// revParseHead asks git for HEAD^{commit} and HEAD^{tree} in one process;
+// "--" makes both revisions (never paths).
+func (g *gitCmd) revParseHead(ctx context.Context, dir string) (commit, tree string, err error) {
+	out, err := g.run(ctx, dir, "rev-parse", "HEAD^{commit}", "HEAD^{tree}", "--")
+	if err != nil {
+		return "", "", err
+	}
+	f := strings.Fields(out)
+	if len(f) != 3 || f[2] != "--" || !isObjectID(f[0]) || len(f[1]) != len(f[0]) || !isObjectID(f[1]) {
+		return "", "", refuse(ErrClone, fmt.Errorf("git rev-parse: unexpected output %q", out), "git clone failed: cannot read the cloned commit")
+	}
+	return strings.ToLower(f[0]), strings.ToLower(f[1]), nil
+}
+
+// isObjectID reports a SHA-1 or SHA-256 object id in hex.
+func isObjectID(s string) bool {
+	return (len(s) == 40 || len(s) == 64) && isHex(s)
 }
 
 // hasConfig reports a kettle.toml at the checkout's root (Lstat: whatever
@@ -225,6 +251,9 @@ var baseConfig = []string{
 	"init.defaultBranch=main",
 	"gc.auto=0",
 	"maintenance.auto=false",
+	// The clone is scratch, removed with its job: no fsync of its pack
+	// (durability only; git ≥ 2.36, ignored before).
+	"core.fsync=none",
 	// A bare repository committed inside the checkout is never
 	// discovered as the repository git runs in (its config could run
 	// commands); kettle's own clone has a .git.

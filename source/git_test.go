@@ -163,12 +163,14 @@ func checkTree(t *testing.T, tree *Tree, r *testRepo, want string) {
 	if tree.Commit != want || tree.Top != r.name || filepath.Base(tree.Dir) != r.name {
 		t.Fatalf("tree = %+v, want commit %s", tree, want)
 	}
-	// The identity comes from kettle's clone; gitid's Go reader of the
-	// same (shallow, packed) .git and its content hash agree with it.
+	// The identity comes from kettle's clone; git itself, gitid's Go
+	// reader of the same (shallow, packed) .git and its content hash agree
+	// with it.
 	id := tree.Identity
 	if id == nil || id.Commit != want || id.HeadCommit != want || len(id.Tree) != 40 || id.Dirty {
 		t.Fatalf("identity %+v", id)
 	}
+	checkGitHead(t, tree)
 	if h, err := gitid.ReadHead(filepath.Join(tree.Dir, ".git")); err != nil || h.Commit != want || h.Tree != id.Tree {
 		t.Errorf("gitid.ReadHead of the clone: %+v %v, want tree %s", h, err, id.Tree)
 	}
