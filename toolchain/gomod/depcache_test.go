@@ -209,6 +209,45 @@ func TestGoSharedDepCache(t *testing.T) {
 			// The refill is what the next case finds (moduleEntry).
 		})
 	}
+	// The plan entry's go.mod copy changed on disk: the plan is refused,
+	// the job takes the module and go.mod entries one by one and runs the
+	// fetch; the result is the honest one, and the plan is filled again.
+	t.Run("plan-bytes-changed", func(t *testing.T) {
+		for _, d := range planEntries(t, c) { // go-hello's, and plan-miss's
+			p := filepath.Join(d, "download", "github.com", "google", "uuid", "@v", "v1.6.0.mod")
+			os.Chmod(p, 0o644)
+			if err := os.WriteFile(p, []byte("module github.com/google/uuid\n\nrequire evil.example v1.0.0\n"), 0o444); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := buildWithCache(t, runner, c, "")
+		if !strings.Contains(b.log, "Fetch: 1 module(s) from the shared dependency cache, 1 downloaded") {
+			t.Fatalf("poisoned plan was not refused:\n%s", b.log)
+		}
+		if stable(b.prov) != stable(cold.prov) || fmt.Sprint(b.res.Artifacts) != fmt.Sprint(cold.res.Artifacts) {
+			t.Fatal("result differs from the honest build")
+		}
+		again := buildWithCache(t, runner, c, "")
+		if !strings.Contains(again.log, "from the shared dependency cache, 0 downloaded") {
+			t.Fatalf("plan not refilled:\n%s", again.log)
+		}
+	})
+}
+
+// planEntries finds the plan entries naming uuid.
+func planEntries(t *testing.T, c *depcache.Cache) []string {
+	ents, _ := os.ReadDir(c.EntriesDir())
+	var out []string
+	for _, e := range ents {
+		d := filepath.Join(c.EntriesDir(), e.Name())
+		if b, err := os.ReadFile(filepath.Join(d, "plan")); err == nil && strings.Contains(string(b), "zip github.com/google/uuid v1.6.0") {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("no plan entry for go-hello")
+	}
+	return out
 }
 
 // sandboxWrites: the commands of a job, in the fetch sandbox's shape (the
@@ -221,6 +260,10 @@ func sandboxWrites(t *testing.T, runner sandbox.Runner, c *depcache.Cache, jobCa
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatalf("job cache has no link to the entry: %v", err)
 	}
+	dl := filepath.Join(jobCache, "gomod", "cache", "download", "github.com", "google", "uuid", "@v")
+	if fi, err := os.Lstat(filepath.Join(jobCache, "gomod", "cache", "download")); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("job cache's download tree is not a link to the plan entry: %v", err)
+	}
 	attack := strings.Join([]string{
 		"echo evil > " + link + "/uuid.go",
 		"echo evil > " + link + "/init.go",
@@ -229,6 +272,10 @@ func sandboxWrites(t *testing.T, runner sandbox.Runner, c *depcache.Cache, jobCa
 		"mv " + entry + " " + entry + ".x",
 		"ln -s /tmp " + entry + "/x",
 		"touch " + c.EntriesDir() + "/new",
+		// the warm job's cache/download is a link to the plan entry's tree
+		"echo evil > " + dl + "/v1.6.0.mod",
+		"echo h1:evil > " + dl + "/v1.6.0.ziphash",
+		"touch " + dl + "/v1.7.0.mod",
 		"echo done",
 	}, "; ")
 	for _, shape := range []struct {
@@ -244,7 +291,7 @@ func sandboxWrites(t *testing.T, runner sandbox.Runner, c *depcache.Cache, jobCa
 		if err := runner.Run(context.Background(), &cmd); err != nil {
 			t.Fatalf("%s: %v\n%s", shape.name, err, out.String())
 		}
-		if n := strings.Count(out.String(), "Read-only file system"); n < 6 || !strings.Contains(out.String(), "done") {
+		if n := strings.Count(out.String(), "Read-only file system"); n < 9 || !strings.Contains(out.String(), "done") {
 			t.Errorf("%s sandbox: not every write was refused as read-only:\n%s", shape.name, out.String())
 		}
 	}
