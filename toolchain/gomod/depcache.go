@@ -223,28 +223,14 @@ func (d *Driver) fromPlan(w *toolchain.Workspace, u *cacheUse, planDir string, l
 		}
 	}
 	entries := make([]string, len(zips))
-	var wg sync.WaitGroup
 	var missing atomic.Bool
-	next := make(chan int)
-	for range 2 {
-		wg.Go(func() {
-			for i := range next {
-				e, ok := w.DepCache.Get(depcache.Key{Kind: KindModule, Digest: zips[i].H1}, w.DepLease)
-				if !ok {
-					missing.Store(true)
-				}
-				entries[i] = e
-			}
-		})
-	}
-	for i := range zips {
-		if missing.Load() {
-			break
+	inParallel(len(zips), missing.Load, func(i int) {
+		e, ok := w.DepCache.Get(depcache.Key{Kind: KindModule, Digest: zips[i].H1}, w.DepLease)
+		if !ok {
+			missing.Store(true)
 		}
-		next <- i
-	}
-	close(next)
-	wg.Wait()
+		entries[i] = e
+	})
 	if missing.Load() {
 		u.goMods = 0
 		return false, nil
@@ -266,6 +252,26 @@ func (d *Driver) fromPlan(w *toolchain.Workspace, u *cacheUse, planDir string, l
 	}
 	u.modules, u.complete = len(zips), true
 	return true, nil
+}
+
+// inParallel calls fn(i) for each i < n on two goroutines (the work is
+// syscalls and hashing, and kettle's machines have few cores), handing out
+// no more once stop reports true.
+func inParallel(n int, stop func() bool, fn func(i int)) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := 0; i < n && !stop(); i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 }
 
 // dirMaker is os.MkdirAll remembering what it made: thousands of go.mod
@@ -350,38 +356,25 @@ func (d *Driver) fill(ctx context.Context, w *toolchain.Workspace, u *cacheUse) 
 		todo = append(todo, job{h: h, dir: filepath.Join(downloadDir, dl+".mod"), isMod: true})
 	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	next := make(chan job)
-	for range 2 {
-		wg.Go(func() {
-			for j := range next {
-				err := d.fillOne(c, mc, j.h, j.dir, j.isMod)
-				mu.Lock()
-				switch {
-				case err == nil:
-					filled++
-				case !errors.Is(err, depcache.ErrTooLarge):
-					logf(w, "kettle: %s@%s not added to the shared dependency cache: %s", j.h.Path, j.h.Version, clip(scrubPaths(err.Error(), w)))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	for _, j := range todo {
-		if ctx.Err() != nil {
-			break
-		}
+	inParallel(len(todo), func() bool { return ctx.Err() != nil }, func(i int) {
+		j := todo[i]
 		kind := KindModule
 		if j.isMod {
 			kind = KindGoMod
 		}
 		if c.Has(depcache.Key{Kind: kind, Digest: j.h.H1}) {
-			continue // came from the cache, or another job added it meanwhile
+			return // came from the cache, or another job added it meanwhile
 		}
-		next <- j
-	}
-	close(next)
-	wg.Wait()
+		err := d.fillOne(c, mc, j.h, j.dir, j.isMod)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			filled++
+		case !errors.Is(err, depcache.ErrTooLarge):
+			logf(w, "kettle: %s@%s not added to the shared dependency cache: %s", j.h.Path, j.h.Version, clip(scrubPaths(err.Error(), w)))
+		}
+	})
 	if ctx.Err() != nil {
 		return filled
 	}
