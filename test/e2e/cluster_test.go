@@ -132,7 +132,7 @@ func tryNATSCluster(t *testing.T, dir string) (*natsCluster, error) {
 		n.logPath = filepath.Join(dir, n.name+".log")
 		conf := fmt.Sprintf(`server_name: %s
 listen: "127.0.0.1:%d"
-jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 2GB }
+jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 2GB, sync_interval: always }
 cluster {
   name: kettle
   listen: "127.0.0.1:%d"
@@ -474,12 +474,18 @@ func (f *follower) building(w string) bool {
 	return cur == w && built
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+// waitFor polls cond for up to d; on a timeout the failure carries what
+// each diag returns (the state that explains it, before cleanup's noise).
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool, diag ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
+			var b strings.Builder
+			for _, f := range diag {
+				b.WriteString("\n" + f())
+			}
+			t.Fatalf("timed out after %v waiting for %s%s", d, what, b.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -808,7 +814,9 @@ func TestNATSCluster(t *testing.T) {
 		proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", nc.nodes[1].port))
 		w3 := startW(t, "w3", "nats://"+proxy.addr(), "--once")
 		j := submit(t, A, "cutoff")
-		waitFor(t, "w3 building", time.Minute, func() bool { return j.f.building("w3") })
+		waitFor(t, "w3 building", time.Minute, func() bool { return j.f.building("w3") }, func() string {
+			return fmt.Sprintf("events of %s:\n%s\nw3 log:\n%s", j.id, eventLog(j.f.events()), harness.Tail(readFile(w3.logPath), 30))
+		})
 		proxy.setPaused(true)
 		cut := time.Now()
 		t.Logf("w3 cut off from NATS in the middle of %s", j.id)
