@@ -8,7 +8,7 @@ import (
 
 // BenchmarkCloneFile is the clone phase of a build from a tiny file://
 // repository (issue 16's fixed cost): the default branch, as `repo_ref`
-// "main" or none.
+// "main" or none. copyLocal makes it (one git process, read-tree).
 func BenchmarkCloneFile(b *testing.B) {
 	r := makeRepo(b, "proj", nil)
 	url := "file://" + r.base + "/proj.git"
@@ -20,8 +20,9 @@ func BenchmarkCloneFile(b *testing.B) {
 	}
 }
 
-// BenchmarkGitCloneFile is the floor of BenchmarkCloneFile: the same
-// `git clone` with kettle's arguments and environment and nothing else.
+// BenchmarkGitCloneFile is what BenchmarkCloneFile cost before copyLocal,
+// and what any other transport still costs at least: the same `git clone`
+// with kettle's arguments and environment and nothing else.
 // (Most of it is git starting its processes: the clone itself, sh,
 // upload-pack, pack-objects, index-pack and the connectivity check's
 // rev-list.)

@@ -99,6 +99,14 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 		}
 	}
 
+	// A repository on this disk is copied in Go when copyLocal reads it;
+	// else, and for every other transport, git clones it.
+	want, err := g.copyLocal(ctx, r, ref, dir, p.maxRepoBytes())
+	local := err == nil
+	if errors.Is(err, errDecline) {
+		err = nil
+	}
+
 	// The size limit covers what lands on disk, whatever the transport.
 	var tooLarge atomic.Bool
 	watchDone := make(chan struct{})
@@ -118,7 +126,9 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 			}
 		}
 	}()
-	want, err := g.fetch(ctx, fetchURL, ref, dir)
+	if !local && err == nil {
+		want, err = g.fetch(ctx, fetchURL, ref, dir)
+	}
 	var head, tree string
 	if err == nil {
 		// kettle's own clone, before anything else touched it: the commit

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -116,6 +117,35 @@ func FuzzIndex(f *testing.F) {
 		h.head(id)
 		if _, err := ReadHead(filepath.Join(h.dir, ".git")); err == nil {
 			t.Fatal("an object with a made-up id verified")
+		}
+	})
+}
+
+// FuzzParseTree: a hostile tree object parses into entries whose names
+// are usable path components and whose ids have the format's length, or
+// into an error; never a panic.
+func FuzzParseTree(f *testing.F) {
+	id := bytes.Repeat([]byte{0xab}, 20)
+	f.Add(append([]byte("100644 README\x00"), id...), false)
+	f.Add(append(append([]byte("40000 src\x00"), id...), append([]byte("120000 link\x00"), id...)...), false)
+	f.Add([]byte("100644 ../x\x00"), false)
+	f.Add(append([]byte("160000 sub\x00"), bytes.Repeat([]byte{1}, 32)...), true)
+	f.Fuzz(func(t *testing.T, data []byte, sha256 bool) {
+		format := SHA1
+		if sha256 {
+			format = SHA256
+		}
+		entries, err := ParseTree(data, format)
+		if err != nil {
+			return
+		}
+		for _, e := range entries {
+			if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
+				t.Fatalf("name %q", e.Name)
+			}
+			if len(e.ID) != 2*format.size() || !isHex(e.ID) {
+				t.Fatalf("id %q", e.ID)
+			}
 		}
 	})
 }

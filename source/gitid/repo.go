@@ -58,53 +58,20 @@ type Head struct {
 // gitdir files, grafts and replace refs are never read: kettle records what
 // this directory itself proves.
 func ReadHead(gitDir string) (*Head, error) {
-	d, err := openDir(gitDir)
-	if err != nil {
-		return nil, classifyFS(err)
-	}
-	defer d.Close()
-	r := &repo{d: d}
-	defer r.close()
-	if b, err := d.readFile("HEAD", maxRefFile); err == nil && strings.TrimSpace(string(b)) == "ref: refs/heads/.invalid" {
-		// git ≥ 2.45 reftable storage keeps refs in a binary format.
-		return nil, fmt.Errorf("%w: reftable ref storage", ErrUnsupported)
-	}
-	id, err := r.resolveRef("HEAD", 0)
+	r, err := Open(gitDir)
 	if err != nil {
 		return nil, err
 	}
-	f, ok := formatOf(id)
-	if !ok {
-		return nil, ErrBadRef
+	defer r.Close()
+	if b, err := r.r.d.readFile("HEAD", maxRefFile); err == nil && strings.TrimSpace(string(b)) == "ref: refs/heads/.invalid" {
+		// git ≥ 2.45 reftable storage keeps refs in a binary format.
+		return nil, fmt.Errorf("%w: reftable ref storage", ErrUnsupported)
 	}
-	r.f = f
-	raw, _ := hex.DecodeString(id)
-	for peel := 0; ; peel++ {
-		if peel > maxPeel {
-			return nil, ErrRefLoop
-		}
-		r.budget = maxInflateTotal
-		typ, data, err := r.object(raw, 0)
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case objCommit:
-			tree, ok := headerID(data, "tree ", f)
-			if !ok {
-				return nil, fmt.Errorf("%w: commit without a tree line", ErrCorrupt)
-			}
-			return &Head{Commit: hex.EncodeToString(raw), Tree: tree, Format: f}, nil
-		case objTag:
-			next, ok := headerID(data, "object ", f)
-			if !ok {
-				return nil, fmt.Errorf("%w: tag without an object line", ErrCorrupt)
-			}
-			raw, _ = hex.DecodeString(next)
-		default:
-			return nil, ErrNotCommit
-		}
+	id, err := r.Resolve("HEAD")
+	if err != nil {
+		return nil, err
 	}
+	return r.Peel(id)
 }
 
 // headerID reads the id of the first header line of an object, which
