@@ -94,7 +94,7 @@ func Identify(ctx context.Context, dir string, o Options) (*Identity, error) {
 func Reason(err error) string {
 	// Tree errors are "<project-relative path>: <sentinel>": the client's
 	// own names, no server path.
-	if errors.Is(err, ErrTreeGit) || errors.Is(err, ErrTreeSpecial) {
+	if errors.Is(err, ErrTreeGit) || errors.Is(err, ErrTreeSpecial) || errors.Is(err, ErrCollision) {
 		return err.Error()
 	}
 	for _, s := range []error{ErrNoHead, ErrBadRef, ErrRefLoop, ErrNoObject, ErrCorrupt, ErrTooLarge, ErrDeltaDepth,

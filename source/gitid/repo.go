@@ -239,7 +239,11 @@ func (r *repo) object(id []byte, depth int) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if !bytes.Equal(objectID(r.f, typeName(typ), data), id) {
+	got, err := objectID(r.f, typeName(typ), data)
+	if err != nil {
+		return 0, nil, err
+	}
+	if !bytes.Equal(got, id) {
 		return 0, nil, fmt.Errorf("%w: object content does not hash to its id", ErrCorrupt)
 	}
 	return typ, data, nil

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pjbgf/sha1cd"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,11 +28,33 @@ const (
 	SHA256
 )
 
+// new is the format's hash: for SHA-1, sha1cd, the Go port of git's
+// sha1dc, which flags input crafted for a collision attack (SHAttered,
+// SHAmbles) as git does.
 func (f Format) new() hash.Hash {
 	if f == SHA256 {
 		return sha256.New()
 	}
-	return sha1.New()
+	return sha1cd.New()
+}
+
+// ErrCollision marks content crafted for a SHA-1 collision attack: git
+// refuses it ("SHA-1 appears to be part of a collision attack"), and so
+// does kettle rather than record an id that names two contents.
+var ErrCollision = errors.New("a file or git object is part of a SHA-1 collision attack")
+
+// sum is h's digest, or ErrCollision when h detected an attack.
+func sum(h hash.Hash) ([]byte, error) {
+	if cr, ok := h.(interface {
+		CollisionResistantSum([]byte) ([]byte, bool)
+	}); ok {
+		s, col := cr.CollisionResistantSum(nil)
+		if col {
+			return nil, ErrCollision
+		}
+		return s, nil
+	}
+	return h.Sum(nil), nil
 }
 
 func (f Format) size() int {
@@ -91,7 +114,7 @@ func TreeHash(ctx context.Context, dirPath string, f Format, exclude ...string) 
 		return "", err
 	}
 	if empty {
-		id = objectID(f, "tree", nil)
+		id, _ = objectID(f, "tree", nil)
 	}
 	return hex.EncodeToString(id), nil
 }
@@ -155,7 +178,11 @@ func (w *treeWalker) tree(d *dir, rel string, depth int) (id []byte, empty bool,
 			if err != nil {
 				return nil, false, fmt.Errorf("%s: %w", p, err)
 			}
-			entries = append(entries, treeEntry{name, "120000", objectID(w.f, "blob", []byte(target))})
+			blob, err := objectID(w.f, "blob", []byte(target))
+			if err != nil {
+				return nil, false, fmt.Errorf("%s: %w", p, err)
+			}
+			entries = append(entries, treeEntry{name, "120000", blob})
 		case unix.S_IFREG:
 			blob, exec, err := w.blob(d, name, p)
 			if err != nil {
@@ -186,7 +213,8 @@ func (w *treeWalker) tree(d *dir, rel string, depth int) (id []byte, empty bool,
 		b.WriteByte(0)
 		b.Write(e.id)
 	}
-	return objectID(w.f, "tree", b.Bytes()), false, nil
+	tid, err := objectID(w.f, "tree", b.Bytes())
+	return tid, false, err
 }
 
 // blob hashes a regular file; the mode and size come from the opened
@@ -210,7 +238,11 @@ func (w *treeWalker) blob(d *dir, name, p string) ([]byte, bool, error) {
 	if n != size {
 		return nil, false, fmt.Errorf("%s changed while hashing", p)
 	}
-	return h.Sum(nil), fi.Mode()&0o100 != 0, nil
+	id, err := sum(h)
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", p, err)
+	}
+	return id, fi.Mode()&0o100 != 0, nil
 }
 
 func readlinkat(fd int, name string) (string, error) {
@@ -228,11 +260,11 @@ func readlinkat(fd int, name string) (string, error) {
 }
 
 // objectID is the id of a git object of kind with content.
-func objectID(f Format, kind string, content []byte) []byte {
+func objectID(f Format, kind string, content []byte) ([]byte, error) {
 	h := f.new()
 	h.Write([]byte(kind + " " + strconv.Itoa(len(content)) + "\x00"))
 	h.Write(content)
-	return h.Sum(nil)
+	return sum(h)
 }
 
 func orDot(rel string) string {
