@@ -350,6 +350,39 @@ func TestCloneRedirectPrivateNetworks(t *testing.T) {
 	}
 }
 
+// TestCloneDenyOwnListeners: with --allow-private-networks a clone still
+// never reaches kettle's own listeners (Policy.Deny, as builds' fetches):
+// a repo_url naming one — directly over git:// or http://, or by a
+// redirect — is refused at submit and at clone, and the other loopback
+// server stays reachable.
+func TestCloneDenyOwnListeners(t *testing.T) {
+	r := makeRepo(t, "proj", nil)
+	daemon := serveDaemon(t, r.base)
+	own := httptest.NewServer(httpBackend(r.base)) // stands for kettle's --listen
+	defer own.Close()
+	other := httptest.NewServer(redirectTo(own.URL))
+	defer other.Close()
+	p := localPolicy
+	p.Deny = []string{strings.TrimPrefix(daemon, "git://"), ":" + own.URL[strings.LastIndex(own.URL, ":")+1:]}
+	for _, url := range []string{daemon + "/proj.git", own.URL + "/proj.git", strings.Replace(own.URL, "127.0.0.1", "localhost", 1) + "/proj.git", other.URL + "/proj.git"} {
+		t.Run(url, func(t *testing.T) {
+			redirect := strings.HasPrefix(url, other.URL)
+			if err := CheckRepo(t.Context(), url, "", p); !redirect && !errors.Is(err, ErrPrivateAddress) {
+				t.Errorf("CheckRepo: %v, want ErrPrivateAddress", err)
+			}
+			_, err := Clone(context.Background(), url, "", jobDirs(t), p)
+			if !errors.Is(err, ErrPrivateAddress) || !strings.Contains(err.Error(), "kettle's own listeners") {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+	// The deny list is not a blanket refusal of loopback.
+	p.Deny = p.Deny[:1]
+	if _, err := Clone(context.Background(), own.URL+"/proj.git", "", jobDirs(t), p); err != nil {
+		t.Fatalf("a loopback server off the deny list: %v", err)
+	}
+}
+
 func TestCloneDNSRebinding(t *testing.T) {
 	r := makeRepo(t, "proj", nil)
 	p := publicWorld(t, map[string]http.Handler{"rebind.example": httpBackend(r.base)}, nil)

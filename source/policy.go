@@ -28,6 +28,10 @@ type Policy struct {
 	// metadata service), unspecified and multicast addresses stay refused
 	// (egress.Policy.AllowPrivate).
 	AllowPrivateNetworks bool
+	// Deny lists addresses no clone may reach whatever AllowPrivateNetworks
+	// says: kettle's own listeners (egress.Policy.Deny: "host:port",
+	// ":port" for every address of this machine, or an IP).
+	Deny []string
 	// Resolver resolves repository hosts; nil means net.DefaultResolver.
 	Resolver Resolver
 	// CloneTimeout bounds a whole clone; 0 means DefaultCloneTimeout.
@@ -54,7 +58,7 @@ const (
 // repository host, and a Session of it carries a clone's http(s)
 // connections.
 func (p Policy) proxy() (*egress.Proxy, error) {
-	return egress.New(egress.Policy{AllowPrivate: p.AllowPrivateNetworks, Resolver: p.Resolver, Dial: p.dial})
+	return egress.New(egress.Policy{AllowPrivate: p.AllowPrivateNetworks, Deny: p.Deny, Resolver: p.Resolver, Dial: p.dial})
 }
 
 func (p Policy) cloneTimeout() time.Duration {
@@ -93,9 +97,9 @@ type remote struct {
 const maxURLLen = 2048
 
 // CheckRepo validates a repo_url and repo_ref against p at submit time: the
-// URL's transport and form, its host's addresses (unless
-// p.AllowPrivateNetworks) and the ref's syntax. Clone repeats every check at
-// fetch time.
+// URL's transport and form, its host's addresses (with
+// p.AllowPrivateNetworks, only against p.Deny) and the ref's syntax. Clone
+// repeats every check at fetch time.
 func CheckRepo(ctx context.Context, url, ref string, p Policy) error {
 	if _, err := parseRef(ref); err != nil {
 		return err
@@ -104,7 +108,7 @@ func CheckRepo(ctx context.Context, url, ref string, p Policy) error {
 	if err != nil {
 		return err
 	}
-	if r.host == "" || p.AllowPrivateNetworks {
+	if r.host == "" || (p.AllowPrivateNetworks && len(p.Deny) == 0) {
 		return nil
 	}
 	x, err := p.proxy()
@@ -260,6 +264,10 @@ func hostRefusal(host, hostport string, err error, p Policy) error {
 	case errors.Is(err, egress.ErrPrivate), errors.Is(err, egress.ErrDenied):
 		// The address itself is not echoed: it would let a client map
 		// internal DNS names.
+		if p.AllowPrivateNetworks && errors.Is(err, egress.ErrDenied) {
+			return refuse(ErrPrivateAddress, err,
+				"repository host %s resolves to the cloud metadata service or one of kettle's own listeners, which are never allowed", quote(host))
+		}
 		if p.AllowPrivateNetworks {
 			return refuse(ErrPrivateAddress, err,
 				"repository host %s resolves to a link-local (cloud metadata), unspecified or multicast address, which is never allowed", quote(host))

@@ -44,8 +44,10 @@ func (f *builderFlags) register(fs *flag.FlagSet) {
 
 // policy is the repo_url policy of these flags: the api checks it at
 // submission, the worker again when it clones.
-func (f *builderFlags) policy() source.Policy {
-	return source.Policy{AllowLocal: f.allowLocal, AllowPrivateNetworks: f.allowPrivate}
+// policy is the clone policy; deny are kettle's own listeners
+// (ownListeners), never reachable by a clone either.
+func (f *builderFlags) policy(deny ...string) source.Policy {
+	return source.Policy{AllowLocal: f.allowLocal, AllowPrivateNetworks: f.allowPrivate, Deny: deny}
 }
 
 // buildHost is what differs between the processes that build.
@@ -76,7 +78,8 @@ type builder struct {
 // attester and the worker that builds this process's jobs, observed in
 // h.metrics.
 func newBuilder(ctx context.Context, logger *slog.Logger, f builderFlags, h buildHost) (*builder, error) {
-	eg, err := egressOption(logger, f.allowPrivate, h.listen, h.natsListen, h.natsURL)
+	deny := ownListeners(h.listen, h.natsListen, h.natsURL)
+	eg, err := egressOption(logger, f.allowPrivate, deny)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +104,7 @@ func newBuilder(ctx context.Context, logger *slog.Logger, f builderFlags, h buil
 	}
 	b := worker.Observe(worker.New(worker.Config{
 		WorkDir:      h.workDir,
-		SourcePolicy: f.policy(),
+		SourcePolicy: f.policy(deny...),
 		Runner:       runner,
 		Attester:     att,
 		BuilderID:    f.builderID,

@@ -12,22 +12,27 @@ import (
 
 // egressOption is the sandbox's egress proxy for the fetch phase: the
 // repo_url address policy (public addresses only unless
-// --allow-private-networks), and kettle's own listeners unreachable in any
-// case: its HTTP --listen, the embedded store's --nats-listen, the servers
-// of a --nats cluster.
-func egressOption(logger *slog.Logger, allowPrivate bool, listen, natsListen, natsURL string) (sandbox.Option, error) {
+// --allow-private-networks), and deny (ownListeners) unreachable in any
+// case.
+func egressOption(logger *slog.Logger, allowPrivate bool, deny []string) (sandbox.Option, error) {
+	p, err := egress.New(egress.Policy{AllowPrivate: allowPrivate, Deny: deny, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return sandbox.WithEgress(p), nil
+}
+
+// ownListeners are kettle's own listeners, which neither a build's fetch
+// nor a clone may reach: its HTTP --listen, the embedded store's
+// --nats-listen, the servers of a --nats cluster.
+func ownListeners(listen, natsListen, natsURL string) []string {
 	var deny []string
 	for _, a := range []string{listen, natsListen} {
 		if a != "" {
 			deny = append(deny, a)
 		}
 	}
-	deny = append(deny, natsServers(natsURL)...)
-	p, err := egress.New(egress.Policy{AllowPrivate: allowPrivate, Deny: deny, Logger: logger})
-	if err != nil {
-		return nil, err
-	}
-	return sandbox.WithEgress(p), nil
+	return append(deny, natsServers(natsURL)...)
 }
 
 // natsServers are the host:port of each server of a NATS URL list

@@ -280,7 +280,7 @@ func serve(ctx context.Context, c serveConfig, logger *slog.Logger) error {
 		metrics.SetQueueDepth(qd.QueueDepth)
 	}
 
-	policy := c.build.policy()
+	policy := c.build.policy(ownListeners(c.listen, c.natsListen, c.natsURL)...)
 	workerCtx, stopWorkers := context.WithCancel(context.Background())
 	defer stopWorkers()
 	var workersDone sync.WaitGroup
