@@ -81,7 +81,7 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 	}
 	defer os.RemoveAll(home)
 
-	g := &gitCmd{root: root, home: home, local: p.AllowLocal}
+	g := &gitCmd{root: root, home: home, local: p.AllowLocal, maxEntries: p.maxRepoEntries()}
 	if r.trans == transHTTP || r.trans == transHTTPS {
 		// Every connection git makes (redirects included) goes through an
 		// egress session: checked, pinned to the checked address, and
@@ -97,14 +97,6 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 		if p.caFile != "" {
 			g.config = append(g.config, "http.sslCAInfo="+p.caFile)
 		}
-	}
-
-	// A repository on this disk is copied in Go when copyLocal reads it;
-	// else, and for every other transport, git clones it.
-	want, err := g.copyLocal(ctx, r, ref, dir, p.maxRepoBytes())
-	local := err == nil
-	if errors.Is(err, errDecline) {
-		err = nil
 	}
 
 	// The size limit covers what lands on disk, whatever the transport.
@@ -126,7 +118,12 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 			}
 		}
 	}()
-	if !local && err == nil {
+	// A repository on this disk is copied in Go when copyLocal reads it
+	// (the watcher above bounds its checkout too: trees can repeat a
+	// subtree into millions of files); else, and for every other
+	// transport, git clones it.
+	want, err := g.copyLocal(ctx, r, ref, dir, p.maxRepoBytes(), g.maxEntries)
+	if errors.Is(err, errDecline) {
 		want, err = g.fetch(ctx, fetchURL, ref, dir)
 	}
 	var head, tree string
@@ -240,6 +237,7 @@ func repoName(p string) string {
 type gitCmd struct {
 	root, home string
 	local      bool
+	maxEntries int64 // of a checkout (checkEntries)
 	config     []string
 	proxy      *egress.Session // nil for git:// and local transports
 	proxyAddr  string
@@ -376,11 +374,18 @@ func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir str
 	}
 	switch ref.kind {
 	case refDefault, refName:
-		args := []string{"clone", "--depth=1", "--no-tags", "--single-branch", "--no-local", "--template=", "--quiet"}
+		args := []string{"clone", "--depth=1", "--no-tags", "--single-branch", "--no-local", "--template=", "--quiet", "--no-checkout"}
 		if ref.kind == refName {
 			args = append(args, "--branch", ref.name)
 		}
-		_, err := g.run(ctx, g.root, append(args, "--", fetchURL, dir)...)
+		if _, err := g.run(ctx, g.root, append(args, "--", fetchURL, dir)...); err != nil {
+			return "", err
+		}
+		if err := g.checkEntries(ctx, dir, "HEAD"); err != nil {
+			return "", err
+		}
+		// What clone's own checkout does: a one-way merge into a new index.
+		_, err := g.run(ctx, dir, "read-tree", "--reset", "-u", "HEAD")
 		return "", err
 	case refFull:
 		// clone --branch takes names only; a full ref is fetched as a
@@ -389,6 +394,9 @@ func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir str
 			return "", err
 		}
 		if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", ref.name); err != nil {
+			return "", err
+		}
+		if err := g.checkEntries(ctx, dir, "FETCH_HEAD"); err != nil {
 			return "", err
 		}
 		_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", "FETCH_HEAD", "--")
@@ -404,8 +412,59 @@ func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir str
 	if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", ref.name); err != nil {
 		return "", err
 	}
+	if err := g.checkEntries(ctx, dir, ref.name); err != nil {
+		return "", err
+	}
 	_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", ref.name, "--")
 	return ref.name, err
+}
+
+// checkEntries counts the entries of rev's tree in the fetched
+// repository dir (gitid, trees only) and refuses one past g.maxEntries
+// before git checks it out: a tree repeating a subtree names millions of
+// files in a few kilobytes, and git builds their whole index in memory
+// first. rev is HEAD, FETCH_HEAD or a commit id. A tree gitid cannot read
+// for its size or delta cost is refused the same way; anything else it
+// declines (git's own clone in a format it does not read) is left to the
+// size watcher.
+func (g *gitCmd) checkEntries(ctx context.Context, dir, rev string) error {
+	gitDir := filepath.Join(dir, ".git")
+	src, err := gitid.Open(gitDir)
+	if err != nil {
+		return nil
+	}
+	defer src.Close()
+	id := rev
+	switch rev {
+	case "HEAD":
+		if id, err = src.Resolve("HEAD"); err != nil {
+			return nil
+		}
+	case "FETCH_HEAD":
+		b, err := os.ReadFile(filepath.Join(gitDir, "FETCH_HEAD"))
+		if err != nil {
+			return nil
+		}
+		id, _, _ = strings.Cut(string(b), "\t")
+	}
+	var tree string
+	if h, err := src.Peel(id); err == nil {
+		tree = h.Tree
+	} else if out, err := g.run(ctx, dir, "rev-parse", "--verify", "--end-of-options", rev+"^{tree}"); err == nil {
+		tree = strings.TrimSpace(out) // a commit over gitid's 16 MiB
+	} else {
+		return nil
+	}
+	_, err = newWalker(ctx, src, g.maxEntries, nil).tree(tree, 0)
+	switch {
+	case err == nil, ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, ErrRepoTooLarge):
+		return err
+	case errors.Is(err, gitid.ErrTooLarge), errors.Is(err, gitid.ErrDeltaDepth):
+		return refuse(ErrRepoTooLarge, err, "the repository has a tree object over 16 MiB or too costly to read")
+	}
+	return nil
 }
 
 // initRemote makes dir an empty repository whose origin is fetchURL.

@@ -36,7 +36,7 @@ var errDecline = errors.New("local copy declined")
 // over budget, a repository owned by another user — is errDecline, with
 // dir removed, and the caller runs git instead: the fast path never
 // decides what git would refuse.
-func (g *gitCmd) copyLocal(ctx context.Context, r *remote, ref gitRef, dir string, budget int64) (string, error) {
+func (g *gitCmd) copyLocal(ctx context.Context, r *remote, ref gitRef, dir string, budget, maxEntries int64) (string, error) {
 	if r.trans != transFile || ref.kind == refAbbrev || strings.Contains(r.url, "%") {
 		return "", errDecline
 	}
@@ -44,11 +44,14 @@ func (g *gitCmd) copyLocal(ctx context.Context, r *remote, ref gitRef, dir strin
 	if !ok {
 		return "", errDecline
 	}
-	want, err := g.copyRepo(ctx, gitDir, r.url, ref, dir, budget)
+	want, err := g.copyRepo(ctx, gitDir, r.url, ref, dir, budget, maxEntries)
 	if err != nil {
 		os.RemoveAll(dir)
 		if ctx.Err() != nil {
 			return "", ctx.Err()
+		}
+		if errors.Is(err, ErrRepoTooLarge) {
+			return "", err // git would check out the same tree
 		}
 		return "", fmt.Errorf("%w: %w", errDecline, err)
 	}
@@ -85,7 +88,7 @@ func localGitDir(path string) (string, bool) {
 	return cand, true
 }
 
-func (g *gitCmd) copyRepo(ctx context.Context, gitDir, url string, ref gitRef, dir string, budget int64) (string, error) {
+func (g *gitCmd) copyRepo(ctx context.Context, gitDir, url string, ref gitRef, dir string, budget, maxEntries int64) (string, error) {
 	src, err := gitid.Open(gitDir)
 	if err != nil {
 		return "", err
@@ -102,15 +105,20 @@ func (g *gitCmd) copyRepo(ctx context.Context, gitDir, url string, ref gitRef, d
 	if want != "" && head.Commit != want {
 		return "", errors.New("the commit is a tag") // git's checkout of a tag id detaches at it; leave that to git
 	}
-	c := &copier{ctx: ctx, src: src, objects: filepath.Join(dir, ".git", "objects"), budget: budget, seen: map[string]bool{}}
-	if err := os.MkdirAll(c.objects, 0o755); err != nil {
+	// Loose objects take more room than git's pack: past half the limit
+	// git decides, with room left for the checkout.
+	lw := &looseWriter{objects: filepath.Join(dir, ".git", "objects"), budget: budget / 2}
+	if err := os.MkdirAll(lw.objects, 0o755); err != nil {
 		return "", err
 	}
-	commit, err := c.copy(head.Commit, "commit")
+	kind, commit, err := src.Object(head.Commit)
 	if err != nil {
 		return "", err
 	}
-	if err := c.tree(head.Tree, 0); err != nil {
+	if err := lw.write(head.Commit, kind, commit); err != nil {
+		return "", err
+	}
+	if _, err := newWalker(ctx, src, maxEntries, lw.write).tree(head.Tree, 0); err != nil {
 		return "", err
 	}
 	if err := writeSkeleton(filepath.Join(dir, ".git"), url, branch, head, gitid.HasParent(commit)); err != nil {
@@ -164,91 +172,123 @@ func resolveLocal(src *gitid.Repo, ref gitRef) (id, branch, want string, err err
 	return "", "", "", errors.New("unsupported ref")
 }
 
-// copier copies objects from src into a loose object directory.
-type copier struct {
-	ctx     context.Context
-	src     *gitid.Repo
-	objects string
-	budget  int64
-	written int64
-	seen    map[string]bool
-	z       *zlib.Writer
-	buf     bytes.Buffer
+// walker reads the objects of a tree from src, each distinct one once,
+// and counts the paths the tree expands to: trees may repeat a subtree,
+// so a few kilobytes of objects can name millions of files, and git
+// would build that whole index in memory before it writes a file. Past
+// max entries it stops with ErrRepoTooLarge. visit, when set, gets every
+// object read (the commit is the caller's); without it blobs are not read.
+type walker struct {
+	ctx   context.Context
+	src   *gitid.Repo
+	max   int64
+	count map[string]int64 // tree id → entries below it
+	blobs map[string]bool
+	visit func(id, kind string, data []byte) error
 }
 
-// maxTreeDepth bounds nesting as gitid does for a work tree.
+func newWalker(ctx context.Context, src *gitid.Repo, max int64, visit func(id, kind string, data []byte) error) *walker {
+	return &walker{ctx: ctx, src: src, max: max, count: map[string]int64{}, blobs: map[string]bool{}, visit: visit}
+}
+
+// maxCopyDepth bounds nesting as gitid does for a work tree.
 const maxCopyDepth = 2100
 
-func (c *copier) tree(id string, depth int) error {
+// tree returns the number of entries (files, links, gitlinks, directories)
+// at and below tree id.
+func (w *walker) tree(id string, depth int) (int64, error) {
+	if n, ok := w.count[id]; ok {
+		return n, nil
+	}
 	if depth > maxCopyDepth {
-		return errors.New("trees nest too deeply")
+		return 0, errors.New("trees nest too deeply")
 	}
-	if c.seen[id] {
-		return nil
-	}
-	data, err := c.copy(id, "tree")
+	data, err := w.read(id, "tree")
 	if err != nil {
-		return err
+		return 0, err
 	}
-	entries, err := gitid.ParseTree(data, c.src.Format())
+	entries, err := gitid.ParseTree(data, w.src.Format())
 	if err != nil {
-		return err
+		return 0, err
 	}
+	var n int64
 	for _, e := range entries {
+		n++
 		switch e.Mode {
 		case gitid.ModeTree:
-			err = c.tree(e.ID, depth+1)
+			sub, err := w.tree(e.ID, depth+1)
+			if err != nil {
+				return 0, err
+			}
+			n += sub
 		case gitid.ModeFile, gitid.ModeExec, gitid.ModeSymlink:
-			if !c.seen[e.ID] {
-				_, err = c.copy(e.ID, "blob")
+			if w.visit != nil && !w.blobs[e.ID] {
+				if _, err := w.read(e.ID, "blob"); err != nil {
+					return 0, err
+				}
+				w.blobs[e.ID] = true
 			}
 		case gitid.ModeGitlink:
 			// A submodule: a clone checks out an empty directory.
 		default:
-			err = fmt.Errorf("tree entry mode %o", e.Mode)
+			return 0, fmt.Errorf("tree entry mode %o", e.Mode)
 		}
-		if err != nil {
-			return err
+		if n > w.max {
+			return 0, refuse(ErrRepoTooLarge, nil, "the repository's tree has more than %d entries", w.max)
 		}
 	}
-	return nil
+	w.count[id] = n
+	return n, nil
 }
 
-// copy reads object id, which must be of kind, and writes it loose.
-func (c *copier) copy(id, kind string) ([]byte, error) {
-	if err := c.ctx.Err(); err != nil {
+func (w *walker) read(id, kind string) ([]byte, error) {
+	if err := w.ctx.Err(); err != nil {
 		return nil, err
 	}
-	k, data, err := c.src.Object(id)
+	k, data, err := w.src.Object(id)
 	if err != nil {
 		return nil, err
 	}
 	if k != kind {
 		return nil, fmt.Errorf("object %s is a %s, not a %s", id, k, kind)
 	}
-	c.seen[id] = true
-	c.buf.Reset()
-	if c.z == nil {
-		c.z, _ = zlib.NewWriterLevel(&c.buf, zlib.BestSpeed)
-	} else {
-		c.z.Reset(&c.buf)
-	}
-	c.z.Write([]byte(kind + " " + strconv.Itoa(len(data)) + "\x00"))
-	c.z.Write(data)
-	if err := c.z.Close(); err != nil {
-		return nil, err
-	}
-	if c.written += int64(c.buf.Len()); c.written > c.budget {
-		return nil, errors.New("over the size limit")
-	}
-	sub := filepath.Join(c.objects, id[:2])
-	if err := os.Mkdir(sub, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(sub, id[2:]), c.buf.Bytes(), 0o444); err != nil {
-		return nil, err
+	if w.visit != nil {
+		if err := w.visit(id, kind, data); err != nil {
+			return nil, err
+		}
 	}
 	return data, nil
+}
+
+// looseWriter writes objects into a loose object directory.
+type looseWriter struct {
+	objects string
+	budget  int64
+	written int64
+	z       *zlib.Writer
+	buf     bytes.Buffer
+}
+
+func (lw *looseWriter) write(id, kind string, data []byte) error {
+	lw.buf.Reset()
+	if lw.z == nil {
+		lw.z, _ = zlib.NewWriterLevel(&lw.buf, zlib.BestSpeed)
+	} else {
+		lw.z.Reset(&lw.buf)
+	}
+	lw.z.Write([]byte(kind + " " + strconv.Itoa(len(data)) + "\x00"))
+	lw.z.Write(data)
+	if err := lw.z.Close(); err != nil {
+		return err
+	}
+	if lw.written += int64(lw.buf.Len()); lw.written > lw.budget {
+		return errors.New("over the size limit")
+	}
+	sub := filepath.Join(lw.objects, id[:2])
+	if err := os.Mkdir(sub, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return os.WriteFile(filepath.Join(sub, id[2:]), lw.buf.Bytes(), 0o444)
 }
 
 // writeSkeleton writes what `git clone --depth=1` leaves beside the

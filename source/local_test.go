@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // usedLocalCopy reports whether a clone was made by copyLocal: git's
@@ -34,7 +36,7 @@ func usedLocalCopy(t *testing.T, dir string) bool {
 func gitClone(t *testing.T, url, ref string) string {
 	t.Helper()
 	root := t.TempDir()
-	g := &gitCmd{root: root, home: t.TempDir(), local: true}
+	g := &gitCmd{root: root, home: t.TempDir(), local: true, maxEntries: DefaultMaxEntries}
 	r, err := parseRef(ref)
 	if err != nil {
 		t.Fatal(err)
@@ -258,6 +260,45 @@ func TestLocalCopyDuplicateNames(t *testing.T) {
 					t.Fatalf("%v: a/pwned reached through the symlink", order)
 				}
 			}
+		}
+	}
+}
+
+// TestCloneTreeBomb: trees that repeat one subtree 64 times over four
+// levels name 16.7 million files in a few kilobytes of objects. Git would
+// build that index in memory (gigabytes, minutes) before writing a file;
+// every clone — the local copy, git:// and http, by branch or by commit —
+// counts the entries from the trees first and refuses.
+func TestCloneTreeBomb(t *testing.T) {
+	r := makeRepo(t, "proj", nil)
+	bare := filepath.Join(r.base, r.name+".git")
+	level := func(mode, id string) string {
+		var b strings.Builder
+		for i := range 64 {
+			fmt.Fprintf(&b, "%s x %s\t%02d\n", mode, id, i)
+		}
+		return mktree(t, bare, b.String())
+	}
+	id := level("100644", hashObject(t, bare, "blob", bytes.Repeat([]byte("x"), 4096)))
+	for range 3 {
+		id = level("040000", id)
+	}
+	commit := git(t, bare, "commit-tree", "-m", "bomb", id)
+	git(t, bare, "update-ref", "refs/heads/main", commit)
+	srv := httptest.NewServer(httpBackend(r.base))
+	defer srv.Close()
+	for _, url := range []string{"file://" + bare, serveDaemon(t, r.base) + "/proj.git", srv.URL + "/proj.git"} {
+		for _, ref := range []string{"", commit} {
+			t.Run(url+"@"+ref, func(t *testing.T) {
+				start := time.Now()
+				_, err := Clone(context.Background(), url, ref, jobDirs(t), localPolicy)
+				if !errors.Is(err, ErrRepoTooLarge) || !strings.Contains(err.Error(), "more than 200000 entries") {
+					t.Fatalf("err = %v, want ErrRepoTooLarge", err)
+				}
+				if d := time.Since(start); d > 10*time.Second {
+					t.Errorf("took %v", d)
+				}
+			})
 		}
 	}
 }

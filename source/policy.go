@@ -39,6 +39,10 @@ type Policy struct {
 	// MaxRepoBytes bounds the bytes a clone transfers and writes to disk;
 	// 0 means DefaultMaxRepoBytes.
 	MaxRepoBytes int64
+	// MaxRepoEntries bounds the files, links and directories of a clone's
+	// checkout, counted from its trees before git checks them out; 0
+	// means DefaultMaxEntries (an archive's limit too).
+	MaxRepoEntries int
 
 	// Test hooks (unexported so production code cannot weaken the policy):
 	// dial replaces the network dialer of the egress proxy (and of nothing
@@ -73,6 +77,13 @@ func (p Policy) maxRepoBytes() int64 {
 		return p.MaxRepoBytes
 	}
 	return DefaultMaxRepoBytes
+}
+
+func (p Policy) maxRepoEntries() int64 {
+	if p.MaxRepoEntries > 0 {
+		return int64(p.MaxRepoEntries)
+	}
+	return DefaultMaxEntries
 }
 
 // transport is how git reaches a remote.
