@@ -420,40 +420,27 @@ func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir str
 }
 
 // checkEntries counts the entries of rev's tree in the fetched
-// repository dir (gitid, trees only) and refuses one past g.maxEntries
-// before git checks it out: a tree repeating a subtree names millions of
-// files in a few kilobytes, and git builds their whole index in memory
-// first. rev is HEAD, FETCH_HEAD or a commit id. A tree gitid cannot read
-// for its size or delta cost is refused the same way; anything else it
-// declines (git's own clone in a format it does not read) is left to the
-// size watcher.
+// repository dir (gitid, trees only, modes read as git reads them) and
+// refuses one past g.maxEntries before git checks it out: a tree
+// repeating a subtree names millions of files in a few kilobytes, and git
+// builds their whole index in memory first. rev is HEAD, FETCH_HEAD or a
+// commit id; its tree comes from gitid, or from git where gitid declines
+// the commit (over 16 MiB). A tree gitid cannot read is refused: git
+// wrote and indexed this pack itself, so only a hostile tree gets there.
 func (g *gitCmd) checkEntries(ctx context.Context, dir, rev string) error {
 	gitDir := filepath.Join(dir, ".git")
 	src, err := gitid.Open(gitDir)
 	if err != nil {
-		return nil
+		return refuse(ErrClone, err, "git clone failed: the fetched repository cannot be read")
 	}
 	defer src.Close()
-	id := rev
-	switch rev {
-	case "HEAD":
-		if id, err = src.Resolve("HEAD"); err != nil {
-			return nil
-		}
-	case "FETCH_HEAD":
-		b, err := os.ReadFile(filepath.Join(gitDir, "FETCH_HEAD"))
-		if err != nil {
-			return nil
-		}
-		id, _, _ = strings.Cut(string(b), "\t")
-	}
 	var tree string
-	if h, err := src.Peel(id); err == nil {
+	if h, err := peelRev(src, gitDir, rev); err == nil {
 		tree = h.Tree
 	} else if out, err := g.run(ctx, dir, "rev-parse", "--verify", "--end-of-options", rev+"^{tree}"); err == nil {
-		tree = strings.TrimSpace(out) // a commit over gitid's 16 MiB
+		tree = strings.TrimSpace(out)
 	} else {
-		return nil
+		return err
 	}
 	_, err = newWalker(ctx, src, g.maxEntries, nil).tree(tree, 0)
 	switch {
@@ -464,7 +451,30 @@ func (g *gitCmd) checkEntries(ctx context.Context, dir, rev string) error {
 	case errors.Is(err, gitid.ErrTooLarge), errors.Is(err, gitid.ErrDeltaDepth):
 		return refuse(ErrRepoTooLarge, err, "the repository has a tree object over 16 MiB or too costly to read")
 	}
-	return nil
+	reason := gitid.Reason(err)
+	if reason == "" {
+		reason = "unreadable"
+	}
+	return refuse(ErrClone, err, "git clone failed: the fetched tree cannot be read (%s)", reason)
+}
+
+// peelRev is the commit rev (HEAD, FETCH_HEAD or an id) names in gitDir.
+func peelRev(src *gitid.Repo, gitDir, rev string) (*gitid.Head, error) {
+	id := rev
+	switch rev {
+	case "HEAD":
+		var err error
+		if id, err = src.Resolve("HEAD"); err != nil {
+			return nil, err
+		}
+	case "FETCH_HEAD":
+		b, err := os.ReadFile(filepath.Join(gitDir, "FETCH_HEAD"))
+		if err != nil {
+			return nil, err
+		}
+		id, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\t")
+	}
+	return src.Peel(id)
 }
 
 // initRemote makes dir an empty repository whose origin is fetchURL.

@@ -214,7 +214,7 @@ func (w *walker) tree(id string, depth int) (int64, error) {
 	var n int64
 	for _, e := range entries {
 		n++
-		switch e.Mode {
+		switch gitid.Canon(e.Mode) { // as git reads it: 040755 is a tree too
 		case gitid.ModeTree:
 			sub, err := w.tree(e.ID, depth+1)
 			if err != nil {
@@ -230,8 +230,6 @@ func (w *walker) tree(id string, depth int) (int64, error) {
 			}
 		case gitid.ModeGitlink:
 			// A submodule: a clone checks out an empty directory.
-		default:
-			return 0, fmt.Errorf("tree entry mode %o", e.Mode)
 		}
 		if n > w.max {
 			return 0, refuse(ErrRepoTooLarge, nil, "the repository's tree has more than %d entries", w.max)

@@ -279,26 +279,30 @@ func TestCloneTreeBomb(t *testing.T) {
 		}
 		return mktree(t, bare, b.String())
 	}
-	id := level("100644", hashObject(t, bare, "blob", bytes.Repeat([]byte("x"), 4096)))
-	for range 3 {
-		id = level("040000", id)
-	}
-	commit := git(t, bare, "commit-tree", "-m", "bomb", id)
-	git(t, bare, "update-ref", "refs/heads/main", commit)
 	srv := httptest.NewServer(httpBackend(r.base))
 	defer srv.Close()
-	for _, url := range []string{"file://" + bare, serveDaemon(t, r.base) + "/proj.git", srv.URL + "/proj.git"} {
-		for _, ref := range []string{"", commit} {
-			t.Run(url+"@"+ref, func(t *testing.T) {
-				start := time.Now()
-				_, err := Clone(context.Background(), url, ref, jobDirs(t), localPolicy)
-				if !errors.Is(err, ErrRepoTooLarge) || !strings.Contains(err.Error(), "more than 200000 entries") {
-					t.Fatalf("err = %v, want ErrRepoTooLarge", err)
-				}
-				if d := time.Since(start); d > 10*time.Second {
-					t.Errorf("took %v", d)
-				}
-			})
+	// Subtrees under their mode, and under modes git reads as a tree too
+	// (canon_mode: type bits only; zero-padded digits).
+	for _, treeMode := range []string{"040000", "040755", "0040000"} {
+		id := level("100644", hashObject(t, bare, "blob", bytes.Repeat([]byte("x"), 4096)))
+		for range 3 {
+			id = level(treeMode, id)
+		}
+		commit := git(t, bare, "commit-tree", "-m", "bomb", id)
+		git(t, bare, "update-ref", "refs/heads/main", commit)
+		for _, url := range []string{"file://" + bare, serveDaemon(t, r.base) + "/proj.git", srv.URL + "/proj.git"} {
+			for _, ref := range []string{"", commit} {
+				t.Run(treeMode+"/"+url+"@"+ref, func(t *testing.T) {
+					start := time.Now()
+					_, err := Clone(context.Background(), url, ref, jobDirs(t), localPolicy)
+					if !errors.Is(err, ErrRepoTooLarge) || !strings.Contains(err.Error(), "more than 200000 entries") {
+						t.Fatalf("err = %v, want ErrRepoTooLarge", err)
+					}
+					if d := time.Since(start); d > 10*time.Second {
+						t.Errorf("took %v", d)
+					}
+				})
+			}
 		}
 	}
 }

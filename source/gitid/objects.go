@@ -144,7 +144,7 @@ func HasParent(commit []byte) bool {
 
 // TreeEntry is one entry of a tree object.
 type TreeEntry struct {
-	Mode uint32 // git's octal mode: 040000 tree, 0100644/0100755 file, 0120000 symlink, 0160000 gitlink
+	Mode uint32 // the octal mode as stored (Canon: how git checks it out)
 	Name string
 	ID   string // hex
 }
@@ -158,6 +158,24 @@ const (
 	ModeGitlink = 0o160000
 )
 
+// Canon is the mode git checks an entry of mode out as (git's
+// canon_mode): by its type bits a directory, a file (executable when the
+// owner may run it), a symlink, and anything else a gitlink.
+func Canon(mode uint32) uint32 {
+	switch mode & 0o170000 {
+	case 0o100000:
+		if mode&0o100 != 0 {
+			return ModeExec
+		}
+		return ModeFile
+	case 0o120000:
+		return ModeSymlink
+	case 0o040000:
+		return ModeTree
+	}
+	return ModeGitlink
+}
+
 // ParseTree reads the entries of a tree object of format f:
 // "<octal mode> <name>\0<raw id>" each. A malformed entry is ErrCorrupt;
 // names are returned as stored (git checks them when it checks out).
@@ -165,12 +183,15 @@ func ParseTree(data []byte, f Format) ([]TreeEntry, error) {
 	var out []TreeEntry
 	n := f.size()
 	for len(data) > 0 {
+		// git reads any run of octal digits (old gits zero-padded
+		// "040000"), so this does too: a stricter parser would read a tree
+		// differently from the git that checks it out.
 		sp := bytes.IndexByte(data, ' ')
-		if sp <= 0 || sp > 7 {
+		if sp <= 0 || sp > 16 {
 			return nil, fmt.Errorf("%w: tree entry mode", ErrCorrupt)
 		}
 		mode, err := strconv.ParseUint(string(data[:sp]), 8, 32)
-		if err != nil || data[0] == '0' {
+		if err != nil || mode > 0o177777 {
 			return nil, fmt.Errorf("%w: tree entry mode", ErrCorrupt)
 		}
 		rest := data[sp+1:]
