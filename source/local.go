@@ -35,7 +35,8 @@ var errDecline = errors.New("local copy declined")
 // alternates, reftable, a gitfile, an object over gitid's limits, a copy
 // over budget, a repository owned by another user — is errDecline, with
 // dir removed, and the caller runs git instead: the fast path never
-// decides what git would refuse.
+// decides what git would refuse. Its one refusal, a tree past maxEntries
+// (ErrRepoTooLarge), is the git path's too (checkEntries).
 func (g *gitCmd) copyLocal(ctx context.Context, r *remote, ref gitRef, dir string, budget, maxEntries int64) (string, error) {
 	if r.trans != transFile || ref.kind == refAbbrev || strings.Contains(r.url, "%") {
 		return "", errDecline
