@@ -118,19 +118,20 @@ func clone(parent context.Context, r *remote, fetchURL string, ref gitRef, root 
 			}
 		}
 	}()
-	// A repository on this disk is copied in Go when copyLocal reads it
-	// (the watcher above bounds its checkout too: trees can repeat a
-	// subtree into millions of files); else, and for every other
-	// transport, git clones it.
-	want, err := g.copyLocal(ctx, r, ref, dir, p.maxRepoBytes(), g.maxEntries)
+	// A repository on this disk is copied in Go when copyLocal reads it;
+	// else, and for every other transport, git clones it. Both read the
+	// commit and its tree from kettle's own clone before the checkout.
+	want, h, err := g.copyLocal(ctx, r, ref, dir, p.maxRepoBytes(), g.maxEntries)
 	if errors.Is(err, errDecline) {
-		want, err = g.fetch(ctx, fetchURL, ref, dir)
+		want, h, err = g.fetch(ctx, fetchURL, ref, dir)
 	}
 	var head, tree string
-	if err == nil {
-		// kettle's own clone, before anything else touched it: the commit
-		// it fetched and that commit's tree. (The content is not re-hashed:
-		// git checked the commit out itself.)
+	switch {
+	case err == nil && h != nil:
+		head, tree = h.Commit, h.Tree
+	case err == nil:
+		// A commit gitid declined: git's answer. (The content is not
+		// re-hashed: git checked the commit out itself.)
 		head, tree, err = g.readHead(ctx, dir)
 	}
 	var tag string
@@ -363,12 +364,14 @@ func (g *gitCmd) summarise(s string) string {
 }
 
 // fetch checks ref out into dir and returns the commit that must be
-// checked out ("" when ref names a branch, tag or the remote HEAD).
-func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir string) (string, error) {
+// checked out ("" when ref names a branch, tag or the remote HEAD) and the
+// commit and tree checked out, as checkEntries read them (nil where gitid
+// declined the commit).
+func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir string) (string, *gitid.Head, error) {
 	if ref.kind == refAbbrev {
 		resolved, err := g.resolveAbbrev(ctx, fetchURL, ref.name)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		ref = resolved
 	}
@@ -379,44 +382,47 @@ func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir str
 			args = append(args, "--branch", ref.name)
 		}
 		if _, err := g.run(ctx, g.root, append(args, "--", fetchURL, dir)...); err != nil {
-			return "", err
+			return "", nil, err
 		}
-		if err := g.checkEntries(ctx, dir, "HEAD"); err != nil {
-			return "", err
+		h, err := g.checkEntries(ctx, dir, "HEAD")
+		if err != nil {
+			return "", nil, err
 		}
 		// What clone's own checkout does: a one-way merge into a new index.
-		_, err := g.run(ctx, dir, "read-tree", "--reset", "-u", "HEAD")
-		return "", err
+		_, err = g.run(ctx, dir, "read-tree", "--reset", "-u", "HEAD")
+		return "", h, err
 	case refFull:
 		// clone --branch takes names only; a full ref is fetched as a
 		// refspec (refs/heads/… or refs/tags/…: parseRef checked it).
 		if err := g.initRemote(ctx, fetchURL, "sha1", dir); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", ref.name); err != nil {
-			return "", err
+			return "", nil, err
 		}
-		if err := g.checkEntries(ctx, dir, "FETCH_HEAD"); err != nil {
-			return "", err
+		h, err := g.checkEntries(ctx, dir, "FETCH_HEAD")
+		if err != nil {
+			return "", nil, err
 		}
-		_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", "FETCH_HEAD", "--")
-		return "", err
+		_, err = g.run(ctx, dir, "checkout", "--quiet", "--detach", "FETCH_HEAD", "--")
+		return "", h, err
 	}
 	format := "sha1"
 	if len(ref.name) == 64 {
 		format = "sha256"
 	}
 	if err := g.initRemote(ctx, fetchURL, format, dir); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if _, err := g.run(ctx, dir, "fetch", "--depth=1", "--no-tags", "--no-recurse-submodules", "--quiet", "--", "origin", ref.name); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if err := g.checkEntries(ctx, dir, ref.name); err != nil {
-		return "", err
+	h, err := g.checkEntries(ctx, dir, ref.name)
+	if err != nil {
+		return "", nil, err
 	}
-	_, err := g.run(ctx, dir, "checkout", "--quiet", "--detach", ref.name, "--")
-	return ref.name, err
+	_, err = g.run(ctx, dir, "checkout", "--quiet", "--detach", ref.name, "--")
+	return ref.name, h, err
 }
 
 // checkEntries counts the entries of rev's tree in the fetched
@@ -427,35 +433,38 @@ func (g *gitCmd) fetch(ctx context.Context, fetchURL string, ref gitRef, dir str
 // commit id; its tree comes from gitid, or from git where gitid declines
 // the commit (over 16 MiB). A tree gitid cannot read is refused: git
 // wrote and indexed this pack itself, so only a hostile tree gets there.
-func (g *gitCmd) checkEntries(ctx context.Context, dir, rev string) error {
+// It returns the commit and tree it read, nil where gitid declined the
+// commit.
+func (g *gitCmd) checkEntries(ctx context.Context, dir, rev string) (*gitid.Head, error) {
 	gitDir := filepath.Join(dir, ".git")
 	src, err := gitid.Open(gitDir)
 	if err != nil {
-		return refuse(ErrClone, err, "git clone failed: the fetched repository cannot be read")
+		return nil, refuse(ErrClone, err, "git clone failed: the fetched repository cannot be read")
 	}
 	defer src.Close()
-	var tree string
-	if h, err := peelRev(src, gitDir, rev); err == nil {
+	h, err := peelRev(src, gitDir, rev)
+	tree := ""
+	if err == nil {
 		tree = h.Tree
 	} else if out, err := g.run(ctx, dir, "rev-parse", "--verify", "--end-of-options", rev+"^{tree}"); err == nil {
-		tree = strings.TrimSpace(out)
+		h, tree = nil, strings.TrimSpace(out)
 	} else {
-		return err
+		return nil, err
 	}
 	_, err = newWalker(ctx, src, g.maxEntries, nil).tree(tree, 0)
 	switch {
 	case err == nil, ctx.Err() != nil:
-		return ctx.Err()
+		return h, ctx.Err()
 	case errors.Is(err, ErrRepoTooLarge):
-		return err
+		return nil, err
 	case errors.Is(err, gitid.ErrTooLarge), errors.Is(err, gitid.ErrDeltaDepth):
-		return refuse(ErrRepoTooLarge, err, "the repository has a tree object over 16 MiB or too costly to read")
+		return nil, refuse(ErrRepoTooLarge, err, "the repository has a tree object over 16 MiB or too costly to read")
 	}
 	reason := gitid.Reason(err)
 	if reason == "" {
 		reason = "unreadable"
 	}
-	return refuse(ErrClone, err, "git clone failed: the fetched tree cannot be read (%s)", reason)
+	return nil, refuse(ErrClone, err, "git clone failed: the fetched tree cannot be read (%s)", reason)
 }
 
 // peelRev is the commit rev (HEAD, FETCH_HEAD or an id) names in gitDir.

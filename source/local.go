@@ -31,32 +31,32 @@ var errDecline = errors.New("local copy declined")
 // refs and shallow file a clone has, and one `git read-tree --reset -u
 // HEAD` checks the tree out with git's own path checks and .gitattributes
 // conversions. It returns the commit the ref must resolve to ("" for a
-// name, as fetch does). Anything it does not read — an abbreviated ref,
+// name, as fetch does) and the commit and tree it copied. Anything it does not read — an abbreviated ref,
 // alternates, reftable, a gitfile, an object over gitid's limits, a copy
 // over budget, a repository owned by another user — is errDecline, with
 // dir removed, and the caller runs git instead: the fast path never
 // decides what git would refuse. Its one refusal, a tree past maxEntries
 // (ErrRepoTooLarge), is the git path's too (checkEntries).
-func (g *gitCmd) copyLocal(ctx context.Context, r *remote, ref gitRef, dir string, budget, maxEntries int64) (string, error) {
+func (g *gitCmd) copyLocal(ctx context.Context, r *remote, ref gitRef, dir string, budget, maxEntries int64) (string, *gitid.Head, error) {
 	if r.trans != transFile || ref.kind == refAbbrev || strings.Contains(r.url, "%") {
-		return "", errDecline
+		return "", nil, errDecline
 	}
 	gitDir, ok := localGitDir(r.path)
 	if !ok {
-		return "", errDecline
+		return "", nil, errDecline
 	}
-	want, err := g.copyRepo(ctx, gitDir, r.url, ref, dir, budget, maxEntries)
+	want, head, err := g.copyRepo(ctx, gitDir, r.url, ref, dir, budget, maxEntries)
 	if err != nil {
 		os.RemoveAll(dir)
 		if ctx.Err() != nil {
-			return "", ctx.Err()
+			return "", nil, ctx.Err()
 		}
 		if errors.Is(err, ErrRepoTooLarge) {
-			return "", err // git would check out the same tree
+			return "", nil, err // git would check out the same tree
 		}
-		return "", fmt.Errorf("%w: %w", errDecline, err)
+		return "", nil, fmt.Errorf("%w: %w", errDecline, err)
 	}
-	return want, nil
+	return want, head, nil
 }
 
 // localGitDir finds the repository directory of path as git's enter_repo
@@ -89,49 +89,49 @@ func localGitDir(path string) (string, bool) {
 	return cand, true
 }
 
-func (g *gitCmd) copyRepo(ctx context.Context, gitDir, url string, ref gitRef, dir string, budget, maxEntries int64) (string, error) {
+func (g *gitCmd) copyRepo(ctx context.Context, gitDir, url string, ref gitRef, dir string, budget, maxEntries int64) (string, *gitid.Head, error) {
 	src, err := gitid.Open(gitDir)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer src.Close()
 	id, branch, want, err := resolveLocal(src, ref)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	head, err := src.Peel(id)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if want != "" && head.Commit != want {
-		return "", errors.New("the commit is a tag") // git's checkout of a tag id detaches at it; leave that to git
+		return "", nil, errors.New("the commit is a tag") // git's checkout of a tag id detaches at it; leave that to git
 	}
 	// Loose objects take more room than git's pack: past half the limit
 	// git decides, with room left for the checkout.
 	lw := &looseWriter{objects: filepath.Join(dir, ".git", "objects"), budget: budget / 2}
 	if err := os.MkdirAll(lw.objects, 0o755); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	kind, commit, err := src.Object(head.Commit)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := lw.write(head.Commit, kind, commit); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if _, err := newWalker(ctx, src, maxEntries, lw.write).tree(head.Tree, 0); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := writeSkeleton(filepath.Join(dir, ".git"), url, branch, head, gitid.HasParent(commit)); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if _, err := g.run(ctx, dir, "read-tree", "--reset", "-u", "HEAD"); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if dirSize(dir) > budget {
-		return "", errors.New("over the size limit on disk")
+		return "", nil, errors.New("over the size limit on disk")
 	}
-	return want, nil
+	return want, head, nil
 }
 
 // resolveLocal turns ref into an object id in src, and the branch a

@@ -42,7 +42,7 @@ func gitClone(t *testing.T, url, ref string) string {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(root, "c")
-	if _, err := g.fetch(t.Context(), url, r, dir); err != nil {
+	if _, _, err := g.fetch(t.Context(), url, r, dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir
