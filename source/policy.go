@@ -275,11 +275,11 @@ func hostRefusal(host, hostport string, err error, p Policy) error {
 	case errors.Is(err, egress.ErrPrivate), errors.Is(err, egress.ErrDenied):
 		// The address itself is not echoed: it would let a client map
 		// internal DNS names.
-		if p.AllowPrivateNetworks && errors.Is(err, egress.ErrDenied) {
-			return refuse(ErrPrivateAddress, err,
-				"repository host %s resolves to the cloud metadata service or one of kettle's own listeners, which are never allowed", quote(host))
-		}
 		if p.AllowPrivateNetworks {
+			if errors.Is(err, egress.ErrDenied) {
+				return refuse(ErrPrivateAddress, err,
+					"repository host %s resolves to the cloud metadata service or one of kettle's own listeners, which are never allowed", quote(host))
+			}
 			return refuse(ErrPrivateAddress, err,
 				"repository host %s resolves to a link-local (cloud metadata), unspecified or multicast address, which is never allowed", quote(host))
 		}

@@ -43,9 +43,8 @@ func (f *builderFlags) register(fs *flag.FlagSet) {
 }
 
 // policy is the repo_url policy of these flags: the api checks it at
-// submission, the worker again when it clones.
-// policy is the clone policy; deny are kettle's own listeners
-// (ownListeners), never reachable by a clone either.
+// submission, the worker again when it clones. deny are kettle's own
+// listeners (ownListeners), never reachable by a clone either.
 func (f *builderFlags) policy(deny ...string) source.Policy {
 	return source.Policy{AllowLocal: f.allowLocal, AllowPrivateNetworks: f.allowPrivate, Deny: deny}
 }
