@@ -190,6 +190,21 @@ func TestLocalCopyDeclines(t *testing.T) {
 			t.Fatalf("commit %s (want %s), local copy %v: alternates must go to git", tree.Commit, r.head, usedLocalCopy(t, tree.Dir))
 		}
 	})
+	t.Run("objects-symlink", func(t *testing.T) {
+		// objects/ a symlink to a directory elsewhere (another job's
+		// repository): the Go reader follows no link, so git decides.
+		r := makeRepo(t, "proj", nil)
+		bare := filepath.Join(r.base, r.name+".git")
+		elsewhere := filepath.Join(r.base, "elsewhere")
+		if err := os.Rename(filepath.Join(bare, "objects"), elsewhere); err != nil {
+			t.Fatal(err)
+		}
+		os.Symlink(elsewhere, filepath.Join(bare, "objects"))
+		tree, err := Clone(context.Background(), "file://"+bare, "", jobDirs(t), localPolicy)
+		if err == nil && usedLocalCopy(t, tree.Dir) {
+			t.Fatal("the local copy read objects through a symlink")
+		}
+	})
 	t.Run("abbreviated", func(t *testing.T) {
 		r := makeRepo(t, "proj", nil)
 		tree, err := Clone(context.Background(), "file://"+filepath.Join(r.base, r.name+".git"), r.c2[:9], jobDirs(t), localPolicy)
